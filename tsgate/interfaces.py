@@ -1,0 +1,187 @@
+"""
+tsgate's extension points.
+
+A new L4 protocol is a plugin: a module in the ``tsgate.plugins`` package
+namespace (a third-party distribution ships ``tsgate/plugins/<name>.py``)
+that defines module-level *instances* providing ``twisted.plugin.IPlugin`` and
+one of the interfaces below. ``tsgate.plugins.load_plugins`` finds them with
+``twisted.plugin.getPlugins``.
+
+The contracts are written for implementers; the data path
+(``tsgate.proxy``) is their only caller and guards every call, so a plugin
+that breaks its contract costs the connection it was looking at (or only its
+own counters, for observers) and never the gateway.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Mapping, Union
+
+import attrs
+from zope.interface import Attribute, Interface
+
+
+class HintParseError(Exception):
+    """
+    The one error a hint parser or preamble negotiator may raise: the bytes
+    claim to be this protocol but are malformed (a TLS record header followed
+    by a nonsense handshake, say). Anything else raised is a bug in the
+    plugin; the data path treats it the same way and logs it louder.
+    """
+
+
+@attrs.frozen
+class NeedMore:
+    """Not enough bytes yet to decide; call again with more."""
+
+
+@attrs.frozen
+class NotMine:
+    """These bytes are not this protocol."""
+
+    reason: str = ""
+
+
+@attrs.frozen
+class Hint:
+    """
+    What a hint parser learned from the first client bytes.
+
+    ``protocol`` is a lower-case protocol name (``tls``, ``postgres``);
+    ``attributes`` are short strings for routing, logs and ``explain``:
+    well-known keys are ``sni``, ``alpn`` (comma-separated), ``versions``,
+    ``database``, ``user``, ``client_id``, ``app_name``, ``ja3``, ``ja4``.
+    ``length`` is how many bytes of the input the hinted message occupies
+    (the ClientHello's records, the StartupMessage): the data path never
+    consumes them, it only needs to know where the message ends.
+    """
+
+    protocol: str
+    attributes: Mapping[str, str] = attrs.field(factory=dict)
+    length: int = 0
+
+    @property
+    def sni(self) -> Union[str, None]:
+        return self.attributes.get("sni")
+
+
+NEED_MORE = NeedMore()
+
+#: What ``IHintParser.parse`` and ``IPreambleNegotiator.parse`` return.
+ParseResult = Union[NeedMore, NotMine, Hint]
+
+
+class IHintParser(Interface):
+    """
+    A sans-IO parser that looks at the first bytes a client sends and says
+    which protocol it speaks and what it asks for, without consuming them.
+
+    Contract:
+
+    - ``parse(data)`` is called with *all* bytes received from the client so
+      far (from the first byte of the connection), again after every read,
+      until it returns something other than ``NEED_MORE``. It keeps no state
+      between calls, does no I/O, and imports nothing from Twisted.
+    - It returns ``NEED_MORE`` only while ``len(data) < max_bytes``; the data
+      path stops calling it at ``max_bytes`` and counts ``<name>.too_large``.
+    - It returns ``NotMine`` as soon as the bytes cannot be this protocol
+      (usually from the first one to eight bytes) so other parsers can try.
+    - It raises only :class:`HintParseError`.
+    - Any split of the same bytes gives the same result (it is a function of
+      the bytes, not of how they arrived).
+    """
+
+    name = Attribute("Unique plugin name, e.g. 'tls'. Duplicates are refused.")
+    protocol = Attribute("Protocol name this parser recognises, e.g. 'tls'.")
+    max_bytes = Attribute("The most bytes parse() needs to decide (a cap).")
+
+    def parse(data: bytes) -> ParseResult:  # type: ignore[misc]
+        """Decide from the first client bytes: NEED_MORE, NotMine or a Hint."""
+
+
+@attrs.frozen
+class Preamble:
+    """
+    A recognised in-protocol TLS upgrade request (STARTTLS).
+
+    - ``length``: bytes of client input the preamble occupies; the data path
+      consumes them (they are not replayed) and answers ``client_reply``;
+      the client then sends its ClientHello, which is inspected and routed by
+      SNI as on any TLS passthrough listener;
+    - ``upstream_request``: sent to the chosen upstream right after connecting;
+    - ``upstream_reply``: the exact bytes the upstream must answer before the
+      buffered ClientHello is replayed; anything else closes the client
+      (counted ``<name>.upstream_refused``, logged);
+    - ``attributes``: for the access log (``protocol`` is added).
+    """
+
+    protocol: str
+    length: int
+    client_reply: bytes
+    upstream_request: bytes
+    upstream_reply: bytes
+    attributes: Mapping[str, str] = attrs.field(factory=dict)
+
+
+class IPreambleNegotiator(Interface):
+    """
+    A protocol that negotiates TLS inside itself before the ClientHello
+    (PostgreSQL's SSLRequest, for instance). Used only on listeners that
+    inspect the ClientHello (TLS passthrough), and only when the first bytes
+    are not a ClientHello.
+
+    ``parse(data)`` follows the hint-parser contract (stateless, sans-IO,
+    raises only HintParseError) but returns a :class:`Preamble` instead of a
+    Hint when the bytes are its preamble.
+    """
+
+    name = Attribute("Unique plugin name, e.g. 'postgres-starttls'.")
+    protocol = Attribute("Protocol name, e.g. 'postgres'.")
+    max_bytes = Attribute("The most bytes parse() needs to decide.")
+
+    def parse(data: bytes) -> Union[NeedMore, NotMine, Preamble]:  # type: ignore[misc]
+        """Recognise the client's STARTTLS preamble."""
+
+
+#: ``emit(counter_suffix, amount)``: the observer's way to count things.
+#: The data path prefixes the suffix with ``<protocol>.`` and labels it with
+#: the listener, so ``emit("command.get", 1)`` becomes ``redis.command.get``.
+Emit = Callable[[str, int], None]
+
+
+class IStreamObserver(Interface):
+    """
+    One connection's passive decoder. It sees copies of the bytes each way,
+    in order, never changes or delays them, and reports through ``emit``.
+
+    Contract: memory bounded whatever the peers send (it may buffer at most
+    one frame header plus a bounded frame prefix); on a decode error it emits
+    ``decode_error`` once and ignores everything after (the relay carries on
+    untouched); it raises nothing (the data path drops an observer that does
+    and counts ``<protocol>.observer_crashed``).
+    """
+
+    def client_data(data: bytes) -> None:  # type: ignore[misc]
+        """Bytes the client sent toward the upstream."""
+
+    def server_data(data: bytes) -> None:  # type: ignore[misc]
+        """Bytes the upstream sent toward the client."""
+
+    def attributes() -> Mapping[str, str]:  # type: ignore[misc]
+        """What it learned that belongs in the access log (user, database, ...)."""
+
+
+class IStreamObserverFactory(Interface):
+    """
+    The plugin for a stream observer. Chosen by a Gateway server's
+    ``port.protocol`` (Istio names, upper case: ``MONGO``, ``REDIS``) or by
+    Istio's port-name prefix convention (``mongo-``, ``kafka-``).
+    """
+
+    name = Attribute("Unique plugin name, e.g. 'redis'.")
+    protocol = Attribute("Lower-case protocol name, prefix of its counters.")
+    istio_protocols = Attribute("Istio port.protocol values it serves, e.g. ('REDIS',).")
+    port_name_prefixes = Attribute("Port-name prefixes it serves, e.g. ('redis',).")
+
+    def new_observer(emit: Emit) -> IStreamObserver:  # type: ignore[misc]
+        """A fresh observer for one connection."""

@@ -1,0 +1,226 @@
+"""
+The compiled route table: what the data path consults for every connection.
+
+This module is the contract between the configuration side (``tsgate.config``,
+which turns Istio YAML into a :class:`RouteTable`) and the data path
+(``tsgate.proxy``, which asks a :class:`Listener` where a connection goes).
+It is pure: no Twisted, no I/O, every record frozen, so a table can be swapped
+atomically on reload while old connections keep the objects they picked.
+
+Envoy vocabulary is kept on purpose: a *listener* is one ``(bind, port)``; a
+*filter chain* here is either an :class:`SniChain` (TLS passthrough, chosen
+by the ClientHello's server name) or the listener's ``tcp_route`` (the chain
+with no match, which is also the fallback for connections that present no
+matching ClientHello); a *cluster* is ``outbound|port|subset|fqdn``.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import attrs
+
+#: Envoy's tcp_proxy default idle timeout (1 h); 0 disables.
+DEFAULT_IDLE_TIMEOUT = 3600.0
+#: Istio's meshConfig.connectTimeout default.
+DEFAULT_CONNECT_TIMEOUT = 10.0
+
+
+@attrs.frozen
+class SourceRef:
+    """Where a compiled object came from, for logs, dumps and ``explain``."""
+
+    file: str
+    line: int
+    resource: str  # "VirtualService default/tcp-echo-vs-from-gw"
+    path: str  # "spec.tcp[0]"
+
+    def __str__(self) -> str:
+        return f"{self.resource} {self.path} ({self.file}:{self.line})"
+
+
+@attrs.frozen
+class Endpoint:
+    """One address to connect to: an IP literal or a DNS name, and a port."""
+
+    address: str
+    port: int
+    weight: int = 1
+    labels: tuple[tuple[str, str], ...] = ()
+
+
+@attrs.frozen
+class Cluster:
+    """
+    An upstream service as Envoy names it: ``outbound|<port>|<subset>|<fqdn>``.
+
+    ``resolution`` says how ``endpoints`` become socket addresses:
+
+    - ``STATIC``: endpoints are IP literals;
+    - ``DNS``: endpoint addresses are names, resolved at connect time
+      (ServiceEntry ``DNS``/``DNS_ROUND_ROBIN``);
+    - ``HOSTNAME``: no ServiceEntry names the host, so the destination host
+      exactly as written (``tcp-echo-service``) is resolved at connect time,
+      as it would be inside a Kubernetes namespace.
+    """
+
+    name: str
+    host: str  # the FQDN used in the cluster name
+    port: int
+    subset: str = ""
+    resolution: str = "STATIC"
+    endpoints: tuple[Endpoint, ...] = ()
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
+    #: DestinationRule loadBalancer.simple; the data path does round robin
+    #: for everything until policies are implemented.
+    lb_policy: str = "ROUND_ROBIN"
+    max_connections: Optional[int] = None
+
+
+@attrs.frozen
+class WeightedCluster:
+    cluster: Cluster
+    weight: int
+
+
+@attrs.frozen
+class Route:
+    """
+    Where one chain's connections go.
+
+    ``name`` is what the access log prints as ``%ROUTE_NAME%`` and what
+    ``tsgate routes`` shows: ``<vs-namespace>/<vs-name>#<tcp|tls>[<index>]``.
+    Weights are relative (Istio): a destination with weight 0 never gets
+    traffic and is not listed here.
+    """
+
+    name: str
+    destinations: tuple[WeightedCluster, ...]
+    idle_timeout: float = DEFAULT_IDLE_TIMEOUT
+    max_connection_duration: Optional[float] = None
+    source: Optional[SourceRef] = None
+
+    @property
+    def stat_prefix(self) -> str:
+        """Envoy's tcp_proxy stat_prefix: the cluster, or ``vs.ns`` if weighted."""
+        if len(self.destinations) == 1:
+            return self.destinations[0].cluster.name
+        return self.name
+
+
+@attrs.frozen
+class SniChain:
+    """
+    A TLS passthrough filter chain. ``server_names`` are exact names or
+    ``*.suffix`` wildcards; an empty tuple is a catch-all (``sniHosts: ["*"]``)
+    that also takes connections without SNI.
+    """
+
+    server_names: tuple[str, ...]
+    route: Route
+
+
+@attrs.frozen
+class Decision:
+    """The outcome of choosing a chain, with the reason in words for logs."""
+
+    route: Optional[Route]
+    chain: str  # "sni:simple-sni-1.istioinaction.io", "tcp", "none"
+    reason: str
+
+
+def sni_specificity(pattern: str, sni: str) -> Optional[int]:
+    """
+    How well ``pattern`` matches ``sni``, or None if it does not.
+
+    Envoy's order: an exact name beats every wildcard, a longer wildcard
+    suffix beats a shorter one. A wildcard ``*.example.com`` matches any depth
+    of labels to its left but not ``example.com`` itself.
+    """
+    pattern = pattern.lower()
+    if not pattern.startswith("*"):
+        return 1_000_000 if pattern == sni else None
+    suffix = pattern[1:]  # ".example.com"
+    if sni.endswith(suffix) and len(sni) > len(suffix):
+        return len(suffix)
+    return None
+
+
+@attrs.frozen
+class Listener:
+    """
+    One ``(bind, port)`` listening socket and its chains.
+
+    ``inspect`` is true only when some chain needs to see the ClientHello;
+    on every other listener the data path connects upstream at accept time and
+    never waits for client bytes, so server-first protocols (a banner, a MySQL
+    greeting) are not delayed.
+    """
+
+    bind: str
+    port: int
+    tls_chains: tuple[SniChain, ...] = ()
+    tcp_route: Optional[Route] = None
+    #: Istio protocol names of the servers on this port (TCP, TLS, MONGO, ...).
+    protocols: tuple[str, ...] = ()
+    #: port names of the servers on this port, for protocol selection by prefix.
+    port_names: tuple[str, ...] = ()
+    #: tsgate.io/ annotations that apply to this listener.
+    annotations: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def name(self) -> str:
+        return f"{self.bind}_{self.port}"
+
+    @property
+    def inspect(self) -> bool:
+        return bool(self.tls_chains)
+
+    def route_for_sni(self, sni: Optional[str]) -> Decision:
+        """
+        Choose a chain for a connection that presented ``sni`` in a ClientHello
+        (None: no SNI, or not TLS at all, or the inspection timed out).
+
+        Precedence as in Envoy: exact > longest wildcard suffix > catch-all
+        SNI chain > the listener's TCP route > no route (``NR``).
+        """
+        catch_all: Optional[SniChain] = None
+        best: Optional[SniChain] = None
+        best_score = -1
+        if sni is not None:
+            sni = sni.lower().rstrip(".")
+        for chain in self.tls_chains:
+            if not chain.server_names:
+                if catch_all is None:
+                    catch_all = chain
+                continue
+            if sni is None:
+                continue
+            for pattern in chain.server_names:
+                score = sni_specificity(pattern, sni)
+                if score is not None and score > best_score:
+                    best, best_score = chain, score
+        if best is not None:
+            pattern = next(
+                p for p in best.server_names
+                if sni_specificity(p, sni or "") == best_score
+            )
+            return Decision(best.route, f"sni:{pattern}", f"SNI {sni} matched {pattern}")
+        if catch_all is not None:
+            return Decision(catch_all.route, "sni:*", f"SNI {sni or '(none)'} matched catch-all")
+        if self.tcp_route is not None:
+            return Decision(self.tcp_route, "tcp", f"SNI {sni or '(none)'} matched no TLS chain; TCP route")
+        return Decision(None, "none", f"SNI {sni or '(none)'} matched no chain")
+
+
+@attrs.frozen
+class RouteTable:
+    """All listeners of one compiled configuration, sorted by (bind, port)."""
+
+    listeners: tuple[Listener, ...] = ()
+
+    def listener(self, bind: str, port: int) -> Optional[Listener]:
+        for listener in self.listeners:
+            if listener.bind == bind and listener.port == port:
+                return listener
+        return None
