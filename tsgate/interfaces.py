@@ -185,3 +185,28 @@ class IStreamObserverFactory(Interface):
 
     def new_observer(emit: Emit) -> IStreamObserver:  # type: ignore[misc]
         """A fresh observer for one connection."""
+
+
+#: ``observe(histogram_suffix, value)``: one sample for a histogram (a
+#: latency in seconds), prefixed and labelled like ``Emit``, so
+#: ``observe("response.fetch.duration", 0.004)`` feeds ``kafka.response.fetch.duration``.
+Observe = Callable[[str, float], None]
+
+
+class ITimedStreamObserverFactory(IStreamObserverFactory):
+    """
+    An observer factory whose observers also time things (request to reply
+    latency). Opt-in and additive: a factory providing it still provides
+    ``IStreamObserverFactory`` (``getPlugins`` finds it under either), and
+    the data path, when it has a histogram sink and a clock, calls
+    ``new_timed_observer`` instead of ``new_observer``.
+    """
+
+    def new_timed_observer(  # type: ignore[misc]
+        emit: Emit, observe: Observe, clock: Callable[[], float]
+    ) -> IStreamObserver:
+        """
+        A fresh observer for one connection. ``clock()`` returns seconds
+        (``reactor.seconds``); it is read when bytes are handed over, so
+        latency is measured from the gateway's point of view.
+        """
