@@ -1,0 +1,12 @@
+"""
+Sans-IO hint parsers: functions of a connection's first client bytes that
+say which protocol it speaks and what it asks for (SNI, ALPN, database ...),
+without consuming them.
+
+Nothing here imports Twisted: the data path (``tsgate.proxy``) feeds the
+bytes and acts on the answer; plugin registration lives in
+``tsgate.plugins``. Each parser follows the ``IHintParser`` contract in
+``tsgate.interfaces`` (NEED_MORE / NotMine / Hint, one error type).
+
+- :mod:`tsgate.hints.tls`: the TLS ClientHello (SNI, ALPN, versions, JA3/JA4).
+"""
