@@ -1,0 +1,260 @@
+"""
+The gateway service: listening sockets for a route table, and swapping tables.
+
+A :class:`Gateway` owns one :class:`ListenerFactory` per compiled listener.
+Each factory holds the *current* ``Listener``; a connection snapshots it at
+accept time, so swapping a factory's listener on reload changes where new
+connections go and never touches established ones. Listeners that disappear
+from the table stop listening (their connections carry on); new ones start.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterable, Optional, Sequence
+
+import attrs
+from twisted.application import service
+from twisted.internet import defer, endpoints
+from twisted.internet.protocol import ServerFactory
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from tsgate.proxy.connection import DownstreamProtocol
+from tsgate.proxy.context import METRICS_FLUSH_INTERVAL, ProxyContext
+from tsgate.routing import Listener, RouteTable
+
+log = Logger(namespace="tsgate.gateway")
+
+
+class ListenError(Exception):
+    """A listener could not be bound; the message names it."""
+
+
+class ListenerFactory(ServerFactory):
+    """Builds a DownstreamProtocol for each accepted connection of one listener."""
+
+    noisy = False
+
+    def __init__(self, ctx: ProxyContext, listener: Listener) -> None:
+        self.ctx = ctx
+        self.listener = listener
+
+    def buildProtocol(self, addr: Any) -> DownstreamProtocol:
+        protocol = DownstreamProtocol(self.ctx, self.listener)
+        protocol.factory = self
+        return protocol
+
+
+@attrs.frozen
+class ConnectionInfo:
+    """One live connection, as the admin endpoints show it."""
+
+    listener: str
+    route: Optional[str]
+    cluster: Optional[str]
+    upstream: Optional[str]
+    downstream: str
+    sni: Optional[str]
+    started: float
+    bytes_received: int
+    bytes_sent: int
+    state: str
+
+
+def listener_endpoint(listener: Listener, bind_override: Optional[str],
+                      overrides: dict[int, str]) -> str:
+    """The Twisted endpoint string a listener listens on."""
+    if listener.port in overrides:
+        return overrides[listener.port]
+    bind = listener.bind
+    if bind_override and bind in ("0.0.0.0", "::"):
+        bind = bind_override
+    kind = "tcp6" if ":" in bind else "tcp"
+    bind_escaped = bind.replace(":", "\\:")
+    return f"{kind}:port={listener.port}:interface={bind_escaped}"
+
+
+class Gateway(service.MultiService):
+    """
+    The running gateway. ``load`` is a callable returning a config result
+    (``.ok``, ``.errors``, ``.table``) so reloads re-read the same paths.
+    """
+
+    def __init__(
+        self,
+        reactor: Any,
+        ctx: ProxyContext,
+        load: Callable[[], Any],
+        *,
+        bind_override: Optional[str] = None,
+        endpoint_overrides: Optional[dict[int, str]] = None,
+        initial: Any = None,
+    ) -> None:
+        super().__init__()
+        self.reactor = reactor
+        self.ctx = ctx
+        self.stats = ctx.stats
+        self._load = load
+        self.bind_override = bind_override
+        self.endpoint_overrides = endpoint_overrides or {}
+        self.config = initial if initial is not None else load()
+        self.table: RouteTable = self.config.table
+        self.factories: dict[tuple[str, int], ListenerFactory] = {}
+        self.ports: dict[tuple[str, int], Any] = {}
+        self.ready = False
+        self.draining = False
+        self._flusher = LoopingCall(self.flush_metrics)
+        self._flusher.clock = reactor
+
+    # -- GatewayState for the admin server --------------------------------
+
+    @property
+    def recent_errors(self) -> Sequence[tuple[float, str]]:
+        return list(self.ctx.recent_errors)
+
+    def connections(self) -> Iterable[ConnectionInfo]:
+        for conn in list(self.ctx.connections):
+            yield ConnectionInfo(
+                listener=conn.listener.name,
+                route=conn.route.name if conn.route else None,
+                cluster=conn.cluster.name if conn.cluster else None,
+                upstream=None if conn.record.upstream_host == "-" else conn.record.upstream_host,
+                downstream=conn.record.downstream_remote_address,
+                sni=None if conn.record.requested_server_name == "-"
+                else conn.record.requested_server_name,
+                started=conn.started,
+                bytes_received=conn.bytes_received,
+                bytes_sent=conn.bytes_sent,
+                state=conn.state,
+            )
+
+    # -- lifecycle ----------------------------------------------------------
+
+    def privilegedStartService(self) -> None:
+        """Bind every listener before the reactor runs (and before dropping privileges)."""
+        self._apply_table(self.table, initial=True)
+        super().privilegedStartService()
+
+    def startService(self) -> None:
+        if not self.ports and self.table.listeners:
+            self._apply_table(self.table, initial=True)
+        super().startService()
+        self.ready = True
+        self._flusher.start(METRICS_FLUSH_INTERVAL, now=False)
+
+    def stopService(self) -> defer.Deferred:
+        self.ready = False
+        if self._flusher.running:
+            self._flusher.stop()
+        waits = [defer.maybeDeferred(port.stopListening) for port in self.ports.values()]
+        self.ports.clear()
+        waits.append(defer.maybeDeferred(super().stopService))
+        return defer.gatherResults(waits)
+
+    def flush_metrics(self) -> None:
+        """Byte counters move during long connections, not only at close."""
+        for conn in list(self.ctx.connections):
+            conn.flush_byte_counters()
+
+    # -- tables ---------------------------------------------------------------
+
+    def _listen(self, listener: Listener) -> Any:
+        description = listener_endpoint(listener, self.bind_override, self.endpoint_overrides)
+        factory = ListenerFactory(self.ctx, listener)
+        endpoint = endpoints.serverFromString(self.reactor, description)
+        result: list[Any] = []
+        endpoint.listen(factory).addBoth(result.append)
+        if not result:
+            raise ListenError(f"listener {listener.name} ({description}): listen did not complete")
+        outcome = result[0]
+        if isinstance(outcome, Failure):
+            raise ListenError(
+                f"cannot listen for {listener.name} on {description}: "
+                f"{outcome.getErrorMessage()}"
+            )
+        return factory, outcome
+
+    def _apply_table(self, table: RouteTable, initial: bool = False) -> None:
+        wanted = {(listener.bind, listener.port): listener for listener in table.listeners}
+        # Bind new listeners first: if one fails, nothing changes.
+        new_ports: dict[tuple[str, int], Any] = {}
+        new_factories: dict[tuple[str, int], ListenerFactory] = {}
+        try:
+            for key, listener in wanted.items():
+                if key not in self.ports:
+                    new_factories[key], new_ports[key] = self._listen(listener)
+        except ListenError:
+            for port in new_ports.values():
+                port.stopListening()
+            raise
+        for key, listener in wanted.items():
+            if key in self.factories:
+                self.factories[key].listener = listener
+        for key in list(self.ports):
+            if key not in wanted:
+                self.ports.pop(key).stopListening()
+                self.factories.pop(key)
+        self.ports.update(new_ports)
+        self.factories.update(new_factories)
+        self.table = table
+
+    def reload(self) -> Any:
+        """
+        Load, validate and compile the configuration again and swap it in.
+        A bad configuration keeps the running one (errors logged, counted).
+        """
+        try:
+            result = self._load()
+        except Exception as exc:  # unreadable files and the like
+            self.stats.inc("config.reload_failed")
+            self.ctx.error(f"reload failed: {exc}")
+            log.error("reload failed: {error}", error=exc)
+            return None
+        if not result.ok:
+            self.stats.inc("config.reload_failed")
+            for diagnostic in result.errors:
+                log.error("reload rejected: {diagnostic}", diagnostic=str(diagnostic))
+            self.ctx.error(f"reload rejected: {len(result.errors)} error(s)")
+            return result
+        try:
+            self._apply_table(result.table)
+        except ListenError as exc:
+            self.stats.inc("config.reload_failed")
+            self.ctx.error(str(exc))
+            log.error("reload rejected: {error}", error=str(exc))
+            return result
+        self.config = result
+        self.stats.inc("config.reload_success")
+        log.info("configuration reloaded: {n} listener(s)", n=len(result.table.listeners))
+        return result
+
+    def drain(self, period: float = 5.0) -> defer.Deferred:
+        """
+        Graceful drain: stop accepting, fail readiness, let connections finish
+        for ``period`` seconds, then close the rest. Fires with the number cut.
+        """
+        self.ready = False
+        self.draining = True
+        for port in self.ports.values():
+            port.stopListening()
+        self.ports.clear()
+        done: defer.Deferred = defer.Deferred()
+        deadline = self.reactor.seconds() + period
+
+        def check() -> None:
+            if not self.ctx.connections or self.reactor.seconds() >= deadline:
+                remaining = list(self.ctx.connections)
+                for conn in remaining:
+                    conn.termination = "drained"
+                    conn.transport.abortConnection()
+                if remaining:
+                    log.warn("drain period over: closed {n} connection(s)", n=len(remaining))
+                else:
+                    log.info("drained: no connection was cut")
+                done.callback(len(remaining))
+                return
+            self.reactor.callLater(min(0.1, max(0.0, deadline - self.reactor.seconds())), check)
+
+        check()
+        return done

@@ -1,0 +1,620 @@
+"""
+One proxied connection: the downstream (client) protocol and its upstream.
+
+Life of a connection::
+
+    accept ─► listener.inspect? ──no──► connect upstream at once, client reads paused
+                  │ yes                   (a server-first banner reaches the client
+                  ▼                        without waiting for client bytes)
+             peek first bytes: TLS hint parser ─► SNI ─► chain
+                  │ not TLS: STARTTLS negotiators (answer the client, keep peeking)
+                  │ timeout / not TLS / no match ─► TCP fallback route, or close (NR)
+                  ▼
+             connect upstream (timeout; failure ─► UF), [STARTTLS exchange upstream],
+             replay the peeked bytes unchanged, then relay:
+             each transport is the other's streaming producer, half-close forwarded,
+             idle timeout, byte counts; access log line at close.
+
+Per-chunk work in the relay is one write, one addition and one clock read
+per direction: ``dataReceived`` is swapped for a lean method once relaying.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from twisted.internet import error as ierror
+from twisted.internet.interfaces import IHalfCloseableProtocol
+from twisted.internet.protocol import ClientFactory, Protocol, connectionDone
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from tsgate.accesslog import AccessRecord
+from tsgate.interfaces import Hint, HintParseError, NeedMore, Preamble
+from tsgate.proxy.context import ProxyContext
+from tsgate.routing import Cluster, Decision, Endpoint, Listener, Route
+
+log = Logger(namespace="tsgate.proxy")
+
+INSPECTING = "inspecting"
+CONNECTING = "connecting"
+NEGOTIATING = "negotiating"
+RELAYING = "relaying"
+CLOSED = "closed"
+
+
+def _address(addr: Any) -> str:
+    host = getattr(addr, "host", None)
+    if host is None:
+        return str(getattr(addr, "name", "-") or "-")
+    if ":" in host:
+        return f"[{host}]:{addr.port}"
+    return f"{host}:{addr.port}"
+
+
+@implementer(IHalfCloseableProtocol)
+class DownstreamProtocol(Protocol):
+    """The client side of one proxied connection; owns the connection's state."""
+
+    upstream: Optional[UpstreamProtocol] = None
+    route: Optional[Route] = None
+    cluster: Optional[Cluster] = None
+    endpoint: Optional[Endpoint] = None
+    preamble: Optional[Preamble] = None
+    hint: Optional[Hint] = None
+    _inspect_timer: Any = None
+    _connect_timer: Any = None
+    _idle_timer: Any = None
+    _duration_timer: Any = None
+    _connector: Any = None
+
+    def __init__(self, ctx: ProxyContext, listener: Listener) -> None:
+        self.ctx = ctx
+        #: the listener (and so the route table) in force when the connection
+        #: arrived; a reload never changes where an accepted connection goes
+        self.listener = listener
+        self.state = INSPECTING
+        self.buffer = b""  # peeked client bytes, replayed upstream unchanged
+        self.bytes_received = 0  # from the client
+        self.bytes_sent = 0  # to the client
+        self.reported_received = 0  # already added to the byte counters
+        self.reported_sent = 0
+        self.client_eof = False
+        self.upstream_eof = False
+        self.observers: list[Any] = []
+        self.last_activity = 0.0
+        self.termination = "-"
+
+    # -- accept ----------------------------------------------------------
+
+    def connectionMade(self) -> None:
+        ctx = self.ctx
+        transport = self.transport
+        try:
+            transport.setTcpNoDelay(True)  # type: ignore[attr-defined]
+        except (AttributeError, OSError):
+            pass  # unix sockets
+        transport.bufferSize = ctx.settings.read_size  # type: ignore[attr-defined]
+        now = ctx.reactor.seconds()
+        self.started = now
+        self.last_activity = now
+        self.record = AccessRecord(
+            start_time=now,
+            downstream_local_address=_address(transport.getHost()),
+            downstream_remote_address=_address(transport.getPeer()),
+        )
+        ctx.connections.add(self)
+        name = self.listener.name
+        ctx.stats.inc("listener.downstream_cx_total", listener=name)
+        ctx.stats.gauge_add("listener.downstream_cx_active", 1, listener=name)
+        if self.listener.inspect:
+            self._inspect_timer = ctx.reactor.callLater(
+                ctx.settings.inspect_timeout, self._inspection_timed_out
+            )
+        else:
+            transport.pauseProducing()  # type: ignore[attr-defined]
+            self._route(Decision(self.listener.tcp_route, "tcp", "TCP route"))
+
+    # -- inspection ------------------------------------------------------
+
+    def dataReceived(self, data: bytes) -> None:
+        """Before relaying: buffer and inspect. (Replaced by _relay_* once relaying.)"""
+        self.buffer += data
+        if self.state is INSPECTING:
+            self._inspect()
+
+    def _inspect(self) -> None:
+        """
+        Offer the peeked bytes to each inspector in order (TLS first, then
+        STARTTLS negotiators, then other hint parsers) until one decides.
+        """
+        ctx = self.ctx
+        data = self.buffer
+        undecided = False
+        for inspector in ctx.inspectors:
+            try:
+                result = inspector.parse(data)
+            except HintParseError as exc:
+                self._count_hello_error(inspector, exc)
+                continue
+            except Exception:
+                name = getattr(inspector, "name", "?")
+                ctx.stats.inc("plugin.crashed", plugin=name)
+                log.failure("inspector {name} crashed", name=name)
+                continue
+            if isinstance(result, Hint):
+                self._hinted(result)
+                return
+            if isinstance(result, Preamble):
+                if self.preamble is None:
+                    self._negotiated(result)
+                    return
+                continue  # a second STARTTLS request: not honoured
+            if isinstance(result, NeedMore):
+                undecided = True
+        if undecided and len(data) < ctx.settings.max_inspect_bytes:
+            return
+        if undecided:
+            ctx.stats.inc("tls_inspector.client_hello_too_large", listener=self.listener.name)
+        else:
+            ctx.stats.inc("tls_inspector.tls_not_found", listener=self.listener.name)
+        self._decide(None)
+
+    def _count_hello_error(self, parser: Any, exc: Exception) -> None:
+        name = "client_hello_too_large" if "too large" in str(exc) else "parse_error"
+        if getattr(parser, "protocol", "") == "tls":
+            self.ctx.stats.inc(f"tls_inspector.{name}", listener=self.listener.name)
+        else:
+            self.ctx.stats.inc(f"{parser.protocol}.{name}", listener=self.listener.name)
+
+    def _negotiated(self, pre: Preamble) -> None:
+        """A STARTTLS preamble: answer the client, drop it, peek at what follows."""
+        self.preamble = pre
+        self.ctx.stats.inc(f"{pre.protocol}.starttls", listener=self.listener.name)
+        self.buffer = self.buffer[pre.length:]
+        self.transport.write(pre.client_reply)  # type: ignore[union-attr]
+        if self.buffer:
+            self._inspect()
+
+    def _hinted(self, hint: Hint) -> None:
+        self.hint = hint
+        stats, name = self.ctx.stats, self.listener.name
+        if hint.protocol == "tls":
+            stats.inc("tls_inspector.tls_found", listener=name)
+            stats.inc(
+                "tls_inspector.sni_found" if hint.sni else "tls_inspector.sni_not_found",
+                listener=name,
+            )
+            if hint.attributes.get("alpn"):
+                stats.inc("tls_inspector.alpn_found", listener=name)
+        self._decide(hint.sni)
+
+    def _inspection_timed_out(self) -> None:
+        self._inspect_timer = None
+        if self.state is not INSPECTING:
+            return
+        self.ctx.stats.inc("listener.downstream_pre_cx_timeout", listener=self.listener.name)
+        self._decide(None, timed_out=True)
+
+    def _decide(self, sni: Optional[str], timed_out: bool = False) -> None:
+        if self._inspect_timer is not None:
+            self._inspect_timer.cancel()
+            self._inspect_timer = None
+        if sni:
+            self.record.requested_server_name = sni
+        self.transport.pauseProducing()  # type: ignore[union-attr]
+        decision = self.listener.route_for_sni(sni)
+        if timed_out and decision.route is None:
+            self.record.response_flags = "NR"
+            self.record.response_code_details = "filter_chain_not_found"
+            self.termination = "inspection timed out"
+            self._abort()
+            return
+        self._route(decision)
+
+    # -- routing and connecting -------------------------------------------
+
+    def _route(self, decision: Decision) -> None:
+        ctx = self.ctx
+        self.decision = decision
+        if decision.route is None:
+            ctx.stats.inc("listener.no_filter_chain_match", listener=self.listener.name)
+            self.record.response_flags = "NR"
+            self.record.response_code_details = "filter_chain_not_found"
+            self._abort()
+            return
+        route = self.route = decision.route
+        self.record.route_name = route.name
+        cluster = self.cluster = ctx.balancer.pick_cluster(route)
+        self.record.upstream_cluster = cluster.name
+        endpoint = self.endpoint = ctx.balancer.pick_endpoint(cluster)
+        if endpoint is None:
+            ctx.stats.inc("cluster.upstream_cx_none_healthy", cluster=cluster.name)
+            self.record.response_flags = "UH"
+            self._abort()
+            return
+        state = ctx.balancer.state(cluster)
+        if cluster.max_connections is not None and state.active >= cluster.max_connections:
+            ctx.stats.inc("cluster.upstream_cx_overflow", cluster=cluster.name)
+            self.record.response_flags = "UO"
+            self._abort()
+            return
+        self.state = CONNECTING
+        self.record.upstream_host = f"{endpoint.address}:{endpoint.port}"
+        timeout = ctx.settings.connect_timeout or cluster.connect_timeout
+        ctx.stats.inc("cluster.upstream_cx_total", cluster=cluster.name)
+        state.active += 1
+        state.total += 1
+        ctx.stats.gauge_add("cluster.upstream_cx_active", 1, cluster=cluster.name)
+        self._counted_active = True
+        self._connector = ctx.reactor.connectTCP(
+            endpoint.address, endpoint.port, _UpstreamFactory(self), timeout=timeout
+        )
+
+    def upstream_failed(self, reason: Failure) -> None:
+        """The connect attempt failed or timed out: close the client, flag UF."""
+        self._connector = None
+        if self.state is CLOSED:
+            return
+        ctx, cluster = self.ctx, self.cluster
+        assert cluster is not None
+        if reason.check(ierror.TimeoutError):
+            ctx.stats.inc("cluster.upstream_cx_connect_timeout", cluster=cluster.name)
+            detail = "connect timeout"
+        elif reason.check(ierror.DNSLookupError):
+            detail = "dns resolution failed"
+        else:
+            detail = reason.getErrorMessage()
+        ctx.stats.inc("cluster.upstream_cx_connect_fail", cluster=cluster.name)
+        self.record.response_flags = "DF" if reason.check(ierror.DNSLookupError) else "UF"
+        self.record.upstream_transport_failure_reason = detail.replace('"', "'")
+        message = f"{cluster.name} {self.record.upstream_host}: {detail}"
+        ctx.balancer.state(cluster).recent_errors.append((ctx.reactor.seconds(), message))
+        ctx.error(message)
+        self._abort()
+
+    def upstream_connected(self, upstream: UpstreamProtocol) -> None:
+        self._connector = None
+        if self.state is CLOSED:
+            upstream.transport.loseConnection()  # type: ignore[union-attr]
+            return
+        self.upstream = upstream
+        transport = upstream.transport
+        try:
+            transport.setTcpNoDelay(True)  # type: ignore[union-attr]
+        except (AttributeError, OSError):
+            pass
+        transport.bufferSize = self.ctx.settings.read_size  # type: ignore[union-attr]
+        host = transport.getHost()  # type: ignore[union-attr]
+        self.record.upstream_local_address = _address(host)
+        cluster = self.cluster
+        assert cluster is not None
+        self.ctx.stats.inc(
+            "istio_tcp_connections_opened_total",
+            **self.ctx.balancer.state(cluster).metric_labels, response_flags="-",
+        )
+        if self.preamble is not None:
+            self.state = NEGOTIATING
+            transport.write(self.preamble.upstream_request)  # type: ignore[union-attr]
+            return
+        self._start_relay()
+
+    def upstream_negotiation(self, data: bytes) -> None:
+        """Bytes from the upstream during a STARTTLS exchange."""
+        pre = self.preamble
+        assert pre is not None and self.upstream is not None
+        self.upstream.reply += data
+        reply = self.upstream.reply
+        want = pre.upstream_reply
+        if len(reply) < len(want) and want.startswith(reply):
+            return
+        if reply[: len(want)] != want:
+            self.ctx.stats.inc(f"{pre.protocol}.upstream_refused", listener=self.listener.name)
+            self.termination = f"upstream refused {pre.protocol} TLS ({reply[:8]!r})"
+            self.record.connection_termination_details = f"{pre.protocol}_upstream_refused_tls"
+            self.ctx.error(f"{self.record.upstream_host}: {self.termination}")
+            self._abort()
+            return
+        extra = reply[len(want):]
+        self._start_relay()
+        if extra:
+            self.upstream.dataReceived(extra)
+
+    def _start_relay(self) -> None:
+        upstream = self.upstream
+        assert upstream is not None
+        self.state = RELAYING
+        route = self.route
+        assert route is not None
+        ctx = self.ctx
+        observers = ()
+        if ctx.observers_for is not None and (self.listener.protocols or self.listener.port_names):
+            observers = ctx.observers_for(self.listener.protocols, self.listener.port_names)
+        for factory in observers:
+            protocol = factory.protocol
+            stats, listener = ctx.stats, self.listener.name
+
+            def emit(name: str, amount: int = 1, _p: str = protocol) -> None:
+                stats.inc(f"{_p}.{name}", amount, listener=listener)
+
+            try:
+                self.observers.append(factory.new_observer(emit))
+            except Exception:
+                stats.inc(f"{protocol}.observer_crashed", listener=listener)
+        down_t, up_t = self.transport, upstream.transport
+        # Each side is the other's streaming producer: a full write buffer on
+        # one side pauses reading on the other (bounded memory both ways).
+        down_t.registerProducer(up_t, True)  # type: ignore[union-attr]
+        up_t.registerProducer(down_t, True)  # type: ignore[union-attr]
+        self._now = ctx.reactor.seconds
+        self.last_activity = self._now()
+        if self.observers:
+            self.dataReceived = self._relay_observed_client  # type: ignore[method-assign]
+            upstream.dataReceived = upstream._relay_observed  # type: ignore[method-assign]
+        else:
+            self._up_write = up_t.write  # type: ignore[union-attr]
+            self._down_write = down_t.write  # type: ignore[union-attr]
+            self.dataReceived = self._relay_client  # type: ignore[method-assign]
+            upstream.dataReceived = upstream._relay  # type: ignore[method-assign]
+        idle = ctx.settings.idle_timeout
+        if idle is None:
+            idle = route.idle_timeout
+        self.idle_timeout = idle
+        if idle:
+            self._idle_timer = ctx.reactor.callLater(idle, self._idle_check)
+        if route.max_connection_duration:
+            self._duration_timer = ctx.reactor.callLater(
+                route.max_connection_duration - (self._now() - self.started),
+                self._duration_exceeded,
+            )
+        if self.buffer:
+            data, self.buffer = self.buffer, b""
+            self.dataReceived(data)
+        if self.client_eof:
+            self._forward_eof_upstream()
+        else:
+            down_t.resumeProducing()  # type: ignore[union-attr]
+
+    # -- relay -----------------------------------------------------------
+
+    def _relay_client(self, data: bytes) -> None:
+        self.bytes_received += len(data)
+        self.last_activity = self._now()
+        self._up_write(data)
+
+    def _relay_observed_client(self, data: bytes) -> None:
+        self.bytes_received += len(data)
+        self.last_activity = self._now()
+        self.upstream.transport.write(data)  # type: ignore[union-attr]
+        self._observe("client_data", data)
+
+    def _observe(self, method: str, data: bytes) -> None:
+        for observer in list(self.observers):
+            try:
+                getattr(observer, method)(data)
+            except Exception:
+                self.observers.remove(observer)
+                self.ctx.stats.inc("plugin.observer_crashed", listener=self.listener.name)
+                log.failure("stream observer crashed; dropped for this connection")
+
+    def _idle_check(self) -> None:
+        self._idle_timer = None
+        if self.state is CLOSED:
+            return
+        idle_for = self._now() - self.last_activity
+        if idle_for < self.idle_timeout:
+            self._idle_timer = self.ctx.reactor.callLater(
+                self.idle_timeout - idle_for, self._idle_check
+            )
+            return
+        assert self.route is not None
+        self.ctx.stats.inc("tcp.idle_timeout", route=self.route.name)
+        self.termination = "idle timeout"
+        self.record.connection_termination_details = "tcp_session_idle_timeout"
+        self._abort(both=True)
+
+    def _duration_exceeded(self) -> None:
+        self._duration_timer = None
+        if self.state is CLOSED:
+            return
+        assert self.route is not None
+        self.ctx.stats.inc("tcp.max_downstream_connection_duration", route=self.route.name)
+        self.record.response_flags = "DT"
+        self._abort(both=True)
+
+    # -- half-close and close ----------------------------------------------
+
+    def readConnectionLost(self) -> None:
+        """The client shut its write side (FIN)."""
+        self.client_eof = True
+        if self.state is INSPECTING:
+            # Closed or half-closed before its hello was complete: no upstream.
+            self.ctx.stats.inc("tls_inspector.connection_closed", listener=self.listener.name)
+            self.termination = "client closed during inspection"
+            self._abort()
+        elif self.state is RELAYING:
+            self._forward_eof_upstream()
+        # CONNECTING / NEGOTIATING: forwarded once the relay starts.
+
+    def _forward_eof_upstream(self) -> None:
+        upstream = self.upstream
+        assert upstream is not None
+        transport = upstream.transport
+        if not transport.connected:  # type: ignore[union-attr]
+            return
+        # A registered producer would stop a paused transport from finishing
+        # its shutdown (Twisted resumes the producer instead); the client
+        # sends nothing more anyway.
+        transport.unregisterProducer()  # type: ignore[union-attr]
+        transport.loseWriteConnection()  # type: ignore[union-attr]
+        if self.upstream_eof:
+            self._finish()
+
+    def upstream_read_lost(self) -> None:
+        """The upstream shut its write side: forward the FIN to the client."""
+        self.upstream_eof = True
+        if self.state is NEGOTIATING:
+            self.termination = "upstream closed during STARTTLS"
+            self._abort()
+            return
+        transport = self.transport
+        if not transport.connected:  # type: ignore[union-attr]
+            return
+        transport.unregisterProducer()  # type: ignore[union-attr]
+        transport.loseWriteConnection()  # type: ignore[union-attr]
+        if self.client_eof:
+            self._finish()
+
+    def writeConnectionLost(self) -> None:
+        """Our FIN to the client went out (buffer flushed)."""
+
+    def _finish(self) -> None:
+        """Both directions are done: close both sockets (writes already flushed)."""
+        self.transport.loseConnection()  # type: ignore[union-attr]
+        if self.upstream is not None:
+            self.upstream.transport.loseConnection()  # type: ignore[union-attr]
+
+    def _abort(self, both: bool = False) -> None:
+        """Close the client now (nothing of ours is left to flush to it)."""
+        if self._connector is not None:
+            connector, self._connector = self._connector, None
+            connector.stopConnecting()
+        self.transport.loseConnection()  # type: ignore[union-attr]
+        if self.upstream is not None:
+            self.upstream.transport.loseConnection()  # type: ignore[union-attr]
+
+    def upstream_lost(self, reason: Failure) -> None:
+        """The upstream connection is fully gone."""
+        if self.state is CLOSED:
+            return
+        if self.state is NEGOTIATING:
+            self.termination = "upstream closed during STARTTLS"
+        # Close the client after flushing what the upstream sent.
+        transport = self.transport
+        transport.unregisterProducer()  # type: ignore[union-attr]
+        transport.loseConnection()  # type: ignore[union-attr]
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        ctx = self.ctx
+        previous, self.state = self.state, CLOSED
+        for name in ("_inspect_timer", "_idle_timer", "_duration_timer"):
+            timer = getattr(self, name)
+            if timer is not None and timer.active():
+                timer.cancel()
+            setattr(self, name, None)
+        if self._connector is not None:
+            connector, self._connector = self._connector, None
+            connector.stopConnecting()
+        if self.upstream is not None:
+            up_t = self.upstream.transport
+            up_t.unregisterProducer()  # type: ignore[union-attr]
+            up_t.loseConnection()  # type: ignore[union-attr]
+        ctx.connections.discard(self)
+        listener = self.listener.name
+        ctx.stats.gauge_add("listener.downstream_cx_active", -1, listener=listener)
+        now = ctx.reactor.seconds()
+        duration = now - self.started
+        ctx.stats.observe("listener.downstream_cx_length_seconds", duration, listener=listener)
+        record = self.record
+        record.bytes_received = self.bytes_received
+        record.bytes_sent = self.bytes_sent
+        record.duration_ms = int(duration * 1000)
+        attributes = {}
+        if self.hint is not None:
+            attributes.update(self.hint.attributes)
+            attributes["protocol"] = self.hint.protocol
+        if self.preamble is not None:
+            attributes.update(self.preamble.attributes)
+            attributes["starttls"] = self.preamble.protocol
+        for observer in self.observers:
+            try:
+                attributes.update(observer.attributes())
+            except Exception:
+                pass
+        attributes.pop("sni", None)  # already %REQUESTED_SERVER_NAME%
+        record.hints = {k: str(v) for k, v in attributes.items() if v not in (None, "")} or None
+        cluster = self.cluster
+        if getattr(self, "_counted_active", False) and cluster is not None:
+            state = ctx.balancer.state(cluster)
+            state.active -= 1
+            ctx.stats.gauge_add("cluster.upstream_cx_active", -1, cluster=cluster.name)
+            if previous in (RELAYING, NEGOTIATING) or self.upstream is not None:
+                self.flush_byte_counters()
+                ctx.stats.inc(
+                    "istio_tcp_connections_closed_total",
+                    **state.metric_labels, response_flags=record.response_flags,
+                )
+        ctx.access_log.emit(record)
+
+    def flush_byte_counters(self) -> None:
+        """Add the bytes moved since the last flush to Istio's byte counters."""
+        cluster = self.cluster
+        if cluster is None:
+            return
+        received = self.bytes_received - self.reported_received
+        sent = self.bytes_sent - self.reported_sent
+        if not (received or sent):
+            return
+        labels = self.ctx.balancer.state(cluster).metric_labels
+        stats = self.ctx.stats
+        stats.inc("istio_tcp_received_bytes_total", received, **labels, response_flags="-")
+        stats.inc("istio_tcp_sent_bytes_total", sent, **labels, response_flags="-")
+        self.reported_received = self.bytes_received
+        self.reported_sent = self.bytes_sent
+
+
+@implementer(IHalfCloseableProtocol)
+class UpstreamProtocol(Protocol):
+    """The upstream side; everything is decided by its DownstreamProtocol."""
+
+    def __init__(self, downstream: DownstreamProtocol) -> None:
+        self.downstream = downstream
+        self.reply = b""
+
+    def connectionMade(self) -> None:
+        self.downstream.upstream_connected(self)
+
+    def dataReceived(self, data: bytes) -> None:
+        """Before relaying: only a STARTTLS reply is expected."""
+        down = self.downstream
+        if down.state is NEGOTIATING:
+            down.upstream_negotiation(data)
+        elif down.state is RELAYING:  # replayed extra bytes
+            self._relay(data)
+
+    def _relay(self, data: bytes) -> None:
+        down = self.downstream
+        down.bytes_sent += len(data)
+        down.last_activity = down._now()
+        down._down_write(data)
+
+    def _relay_observed(self, data: bytes) -> None:
+        down = self.downstream
+        down.bytes_sent += len(data)
+        down.last_activity = down._now()
+        down.transport.write(data)  # type: ignore[union-attr]
+        down._observe("server_data", data)
+
+    def readConnectionLost(self) -> None:
+        self.downstream.upstream_read_lost()
+
+    def writeConnectionLost(self) -> None:
+        pass
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self.downstream.upstream_lost(reason)
+
+
+class _UpstreamFactory(ClientFactory):
+    """One connect attempt for one downstream connection."""
+
+    def __init__(self, downstream: DownstreamProtocol) -> None:
+        self.downstream = downstream
+
+    def buildProtocol(self, addr: Any) -> UpstreamProtocol:
+        return UpstreamProtocol(self.downstream)
+
+    def clientConnectionFailed(self, connector: Any, reason: Failure) -> None:
+        if not reason.check(ierror.UserError):  # our own stopConnecting()
+            self.downstream.upstream_failed(reason)

@@ -1,0 +1,66 @@
+"""
+What every proxied connection shares: clock, reactor, stats, access log,
+balancer, plugins and settings. One instance per gateway process; it outlives
+reloads (only the route table changes).
+"""
+
+from __future__ import annotations
+
+import collections
+from typing import Any, Callable, Optional, Sequence
+
+import attrs
+
+from tsgate.accesslog import AccessLog
+from tsgate.stats import Stats
+from tsgate.upstream.balancer import Balancer
+
+#: Read size for relayed sockets. Large reads are what make a Python relay
+#: fast on bulk streams (one recv per 256 KiB instead of per 64 KiB); the same
+#: number is the write high-water mark at which the other side is paused, so
+#: each direction buffers at most about twice this.
+READ_SIZE = 256 * 1024
+
+#: Envoy's tls_inspector max_client_hello_size default.
+MAX_INSPECT_BYTES = 16 * 1024
+
+#: Envoy's listener_filters_timeout default.
+DEFAULT_INSPECT_TIMEOUT = 15.0
+
+#: Istio's tcp_reporting_duration default: byte counters flush this often.
+METRICS_FLUSH_INTERVAL = 5.0
+
+
+@attrs.define
+class Settings:
+    inspect_timeout: float = DEFAULT_INSPECT_TIMEOUT
+    #: overrides Cluster.connect_timeout when set (command line)
+    connect_timeout: Optional[float] = None
+    #: overrides Route.idle_timeout when set (command line); 0 disables
+    idle_timeout: Optional[float] = None
+    read_size: int = READ_SIZE
+    max_inspect_bytes: int = MAX_INSPECT_BYTES
+
+
+@attrs.define
+class ProxyContext:
+    """Shared services of the data path, passed in (never global)."""
+
+    reactor: Any  # IReactorTCP + IReactorTime
+    stats: Stats = attrs.field(factory=Stats)
+    access_log: AccessLog = attrs.field(factory=lambda: AccessLog(None))
+    balancer: Balancer = attrs.field(factory=Balancer)
+    settings: Settings = attrs.field(factory=Settings)
+    #: What inspecting listeners offer the first client bytes to, in order:
+    #: TLS hint parsers, then IPreambleNegotiator providers (STARTTLS), then
+    #: other hint parsers (which send a recognised non-TLS client to the TCP
+    #: fallback route at once instead of after the inspection timeout).
+    inspectors: Sequence[Any] = ()
+    #: (protocols, port_names) -> IStreamObserverFactory providers for a listener
+    observers_for: Optional[Callable[[Sequence[str], Sequence[str]], Sequence[Any]]] = None
+    #: live connections (DownstreamProtocol instances), for admin and drain
+    connections: set = attrs.field(factory=set)
+    recent_errors: collections.deque = attrs.field(factory=lambda: collections.deque(maxlen=50))
+
+    def error(self, message: str) -> None:
+        self.recent_errors.append((self.reactor.seconds(), message))

@@ -1,0 +1,219 @@
+"""
+``twistd tsgate``: command-line options and the service they build.
+
+The twistd plugin (``twisted/plugins/tsgate_plugin.py``) and ``tac/tsgate.tac``
+both end here, so the two ways of running tsgate cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any, Optional
+
+from twisted.application import service
+from twisted.python import usage
+
+from tsgate.accesslog import AccessLog
+from tsgate.gateway import Gateway, ListenError
+from tsgate.proxy.context import DEFAULT_INSPECT_TIMEOUT, ProxyContext, Settings
+from tsgate.stats import Stats
+
+
+def _label(value: str) -> tuple[str, str]:
+    key, sep, val = value.partition("=")
+    if not sep or not key:
+        raise usage.UsageError(f"--gateway-label wants KEY=VALUE, not {value!r}")
+    return key, val
+
+
+def _seconds(name: str, value: Optional[str]) -> Optional[float]:
+    if value is None:
+        return None
+    text = value.strip()
+    scale = 1.0
+    for suffix, factor in (("ms", 0.001), ("s", 1.0), ("m", 60.0), ("h", 3600.0)):
+        if text.endswith(suffix):
+            text, scale = text[: -len(suffix)], factor
+            break
+    try:
+        seconds = float(text) * scale
+    except ValueError:
+        raise usage.UsageError(f"--{name} wants seconds (e.g. 15, 1.5, 500ms, 2m), not {value!r}")
+    if seconds < 0:
+        raise usage.UsageError(f"--{name} must not be negative")
+    return seconds
+
+
+class Options(usage.Options):
+    synopsis = "--config PATH [--config PATH ...] [options]"
+    longdesc = (
+        "Serve the L4 routes (TCP, TLS SNI passthrough) of Istio Gateway and "
+        "VirtualService YAML. PATH is a YAML file or a directory of *.yaml files."
+    )
+    optParameters = [
+        ["namespace", "n", "default", "Namespace of resources that name none."],
+        ["bind", "b", None, "Address to listen on instead of 0.0.0.0 (e.g. 127.0.0.1, ::)."],
+        ["inspect-timeout", None, str(DEFAULT_INSPECT_TIMEOUT),
+         "Seconds to wait for a ClientHello on TLS ports (Envoy listener_filters_timeout)."],
+        ["connect-timeout", None, None, "Upstream connect timeout in seconds (default: the "
+         "DestinationRule's, else 10)."],
+        ["idle-timeout", None, None, "Idle timeout in seconds for every route (default: the "
+         "DestinationRule's, else 3600; 0 disables)."],
+        ["access-log", None, "-", "Access log file ('-' for stdout, 'none' to disable)."],
+        ["access-log-format", None, "text", "Access log format: text (Istio's) or json."],
+        ["log-format", None, "text", "Format of the gateway's own log: text or json."],
+        ["log-level", None, "info", "Minimum level of the gateway's own log."],
+        ["admin", None, "tcp:15000:interface=127.0.0.1",
+         "Admin endpoint (Twisted endpoint string, or 'none')."],
+        ["readiness", None, "tcp:15021:interface=127.0.0.1",
+         "Readiness endpoint serving /healthz/ready (or 'none')."],
+        ["drain-period", None, "5", "Seconds connections may finish after SIGTERM."],
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self["config"] = []
+        self["gateway-labels"] = {}
+        self["endpoints"] = {}
+
+    def opt_config(self, path: str) -> None:
+        """A YAML file or directory of Istio resources (repeatable)."""
+        self["config"].append(path)
+
+    opt_c = opt_config
+
+    def opt_gateway_label(self, value: str) -> None:
+        """KEY=VALUE label of this gateway workload; Gateways whose selector matches
+        apply (repeatable; default istio=ingressgateway)."""
+        key, val = _label(value)
+        self["gateway-labels"][key] = val
+
+    def opt_endpoint(self, value: str) -> None:
+        """PORT=ENDPOINT: listen for that port on a Twisted endpoint string instead
+        (e.g. 31400=systemd:domain=INET:index=0, 31400=tcp6:31400)."""
+        port, sep, description = value.partition("=")
+        if not sep or not port.isdigit():
+            raise usage.UsageError(f"--endpoint wants PORT=ENDPOINT, not {value!r}")
+        self["endpoints"][int(port)] = description
+
+    def postOptions(self) -> None:
+        if not self["config"]:
+            raise usage.UsageError("--config PATH is required")
+        if not self["gateway-labels"]:
+            self["gateway-labels"] = {"istio": "ingressgateway"}
+        self["inspect-timeout"] = _seconds("inspect-timeout", self["inspect-timeout"])
+        self["connect-timeout"] = _seconds("connect-timeout", self["connect-timeout"])
+        self["idle-timeout"] = _seconds("idle-timeout", self["idle-timeout"])
+        self["drain-period"] = _seconds("drain-period", self["drain-period"])
+        if self["access-log-format"] not in ("text", "json"):
+            raise usage.UsageError("--access-log-format is text or json")
+
+
+def default_inspectors() -> list[Any]:
+    """TLS hint parsers first, then STARTTLS negotiators, then other hint parsers."""
+    try:
+        from tsgate.plugins import load_plugins
+    except ImportError:  # discovery not built yet: TLS only
+        from tsgate.hints.tls import TlsHintParser
+
+        return [TlsHintParser()]
+    plugins = load_plugins()
+    parsers = list(plugins.hint_parsers.values())
+    tls = [p for p in parsers if p.protocol == "tls"]
+    others = [p for p in parsers if p.protocol != "tls"]
+    return tls + list(plugins.preamble_negotiators.values()) + others
+
+
+def observer_selector() -> Any:
+    try:
+        from tsgate.plugins import load_plugins
+    except ImportError:
+        return None
+    plugins = load_plugins()
+    cache: dict[tuple[tuple[str, ...], tuple[str, ...]], list[Any]] = {}
+
+    def observers_for(protocols: Any, port_names: Any) -> list[Any]:
+        key = (tuple(protocols), tuple(port_names))
+        found = cache.get(key)
+        if found is None:
+            found = []
+            for protocol, port_name in zip(protocols, port_names):
+                for factory in plugins.observers_for(protocol, port_name):
+                    if factory not in found:
+                        found.append(factory)
+            cache[key] = found
+        return found
+
+    return observers_for
+
+
+def build_gateway(options: Any, reactor: Any, stdout: Any = None) -> Gateway:
+    """The Gateway for parsed options; raises SystemExit naming every config error."""
+    from tsgate.config import load_config
+
+    paths = list(options["config"])
+    labels = dict(options["gateway-labels"])
+    namespace = options["namespace"]
+
+    def load() -> Any:
+        return load_config(paths, gateway_labels=labels, default_namespace=namespace)
+
+    result = load()
+    stream = stdout or sys.stdout
+    for diagnostic in result.warnings:
+        print(str(diagnostic), file=sys.stderr)
+    if not result.ok:
+        for diagnostic in result.errors:
+            print(str(diagnostic), file=sys.stderr)
+        raise SystemExit(f"tsgate: configuration has {len(result.errors)} error(s); not starting")
+    access = options["access-log"]
+    if access == "none":
+        access_stream = None
+    elif access == "-":
+        access_stream = stream
+    else:
+        access_stream = open(access, "a", encoding="utf-8")  # noqa: SIM115 (lives as long as the process)
+    ctx = ProxyContext(
+        reactor=reactor,
+        stats=Stats(),
+        access_log=AccessLog(access_stream, options["access-log-format"]),
+        settings=Settings(
+            inspect_timeout=options["inspect-timeout"],
+            connect_timeout=options["connect-timeout"],
+            idle_timeout=options["idle-timeout"],
+        ),
+        inspectors=default_inspectors(),
+        observers_for=observer_selector(),
+    )
+    return Gateway(
+        reactor, ctx, load,
+        bind_override=options["bind"],
+        endpoint_overrides=dict(options["endpoints"]),
+        initial=result,
+    )
+
+
+class GatewayService(service.MultiService):
+    """The whole process: the gateway plus its admin and signal handling."""
+
+    def __init__(self, gateway: Gateway, options: Any, reactor: Any) -> None:
+        super().__init__()
+        self.gateway = gateway
+        self.options = options
+        self.reactor = reactor
+        gateway.setServiceParent(self)
+
+    def privilegedStartService(self) -> None:
+        try:
+            super().privilegedStartService()
+        except ListenError as exc:
+            raise SystemExit(f"tsgate: {exc}")
+
+
+def makeService(options: Any, reactor: Any = None) -> service.IService:
+    if reactor is None:
+        from twisted.internet import reactor as global_reactor
+
+        reactor = global_reactor
+    gateway = build_gateway(options, reactor)
+    return GatewayService(gateway, options, reactor)
