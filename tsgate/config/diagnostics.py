@@ -1,0 +1,63 @@
+"""
+Diagnostics: what ``tsgate validate`` prints and what a failed reload logs.
+
+Every finding names the file and line, the resource (``kind namespace/name``)
+and the field path (``spec.tls[0].match[0].sniHosts[1]``), because a user
+with forty YAML files needs to jump straight to the line, the way a compiler
+error works. Loading never raises for bad configuration; it collects these.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import attrs
+
+ERROR = "error"
+WARNING = "warning"
+#: A one-line notice that is neither wrong nor suspicious (a Deployment
+#: skipped, a host resolved by DNS as written); printed, never fatal.
+INFO = "info"
+
+
+@attrs.frozen
+class Diagnostic:
+    """One finding about the configuration, with where it is."""
+
+    severity: str
+    message: str
+    file: str = ""
+    line: int = 0
+    resource: str = ""  # "VirtualService default/foo"
+    path: str = ""  # "spec.tls[0].match[0].sniHosts[1]"
+
+    @property
+    def is_error(self) -> bool:
+        return self.severity == ERROR
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line else (self.file or "<config>")
+        parts = [f"{where}: {self.severity}:"]
+        if self.resource:
+            parts.append(f" {self.resource}:")
+        if self.path:
+            parts.append(f" {self.path}:")
+        parts.append(f" {self.message}")
+        return "".join(parts)
+
+    def to_dict(self) -> dict[str, object]:
+        return attrs.asdict(self)
+
+
+class ConfigError(Exception):
+    """
+    The configuration has errors; ``diagnostics`` holds all of them (and the
+    warnings), so a caller can print every problem, not just the first.
+    """
+
+    def __init__(self, diagnostics: Iterable[Diagnostic]) -> None:
+        self.diagnostics = tuple(diagnostics)
+        errors = [d for d in self.diagnostics if d.is_error]
+        head = str(errors[0]) if errors else "invalid configuration"
+        more = f" (and {len(errors) - 1} more errors)" if len(errors) > 1 else ""
+        super().__init__(head + more)

@@ -1,0 +1,246 @@
+"""
+A typed, frozen model of the layer-4 parts of Istio's networking kinds.
+
+Only what tsgate acts on or validates is modelled; HTTP routes are kept as a
+count (they are accepted, as Istio accepts them, and ignored at L4). Istio's
+defaults are applied when the records are built (``tsgate.config.parse``), so
+later stages never ask "was this set?" except where Istio itself does
+(``Destination.port``, ``RouteDestination.weight``).
+
+Every resource carries ``Meta``: kind, namespace/name, file, line and a map
+of field path to line, so a rule anywhere can report
+``file:line: error: Kind ns/name: spec.path: reason``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Optional, Union
+
+import attrs
+
+from tsgate.config.loader import line_of
+
+Labels = tuple[tuple[str, str], ...]
+
+
+@attrs.frozen
+class Meta:
+    kind: str
+    api_version: str
+    name: str
+    namespace: str
+    labels: Labels = ()
+    annotations: Labels = ()
+    file: str = ""
+    line: int = 0
+    #: document index in its file (two resources in one file differ here)
+    index: int = 0
+    positions: Mapping[str, int] = attrs.field(factory=dict, eq=False, repr=False)
+
+    @property
+    def ref(self) -> str:
+        """``Gateway istioinaction/echo-tcp-gateway``."""
+        return f"{self.kind} {self.namespace}/{self.name}"
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return (self.kind, self.namespace, self.name)
+
+    def line_of(self, path: str) -> int:
+        return line_of(self.positions, path, self.line)
+
+
+# ---------------------------------------------------------------- Gateway
+
+
+@attrs.frozen
+class Port:
+    number: Optional[int]
+    name: str
+    protocol: str  # upper case as Istio compares it; "" when missing
+    target_port: Optional[int] = None
+
+
+@attrs.frozen
+class ServerTLS:
+    mode: str = "PASSTHROUGH"
+    https_redirect: bool = False
+    #: cert-source fields that were set (serverCertificate, credentialName, ...)
+    cert_fields: tuple[str, ...] = ()
+    min_protocol_version: str = ""
+    max_protocol_version: str = ""
+
+
+@attrs.frozen
+class Server:
+    port: Optional[Port]
+    hosts: tuple[str, ...]
+    bind: str = ""
+    name: str = ""
+    tls: Optional[ServerTLS] = None
+
+
+@attrs.frozen
+class Gateway:
+    meta: Meta
+    selector: Labels = ()
+    servers: tuple[Server, ...] = ()
+
+
+# ---------------------------------------------------------- VirtualService
+
+
+@attrs.frozen
+class Destination:
+    host: str
+    subset: str = ""
+    port: Optional[int] = None
+
+
+@attrs.frozen
+class RouteDestination:
+    destination: Destination
+    weight: Optional[int] = None
+
+
+@attrs.frozen
+class L4Match:
+    """Both L4MatchAttributes (tcp) and TLSMatchAttributes (tls)."""
+
+    port: Optional[int] = None
+    sni_hosts: tuple[str, ...] = ()
+    destination_subnets: tuple[str, ...] = ()
+    source_labels: Labels = ()
+    source_namespace: str = ""
+    gateways: tuple[str, ...] = ()
+
+
+@attrs.frozen
+class L4Route:
+    """A ``tcp[]`` or ``tls[]`` rule."""
+
+    match: tuple[L4Match, ...] = ()
+    route: tuple[RouteDestination, ...] = ()
+
+
+@attrs.frozen
+class VirtualService:
+    meta: Meta
+    hosts: tuple[str, ...] = ()
+    gateways: tuple[str, ...] = ()
+    tcp: tuple[L4Route, ...] = ()
+    tls: tuple[L4Route, ...] = ()
+    http_count: int = 0
+    export_to: tuple[str, ...] = ()
+
+
+# ------------------------------------------------ ServiceEntry/WorkloadEntry
+
+
+@attrs.frozen
+class ServicePort:
+    number: Optional[int]
+    name: str = ""
+    protocol: str = ""
+    target_port: Optional[int] = None
+
+
+@attrs.frozen
+class WorkloadSpec:
+    """A ServiceEntry endpoint or a WorkloadEntry's spec."""
+
+    address: str = ""
+    ports: tuple[tuple[str, int], ...] = ()
+    labels: Labels = ()
+    weight: Optional[int] = None
+    network: str = ""
+    locality: str = ""
+
+
+@attrs.frozen
+class ServiceEntry:
+    meta: Meta
+    hosts: tuple[str, ...] = ()
+    addresses: tuple[str, ...] = ()
+    ports: tuple[ServicePort, ...] = ()
+    location: str = "MESH_EXTERNAL"
+    resolution: str = "NONE"
+    endpoints: tuple[WorkloadSpec, ...] = ()
+    workload_selector: Optional[Labels] = None
+    export_to: tuple[str, ...] = ()
+
+
+@attrs.frozen
+class WorkloadEntry:
+    meta: Meta
+    spec: WorkloadSpec
+
+
+# --------------------------------------------------------- DestinationRule
+
+
+@attrs.frozen
+class TcpSettings:
+    max_connections: Optional[int] = None
+    connect_timeout: Optional[float] = None
+    idle_timeout: Optional[float] = None
+    max_connection_duration: Optional[float] = None
+    keepalive_probes: Optional[int] = None
+    keepalive_time: Optional[float] = None
+    keepalive_interval: Optional[float] = None
+
+
+@attrs.frozen
+class TrafficPolicy:
+    """The L4-relevant parts; ``None`` means "not set here" (for overrides)."""
+
+    lb_simple: Optional[str] = None
+    #: keys set under loadBalancer.consistentHash (useSourceIp, httpHeaderName, ...)
+    consistent_hash: tuple[str, ...] = ()
+    use_source_ip: bool = False
+    tcp: Optional[TcpSettings] = None
+    tls_mode: Optional[str] = None
+    #: upstream PROXY protocol version (V1, V2) when trafficPolicy.proxyProtocol is set
+    proxy_protocol: Optional[str] = None
+    tunnel_protocol: Optional[str] = None
+    #: outlierDetection as written (key, value), for validation and later use
+    outlier_detection: tuple[tuple[str, Any], ...] = ()
+    port_level: tuple[tuple[int, TrafficPolicy], ...] = ()
+    #: the top-level fields that were set (an empty policy is an error)
+    set_fields: tuple[str, ...] = ()
+
+
+@attrs.frozen
+class Subset:
+    name: str
+    labels: Labels = ()
+    traffic_policy: Optional[TrafficPolicy] = None
+
+
+@attrs.frozen
+class DestinationRule:
+    meta: Meta
+    host: str = ""
+    traffic_policy: Optional[TrafficPolicy] = None
+    subsets: tuple[Subset, ...] = ()
+    export_to: tuple[str, ...] = ()
+
+
+Resource = Union[Gateway, VirtualService, ServiceEntry, WorkloadEntry, DestinationRule]
+
+
+def resource_to_dict(resource: Resource) -> dict[str, Any]:
+    """A JSON-ready view of a model record (for ``/config_dump``)."""
+
+    def keep(attribute: attrs.Attribute, value: Any) -> bool:  # type: ignore[type-arg]
+        return attribute.name != "positions"
+
+    def plain(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {str(k): plain(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [plain(v) for v in value]
+        return value
+
+    return plain(attrs.asdict(resource, filter=keep, retain_collection_types=False))

@@ -1,0 +1,331 @@
+"""
+Documents to model records: kinds, apiVersions, metadata, unknown fields.
+
+Objects that are not Istio networking kinds (the Deployment and Service in
+``echo.yaml``) are skipped with a one-line notice; Istio kinds with an
+unknown apiVersion, unknown fields or wrongly typed values are errors, and
+such a resource is not built (its other errors are still all reported).
+Defaults Istio applies are applied here: namespace ``default`` (or the
+``--namespace`` given), TLS mode ``PASSTHROUGH``, ServiceEntry location
+``MESH_EXTERNAL`` and resolution ``NONE``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any, Optional
+
+from tsgate.config.diagnostics import ERROR, INFO, WARNING, Diagnostic
+from tsgate.config.loader import Document, join_path
+from tsgate.config.model import (
+    Destination,
+    DestinationRule,
+    Gateway,
+    L4Match,
+    L4Route,
+    Labels,
+    Meta,
+    Port,
+    Resource,
+    RouteDestination,
+    Server,
+    ServerTLS,
+    ServiceEntry,
+    ServicePort,
+    Subset,
+    TcpSettings,
+    TrafficPolicy,
+    VirtualService,
+    WorkloadEntry,
+    WorkloadSpec,
+)
+from tsgate.config.schema import METADATA, SPECS, TOP_LEVEL, parse_duration, schema_errors, suggest
+
+ISTIO_GROUP = "networking.istio.io"
+ISTIO_VERSIONS = ("v1alpha3", "v1beta1", "v1")
+#: Server TLS fields that carry certificates (ignored with PASSTHROUGH).
+CERT_FIELDS = (
+    "serverCertificate", "privateKey", "caCertificates", "caCrl", "credentialName",
+    "credentialNames", "caCertCredentialName", "tlsCertificates", "subjectAltNames",
+    "verifyCertificateSpki", "verifyCertificateHash",
+)
+
+
+def parse_documents(
+    documents: Iterable[Document], default_namespace: str = "default"
+) -> tuple[list[Resource], list[Diagnostic]]:
+    """Every Istio networking object in ``documents``, in order, and the findings."""
+    resources: list[Resource] = []
+    diags: list[Diagnostic] = []
+    for doc in documents:
+        for item in _expand_lists(doc, diags):
+            resource = parse_document(item, default_namespace, diags)
+            if resource is not None:
+                resources.append(resource)
+    return resources, diags
+
+
+def _expand_lists(doc: Document, diags: list[Diagnostic]) -> list[Document]:
+    """A ``kind: List`` (``kubectl get -o yaml``) is its items."""
+    data = doc.data
+    if not (isinstance(data, dict) and data.get("kind") == "List"
+            and isinstance(data.get("items"), list)):
+        return [doc]
+    out = []
+    for i, item in enumerate(data["items"]):
+        prefix = join_path("items", i)
+        positions = {p[len(prefix) + 1:]: line for p, line in doc.positions.items()
+                     if p.startswith(prefix + ".")}
+        out.append(Document(doc.file, doc.index, doc.positions.get(prefix, doc.line), item,
+                            positions))
+    return out
+
+
+def parse_document(doc: Document, default_namespace: str,
+                   diags: list[Diagnostic]) -> Optional[Resource]:
+    data = doc.data
+
+    def at(severity: str, path: str, message: str, resource: str = "") -> None:
+        line = doc.line_of(path) if path else doc.line
+        diags.append(Diagnostic(severity, message, doc.file, line, resource, path))
+
+    if not isinstance(data, dict):
+        at(ERROR, "", "expected a Kubernetes object (a mapping with apiVersion and kind), "
+           f"got {type(data).__name__}")
+        return None
+    kind, api_version = data.get("kind"), data.get("apiVersion")
+    if not isinstance(kind, str) or not kind:
+        at(ERROR, "kind" if "kind" in data else "", "kind is required (a string)")
+        return None
+    if not isinstance(api_version, str) or not api_version:
+        at(ERROR, "apiVersion" if "apiVersion" in data else "", "apiVersion is required (a string)")
+        return None
+    group, _, version = api_version.rpartition("/")
+    metadata = data.get("metadata")
+    name = metadata.get("name") if isinstance(metadata, dict) else None
+    label = f"{kind} {name}" if isinstance(name, str) else kind
+    if group != ISTIO_GROUP:
+        note = "not an Istio networking kind"
+        if kind in SPECS or kind in ("TCPRoute", "TLSRoute", "HTTPRoute", "GRPCRoute"):
+            note = (f"{api_version} is not {ISTIO_GROUP} "
+                    "(the Kubernetes Gateway API is not supported)")
+        at(INFO, "", f"skipped {label} ({api_version}): {note}")
+        return None
+    if kind not in SPECS:
+        at(INFO, "", f"skipped {label} ({api_version}): tsgate does not use this kind")
+        return None
+    if version not in ISTIO_VERSIONS:
+        at(ERROR, "apiVersion", f"unsupported apiVersion {api_version!r} for {kind}; use "
+           + ", ".join(f"{ISTIO_GROUP}/{v}" for v in ISTIO_VERSIONS))
+        return None
+
+    namespace = default_namespace
+    if isinstance(metadata, dict) and isinstance(metadata.get("namespace"), str) \
+            and metadata["namespace"]:
+        namespace = metadata["namespace"]
+    ref = f"{kind} {namespace}/{name if isinstance(name, str) else '<unnamed>'}"
+    errors: list[Diagnostic] = []
+
+    def make(path: str, message: str) -> Diagnostic:
+        return Diagnostic(ERROR, message, doc.file, doc.line_of(path), ref, path)
+
+    for key in data:
+        if key not in TOP_LEVEL:
+            errors.append(make(join_path("", key), f"unknown field {str(key)!r} in {kind}"
+                               + suggest(str(key), {k: 1 for k in TOP_LEVEL})))
+    if metadata is None:
+        errors.append(make("", "metadata is required"))
+    else:
+        errors.extend(schema_errors(metadata, METADATA, "metadata", make))
+        if isinstance(metadata, dict) and not metadata.get("name"):
+            if isinstance(metadata.get("generateName"), str):
+                errors.append(make("metadata.generateName",
+                                   "generateName is not supported; set metadata.name"))
+            else:
+                errors.append(make("metadata", "metadata.name is required"))
+    spec = data.get("spec")
+    if spec is None:
+        spec = {}
+    errors.extend(schema_errors(spec, SPECS[kind], "spec", make))
+    diags.extend(errors)
+    if errors:
+        return None
+    assert isinstance(metadata, dict) and isinstance(spec, dict)
+    meta = Meta(
+        kind=kind, api_version=api_version, name=metadata["name"], namespace=namespace,
+        labels=_labels(metadata.get("labels")), annotations=_labels(metadata.get("annotations")),
+        file=doc.file, line=doc.line, index=doc.index, positions=doc.positions,
+    )
+    return BUILDERS[kind](meta, spec)
+
+
+def _labels(value: Any) -> Labels:
+    if not value:
+        return ()
+    return tuple((str(k), "" if v is None else str(v)) for k, v in value.items())
+
+
+def _strs(value: Any) -> tuple[str, ...]:
+    return tuple(value or ())
+
+
+def _dur(value: Any) -> Optional[float]:
+    return None if value is None else parse_duration(value)
+
+
+# ----------------------------------------------------------------- builders
+
+
+def build_gateway(meta: Meta, spec: dict[str, Any]) -> Gateway:
+    servers = []
+    for s in spec.get("servers") or ():
+        p = s.get("port")
+        port = None if p is None else Port(
+            number=p.get("number"), name=p.get("name") or "",
+            protocol=(p.get("protocol") or "").upper(), target_port=p.get("targetPort"))
+        t = s.get("tls")
+        tls = None if t is None else ServerTLS(
+            mode=t.get("mode") or "PASSTHROUGH",
+            https_redirect=bool(t.get("httpsRedirect")),
+            cert_fields=tuple(f for f in CERT_FIELDS if t.get(f)),
+            min_protocol_version=t.get("minProtocolVersion") or "",
+            max_protocol_version=t.get("maxProtocolVersion") or "")
+        servers.append(Server(port=port, hosts=_strs(s.get("hosts")), bind=s.get("bind") or "",
+                              name=s.get("name") or "", tls=tls))
+    return Gateway(meta, selector=_labels(spec.get("selector")), servers=tuple(servers))
+
+
+def _match(m: dict[str, Any]) -> L4Match:
+    subnets = list(m.get("destinationSubnets") or ())
+    if m.get("sourceSubnet"):
+        subnets.append(m["sourceSubnet"])
+    return L4Match(port=m.get("port"), sni_hosts=_strs(m.get("sniHosts")),
+                   destination_subnets=tuple(subnets), source_labels=_labels(m.get("sourceLabels")),
+                   source_namespace=m.get("sourceNamespace") or "",
+                   gateways=_strs(m.get("gateways")))
+
+
+def _route(r: dict[str, Any]) -> L4Route:
+    dests = []
+    for d in r.get("route") or ():
+        dest = d.get("destination") or {}
+        dests.append(RouteDestination(
+            Destination(host=dest.get("host") or "", subset=dest.get("subset") or "",
+                        port=(dest.get("port") or {}).get("number")),
+            weight=d.get("weight")))
+    return L4Route(match=tuple(_match(m) for m in r.get("match") or ()), route=tuple(dests))
+
+
+def build_virtual_service(meta: Meta, spec: dict[str, Any]) -> VirtualService:
+    return VirtualService(
+        meta, hosts=_strs(spec.get("hosts")), gateways=_strs(spec.get("gateways")),
+        tcp=tuple(_route(r) for r in spec.get("tcp") or ()),
+        tls=tuple(_route(r) for r in spec.get("tls") or ()),
+        http_count=len(spec.get("http") or ()), export_to=_strs(spec.get("exportTo")))
+
+
+def _workload(w: dict[str, Any]) -> WorkloadSpec:
+    return WorkloadSpec(
+        address=w.get("address") or "", ports=tuple((w.get("ports") or {}).items()),
+        labels=_labels(w.get("labels")), weight=w.get("weight"), network=w.get("network") or "",
+        locality=w.get("locality") or "")
+
+
+def build_service_entry(meta: Meta, spec: dict[str, Any]) -> ServiceEntry:
+    selector = spec.get("workloadSelector")
+    return ServiceEntry(
+        meta, hosts=_strs(spec.get("hosts")), addresses=_strs(spec.get("addresses")),
+        ports=tuple(ServicePort(number=p.get("number"), name=p.get("name") or "",
+                                protocol=(p.get("protocol") or "").upper(),
+                                target_port=p.get("targetPort"))
+                    for p in spec.get("ports") or ()),
+        location=spec.get("location") or "MESH_EXTERNAL",
+        resolution=spec.get("resolution") or "NONE",
+        endpoints=tuple(_workload(e) for e in spec.get("endpoints") or ()),
+        workload_selector=None if selector is None else _labels(selector.get("labels")),
+        export_to=_strs(spec.get("exportTo")))
+
+
+def build_workload_entry(meta: Meta, spec: dict[str, Any]) -> WorkloadEntry:
+    return WorkloadEntry(meta, _workload(spec))
+
+
+def build_traffic_policy(tp: Optional[dict[str, Any]]) -> Optional[TrafficPolicy]:
+    if tp is None:
+        return None
+    lb = tp.get("loadBalancer") or {}
+    hashing = lb.get("consistentHash") or {}
+    tcp = (tp.get("connectionPool") or {}).get("tcp")
+    settings = None
+    if tcp is not None:
+        keepalive = tcp.get("tcpKeepalive") or {}
+        settings = TcpSettings(
+            max_connections=tcp.get("maxConnections"),
+            connect_timeout=_dur(tcp.get("connectTimeout")),
+            idle_timeout=_dur(tcp.get("idleTimeout")),
+            max_connection_duration=_dur(tcp.get("maxConnectionDuration")),
+            keepalive_probes=keepalive.get("probes"), keepalive_time=_dur(keepalive.get("time")),
+            keepalive_interval=_dur(keepalive.get("interval")))
+    port_level = []
+    for pl in tp.get("portLevelSettings") or ():
+        number = (pl.get("port") or {}).get("number")
+        policy = build_traffic_policy({k: v for k, v in pl.items() if k != "port"})
+        if number is not None and policy is not None:
+            port_level.append((number, policy))
+    proxy = tp.get("proxyProtocol")
+    return TrafficPolicy(
+        lb_simple=lb.get("simple"),
+        consistent_hash=tuple(k for k in ("httpHeaderName", "httpCookie", "useSourceIp",
+                                          "httpQueryParameterName") if hashing.get(k)),
+        use_source_ip=bool(hashing.get("useSourceIp")), tcp=settings,
+        tls_mode=(tp.get("tls") or {}).get("mode"),
+        proxy_protocol=None if proxy is None else (proxy.get("version") or "V1"),
+        tunnel_protocol=None if tp.get("tunnel") is None else (tp["tunnel"].get("protocol")
+                                                                or "CONNECT"),
+        outlier_detection=tuple((tp.get("outlierDetection") or {}).items()),
+        port_level=tuple(port_level),
+        set_fields=tuple(k for k, v in tp.items() if v is not None))
+
+
+def build_destination_rule(meta: Meta, spec: dict[str, Any]) -> DestinationRule:
+    return DestinationRule(
+        meta, host=spec.get("host") or "",
+        traffic_policy=build_traffic_policy(spec.get("trafficPolicy")),
+        subsets=tuple(Subset(name=s.get("name") or "", labels=_labels(s.get("labels")),
+                             traffic_policy=build_traffic_policy(s.get("trafficPolicy")))
+                      for s in spec.get("subsets") or ()),
+        export_to=_strs(spec.get("exportTo")))
+
+
+BUILDERS: dict[str, Any] = {
+    "Gateway": build_gateway,
+    "VirtualService": build_virtual_service,
+    "ServiceEntry": build_service_entry,
+    "WorkloadEntry": build_workload_entry,
+    "DestinationRule": build_destination_rule,
+}
+
+
+def merge_duplicates(resources: Iterable[Resource]) -> tuple[list[Resource], list[Diagnostic]]:
+    """
+    The same kind/namespace/name twice: the later document replaces the
+    earlier one, as a second ``kubectl apply`` would. The object keeps the
+    earlier one's place in the order (an update keeps its creation time,
+    and Istio orders Gateways by creation time).
+    """
+    index: dict[tuple[str, str, str], int] = {}
+    out: list[Resource] = []
+    diags: list[Diagnostic] = []
+    for res in resources:
+        key = res.meta.key
+        if key in index:
+            old = out[index[key]]
+            diags.append(Diagnostic(
+                WARNING, f"defined again: replaces the earlier definition at "
+                f"{old.meta.file}:{old.meta.line} (the later document wins, as with kubectl apply)",
+                res.meta.file, res.meta.line, res.meta.ref))
+            out[index[key]] = res
+        else:
+            index[key] = len(out)
+            out.append(res)
+    return out, diags

@@ -1,0 +1,602 @@
+"""
+Istio's validation rules (ISTIO-L4.md §1, §2, §4, §5) over the model.
+
+What ``istioctl validate`` / the admission webhook would reject is an error
+here; what Istio accepts but that cannot do what the author meant (a rule
+after a match-all rule, certificates on a passthrough server) is a warning.
+Rules about how resources combine (same-port conflicts, subsets that must
+exist, gateway selection) live in the compiler, which sees them together.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any, Optional
+
+from tsgate.config import hosts as H
+from tsgate.config.diagnostics import ERROR, WARNING, Diagnostic
+from tsgate.config.loader import join_path
+from tsgate.config.model import (
+    DestinationRule,
+    Gateway,
+    L4Match,
+    L4Route,
+    Meta,
+    Resource,
+    RouteDestination,
+    ServiceEntry,
+    TrafficPolicy,
+    VirtualService,
+    WorkloadEntry,
+    WorkloadSpec,
+)
+from tsgate.config.schema import parse_duration
+
+#: Istio protocol names (case-insensitive in Istio; the model upper-cases).
+PROTOCOLS = ("HTTP", "HTTPS", "GRPC", "GRPC-WEB", "HTTP2", "MONGO", "TCP", "TLS",
+             "REDIS", "MYSQL", "HTTP_PROXY", "UDP")
+HTTP_FAMILY = ("HTTP", "HTTP2", "GRPC", "GRPC-WEB", "HTTP_PROXY")
+TLS_PROTOCOLS = ("HTTPS", "TLS")
+TLS_MODES = ("PASSTHROUGH", "SIMPLE", "MUTUAL", "AUTO_PASSTHROUGH", "ISTIO_MUTUAL",
+             "OPTIONAL_MUTUAL")
+TLS_VERSIONS = ("TLS_AUTO", "TLSV1_0", "TLSV1_1", "TLSV1_2", "TLSV1_3")
+LOCATIONS = ("MESH_EXTERNAL", "MESH_INTERNAL")
+RESOLUTIONS = ("NONE", "STATIC", "DNS", "DNS_ROUND_ROBIN", "DYNAMIC_DNS")
+LB_SIMPLE = ("UNSPECIFIED", "LEAST_CONN", "RANDOM", "PASSTHROUGH", "ROUND_ROBIN", "LEAST_REQUEST")
+CLIENT_TLS_MODES = ("DISABLE", "SIMPLE", "MUTUAL", "ISTIO_MUTUAL")
+MAX_INT32 = 2**31 - 1
+MAX_UINT32 = 2**32 - 1
+MIN_DURATION = 0.001
+
+
+class Reporter:
+    """Collects diagnostics about one resource."""
+
+    def __init__(self, meta: Meta, out: list[Diagnostic]) -> None:
+        self.meta = meta
+        self.out = out
+
+    def add(self, severity: str, path: str, message: str) -> None:
+        self.out.append(Diagnostic(severity, message, self.meta.file, self.meta.line_of(path),
+                                   self.meta.ref, path))
+
+    def error(self, path: str, message: str) -> None:
+        self.add(ERROR, path, message)
+
+    def warn(self, path: str, message: str) -> None:
+        self.add(WARNING, path, message)
+
+
+def validate(resources: Iterable[Resource]) -> list[Diagnostic]:
+    """Every finding of Istio's per-resource rules, in resource order."""
+    out: list[Diagnostic] = []
+    for res in resources:
+        r = Reporter(res.meta, out)
+        _validate_meta(res, r)
+        if isinstance(res, Gateway):
+            validate_gateway(res, r)
+        elif isinstance(res, VirtualService):
+            validate_virtual_service(res, r)
+        elif isinstance(res, ServiceEntry):
+            validate_service_entry(res, r)
+        elif isinstance(res, DestinationRule):
+            validate_destination_rule(res, r)
+        elif isinstance(res, WorkloadEntry):
+            _validate_workload(res.spec, "spec", r, None, "STATIC")
+    return out
+
+
+def _validate_meta(res: Resource, r: Reporter) -> None:
+    meta = res.meta
+    if isinstance(res, Gateway):
+        problem = H.label_error(meta.name)
+        if problem:
+            r.error("metadata.name", f"Gateway name {problem} (no dots allowed)")
+    else:
+        problem = H.subdomain_error(meta.name)
+        if problem:
+            r.error("metadata.name", f"name {problem}")
+    problem = H.label_error(meta.namespace)
+    if problem:
+        r.error("metadata.namespace", f"namespace {problem}")
+
+
+def _port(r: Reporter, path: str, number: Optional[int], *, allow_zero: bool = False) -> None:
+    if number is None:
+        return
+    low = 0 if allow_zero else 1
+    if not low <= number <= 65535:
+        r.error(path, f"port number {number} is out of range {low}-65535")
+
+
+def _export_to(r: Reporter, path: str, values: tuple[str, ...]) -> None:
+    seen: set[str] = set()
+    for i, value in enumerate(values):
+        p = f"{path}[{i}]"
+        if value in seen:
+            r.error(p, f"duplicate exportTo entry {value!r}")
+        seen.add(value)
+        if value in (".", "*", "~"):
+            continue
+        problem = H.label_error(value)
+        if problem:
+            r.error(p, f"exportTo entry must be '.', '*' or a namespace: {problem}")
+    if "*" in values and len(values) > 1:
+        r.error(path, "exportTo '*' (public) cannot be combined with other entries")
+    if "~" in values and len(values) > 1:
+        r.error(path, "exportTo '~' (exported nowhere) cannot be combined with other entries")
+
+
+def _labels(r: Reporter, path: str, labels: tuple[tuple[str, str], ...]) -> None:
+    for key, value in labels:
+        name = key.rpartition("/")[2]
+        if not name or len(name) > 63 or not all(c.isalnum() or c in "-_." for c in name) \
+                or not name[0].isalnum() or not name[-1].isalnum():
+            r.error(join_path(path, key), f"invalid label key {key!r}")
+        if len(value) > 63 or (value and not (value[0].isalnum() and value[-1].isalnum()
+                                               and all(c.isalnum() or c in "-_." for c in value))):
+            r.error(join_path(path, key), f"invalid label value {value!r}")
+
+
+# ------------------------------------------------------------------ Gateway
+
+
+def _gateway_host_error(host: str) -> Optional[str]:
+    namespace, slash, name = host.rpartition("/")
+    if slash:
+        if namespace not in ("*", "."):
+            problem = H.label_error(namespace)
+            if problem:
+                return f"namespace part of host {host!r}: {problem}"
+    if name != "*" and H.is_ip(name):
+        return None
+    return H.domain_error(name)
+
+
+def validate_gateway(gw: Gateway, r: Reporter) -> None:
+    _labels(r, "spec.selector", gw.selector)
+    if not gw.servers:
+        r.error("spec.servers", "at least one server is required")
+    port_names: dict[str, int] = {}
+    server_names: dict[str, int] = {}
+    for i, server in enumerate(gw.servers):
+        p = f"spec.servers[{i}]"
+        unix = server.bind.startswith("unix://")
+        if server.bind and not unix and not H.is_ip(server.bind):
+            r.error(f"{p}.bind", f"bind {server.bind!r} must be an IP address or a unix:// path")
+        port = server.port
+        protocol = ""
+        if port is None:
+            r.error(f"{p}.port", "port is required")
+        else:
+            if port.number is None:
+                r.error(f"{p}.port", "port number is required")
+            else:
+                _port(r, f"{p}.port.number", port.number, allow_zero=unix)
+                if unix and port.number != 0:
+                    r.error(f"{p}.port.number", "port number must be 0 with a unix:// bind")
+            if not port.name:
+                r.error(f"{p}.port", "port name is required")
+            elif port.name in port_names:
+                r.error(f"{p}.port.name", f"port name {port.name!r} is not unique: also used by "
+                        f"spec.servers[{port_names[port.name]}]")
+            else:
+                port_names[port.name] = i
+            protocol = port.protocol
+            if not protocol:
+                r.error(f"{p}.port", "port protocol is required")
+            elif protocol not in PROTOCOLS:
+                r.error(f"{p}.port.protocol", f"invalid protocol {protocol!r} (one of "
+                        + ", ".join(PROTOCOLS) + ")")
+            if port.target_port is not None:
+                r.error(f"{p}.port.targetPort", "targetPort has no effect on Gateways; remove it")
+        if not server.hosts:
+            r.error(f"{p}.hosts", "at least one host is required")
+        for j, host in enumerate(server.hosts):
+            problem = _gateway_host_error(host)
+            if problem:
+                r.error(f"{p}.hosts[{j}]", problem)
+        if server.name:
+            if server.name in server_names:
+                r.warn(f"{p}.name", f"server name {server.name!r} is not unique: also used by "
+                       f"spec.servers[{server_names[server.name]}]")
+            server_names[server.name] = i
+        _validate_server_tls(server.tls, protocol, p, r)
+
+
+def _validate_server_tls(tls: Any, protocol: str, p: str, r: Reporter) -> None:
+    if tls is None:
+        if protocol in TLS_PROTOCOLS:
+            r.error(p, f"server must have TLS settings for HTTPS/TLS protocols "
+                    f"(protocol {protocol} without tls)")
+        return
+    t = f"{p}.tls"
+    if protocol in HTTP_FAMILY:
+        if not tls.https_redirect:
+            r.error(t, f"server cannot have TLS settings for plain text {protocol} ports "
+                    "(only httpsRedirect)")
+    elif protocol and protocol not in TLS_PROTOCOLS:
+        r.error(t, f"server cannot have TLS settings for non-HTTPS/TLS protocol {protocol}")
+    elif tls.https_redirect:
+        r.warn(f"{t}.httpsRedirect", "httpsRedirect only applies to HTTP servers")
+    if tls.mode not in TLS_MODES:
+        r.error(f"{t}.mode", f"invalid TLS mode {tls.mode!r} (one of " + ", ".join(TLS_MODES) + ")")
+        return
+    certs = set(tls.cert_fields)
+    if tls.mode in ("PASSTHROUGH", "AUTO_PASSTHROUGH"):
+        if certs:
+            r.warn(t, f"{tls.mode} does not terminate TLS: certificates will be ignored ("
+                   + ", ".join(sorted(certs)) + ")")
+    elif tls.mode == "ISTIO_MUTUAL":
+        if certs:
+            r.error(t, "ISTIO_MUTUAL TLS cannot have certificate fields: "
+                    + ", ".join(sorted(certs)))
+    elif protocol in TLS_PROTOCOLS:
+        sources = [s for s in (("serverCertificate" in certs or "privateKey" in certs),
+                               "credentialName" in certs, "credentialNames" in certs,
+                               "tlsCertificates" in certs) if s]
+        if not sources:
+            r.error(t, f"{tls.mode} TLS requires serverCertificate and privateKey, "
+                    "credentialName, credentialNames or tlsCertificates")
+        elif len(sources) > 1:
+            r.error(t, "only one of serverCertificate/privateKey, credentialName, "
+                    "credentialNames, tlsCertificates may be set")
+        elif ("serverCertificate" in certs) != ("privateKey" in certs):
+            r.error(t, "serverCertificate and privateKey must be set together")
+        if tls.mode in ("MUTUAL", "OPTIONAL_MUTUAL") and "serverCertificate" in certs \
+                and "caCertificates" not in certs:
+            r.error(t, f"{tls.mode} TLS requires caCertificates (or a credentialName)")
+    for field, value in (("minProtocolVersion", tls.min_protocol_version),
+                         ("maxProtocolVersion", tls.max_protocol_version)):
+        if value and value not in TLS_VERSIONS:
+            r.error(f"{t}.{field}", f"invalid TLS version {value!r} (one of "
+                    + ", ".join(TLS_VERSIONS) + ")")
+    lo, hi = tls.min_protocol_version, tls.max_protocol_version
+    if lo in TLS_VERSIONS[1:] and hi in TLS_VERSIONS[1:] and TLS_VERSIONS.index(lo) > \
+            TLS_VERSIONS.index(hi):
+        r.error(t, f"minProtocolVersion {lo} is higher than maxProtocolVersion {hi}")
+
+
+# ----------------------------------------------------------- VirtualService
+
+
+def gateway_ref_error(ref: str) -> Optional[str]:
+    """Why a VirtualService ``gateways`` entry is malformed, or None."""
+    if ref == "mesh":
+        return None
+    namespace, slash, name = ref.partition("/")
+    if slash:
+        problem = H.label_error(namespace)
+        if problem:
+            return f"namespace of gateway {ref!r}: {problem}"
+        problem = H.label_error(name)
+        return f"gateway name in {ref!r}: {problem}" if problem else None
+    if "." in ref:
+        return None  # legacy FQDN form; warned about separately
+    problem = H.label_error(ref)
+    return f"gateway {ref!r}: {problem}" if problem else None
+
+
+def validate_virtual_service(vs: VirtualService, r: Reporter) -> None:
+    if not vs.hosts:
+        r.error("spec.hosts", "at least one host is required")
+    mesh = not vs.gateways or "mesh" in vs.gateways
+    for i, host in enumerate(vs.hosts):
+        p = f"spec.hosts[{i}]"
+        if host == "*" and mesh:
+            r.error(p, "wildcard host '*' is not allowed for virtual services bound to the "
+                    "mesh gateway (list a gateway in spec.gateways)")
+            continue
+        if not H.is_ip(host):
+            problem = H.domain_error(host)
+            if problem:
+                r.error(p, problem)
+                continue
+        for j in range(i):
+            if H.matches(host, vs.hosts[j]):
+                r.error(p, f"duplicate or overlapping host {host!r}: overlaps "
+                        f"spec.hosts[{j}] {vs.hosts[j]!r}")
+                break
+    for i, ref in enumerate(vs.gateways):
+        problem = gateway_ref_error(ref)
+        if problem:
+            r.error(f"spec.gateways[{i}]", problem)
+        elif "." in ref and "/" not in ref:
+            r.warn(f"spec.gateways[{i}]", f"gateway {ref!r} uses the legacy FQDN form; "
+                   "write namespace/name")
+    if not (vs.tcp or vs.tls or vs.http_count):
+        r.error("spec", "http, tcp or tls must be provided in virtual service")
+    _export_to(r, "spec.exportTo", vs.export_to)
+    _validate_rules(vs, "tcp", vs.tcp, r)
+    _validate_rules(vs, "tls", vs.tls, r)
+
+
+def _validate_rules(vs: VirtualService, kind: str, rules: tuple[L4Route, ...], r: Reporter) -> None:
+    catch_all: Optional[int] = None
+    seen: dict[L4Match, str] = {}
+    for i, rule in enumerate(rules):
+        p = f"spec.{kind}[{i}]"
+        if kind == "tls" and not rule.match:
+            r.error(p, "TLS route must have at least one match condition")
+        if not rule.route:
+            r.error(f"{p}.route" if kind == "tcp" else p,
+                    "TCP route is required" if kind == "tcp" else "TLS route is required")
+        if catch_all is not None:
+            r.warn(p, f"unreachable rule: spec.{kind}[{catch_all}] before it matches every "
+                   "connection (first match wins)")
+        if kind == "tcp" and (not rule.match or any(m == L4Match() for m in rule.match)):
+            catch_all = i if catch_all is None else catch_all
+        for j, match in enumerate(rule.match):
+            mp = f"{p}.match[{j}]"
+            _validate_match(vs, kind, match, mp, r)
+            if match in seen:
+                r.warn(mp, f"ineffective match: the same as {seen[match]}")
+            else:
+                seen[match] = mp
+        _validate_destinations(rule.route, f"{p}.route", r)
+
+
+def _validate_match(vs: VirtualService, kind: str, match: L4Match, mp: str, r: Reporter) -> None:
+    _port(r, f"{mp}.port", match.port)
+    for k, subnet in enumerate(match.destination_subnets):
+        problem = H.subnet_error(subnet)
+        if problem:
+            r.error(f"{mp}.destinationSubnets[{k}]", problem)
+    for k, ref in enumerate(match.gateways):
+        problem = gateway_ref_error(ref)
+        if problem:
+            r.error(f"{mp}.gateways[{k}]", problem)
+    _labels(r, f"{mp}.sourceLabels", match.source_labels)
+    if match.source_namespace:
+        problem = H.label_error(match.source_namespace)
+        if problem:
+            r.error(f"{mp}.sourceNamespace", f"sourceNamespace {problem}")
+    if kind != "tls":
+        return
+    if not match.sni_hosts:
+        r.error(mp, "at least one sniHosts entry is required in a TLS match")
+    for k, sni in enumerate(match.sni_hosts):
+        sp = f"{mp}.sniHosts[{k}]"
+        if H.is_ip(sni):
+            r.warn(sp, f"sniHost {sni!r} is an IP address; clients do not send IPs as SNI")
+            continue
+        problem = H.domain_error(sni)
+        if problem:
+            r.error(sp, problem)
+            continue
+        if vs.hosts and not any(H.subset_of(sni, host) for host in vs.hosts):
+            r.error(sp, f"SNI host {sni!r} is not a compatible subset of any of the virtual "
+                    "service hosts: [" + ", ".join(vs.hosts) + "]")
+
+
+def _validate_destinations(route: tuple[RouteDestination, ...], p: str, r: Reporter) -> None:
+    total = 0
+    for i, rd in enumerate(route):
+        dp = f"{p}[{i}].destination"
+        d = rd.destination
+        if not d.host:
+            r.error(dp, "destination host is required")
+        elif d.host == "*":
+            r.error(f"{dp}.host", "destination host must not be '*'")
+        elif not H.is_ip(d.host):
+            problem = H.domain_error(d.host)
+            if problem:
+                r.error(f"{dp}.host", problem)
+        if d.subset:
+            problem = H.label_error(d.subset)
+            if problem:
+                r.error(f"{dp}.subset", f"subset name {problem}")
+        _port(r, f"{dp}.port.number", d.port)
+        if rd.weight is not None:
+            if rd.weight < 0:
+                r.error(f"{p}[{i}].weight", f"weight {rd.weight} must be >= 0")
+            elif rd.weight > MAX_INT32:
+                r.error(f"{p}[{i}].weight", f"weight {rd.weight} is larger than {MAX_INT32}")
+            else:
+                total += rd.weight
+    if len(route) > 1 and total == 0 and all((rd.weight or 0) >= 0 for rd in route):
+        r.error(p, "total destination weight = 0: give the destinations relative weights")
+
+
+# ------------------------------------------------------------- ServiceEntry
+
+
+def validate_service_entry(se: ServiceEntry, r: Reporter) -> None:
+    if not se.hosts:
+        r.error("spec.hosts", "at least one host is required")
+    for i, host in enumerate(se.hosts):
+        problem = H.domain_error(host, star=False)
+        if problem:
+            r.error(f"spec.hosts[{i}]", problem)
+    if se.resolution not in RESOLUTIONS:
+        r.error("spec.resolution", f"invalid resolution {se.resolution!r} (one of "
+                + ", ".join(RESOLUTIONS) + ")")
+    if se.location not in LOCATIONS:
+        r.error("spec.location", f"invalid location {se.location!r} (one of "
+                + ", ".join(LOCATIONS) + ")")
+    for i, address in enumerate(se.addresses):
+        problem = H.subnet_error(address)
+        if problem:
+            r.error(f"spec.addresses[{i}]", problem)
+        elif "/" in address and se.resolution not in ("NONE", "STATIC"):
+            r.error(f"spec.addresses[{i}]", f"CIDR address {address!r} is only allowed with "
+                    "resolution NONE or STATIC")
+    numbers: dict[int, int] = {}
+    names: dict[str, int] = {}
+    for i, port in enumerate(se.ports):
+        p = f"spec.ports[{i}]"
+        if port.number is None:
+            r.error(p, "port number is required")
+        else:
+            _port(r, f"{p}.number", port.number)
+            if port.number in numbers:
+                r.error(f"{p}.number", f"port number {port.number} is not unique: also "
+                        f"spec.ports[{numbers[port.number]}]")
+            numbers[port.number] = i
+        if not port.name:
+            r.error(p, "port name is required")
+        else:
+            problem = H.label_error(port.name)
+            if problem:
+                r.error(f"{p}.name", f"port name {problem}")
+            if port.name in names:
+                r.error(f"{p}.name", f"port name {port.name!r} is not unique: also "
+                        f"spec.ports[{names[port.name]}]")
+            names[port.name] = i
+        if not port.protocol:
+            r.error(p, "port protocol is required")
+        elif port.protocol not in PROTOCOLS:
+            r.error(f"{p}.protocol", f"invalid protocol {port.protocol!r} (one of "
+                    + ", ".join(PROTOCOLS) + ")")
+        _port(r, f"{p}.targetPort", port.target_port)
+    if se.endpoints and se.workload_selector is not None:
+        r.error("spec.workloadSelector", "only one of endpoints or workloadSelector may be set")
+    if se.resolution == "NONE" and se.endpoints:
+        r.error("spec.endpoints", "no endpoints should be provided for resolution NONE")
+    if se.resolution == "DNS_ROUND_ROBIN" and len(se.endpoints) > 1:
+        r.error("spec.endpoints", "resolution DNS_ROUND_ROBIN allows at most one endpoint")
+    if se.resolution in ("DNS", "DNS_ROUND_ROBIN") and not se.endpoints:
+        for i, host in enumerate(se.hosts):
+            if host.startswith("*"):
+                r.error(f"spec.hosts[{i}]", f"wildcard host {host!r} needs endpoints with "
+                        f"resolution {se.resolution}")
+    if se.resolution == "STATIC" and not se.endpoints and se.workload_selector is None:
+        r.warn("spec", "resolution STATIC without endpoints or workloadSelector: "
+               "the service has no endpoints")
+    for i, ep in enumerate(se.endpoints):
+        _validate_workload(ep, f"spec.endpoints[{i}]", r, names, se.resolution)
+    if se.workload_selector is not None:
+        _labels(r, "spec.workloadSelector.labels", se.workload_selector)
+    _export_to(r, "spec.exportTo", se.export_to)
+
+
+def _validate_workload(ep: WorkloadSpec, p: str, r: Reporter,
+                       port_names: Optional[dict[str, int]], resolution: str) -> None:
+    if not ep.address:
+        r.error(p, "endpoint address is required")
+    elif ep.address.startswith("unix://"):
+        pass
+    elif resolution == "STATIC" and not H.is_ip(ep.address):
+        r.error(f"{p}.address", f"address {ep.address!r} must be an IP address with "
+                "resolution STATIC")
+    elif not H.is_ip(ep.address):
+        problem = H.domain_error(ep.address, wildcard=False, star=False)
+        if problem:
+            r.error(f"{p}.address", problem)
+    for name, number in ep.ports:
+        pp = join_path(f"{p}.ports", name)
+        if port_names is not None and name not in port_names:
+            r.error(pp, f"endpoint port name {name!r} is not a port name of the service ("
+                    + ", ".join(sorted(port_names)) + ")")
+        _port(r, pp, number)
+    if ep.weight is not None and not 0 <= ep.weight <= MAX_UINT32:
+        r.error(f"{p}.weight", f"weight {ep.weight} is out of range 0-{MAX_UINT32}")
+    _labels(r, f"{p}.labels", ep.labels)
+
+
+# ---------------------------------------------------------- DestinationRule
+
+
+def validate_destination_rule(dr: DestinationRule, r: Reporter) -> None:
+    if not dr.host:
+        r.error("spec", "host is required")
+    else:
+        problem = H.domain_error(dr.host)
+        if problem:
+            r.error("spec.host", problem)
+    if dr.traffic_policy is not None:
+        _validate_policy(dr.traffic_policy, "spec.trafficPolicy", r, top=True)
+    names: dict[str, int] = {}
+    for i, subset in enumerate(dr.subsets):
+        p = f"spec.subsets[{i}]"
+        if not subset.name:
+            r.error(p, "subset name is required")
+        else:
+            problem = H.label_error(subset.name)
+            if problem:
+                r.error(f"{p}.name", f"subset name {problem}")
+            if subset.name in names:
+                r.error(f"{p}.name", f"duplicate subset name {subset.name!r}: also "
+                        f"spec.subsets[{names[subset.name]}]")
+            names[subset.name] = i
+        _labels(r, f"{p}.labels", subset.labels)
+        if subset.traffic_policy is not None:
+            _validate_policy(subset.traffic_policy, f"{p}.trafficPolicy", r, top=True)
+    _export_to(r, "spec.exportTo", dr.export_to)
+
+
+def _duration(r: Reporter, path: str, value: Optional[float], *, zero_ok: bool = False) -> None:
+    if value is None or (zero_ok and value == 0):
+        return
+    if value < MIN_DURATION:
+        r.error(path, "duration must be at least 1ms" + (" (or 0s to disable)" if zero_ok else ""))
+
+
+def _validate_policy(tp: TrafficPolicy, p: str, r: Reporter, *, top: bool) -> None:
+    if top and not tp.set_fields:
+        r.error(p, "trafficPolicy must have at least one field")
+    if tp.lb_simple is not None and tp.lb_simple not in LB_SIMPLE:
+        r.error(f"{p}.loadBalancer.simple", f"invalid load balancer {tp.lb_simple!r} (one of "
+                + ", ".join(LB_SIMPLE) + ")")
+    if len(tp.consistent_hash) > 1:
+        r.error(f"{p}.loadBalancer.consistentHash", "only one hash key may be set, got "
+                + ", ".join(tp.consistent_hash))
+    if tp.consistent_hash and tp.lb_simple is not None:
+        r.error(f"{p}.loadBalancer", "only one of simple or consistentHash may be set")
+    http_keys = [k for k in tp.consistent_hash if k != "useSourceIp"]
+    if http_keys:
+        r.warn(f"{p}.loadBalancer.consistentHash", f"{http_keys[0]} hashes on HTTP data; "
+               "at layer 4 only useSourceIp applies")
+    tcp = tp.tcp
+    if tcp is not None:
+        cp = f"{p}.connectionPool.tcp"
+        if tcp.max_connections is not None and tcp.max_connections < 0:
+            r.error(f"{cp}.maxConnections", f"maxConnections {tcp.max_connections} must be >= 0")
+        _duration(r, f"{cp}.connectTimeout", tcp.connect_timeout)
+        _duration(r, f"{cp}.idleTimeout", tcp.idle_timeout, zero_ok=True)
+        _duration(r, f"{cp}.maxConnectionDuration", tcp.max_connection_duration)
+        _duration(r, f"{cp}.tcpKeepalive.time", tcp.keepalive_time)
+        _duration(r, f"{cp}.tcpKeepalive.interval", tcp.keepalive_interval)
+        if tcp.keepalive_probes is not None and tcp.keepalive_probes < 0:
+            r.error(f"{cp}.tcpKeepalive.probes", "probes must be >= 0")
+    if tp.tls_mode is not None:
+        if tp.tls_mode not in CLIENT_TLS_MODES:
+            r.error(f"{p}.tls.mode", f"invalid TLS mode {tp.tls_mode!r} (one of "
+                    + ", ".join(CLIENT_TLS_MODES) + ")")
+        elif tp.tls_mode != "DISABLE":
+            r.warn(f"{p}.tls", f"tsgate does not originate TLS upstream: tls mode {tp.tls_mode} "
+                   "is ignored (with passthrough routes it would mean double TLS anyway)")
+    if tp.proxy_protocol is not None and tp.proxy_protocol not in ("V1", "V2"):
+        r.error(f"{p}.proxyProtocol.version",
+                f"invalid PROXY protocol version {tp.proxy_protocol!r} (V1 or V2)")
+    if tp.tunnel_protocol is not None:
+        if tp.tunnel_protocol not in ("CONNECT", "POST"):
+            r.error(f"{p}.tunnel.protocol", f"invalid tunnel protocol {tp.tunnel_protocol!r} "
+                    "(CONNECT or POST)")
+        r.warn(f"{p}.tunnel", "tunnel settings are not supported by tsgate and are ignored")
+        if tp.proxy_protocol is not None:
+            r.error(f"{p}.tunnel", "tunnel cannot be combined with proxyProtocol")
+    od = dict(tp.outlier_detection)
+    for key in ("maxEjectionPercent", "minHealthPercent"):
+        if key in od and od[key] is not None and not 0 <= od[key] <= 100:
+            r.error(f"{p}.outlierDetection.{key}", f"{key} {od[key]} must be in 0-100")
+    for key in ("consecutiveGatewayErrors", "consecutive5xxErrors", "consecutiveErrors",
+                "consecutiveLocalOriginFailures"):
+        if key in od and od[key] is not None and od[key] < 0:
+            r.error(f"{p}.outlierDetection.{key}", f"{key} {od[key]} must be >= 0")
+    for key in ("interval", "baseEjectionTime"):
+        if isinstance(od.get(key), str):
+            _duration(r, f"{p}.outlierDetection.{key}", parse_duration(od[key]))
+    if len(tp.port_level) > 4096:
+        r.error(f"{p}.portLevelSettings", "at most 4096 portLevelSettings are allowed")
+    seen: dict[int, int] = {}
+    for i, (number, policy) in enumerate(tp.port_level):
+        pp = f"{p}.portLevelSettings[{i}]"
+        _port(r, f"{pp}.port.number", number)
+        if number in seen:
+            r.error(f"{pp}.port.number", f"port {number} already has settings in "
+                    f"portLevelSettings[{seen[number]}]")
+        seen[number] = i
+        _validate_policy(policy, pp, r, top=False)
+
+
