@@ -248,13 +248,24 @@ class DownstreamProtocol(Protocol):
         state.total += 1
         ctx.stats.gauge_add("cluster.upstream_cx_active", 1, cluster=cluster.name)
         self._counted_active = True
+        # The connect timeout is our own timer on the injected clock (not
+        # connectTCP's), so it is testable and counted like Envoy's.
+        self._connect_timer = ctx.reactor.callLater(timeout, self._connect_timed_out)
         self._connector = ctx.reactor.connectTCP(
-            endpoint.address, endpoint.port, _UpstreamFactory(self), timeout=timeout
+            endpoint.address, endpoint.port, _UpstreamFactory(self), timeout=timeout + 1
         )
+
+    def _connect_timed_out(self) -> None:
+        self._connect_timer = None
+        if self._connector is not None and self.state is CONNECTING:
+            connector, self._connector = self._connector, None
+            connector.stopConnecting()
+            self.upstream_failed(Failure(ierror.TimeoutError("connect timeout")))
 
     def upstream_failed(self, reason: Failure) -> None:
         """The connect attempt failed or timed out: close the client, flag UF."""
         self._connector = None
+        self._cancel_timer("_connect_timer")
         if self.state is CLOSED:
             return
         ctx, cluster = self.ctx, self.cluster
@@ -276,6 +287,7 @@ class DownstreamProtocol(Protocol):
 
     def upstream_connected(self, upstream: UpstreamProtocol) -> None:
         self._connector = None
+        self._cancel_timer("_connect_timer")
         if self.state is CLOSED:
             upstream.transport.loseConnection()  # type: ignore[union-attr]
             return
@@ -498,11 +510,8 @@ class DownstreamProtocol(Protocol):
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         ctx = self.ctx
         previous, self.state = self.state, CLOSED
-        for name in ("_inspect_timer", "_idle_timer", "_duration_timer"):
-            timer = getattr(self, name)
-            if timer is not None and timer.active():
-                timer.cancel()
-            setattr(self, name, None)
+        for name in ("_inspect_timer", "_connect_timer", "_idle_timer", "_duration_timer"):
+            self._cancel_timer(name)
         if self._connector is not None:
             connector, self._connector = self._connector, None
             connector.stopConnecting()
@@ -546,6 +555,12 @@ class DownstreamProtocol(Protocol):
                     **state.metric_labels, response_flags=record.response_flags,
                 )
         ctx.access_log.emit(record)
+
+    def _cancel_timer(self, name: str) -> None:
+        timer = getattr(self, name)
+        if timer is not None and timer.active():
+            timer.cancel()
+        setattr(self, name, None)
 
     def flush_byte_counters(self) -> None:
         """Add the bytes moved since the last flush to Istio's byte counters."""

@@ -1,0 +1,1 @@
+"""Reusable test helpers (samples, processes, servers)."""
