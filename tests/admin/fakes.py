@@ -42,9 +42,11 @@ SNI2 = Cluster(name="outbound|80||simple-tls-service-2", host="simple-tls-servic
 TCP_ROUTE = Route(
     name="default/tcp-echo-vs-from-gw#tcp[0]",
     destinations=(WeightedCluster(ECHO, 100),),
-    source=SourceRef("echo-vs.yaml", 9, "VirtualService default/tcp-echo-vs-from-gw", "spec.tcp[0]"),
+    source=SourceRef("echo-vs.yaml", 9, "VirtualService default/tcp-echo-vs-from-gw",
+                     "spec.tcp[0]"),
 )
-SNI1_ROUTE = Route(name="default/simple-sni-1-vs#tls[0]", destinations=(WeightedCluster(SNI1, 100),))
+SNI1_ROUTE = Route(name="default/simple-sni-1-vs#tls[0]",
+                   destinations=(WeightedCluster(SNI1, 100),))
 SPLIT_ROUTE = Route(
     name="default/simple-sni-2-vs#tls[0]",
     destinations=(WeightedCluster(SNI2, 80), WeightedCluster(ECHO, 20)),
@@ -131,6 +133,7 @@ def busy_gateway() -> FakeGateway:
     gw.add_connection(TCP_ROUTE, 4, listener="0.0.0.0_31401", upstream="10.9.9.9:2701")
     gw.recent_errors.append((gw.now - 5, "connect to outbound|80||simple-tls-service-1 "
                                          "10.0.0.11:8080 failed: refused"))
-    gw.recent_errors.append((gw.now - 1, "no filter chain for SNI <script>x</script> on 0.0.0.0_31400"))
+    gw.recent_errors.append((gw.now - 1, "no filter chain for SNI <script>x</script> "
+                                         "on 0.0.0.0_31400"))
     gw.stats.inc("cluster.upstream_cx_connect_fail", cluster=SNI1.name)
     return gw

@@ -174,7 +174,8 @@ def test_reload(admin, gateway):
     gateway.reload_result.ok = False
     gateway.reload_result.errors = ("bad.yaml:3: spec.servers[0].port: required",)
     r = yield fetch(admin, "/reload", "POST")
-    assert r.code == 400 and json.loads(r.body)["errors"] == ["bad.yaml:3: spec.servers[0].port: required"]
+    assert r.code == 400
+    assert json.loads(r.body)["errors"] == ["bad.yaml:3: spec.servers[0].port: required"]
     assert gateway.reloads == 2
 
 

@@ -124,7 +124,8 @@ def _histogram_lines(out: list[str], name: str, stat: str, key: LabelKey, hist: 
     cumulative = 0
     for bound, count in zip(hist.buckets, hist.counts):
         cumulative += count
-        out.append(f"{name}_bucket{_labels(stat, key, [('le', format_value(bound))])} {cumulative}")
+        le = repr(float(bound))  # "10.0", as the Prometheus client libraries write it
+        out.append(f"{name}_bucket{_labels(stat, key, [('le', le)])} {cumulative}")
     cumulative += hist.counts[-1]
     out.append(f"{name}_bucket{_labels(stat, key, [('le', '+Inf')])} {cumulative}")
     out.append(f"{name}_sum{_labels(stat, key)} {format_value(hist.sum)}")
@@ -143,14 +144,12 @@ def render(stats: Stats) -> str:
     out: list[str] = []
     seen: set[str] = set()
 
-    def claim(name: str) -> bool:
-        taken = (
-            name in seen
-            # a histogram's series names would collide with a plain metric
-            or any(f"{name}{suffix}" in seen for suffix in ("_bucket", "_sum", "_count"))
-        )
-        seen.add(name)
-        return not taken
+    def claim(name: str, *suffixes: str) -> bool:
+        names = [name] + [name + suffix for suffix in suffixes]
+        if any(n in seen for n in names):
+            return False
+        seen.update(names)
+        return True
 
     for stat in sorted(stats.counters):
         name = metric_name(stat)
@@ -168,9 +167,8 @@ def render(stats: Stats) -> str:
             out.append(f"{name}{_labels(stat, key)} {format_value(value)}")
     for stat in sorted(stats.histograms):
         name = metric_name(stat)
-        if not claim(name) or any(f"{name}{s}" in seen for s in ("_bucket", "_sum", "_count")):
+        if not claim(name, "_bucket", "_sum", "_count"):
             continue
-        seen.update(f"{name}{s}" for s in ("_bucket", "_sum", "_count"))
         _header(out, name, stat, "histogram")
         for key, hist in sorted(stats.histograms[stat].items(), key=lambda kv: kv[0]):
             _histogram_lines(out, name, stat, key, hist)

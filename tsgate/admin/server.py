@@ -110,7 +110,7 @@ def _same_origin(request: Request) -> bool:
 class _Dir(Resource):
     """A resource whose unknown children are a plain 404 (twisted's default is deprecated)."""
 
-    def getChild(self, path: bytes, request: Request) -> Resource:  # noqa: N802
+    def getChild(self, path: bytes, request: Request) -> Any:  # noqa: N802
         return pages.notFound()
 
 
