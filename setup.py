@@ -31,6 +31,7 @@ setup(
             "mypy-zope",
             "types-PyYAML",
             "cryptography",
+            "prometheus_client",
         ],
     },
     entry_points={"console_scripts": ["tsgate=tsgate.cli:main"]},

@@ -76,8 +76,9 @@ def test_listeners_json_counts_connections_per_route(admin):
                                                     "sni:*.istioinaction.io"]
     assert l1["chains"][0]["route"]["active_connections"] == 2
     assert [d["percent"] for d in l1["chains"][1]["route"]["destinations"]] == [80.0, 20.0]
-    # connections are counted per route, across listeners
-    assert l1["tcp_route"]["active_connections"] == 7
+    # a route serving two listeners is counted per listener
+    assert l1["tcp_route"]["active_connections"] == 3
+    assert listeners["0.0.0.0_31401"]["tcp_route"]["active_connections"] == 4
     assert listeners["0.0.0.0_31401"]["active_connections"] == 4
     assert l1["tcp_route"]["source"].startswith("VirtualService default/tcp-echo-vs-from-gw")
 

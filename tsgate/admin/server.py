@@ -209,11 +209,11 @@ def _clusters(table: RouteTable) -> list[Cluster]:
     return [seen[name] for name in sorted(seen)]
 
 
-def _route_view(route: Route, by_route: Counter[str]) -> dict[str, Any]:
+def _route_view(route: Route, active: int) -> dict[str, Any]:
     total = sum(d.weight for d in route.destinations) or 1
     return {
         "name": route.name,
-        "active_connections": by_route.get(route.name, 0),
+        "active_connections": active,
         "destinations": [
             {"cluster": d.cluster.name, "weight": d.weight,
              "percent": round(100.0 * d.weight / total, 2)}
@@ -228,13 +228,14 @@ def _route_view(route: Route, by_route: Counter[str]) -> dict[str, Any]:
 def listeners_view(gateway: GatewayState) -> list[dict[str, Any]]:
     conns = list(gateway.connections())
     by_listener = Counter(c.listener for c in conns)
-    by_route = Counter(c.route for c in conns if c.route)
+    # per (listener, route): one route can serve several listeners
+    by_route = Counter((c.listener, c.route) for c in conns if c.route)
     out = []
     for listener in gateway.table.listeners:
         chains = [
             {"match": "sni:" + ",".join(chain.server_names) if chain.server_names else "sni:*",
              "server_names": list(chain.server_names),
-             "route": _route_view(chain.route, by_route)}
+             "route": _route_view(chain.route, by_route[listener.name, chain.route.name])}
             for chain in listener.tls_chains
         ]
         out.append({
@@ -245,8 +246,9 @@ def listeners_view(gateway: GatewayState) -> list[dict[str, Any]]:
             "protocols": list(listener.protocols),
             "active_connections": by_listener.get(listener.name, 0),
             "chains": chains,
-            "tcp_route": (_route_view(listener.tcp_route, by_route)
-                          if listener.tcp_route is not None else None),
+            "tcp_route": (
+                _route_view(listener.tcp_route, by_route[listener.name, listener.tcp_route.name])
+                if listener.tcp_route is not None else None),
         })
     return out
 
