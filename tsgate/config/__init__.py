@@ -1,0 +1,120 @@
+"""
+Istio YAML in, route table out: ``load_config`` is the one entry point.
+
+Stages (one module each): ``loader`` (files, documents, line positions),
+``parse`` + ``schema`` (kinds, unknown fields, the typed ``model``),
+``validate`` (Istio's per-resource rules), ``compiler`` (gateway selection,
+binding, same-port merge, clusters), ``dump`` (the table as JSON-ready data).
+Bad configuration never raises: every problem is a ``Diagnostic`` and the
+result says whether it is usable (``ok``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, Optional
+
+import attrs
+
+from tsgate.config.compiler import compile_table
+from tsgate.config.diagnostics import ERROR, INFO, WARNING, ConfigError, Diagnostic
+from tsgate.config.dump import table_to_dict
+from tsgate.config.loader import load_documents
+from tsgate.config.model import Resource, resource_to_dict
+from tsgate.config.parse import merge_duplicates, parse_documents
+from tsgate.config.validate import validate
+from tsgate.routing import RouteTable
+
+DEFAULT_GATEWAY_LABELS: Mapping[str, str] = {"istio": "ingressgateway"}
+
+
+@attrs.frozen
+class ConfigResult:
+    """What one load produced: the table (empty if there are errors) and why."""
+
+    table: RouteTable
+    diagnostics: tuple[Diagnostic, ...]
+    resources: tuple[Resource, ...]
+    files: tuple[str, ...]
+
+    @property
+    def errors(self) -> tuple[Diagnostic, ...]:
+        return tuple(d for d in self.diagnostics if d.severity == ERROR)
+
+    @property
+    def warnings(self) -> tuple[Diagnostic, ...]:
+        return tuple(d for d in self.diagnostics if d.severity == WARNING)
+
+    @property
+    def notices(self) -> tuple[Diagnostic, ...]:
+        return tuple(d for d in self.diagnostics if d.severity == INFO)
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+    def resources_to_dicts(self) -> list[dict[str, Any]]:
+        return [resource_to_dict(r) for r in self.resources]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Files, diagnostics, resources and table, JSON-ready."""
+        return {
+            "ok": self.ok,
+            "files": list(self.files),
+            "diagnostics": [d.to_dict() for d in self.diagnostics],
+            "resources": self.resources_to_dicts(),
+            "table": table_to_dict(self.table),
+        }
+
+
+def _in_file_order(diags: list[Diagnostic], files: Sequence[str]) -> tuple[Diagnostic, ...]:
+    rank = {f: i for i, f in enumerate(files)}
+    keyed = sorted(enumerate(diags),
+                   key=lambda t: (rank.get(t[1].file, -1), t[1].line, t[0]))
+    return tuple(d for _, d in keyed)
+
+
+def load_config(
+    paths: Sequence[str],
+    *,
+    gateway_labels: Mapping[str, str] = DEFAULT_GATEWAY_LABELS,
+    default_namespace: str = "default",
+    gateway_namespace: Optional[str] = None,
+) -> ConfigResult:
+    """
+    Load, validate and compile the Istio YAML at ``paths`` (files or
+    directories) for a gateway workload with ``gateway_labels``.
+
+    ``gateway_namespace`` is the namespace tsgate runs in, for ``exportTo``
+    (Istio uses the gateway workload's namespace); None means each Gateway's
+    own namespace. Never raises for bad configuration.
+    """
+    if isinstance(paths, str):
+        paths = [paths]
+    loaded = load_documents(paths)
+    diags = list(loaded.diagnostics)
+    parsed, found = parse_documents(loaded.documents, default_namespace)
+    diags.extend(found)
+    resources, found = merge_duplicates(parsed)
+    diags.extend(found)
+    diags.extend(validate(resources))
+    table, found = compile_table(resources, gateway_labels, gateway_namespace)
+    diags.extend(found)
+    ordered = _in_file_order(diags, loaded.files)
+    if any(d.severity == ERROR for d in ordered):
+        table = RouteTable()
+    return ConfigResult(table, ordered, tuple(resources), loaded.files)
+
+
+def load_config_or_raise(paths: Sequence[str], **kwargs: Any) -> ConfigResult:
+    """``load_config``, raising ``ConfigError`` (with every diagnostic) on errors."""
+    result = load_config(paths, **kwargs)
+    if not result.ok:
+        raise ConfigError(result.diagnostics)
+    return result
+
+
+__all__ = [
+    "ConfigError", "ConfigResult", "Diagnostic", "load_config", "load_config_or_raise",
+    "table_to_dict", "ERROR", "WARNING", "INFO",
+]

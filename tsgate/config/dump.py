@@ -1,0 +1,80 @@
+"""
+The route table as plain data: what ``tsgate routes --json`` prints and the
+admin ``/config_dump`` can serve.
+
+Shaped like Envoy's config dump: listeners with their chains refer to
+clusters by name, and the clusters (with endpoints) are listed once.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from tsgate.routing import Cluster, Listener, Route, RouteTable
+
+
+def route_to_dict(route: Optional[Route]) -> Optional[dict[str, Any]]:
+    if route is None:
+        return None
+    return {
+        "name": route.name,
+        "stat_prefix": route.stat_prefix,
+        "destinations": [{"cluster": wc.cluster.name, "weight": wc.weight}
+                         for wc in route.destinations],
+        "idle_timeout": route.idle_timeout,
+        "max_connection_duration": route.max_connection_duration,
+        "source": None if route.source is None else {
+            "file": route.source.file, "line": route.source.line,
+            "resource": route.source.resource, "path": route.source.path},
+    }
+
+
+def cluster_to_dict(cluster: Cluster) -> dict[str, Any]:
+    return {
+        "name": cluster.name,
+        "host": cluster.host,
+        "port": cluster.port,
+        "subset": cluster.subset,
+        "resolution": cluster.resolution,
+        "endpoints": [{"address": e.address, "port": e.port, "weight": e.weight,
+                       "labels": dict(e.labels)} for e in cluster.endpoints],
+        "connect_timeout": cluster.connect_timeout,
+        "lb_policy": cluster.lb_policy,
+        "max_connections": cluster.max_connections,
+    }
+
+
+def listener_to_dict(listener: Listener) -> dict[str, Any]:
+    return {
+        "name": listener.name,
+        "bind": listener.bind,
+        "port": listener.port,
+        "inspect": listener.inspect,
+        "protocols": list(listener.protocols),
+        "port_names": list(listener.port_names),
+        "annotations": dict(listener.annotations),
+        "tls_chains": [{"server_names": list(c.server_names) or ["*"],
+                        "route": route_to_dict(c.route)} for c in listener.tls_chains],
+        "tcp_route": route_to_dict(listener.tcp_route),
+    }
+
+
+def table_clusters(table: RouteTable) -> list[Cluster]:
+    """Every cluster the table's routes use, once each, in first-use order."""
+    seen: dict[str, Cluster] = {}
+    for listener in table.listeners:
+        routes = [c.route for c in listener.tls_chains]
+        if listener.tcp_route is not None:
+            routes.append(listener.tcp_route)
+        for route in routes:
+            for wc in route.destinations:
+                seen.setdefault(wc.cluster.name, wc.cluster)
+    return list(seen.values())
+
+
+def table_to_dict(table: RouteTable) -> dict[str, Any]:
+    """The whole table, JSON-ready (``json.dumps`` needs nothing else)."""
+    return {
+        "listeners": [listener_to_dict(listener) for listener in table.listeners],
+        "clusters": [cluster_to_dict(c) for c in table_clusters(table)],
+    }
