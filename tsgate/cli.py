@@ -1,0 +1,223 @@
+"""
+The ``tsgate`` command: ``validate``, ``routes`` and the subcommands other
+modules register.
+
+Each subcommand lives in a module with a ``register(subparsers)`` function
+that adds its parser and sets ``func`` (``args.func(args) -> int``, the exit
+status). :data:`COMMAND_MODULES` lists those modules; a module that is not
+installed (yet) is skipped, so a subcommand is added by writing its module
+and naming it here, without touching the others.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any, Optional, TextIO
+
+from tsgate import __version__
+
+#: Modules whose ``register(subparsers)`` adds subcommands, in help order.
+COMMAND_MODULES = (
+    "tsgate.cli",  # validate, routes
+    "tsgate.explain_cli",  # explain
+    "tsgate.plugins_cli",  # plugins
+)
+
+
+def parse_label(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key, value
+
+
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options every command that loads configuration takes."""
+    parser.add_argument("paths", nargs="+", metavar="PATH",
+                        help="YAML file or directory of *.yaml/*.yml (not recursive)")
+    parser.add_argument("--gateway-label", action="append", type=parse_label, default=None,
+                        metavar="KEY=VALUE",
+                        help="a label of this gateway workload, matched against Gateway "
+                             "selectors (repeatable; default istio=ingressgateway)")
+    parser.add_argument("--namespace", default="default", metavar="NS",
+                        help="namespace of objects without metadata.namespace (default: "
+                             "%(default)s)")
+    parser.add_argument("--gateway-namespace", default=None, metavar="NS",
+                        help="namespace the gateway runs in, for exportTo (default: each "
+                             "Gateway's own namespace)")
+
+
+def load_from_args(args: argparse.Namespace) -> Any:
+    from tsgate.config import DEFAULT_GATEWAY_LABELS, load_config
+
+    labels = dict(args.gateway_label) if args.gateway_label else dict(DEFAULT_GATEWAY_LABELS)
+    return load_config(args.paths, gateway_labels=labels, default_namespace=args.namespace,
+                       gateway_namespace=args.gateway_namespace)
+
+
+def register(subparsers: Any) -> None:
+    validate = subparsers.add_parser(
+        "validate", help="check Istio YAML and summarise the listeners and routes",
+        description="Load, validate and compile Istio YAML. Exit 0 with a summary, or 1 "
+                    "with every error (and warnings) on stderr.")
+    add_config_arguments(validate)
+    validate.add_argument("-q", "--quiet", action="store_true",
+                          help="do not print info notices (skipped kinds, DNS fallbacks)")
+    validate.add_argument("--json", action="store_true",
+                          help="print files, diagnostics, resources and the table as JSON")
+    validate.set_defaults(func=run_validate)
+
+    routes = subparsers.add_parser(
+        "routes", help="print the compiled route table per listener",
+        description="Print, per listener, its SNI chains and TCP route, where each goes "
+                    "and the endpoints; the same data the admin /config_dump serves.")
+    add_config_arguments(routes)
+    routes.add_argument("--json", action="store_true", help="machine-readable output")
+    routes.set_defaults(func=run_routes)
+
+
+def print_diagnostics(result: Any, err: TextIO, *, notices: bool = True) -> None:
+    for d in result.diagnostics:
+        if d.severity != "info" or notices:
+            print(str(d), file=err)
+
+
+def summary(result: Any) -> str:
+    kinds = Counter(r.meta.kind for r in result.resources)
+    listeners = result.table.listeners
+    chains = sum(len(li.tls_chains) for li in listeners)
+    routes = {c.route.name for li in listeners for c in li.tls_chains}
+    routes |= {li.tcp_route.name for li in listeners if li.tcp_route is not None}
+    what = ", ".join(f"{n} {k}" for k, n in kinds.items()) or "no Istio resources"
+    lines = [
+        f"{len(result.files)} file(s): {what}",
+        f"{len(listeners)} listener(s), {chains} SNI chain(s), {len(routes)} route(s); "
+        f"{len(result.errors)} error(s), {len(result.warnings)} warning(s)",
+    ]
+    for li in listeners:
+        parts = [f"{len(li.tls_chains)} SNI chain(s)"] if li.tls_chains else []
+        if li.tcp_route is not None:
+            parts.append("TCP route" + (" (fallback)" if li.tls_chains else ""))
+        lines.append(f"  {li.bind}:{li.port} [{','.join(li.protocols)}] " + ", ".join(parts))
+    return "\n".join(lines) + "\n"
+
+
+def run_validate(args: argparse.Namespace, out: Optional[TextIO] = None,
+                 err: Optional[TextIO] = None) -> int:
+    out = out or sys.stdout
+    err = err or sys.stderr
+    result = load_from_args(args)
+    print_diagnostics(result, err, notices=not args.quiet)
+    if args.json:
+        json.dump(result.to_dict(), out, indent=2, sort_keys=False)
+        out.write("\n")
+    if not result.ok:
+        print(f"tsgate validate: {len(result.errors)} error(s), {len(result.warnings)} "
+              "warning(s)", file=err)
+        return 1
+    if not args.json:
+        out.write(summary(result))
+    return 0
+
+
+def _seconds(value: float) -> str:
+    return f"{value:g}s"
+
+
+def format_route(route: Any, indent: str) -> list[str]:
+    lines = [f"{indent}route {route.name}"
+             + (f"  ({route.source})" if route.source is not None else "")]
+    extra = []
+    if route.idle_timeout != 3600.0:
+        extra.append("idle timeout " + ("off" if route.idle_timeout == 0
+                                        else _seconds(route.idle_timeout)))
+    if route.max_connection_duration is not None:
+        extra.append(f"max duration {_seconds(route.max_connection_duration)}")
+    if extra:
+        lines.append(f"{indent}  " + ", ".join(extra))
+    total = sum(wc.weight for wc in route.destinations)
+    for wc in route.destinations:
+        c = wc.cluster
+        share = f"{100 * wc.weight / total:.0f}%" if len(route.destinations) > 1 else "100%"
+        eps = " ".join(f"{e.address}:{e.port}" for e in c.endpoints) or "(no endpoints)"
+        lines.append(f"{indent}  -> {c.name} {share} {c.resolution} {eps}")
+    return lines
+
+
+def format_table(table: Any) -> str:
+    if not table.listeners:
+        return "no listeners\n"
+    lines = []
+    for li in table.listeners:
+        why = "inspects the first client bytes (TLS chains)" if li.inspect else \
+            "does not inspect (connects upstream at accept)"
+        lines.append(f"listener {li.name} {li.bind}:{li.port} protocols "
+                     f"{','.join(li.protocols) or '-'} ports {','.join(li.port_names) or '-'}; "
+                     f"{why}")
+        for key, value in li.annotations:
+            lines.append(f"  annotation {key}={value}")
+        for chain in li.tls_chains:
+            names = ", ".join(chain.server_names) or "* (catch-all, also no SNI)"
+            lines.append(f"  chain sni {names}")
+            lines.extend(format_route(chain.route, "    "))
+        if li.tcp_route is not None:
+            label = "tcp (fallback: no matching SNI, or not TLS)" if li.tls_chains else "tcp"
+            lines.append(f"  chain {label}")
+            lines.extend(format_route(li.tcp_route, "    "))
+        elif li.tls_chains:
+            lines.append("  no TCP route: connections matching no SNI chain are closed (NR)")
+    return "\n".join(lines) + "\n"
+
+
+def run_routes(args: argparse.Namespace, out: Optional[TextIO] = None,
+               err: Optional[TextIO] = None) -> int:
+    from tsgate.config import table_to_dict
+
+    out = out or sys.stdout
+    err = err or sys.stderr
+    result = load_from_args(args)
+    print_diagnostics(result, err, notices=False)
+    if not result.ok:
+        print(f"tsgate routes: {len(result.errors)} error(s); no route table", file=err)
+        return 1
+    if args.json:
+        json.dump(table_to_dict(result.table), out, indent=2)
+        out.write("\n")
+    else:
+        out.write(format_table(result.table))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tsgate", description="Layer-4 ingress gateway configured by Istio YAML.")
+    parser.add_argument("--version", action="version", version=f"tsgate {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name == name:
+                continue  # not written yet
+            raise
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    func = getattr(args, "func", None)
+    if func is None:
+        parser.print_help(sys.stderr)
+        return 2
+    return int(func(args) or 0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())
