@@ -290,7 +290,9 @@ def run(args: argparse.Namespace) -> int:
             argv = ["twistd", "-n", "--pidfile=", "tsgate"]
             for path in config_paths:
                 argv += ["--config", str(path)]
-            argv += ["--inspect-timeout", INSPECT_TIMEOUT]
+            # Loopback only, like the backends: the book's commands use 127.0.0.1.
+            argv += ["--inspect-timeout", INSPECT_TIMEOUT, "--bind", "127.0.0.1"]
+            argv += args.gateway_arg
             _say("Starting the gateway: " + " ".join(argv))
             # The same twistd, run by this interpreter (no reliance on PATH).
             launcher = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
@@ -359,6 +361,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     )
     parser.add_argument(
         "--no-gateway", action="store_true", help="start only the backends (for tests)"
+    )
+    parser.add_argument(
+        "--gateway-arg",
+        action="append",
+        default=[],
+        metavar="ARG",
+        help="extra option for twistd tsgate, repeatable (e.g. --gateway-arg=--admin=none)",
     )
     args = parser.parse_args(argv)
     for port in (args.port, args.echo_port, *args.service_ports):
