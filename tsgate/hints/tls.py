@@ -112,9 +112,17 @@ class ClientHello:
     signature_algorithms: tuple[int, ...] = ()
 
 
+#: RFC 8701 GREASE values: 0x0a0a, 0x1a1a ... 0xfafa.
+_GREASE = frozenset(0x0A0A + 0x1010 * i for i in range(16))
+
+
 def is_grease(value: int) -> bool:
     """RFC 8701 GREASE values: 0x0a0a, 0x1a1a ... 0xfafa."""
-    return (value & 0x0F0F) == 0x0A0A and (value >> 8) == (value & 0xFF)
+    return value in _GREASE
+
+
+def _no_grease(values: tuple[int, ...]) -> list[int]:
+    return [v for v in values if v not in _GREASE]
 
 
 def version_name(version: int) -> str:
@@ -419,10 +427,10 @@ def ja3_string(hello: ClientHello) -> str:
     return ",".join(
         (
             str(hello.legacy_version),
-            "-".join(str(c) for c in hello.cipher_suites if not is_grease(c)),
-            "-".join(str(e) for e in hello.extensions if not is_grease(e)),
-            "-".join(str(g) for g in hello.supported_groups if not is_grease(g)),
-            "-".join(str(f) for f in hello.ec_point_formats),
+            "-".join(map(str, _no_grease(hello.cipher_suites))),
+            "-".join(map(str, _no_grease(hello.extensions))),
+            "-".join(map(str, _no_grease(hello.supported_groups))),
+            "-".join(map(str, hello.ec_point_formats)),
         )
     )
 
@@ -448,9 +456,9 @@ def ja4_string(hello: ClientHello, transport: str = "t") -> str:
     The JA4 fingerprint (FoxIO JA4 spec): ``t13d1516h2_<ciphers>_<extensions>``.
     ``transport`` is ``t`` for TLS over TCP, the only case tsgate sees.
     """
-    ciphers = [c for c in hello.cipher_suites if not is_grease(c)]
-    extensions = [e for e in hello.extensions if not is_grease(e)]
-    versions = [v for v in hello.supported_versions or () if not is_grease(v)]
+    ciphers = _no_grease(hello.cipher_suites)
+    extensions = _no_grease(hello.extensions)
+    versions = _no_grease(hello.supported_versions or ())
     version = max(versions) if versions else hello.legacy_version
     part_a = "".join(
         (
@@ -462,11 +470,12 @@ def ja4_string(hello: ClientHello, transport: str = "t") -> str:
             _ja4_alpn(hello.alpn),
         )
     )
-    part_b = _sha256_12(",".join(f"{c:04x}" for c in sorted(ciphers)))
+    hex4 = "{:04x}".format
+    part_b = _sha256_12(",".join(map(hex4, sorted(ciphers))))
     ext_list = ",".join(
-        f"{e:04x}" for e in sorted(extensions) if e not in (_EXT_SERVER_NAME, _EXT_ALPN)
+        map(hex4, sorted(e for e in extensions if e != _EXT_SERVER_NAME and e != _EXT_ALPN))
     )
-    sigs = ",".join(f"{s:04x}" for s in hello.signature_algorithms if not is_grease(s))
+    sigs = ",".join(map(hex4, _no_grease(hello.signature_algorithms)))
     part_c = _sha256_12(f"{ext_list}_{sigs}" if sigs else ext_list)
     return f"{part_a}_{part_b}_{part_c}"
 
@@ -490,7 +499,7 @@ def hint_attributes(hello: ClientHello) -> dict[str, str]:
         attributes["sni"] = hello.server_name
     if hello.alpn:
         attributes["alpn"] = ",".join(_token(name) for name in hello.alpn)
-    versions = [v for v in hello.supported_versions or () if not is_grease(v)]
+    versions = _no_grease(hello.supported_versions or ())
     attributes["versions"] = ",".join(version_name(v) for v in versions or [hello.legacy_version])
     ja3 = ja3_string(hello)
     attributes["ja3"] = ja3

@@ -6,10 +6,13 @@ until it falls silent (a TLS client sends its hello and then waits for the
 server), and closes; each client below is run against it and its bytes are
 saved as ``<name>.bin``. ``samples.json`` records the command and tool
 versions behind each file. The clients fail (the server never answers):
-that is expected.
+that is expected. Three samples are real non-TLS first bytes (HTTP, a
+PostgreSQL SSLRequest, an SSH banner) from curl, psql and ssh. For the
+openssl samples, ``<name>.trace.txt`` keeps OpenSSL's own decoding
+(``-trace``) of the very hello in ``<name>.bin``.
 
 The .bin files are committed so the tests never need to recapture; run
-this only to refresh them (it needs python3, openssl and curl):
+this only to refresh them (it needs python3, openssl, curl, psql, ssh):
 
     python tests/data/tls/capture.py [NAME ...]
 
@@ -54,7 +57,9 @@ def _python(sni: str | None, alpn: list[str] | None = None, tls12: bool = False)
 
 
 def _openssl(*args: str) -> list[str]:
-    return ["openssl", "s_client", "-connect", "127.0.0.1:{port}", *args]
+    # -trace: OpenSSL's own decoding of the hello it sent, saved beside the
+    # bytes so the tests can check the parser against an independent decoder.
+    return ["openssl", "s_client", "-trace", "-connect", "127.0.0.1:{port}", *args]
 
 
 def _curl(host: str, *args: str) -> list[str]:
@@ -120,6 +125,38 @@ CLIENTS: dict[str, tuple[str, list[str]]] = {
         "curl limited to TLS 1.2",
         _curl("curl12.example.test", "--tlsv1.2", "--tls-max", "1.2", "--http1.1"),
     ),
+    # Not TLS at all: what other clients send first on a TLS port.
+    "not_tls_http": (
+        "curl speaking plain HTTP/1.1",
+        ["curl", "-s", "--max-time", "5", "http://127.0.0.1:{port}/"],
+    ),
+    "not_tls_postgres_sslrequest": (
+        "psql sslmode=require: PostgreSQL SSLRequest",
+        [
+            "psql",
+            "-w",
+            "host=127.0.0.1 port={port} user=probe dbname=probe sslmode=require"
+            " gssencmode=disable connect_timeout=5",
+        ],
+    ),
+    "not_tls_ssh": (
+        "ssh client identification banner",
+        [
+            "ssh",
+            "-p",
+            "{port}",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "ConnectTimeout=5",
+            "probe@127.0.0.1",
+            "true",
+        ],
+    ),
 }
 
 
@@ -139,8 +176,11 @@ def _record_first_bytes(server: socket.socket, out: list[bytes]) -> None:
         out.append(b"".join(chunks))
 
 
-def capture(command: list[str]) -> bytes:
-    """Run ``command`` against a one-shot recording server; return its bytes."""
+def capture(command: list[str]) -> tuple[bytes, str]:
+    """
+    Run ``command`` against a one-shot recording server; return the bytes it
+    sent and what it printed on stdout.
+    """
     with socket.socket() as server:
         server.bind(("127.0.0.1", 0))
         server.listen(1)
@@ -150,10 +190,10 @@ def capture(command: list[str]) -> bytes:
         recorder = threading.Thread(target=_record_first_bytes, args=(server, got))
         recorder.start()
         argv = [arg.replace("{port}", str(port)) for arg in command]
-        subprocess.run(
+        done = subprocess.run(
             argv,
             stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
             timeout=CLIENT_TIMEOUT,
             check=False,
@@ -161,7 +201,15 @@ def capture(command: list[str]) -> bytes:
         recorder.join(CLIENT_TIMEOUT)
     if not got or not got[0]:
         raise RuntimeError(f"nothing captured from {argv}")
-    return got[0]
+    return got[0], done.stdout.decode("utf-8", "replace")
+
+
+def hello_trace(stdout: str) -> str:
+    """The first ``Sent Record`` block of ``openssl s_client -trace``: the hello."""
+    blocks = stdout.split("Sent Record\n")
+    if len(blocks) < 2 or "ClientHello" not in blocks[1]:
+        raise RuntimeError("no ClientHello in the openssl trace")
+    return "Sent Record\n" + blocks[1].rstrip() + "\n"
 
 
 def _versions() -> dict[str, str]:
@@ -175,6 +223,8 @@ def _versions() -> dict[str, str]:
         "python": sys.version.split()[0] + " / " + ssl.OPENSSL_VERSION,
         "openssl": first_line(["openssl", "version"]),
         "curl": first_line(["curl", "--version"]),
+        "psql": first_line(["psql", "--version"]),
+        "ssh": subprocess.run(["ssh", "-V"], capture_output=True, text=True).stderr.strip(),
     }
 
 
@@ -184,8 +234,10 @@ def main(names: list[str]) -> None:
     versions = _versions()
     for name in names or list(CLIENTS):
         what, command = CLIENTS[name]
-        data = capture(command)
+        data, stdout = capture(command)
         (HERE / f"{name}.bin").write_bytes(data)
+        if command[0] == "openssl":
+            (HERE / f"{name}.trace.txt").write_text(hello_trace(stdout))
         tool = "python" if command[0] == sys.executable else command[0]
         manifest[name] = {
             "what": what,

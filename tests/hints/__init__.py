@@ -1,0 +1,1 @@
+"""Tests of the sans-IO hint parsers (tsgate.hints)."""
