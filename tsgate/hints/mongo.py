@@ -587,6 +587,7 @@ def parse_hint(data: bytes, max_bytes: int = HINT_MAX_BYTES) -> ParseResult:
     prefix = bytes(data[:need])
     try:
         message = decode_message(prefix)
+        attributes = client_metadata(message, prefix)
     except MongoDecodeError as e:
         raise HintParseError(f"mongo: {e}") from None
-    return Hint("mongo", client_metadata(message, prefix), length=length)
+    return Hint("mongo", attributes, length=length)
