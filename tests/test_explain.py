@@ -319,3 +319,17 @@ def test_explain_agrees_with_route_for_sni(chain_names, tcp, sni):
     assert len(e.candidates) == len(lst.tls_chains) + (1 if tcp else 0)
     assert all(c.reason for c in e.candidates)
     assert " " not in e.short()
+
+
+def test_tsgate_command(sni_config):
+    """``python -m tsgate explain`` is wired into the real CLI."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "tsgate", "explain", "--config", str(sni_config),
+         "--port", "31400", "--sni", "simple-sni-2.istioinaction.io",
+         "--gateway-label", "istio=ingressgateway"],
+        capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert "route: default/simple-sni-2-vs#tls[0]" in proc.stdout

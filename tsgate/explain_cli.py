@@ -15,6 +15,7 @@ import json
 import sys
 from typing import Any, Optional, TextIO
 
+from tsgate.cli import parse_label
 from tsgate.explain import Explanation, explain
 
 
@@ -42,11 +43,15 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
                         help="the listener's bind address when a port has several")
     parser.add_argument("--first-bytes", metavar="FILE",
                         help="a captured ClientHello (raw bytes): SNI and ALPN are read from it")
-    parser.add_argument("--gateway-label", action="append", default=[], metavar="KEY=VALUE",
-                        help="labels of this gateway workload, for Gateway selectors "
-                             "(default istio=ingressgateway)")
-    parser.add_argument("--namespace", default="default",
-                        help="namespace of resources that name none (default: default)")
+    parser.add_argument("--gateway-label", action="append", type=parse_label, default=None,
+                        metavar="KEY=VALUE",
+                        help="a label of this gateway workload, matched against Gateway "
+                             "selectors (repeatable; default istio=ingressgateway)")
+    parser.add_argument("--namespace", default="default", metavar="NS",
+                        help="namespace of objects without metadata.namespace (default: "
+                             "%(default)s)")
+    parser.add_argument("--gateway-namespace", default=None, metavar="NS",
+                        help="namespace the gateway runs in, for exportTo")
     parser.add_argument("--json", action="store_true", help="print the explanation as JSON")
     parser.set_defaults(func=run)
     return parser
@@ -79,16 +84,6 @@ def hints_from_file(path: str) -> tuple[Optional[str], Optional[str], str]:
     return None, None, f"{path}: not TLS ({result.reason or 'first bytes'}); routed as plaintext"
 
 
-def _labels(pairs: list[str]) -> dict[str, str]:
-    out = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise ValueError(f"--gateway-label wants KEY=VALUE, not {pair!r}")
-        out[key] = value
-    return out
-
-
 def explanation_to_dict(e: Explanation) -> dict[str, Any]:
     route = e.route
     return {
@@ -119,7 +114,7 @@ def run(args: Any, out: Optional[TextIO] = None, err: Optional[TextIO] = None) -
         print("tsgate explain: give the config as PATH or --config PATH", file=err)
         return 2
     try:
-        labels = _labels(args.gateway_label) if args.gateway_label else DEFAULT_GATEWAY_LABELS
+        labels = dict(args.gateway_label) if args.gateway_label else dict(DEFAULT_GATEWAY_LABELS)
         sni, alpn = args.sni, args.alpn
         if args.first_bytes:
             file_sni, file_alpn, what = hints_from_file(args.first_bytes)
@@ -133,7 +128,8 @@ def run(args: Any, out: Optional[TextIO] = None, err: Optional[TextIO] = None) -
         print(f"tsgate explain: {e}", file=err)
         return 2
 
-    result = load_config(paths, gateway_labels=labels, default_namespace=args.namespace)
+    result = load_config(paths, gateway_labels=labels, default_namespace=args.namespace,
+                         gateway_namespace=args.gateway_namespace)
     if not result.ok:
         for diag in result.errors:
             print(str(diag), file=err)

@@ -135,8 +135,11 @@ def test_config_dump(admin):
     assert dump["config"]["files"] == ["gateway-tcp.yaml", "echo-vs.yaml"]
     listener = dump["table"]["listeners"][0]
     assert listener["name"] == "0.0.0.0_31400" and listener["port"] == 31400
-    assert listener["tls_chains"][0]["route"]["destinations"][0]["cluster"]["endpoints"][1] == {
-        "address": "10.0.0.12", "port": 8080, "weight": 3, "labels": []}
+    assert listener["tls_chains"][0]["route"]["destinations"] == [
+        {"cluster": SNI1.name, "weight": 100}]
+    clusters = {c["name"]: c for c in dump["table"]["clusters"]}
+    assert clusters[SNI1.name]["endpoints"][1] == {
+        "address": "10.0.0.12", "port": 8080, "weight": 3, "labels": {}}
 
 
 @pytest_twisted.inlineCallbacks
@@ -201,3 +204,45 @@ def test_status_page_files(admin):
     assert r.code == 200 and b"setInterval(refresh" in r.body
     r = yield fetch(admin, "/nope")
     assert r.code == 404
+
+
+GATEWAY_AND_VS = """\
+apiVersion: networking.istio.io/v1alpha3
+kind: Gateway
+metadata: {name: echo-tcp-gateway}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 31400, name: tcp-echo, protocol: TCP}
+    hosts: ["*"]
+---
+apiVersion: networking.istio.io/v1alpha3
+kind: VirtualService
+metadata: {name: tcp-echo-vs-from-gw}
+spec:
+  hosts: ["*"]
+  gateways: [echo-tcp-gateway]
+  tcp:
+  - match: [{port: 31400}]
+    route:
+    - destination: {host: tcp-echo-service, port: {number: 2701}}
+"""
+
+
+@pytest_twisted.inlineCallbacks
+def test_config_dump_of_a_real_config(admin, gateway, tmp_path):
+    """With a real ConfigResult loaded, /config_dump shows its resources and the table."""
+    from tsgate.config import load_config
+
+    (tmp_path / "echo.yaml").write_text(GATEWAY_AND_VS)
+    result = load_config([str(tmp_path)])
+    assert result.ok
+    gateway.config, gateway.table = result, result.table
+    r = yield fetch(admin, "/config_dump")
+    dump = json.loads(r.body)
+    assert "dump_error" not in dump["config"]
+    assert dump["config"]["ok"] is True
+    assert dump["config"]["files"] == [str(tmp_path / "echo.yaml")]
+    assert len(dump["config"]["resources"]) == 2
+    (listener,) = dump["table"]["listeners"]
+    assert listener["tcp_route"]["name"] == "default/tcp-echo-vs-from-gw#tcp[0]"

@@ -16,7 +16,7 @@ from typing import Any
 
 import attrs
 
-from tsgate.routing import Listener, RouteTable
+from tsgate.routing import Listener
 
 _MAX_DEPTH = 40
 
@@ -52,8 +52,3 @@ def to_jsonable(obj: Any, _depth: int = 0) -> Any:
     if isinstance(obj, (list, tuple, set, frozenset)):
         return [to_jsonable(v, _depth + 1) for v in obj]
     return str(obj)
-
-
-def table_dict(table: RouteTable) -> Any:
-    """The compiled table as JSON-ready data (listeners with derived name/inspect)."""
-    return to_jsonable(table)

@@ -41,8 +41,9 @@ from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
 from tsgate.admin import prometheus, stats_text
-from tsgate.admin.jsonable import table_dict, to_jsonable
+from tsgate.admin.jsonable import to_jsonable
 from tsgate.admin.state import ConnectionInfo, GatewayState
+from tsgate.config.dump import table_to_dict
 from tsgate.routing import Cluster, Route, RouteTable
 
 log = Logger(namespace="tsgate.admin")
@@ -322,16 +323,31 @@ def errors_view(gateway: GatewayState) -> list[dict[str, Any]]:
 
 
 def config_dump(gateway: GatewayState) -> dict[str, Any]:
+    """
+    ``config``: what was loaded (files, diagnostics, resources; the
+    ConfigResult's own ``to_dict`` when it has one); ``table``: the table in
+    force now, in the shape ``tsgate routes --json`` prints.
+    """
     config = gateway.config
     loaded: Optional[dict[str, Any]] = None
-    if config is not None:
+    error = None
+    if config is not None and hasattr(config, "to_dict"):
+        try:
+            loaded = dict(config.to_dict())
+            loaded.pop("table", None)  # the table in force is below
+        except Exception as e:  # a bug in a serializer must not cost the whole dump
+            log.failure("ConfigResult.to_dict failed; dumping generically")
+            error = f"{type(e).__name__}: {e}"
+    if config is not None and loaded is None:
         loaded = {
             "ok": getattr(config, "ok", None),
             "files": [str(f) for f in getattr(config, "files", ()) or ()],
             "diagnostics": [str(d) for d in getattr(config, "diagnostics", ()) or ()],
             "resources": to_jsonable(getattr(config, "resources", ()) or ()),
         }
-    return {"config": loaded, "table": table_dict(gateway.table)}
+        if error:
+            loaded["dump_error"] = error
+    return {"config": loaded, "table": table_to_dict(gateway.table)}
 
 
 # ---------------------------------------------------------------------------------------------
