@@ -1,0 +1,38 @@
+"""Helpers for the config tests: write YAML to temporary files and load it."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+
+from tsgate.config import ConfigResult, load_config
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = ROOT / "examples" / "istioinaction"
+
+
+@pytest.fixture
+def write(tmp_path: Path) -> Callable[[str, str], str]:
+    """write(name, yaml_text) -> path; the text is dedented."""
+
+    def _write(name: str, text: str) -> str:
+        path = tmp_path / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(text).lstrip("\n"), encoding="utf-8")
+        return str(path)
+
+    return _write
+
+
+@pytest.fixture
+def load(write: Callable[[str, str], str]) -> Callable[..., ConfigResult]:
+    """load(text, text2, ..., **load_config_kwargs): each text is its own file, in order."""
+
+    def _load(*texts: str, **kwargs: Any) -> ConfigResult:
+        paths = [write(f"{i:02d}.yaml", text) for i, text in enumerate(texts)]
+        return load_config(paths, **kwargs)
+
+    return _load
