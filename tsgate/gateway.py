@@ -10,7 +10,8 @@ from the table stop listening (their connections carry on); new ones start.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable, Optional, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any, Callable, Optional
 
 import attrs
 from twisted.application import service
@@ -72,7 +73,9 @@ def listener_endpoint(listener: Listener, bind_override: Optional[str],
         bind = bind_override
     kind = "tcp6" if ":" in bind else "tcp"
     bind_escaped = bind.replace(":", "\\:")
-    return f"{kind}:port={listener.port}:interface={bind_escaped}"
+    # A deep accept queue: Twisted's default of 50 drops SYNs under a burst of
+    # connections (each drop costs the client a 1 s retransmit).
+    return f"{kind}:port={listener.port}:interface={bind_escaped}:backlog=1024"
 
 
 class Gateway(service.MultiService):
@@ -90,6 +93,7 @@ class Gateway(service.MultiService):
         bind_override: Optional[str] = None,
         endpoint_overrides: Optional[dict[int, str]] = None,
         initial: Any = None,
+        drain_period: float = 5.0,
     ) -> None:
         super().__init__()
         self.reactor = reactor
@@ -102,8 +106,10 @@ class Gateway(service.MultiService):
         self.table: RouteTable = self.config.table
         self.factories: dict[tuple[str, int], ListenerFactory] = {}
         self.ports: dict[tuple[str, int], Any] = {}
+        self.drain_period = drain_period
         self.ready = False
         self.draining = False
+        self._drain_waiters: list[defer.Deferred] = []
         self._flusher = LoopingCall(self.flush_metrics)
         self._flusher.clock = reactor
 
@@ -173,6 +179,13 @@ class Gateway(service.MultiService):
                 f"cannot listen for {listener.name} on {description}: "
                 f"{outcome.getErrorMessage()}"
             )
+        address = outcome.getHost()
+        log.info(
+            "tsgate listening: {listener} on {address} ({kind})",
+            listener=listener.name,
+            address=f"{getattr(address, 'host', address)}:{getattr(address, 'port', '')}",
+            kind="inspects ClientHello" if listener.inspect else "plain TCP",
+        )
         return factory, outcome
 
     def _apply_table(self, table: RouteTable, initial: bool = False) -> None:
@@ -229,32 +242,44 @@ class Gateway(service.MultiService):
         log.info("configuration reloaded: {n} listener(s)", n=len(result.table.listeners))
         return result
 
-    def drain(self, period: float = 5.0) -> defer.Deferred:
+    def drain(self, period: Optional[float] = None) -> defer.Deferred:
         """
         Graceful drain: stop accepting, fail readiness, let connections finish
-        for ``period`` seconds, then close the rest. Fires with the number cut.
+        for ``period`` seconds (default: the drain period), then close the
+        rest. Fires with the number of connections cut. Draining twice (an
+        admin POST /drain, then SIGTERM) waits for the same drain.
         """
+        waiter: defer.Deferred = defer.Deferred()
+        self._drain_waiters.append(waiter)
+        if self.draining:
+            return waiter
+        if period is None:
+            period = self.drain_period
         self.ready = False
         self.draining = True
         for port in self.ports.values():
             port.stopListening()
         self.ports.clear()
-        done: defer.Deferred = defer.Deferred()
         deadline = self.reactor.seconds() + period
+        log.info("draining: {n} connection(s) open, up to {period}s",
+                 n=len(self.ctx.connections), period=period)
 
         def check() -> None:
-            if not self.ctx.connections or self.reactor.seconds() >= deadline:
-                remaining = list(self.ctx.connections)
-                for conn in remaining:
-                    conn.termination = "drained"
-                    conn.transport.abortConnection()
-                if remaining:
-                    log.warn("drain period over: closed {n} connection(s)", n=len(remaining))
-                else:
-                    log.info("drained: no connection was cut")
-                done.callback(len(remaining))
+            if self.ctx.connections and self.reactor.seconds() < deadline:
+                self.reactor.callLater(min(0.1, deadline - self.reactor.seconds()), check)
                 return
-            self.reactor.callLater(min(0.1, max(0.0, deadline - self.reactor.seconds())), check)
+            remaining = list(self.ctx.connections)
+            for conn in remaining:
+                conn.termination = "drained"
+                conn.transport.abortConnection()
+            if remaining:
+                log.warn("drain period over: closed {n} connection(s)", n=len(remaining))
+            else:
+                log.info("drained: no connection was cut")
+            self.stats.inc("gateway.drain_cut", len(remaining))
+            waiters, self._drain_waiters = self._drain_waiters, []
+            for w in waiters:
+                w.callback(len(remaining))
 
         check()
-        return done
+        return waiter

@@ -209,7 +209,9 @@ class Listener:
         if catch_all is not None:
             return Decision(catch_all.route, "sni:*", f"SNI {sni or '(none)'} matched catch-all")
         if self.tcp_route is not None:
-            return Decision(self.tcp_route, "tcp", f"SNI {sni or '(none)'} matched no TLS chain; TCP route")
+            return Decision(
+                self.tcp_route, "tcp", f"SNI {sni or '(none)'} matched no TLS chain; TCP route"
+            )
         return Decision(None, "none", f"SNI {sni or '(none)'} matched no chain")
 
 

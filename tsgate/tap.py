@@ -7,16 +7,23 @@ both end here, so the two ways of running tsgate cannot drift apart.
 
 from __future__ import annotations
 
+import signal
 import sys
 from typing import Any, Optional
 
 from twisted.application import service
+from twisted.internet import defer, endpoints
+from twisted.logger import Logger
 from twisted.python import usage
+from twisted.python.failure import Failure
 
 from tsgate.accesslog import AccessLog
 from tsgate.gateway import Gateway, ListenError
 from tsgate.proxy.context import DEFAULT_INSPECT_TIMEOUT, ProxyContext, Settings
+from tsgate.reload import ConfigWatcher
 from tsgate.stats import Stats
+
+log = Logger(namespace="tsgate")
 
 
 def _label(value: str) -> tuple[str, str]:
@@ -38,7 +45,9 @@ def _seconds(name: str, value: Optional[str]) -> Optional[float]:
     try:
         seconds = float(text) * scale
     except ValueError:
-        raise usage.UsageError(f"--{name} wants seconds (e.g. 15, 1.5, 500ms, 2m), not {value!r}")
+        raise usage.UsageError(
+            f"--{name} wants seconds (e.g. 15, 1.5, 500ms, 2m), not {value!r}"
+        ) from None
     if seconds < 0:
         raise usage.UsageError(f"--{name} must not be negative")
     return seconds
@@ -67,7 +76,10 @@ class Options(usage.Options):
          "Admin endpoint (Twisted endpoint string, or 'none')."],
         ["readiness", None, "tcp:15021:interface=127.0.0.1",
          "Readiness endpoint serving /healthz/ready (or 'none')."],
-        ["drain-period", None, "5", "Seconds connections may finish after SIGTERM."],
+        ["drain-period", None, "5", "Seconds connections may finish after SIGTERM "
+         "(Istio's terminationDrainDuration)."],
+        ["watch-interval", None, "2", "Seconds between checks of the config files for "
+         "changes (0: reload on SIGHUP only)."],
     ]
 
     def __init__(self) -> None:
@@ -105,6 +117,7 @@ class Options(usage.Options):
         self["connect-timeout"] = _seconds("connect-timeout", self["connect-timeout"])
         self["idle-timeout"] = _seconds("idle-timeout", self["idle-timeout"])
         self["drain-period"] = _seconds("drain-period", self["drain-period"])
+        self["watch-interval"] = _seconds("watch-interval", self["watch-interval"])
         if self["access-log-format"] not in ("text", "json"):
             raise usage.UsageError("--access-log-format is text or json")
 
@@ -159,7 +172,9 @@ def build_gateway(options: Any, reactor: Any, stdout: Any = None) -> Gateway:
         return load_config(paths, gateway_labels=labels, default_namespace=namespace)
 
     result = load()
-    stream = stdout or sys.stdout
+    # sys.__stdout__: under twistd sys.stdout is the log, and access lines must stay
+    # exactly Istio's format (no log prefix).
+    stream = stdout or sys.__stdout__
     for diagnostic in result.warnings:
         print(str(diagnostic), file=sys.stderr)
     if not result.ok:
@@ -190,24 +205,82 @@ def build_gateway(options: Any, reactor: Any, stdout: Any = None) -> Gateway:
         bind_override=options["bind"],
         endpoint_overrides=dict(options["endpoints"]),
         initial=result,
+        drain_period=options["drain-period"],
     )
 
 
 class GatewayService(service.MultiService):
-    """The whole process: the gateway plus its admin and signal handling."""
+    """
+    The whole process: the gateway, its admin and readiness servers, config
+    reloads (SIGHUP, file changes) and graceful drain on stop (SIGTERM).
+    """
 
     def __init__(self, gateway: Gateway, options: Any, reactor: Any) -> None:
         super().__init__()
         self.gateway = gateway
         self.options = options
         self.reactor = reactor
+        self.watcher = ConfigWatcher(reactor, options["config"], gateway.reload,
+                                     options["watch-interval"])
+        self._previous_sighup: Any = None
+        self._admin_ports: list[Any] = []
         gateway.setServiceParent(self)
 
     def privilegedStartService(self) -> None:
         try:
             super().privilegedStartService()
+            self._start_admin()
         except ListenError as exc:
-            raise SystemExit(f"tsgate: {exc}")
+            raise SystemExit(f"tsgate: {exc}") from None
+        self._bound = True
+
+    _bound = False
+
+    def _start_admin(self) -> None:
+        from tsgate.admin.server import make_admin_site, make_readiness_site
+
+        for option, make in (("admin", make_admin_site), ("readiness", make_readiness_site)):
+            description = self.options[option]
+            if not description or description == "none":
+                continue
+            result: list[Any] = []
+            endpoint = endpoints.serverFromString(self.reactor, description)
+            endpoint.listen(make(self.gateway)).addBoth(result.append)
+            if not result or isinstance(result[0], Failure):
+                why = result[0].getErrorMessage() if result else "did not complete"
+                raise ListenError(f"cannot listen for --{option} on {description}: {why}")
+            address = result[0].getHost()
+            log.info("tsgate {what} on {host}:{port}", what=option,
+                     host=getattr(address, "host", "?"), port=getattr(address, "port", "?"))
+            self._admin_ports.append(result[0])
+
+    def startService(self) -> None:
+        if not self._bound:  # runners that skip privilegedStartService (`twist`)
+            self.privilegedStartService()
+        super().startService()
+        self.watcher.start()
+        try:
+            self._previous_sighup = signal.signal(signal.SIGHUP, self._sighup)
+        except ValueError:  # not the main thread (embedded use): no signal handler
+            self._previous_sighup = None
+
+    def _sighup(self, signum: int, frame: Any) -> None:
+        log.info("SIGHUP: reloading configuration")
+        self.reactor.callFromThread(self.gateway.reload)
+
+    def stopService(self) -> defer.Deferred:
+        """SIGTERM: drain (stop accepting, fail readiness, wait), then stop."""
+        self.watcher.stop()
+        if self._previous_sighup is not None:
+            signal.signal(signal.SIGHUP, self._previous_sighup)
+        drained = self.gateway.drain()
+
+        def stop_rest(cut: int) -> defer.Deferred:
+            waits = [defer.maybeDeferred(p.stopListening) for p in self._admin_ports]
+            waits.append(defer.maybeDeferred(service.MultiService.stopService, self))
+            return defer.gatherResults(waits)
+
+        return drained.addCallback(stop_rest)
 
 
 def makeService(options: Any, reactor: Any = None) -> service.IService:

@@ -21,6 +21,7 @@ per direction: ``dataReceived`` is swapped for a lean method once relaying.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Optional
 
 from twisted.internet import error as ierror
@@ -53,9 +54,21 @@ def _address(addr: Any) -> str:
     return f"{host}:{addr.port}"
 
 
+def _emitter(stats: Any, protocol: str, listener: str) -> Any:
+    """An observer's ``emit``: counters named ``<protocol>.<name>`` per listener."""
+
+    def emit(name: str, amount: int = 1) -> None:
+        stats.inc(f"{protocol}.{name}", amount, listener=listener)
+
+    return emit
+
+
 @implementer(IHalfCloseableProtocol)
 class DownstreamProtocol(Protocol):
     """The client side of one proxied connection; owns the connection's state."""
+
+    #: a TCP transport (ITCPTransport + IProducer + IConsumer + half-close)
+    transport: Any
 
     upstream: Optional[UpstreamProtocol] = None
     route: Optional[Route] = None
@@ -92,10 +105,10 @@ class DownstreamProtocol(Protocol):
         ctx = self.ctx
         transport = self.transport
         try:
-            transport.setTcpNoDelay(True)  # type: ignore[attr-defined]
+            transport.setTcpNoDelay(True)
         except (AttributeError, OSError):
             pass  # unix sockets
-        transport.bufferSize = ctx.settings.read_size  # type: ignore[attr-defined]
+        transport.bufferSize = ctx.settings.read_size
         now = ctx.reactor.seconds()
         self.started = now
         self.last_activity = now
@@ -113,7 +126,7 @@ class DownstreamProtocol(Protocol):
                 ctx.settings.inspect_timeout, self._inspection_timed_out
             )
         else:
-            transport.pauseProducing()  # type: ignore[attr-defined]
+            transport.pauseProducing()
             self._route(Decision(self.listener.tcp_route, "tcp", "TCP route"))
 
     # -- inspection ------------------------------------------------------
@@ -173,7 +186,7 @@ class DownstreamProtocol(Protocol):
         self.preamble = pre
         self.ctx.stats.inc(f"{pre.protocol}.starttls", listener=self.listener.name)
         self.buffer = self.buffer[pre.length:]
-        self.transport.write(pre.client_reply)  # type: ignore[union-attr]
+        self.transport.write(pre.client_reply)
         if self.buffer:
             self._inspect()
 
@@ -203,7 +216,7 @@ class DownstreamProtocol(Protocol):
             self._inspect_timer = None
         if sni:
             self.record.requested_server_name = sni
-        self.transport.pauseProducing()  # type: ignore[union-attr]
+        self.transport.pauseProducing()
         decision = self.listener.route_for_sni(sni)
         if timed_out and decision.route is None:
             self.record.response_flags = "NR"
@@ -289,26 +302,26 @@ class DownstreamProtocol(Protocol):
         self._connector = None
         self._cancel_timer("_connect_timer")
         if self.state is CLOSED:
-            upstream.transport.loseConnection()  # type: ignore[union-attr]
+            upstream.transport.loseConnection()
             return
         self.upstream = upstream
         transport = upstream.transport
         try:
-            transport.setTcpNoDelay(True)  # type: ignore[union-attr]
+            transport.setTcpNoDelay(True)
         except (AttributeError, OSError):
             pass
-        transport.bufferSize = self.ctx.settings.read_size  # type: ignore[union-attr]
-        host = transport.getHost()  # type: ignore[union-attr]
+        transport.bufferSize = self.ctx.settings.read_size
+        host = transport.getHost()
         self.record.upstream_local_address = _address(host)
         cluster = self.cluster
         assert cluster is not None
         self.ctx.stats.inc(
-            "istio_tcp_connections_opened_total",
+            "istio_tcp_connections_opened_total", 1,
             **self.ctx.balancer.state(cluster).metric_labels, response_flags="-",
         )
         if self.preamble is not None:
             self.state = NEGOTIATING
-            transport.write(self.preamble.upstream_request)  # type: ignore[union-attr]
+            transport.write(self.preamble.upstream_request)
             return
         self._start_relay()
 
@@ -340,33 +353,28 @@ class DownstreamProtocol(Protocol):
         route = self.route
         assert route is not None
         ctx = self.ctx
-        observers = ()
+        observers: Sequence[Any] = ()
         if ctx.observers_for is not None and (self.listener.protocols or self.listener.port_names):
             observers = ctx.observers_for(self.listener.protocols, self.listener.port_names)
         for factory in observers:
-            protocol = factory.protocol
-            stats, listener = ctx.stats, self.listener.name
-
-            def emit(name: str, amount: int = 1, _p: str = protocol) -> None:
-                stats.inc(f"{_p}.{name}", amount, listener=listener)
-
+            emit = _emitter(ctx.stats, factory.protocol, self.listener.name)
             try:
                 self.observers.append(factory.new_observer(emit))
             except Exception:
-                stats.inc(f"{protocol}.observer_crashed", listener=listener)
+                ctx.stats.inc(f"{factory.protocol}.observer_crashed", listener=self.listener.name)
         down_t, up_t = self.transport, upstream.transport
         # Each side is the other's streaming producer: a full write buffer on
         # one side pauses reading on the other (bounded memory both ways).
-        down_t.registerProducer(up_t, True)  # type: ignore[union-attr]
-        up_t.registerProducer(down_t, True)  # type: ignore[union-attr]
+        down_t.registerProducer(up_t, True)
+        up_t.registerProducer(down_t, True)
         self._now = ctx.reactor.seconds
         self.last_activity = self._now()
+        self._up_write = up_t.write
+        self._down_write = down_t.write
         if self.observers:
             self.dataReceived = self._relay_observed_client  # type: ignore[method-assign]
             upstream.dataReceived = upstream._relay_observed  # type: ignore[method-assign]
         else:
-            self._up_write = up_t.write  # type: ignore[union-attr]
-            self._down_write = down_t.write  # type: ignore[union-attr]
             self.dataReceived = self._relay_client  # type: ignore[method-assign]
             upstream.dataReceived = upstream._relay  # type: ignore[method-assign]
         idle = ctx.settings.idle_timeout
@@ -386,7 +394,7 @@ class DownstreamProtocol(Protocol):
         if self.client_eof:
             self._forward_eof_upstream()
         else:
-            down_t.resumeProducing()  # type: ignore[union-attr]
+            down_t.resumeProducing()
 
     # -- relay -----------------------------------------------------------
 
@@ -398,7 +406,7 @@ class DownstreamProtocol(Protocol):
     def _relay_observed_client(self, data: bytes) -> None:
         self.bytes_received += len(data)
         self.last_activity = self._now()
-        self.upstream.transport.write(data)  # type: ignore[union-attr]
+        self._up_write(data)
         self._observe("client_data", data)
 
     def _observe(self, method: str, data: bytes) -> None:
@@ -453,13 +461,13 @@ class DownstreamProtocol(Protocol):
         upstream = self.upstream
         assert upstream is not None
         transport = upstream.transport
-        if not transport.connected:  # type: ignore[union-attr]
+        if not transport.connected:
             return
         # A registered producer would stop a paused transport from finishing
         # its shutdown (Twisted resumes the producer instead); the client
         # sends nothing more anyway.
-        transport.unregisterProducer()  # type: ignore[union-attr]
-        transport.loseWriteConnection()  # type: ignore[union-attr]
+        transport.unregisterProducer()
+        transport.loseWriteConnection()
         if self.upstream_eof:
             self._finish()
 
@@ -471,10 +479,10 @@ class DownstreamProtocol(Protocol):
             self._abort()
             return
         transport = self.transport
-        if not transport.connected:  # type: ignore[union-attr]
+        if not transport.connected:
             return
-        transport.unregisterProducer()  # type: ignore[union-attr]
-        transport.loseWriteConnection()  # type: ignore[union-attr]
+        transport.unregisterProducer()
+        transport.loseWriteConnection()
         if self.client_eof:
             self._finish()
 
@@ -483,18 +491,18 @@ class DownstreamProtocol(Protocol):
 
     def _finish(self) -> None:
         """Both directions are done: close both sockets (writes already flushed)."""
-        self.transport.loseConnection()  # type: ignore[union-attr]
+        self.transport.loseConnection()
         if self.upstream is not None:
-            self.upstream.transport.loseConnection()  # type: ignore[union-attr]
+            self.upstream.transport.loseConnection()
 
     def _abort(self, both: bool = False) -> None:
         """Close the client now (nothing of ours is left to flush to it)."""
         if self._connector is not None:
             connector, self._connector = self._connector, None
             connector.stopConnecting()
-        self.transport.loseConnection()  # type: ignore[union-attr]
+        self.transport.loseConnection()
         if self.upstream is not None:
-            self.upstream.transport.loseConnection()  # type: ignore[union-attr]
+            self.upstream.transport.loseConnection()
 
     def upstream_lost(self, reason: Failure) -> None:
         """The upstream connection is fully gone."""
@@ -504,8 +512,8 @@ class DownstreamProtocol(Protocol):
             self.termination = "upstream closed during STARTTLS"
         # Close the client after flushing what the upstream sent.
         transport = self.transport
-        transport.unregisterProducer()  # type: ignore[union-attr]
-        transport.loseConnection()  # type: ignore[union-attr]
+        transport.unregisterProducer()
+        transport.loseConnection()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         ctx = self.ctx
@@ -517,8 +525,8 @@ class DownstreamProtocol(Protocol):
             connector.stopConnecting()
         if self.upstream is not None:
             up_t = self.upstream.transport
-            up_t.unregisterProducer()  # type: ignore[union-attr]
-            up_t.loseConnection()  # type: ignore[union-attr]
+            up_t.unregisterProducer()
+            up_t.loseConnection()
         ctx.connections.discard(self)
         listener = self.listener.name
         ctx.stats.gauge_add("listener.downstream_cx_active", -1, listener=listener)
@@ -529,7 +537,7 @@ class DownstreamProtocol(Protocol):
         record.bytes_received = self.bytes_received
         record.bytes_sent = self.bytes_sent
         record.duration_ms = int(duration * 1000)
-        attributes = {}
+        attributes: dict[str, Any] = {}
         if self.hint is not None:
             attributes.update(self.hint.attributes)
             attributes["protocol"] = self.hint.protocol
@@ -551,7 +559,7 @@ class DownstreamProtocol(Protocol):
             if previous in (RELAYING, NEGOTIATING) or self.upstream is not None:
                 self.flush_byte_counters()
                 ctx.stats.inc(
-                    "istio_tcp_connections_closed_total",
+                    "istio_tcp_connections_closed_total", 1,
                     **state.metric_labels, response_flags=record.response_flags,
                 )
         ctx.access_log.emit(record)
@@ -583,6 +591,8 @@ class DownstreamProtocol(Protocol):
 class UpstreamProtocol(Protocol):
     """The upstream side; everything is decided by its DownstreamProtocol."""
 
+    transport: Any
+
     def __init__(self, downstream: DownstreamProtocol) -> None:
         self.downstream = downstream
         self.reply = b""
@@ -608,7 +618,7 @@ class UpstreamProtocol(Protocol):
         down = self.downstream
         down.bytes_sent += len(data)
         down.last_activity = down._now()
-        down.transport.write(data)  # type: ignore[union-attr]
+        down._down_write(data)
         down._observe("server_data", data)
 
     def readConnectionLost(self) -> None:

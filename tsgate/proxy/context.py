@@ -7,7 +7,8 @@ reloads (only the route table changes).
 from __future__ import annotations
 
 import collections
-from typing import Any, Callable, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any, Callable, Optional
 
 import attrs
 
