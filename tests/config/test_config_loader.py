@@ -50,7 +50,8 @@ def test_quoted_keys_in_paths():
 
 
 def test_multi_document_files_skip_empty_documents():
-    text = "---\n" + GATEWAY.format(name="a", port=1) + "---\n---\n" + GATEWAY.format(name="b", port=2)
+    text = ("---\n" + GATEWAY.format(name="a", port=1) + "---\n---\n"
+            + GATEWAY.format(name="b", port=2))
     docs, diags = parse_yaml(text, "m.yaml")
     assert diags == []
     assert [d.data["metadata"]["name"] for d in docs] == ["a", "b"]
