@@ -37,6 +37,7 @@ Backend logs go to ``DIR/logs/``; the gateway's access log to this terminal.
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import signal
 import socket
@@ -78,7 +79,7 @@ ECHO_ENV = {
     "SERVICE_ACCOUNT": "default",
 }
 
-_STOP_GRACE_SECONDS = 5.0
+_STOP_GRACE_SECONDS = 10.0
 _READY_TIMEOUT_SECONDS = 15.0
 
 
@@ -147,19 +148,38 @@ class Children:
                 proc.wait()
 
 
+def port_in_use(port: int) -> bool:
+    """Whether some socket is bound to 127.0.0.1:port (or the wildcard address).
+
+    Asked by trying to bind it, not by connecting: a probe connection would be
+    the first line of the gateway's access log and of the echo server's log.
+    SO_REUSEADDR makes leftover TIME_WAIT connections not count.
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError as e:
+            if e.errno == errno.EADDRINUSE:
+                return True
+            raise
+    return False
+
+
 def wait_for_port(port: int, proc: subprocess.Popen[bytes], name: str, timeout: float) -> None:
-    """Return once 127.0.0.1:port accepts; fail if ``proc`` exits or time runs out."""
+    """Return once ``proc`` listens on 127.0.0.1:port; fail if it exits or time runs out.
+
+    The port was free before ``proc`` started (see :func:`run`), so once it is
+    taken, ``proc`` holds it; the process is checked for an early exit too.
+    """
     deadline = time.monotonic() + timeout
     while True:
         if proc.poll() is not None:
             raise RuntimeError(f"{name} exited with status {proc.returncode} before listening")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            pass
+        if port_in_use(port):
+            return
         if time.monotonic() > deadline:
-            raise RuntimeError(f"{name} is not accepting on 127.0.0.1:{port} after {timeout:.0f}s")
+            raise RuntimeError(f"{name} is not listening on 127.0.0.1:{port} after {timeout:.0f}s")
         time.sleep(0.05)
 
 
@@ -243,6 +263,16 @@ def run(args: argparse.Namespace) -> int:
             _say("missing config files: " + ", ".join(missing))
             return 2
 
+    wanted = [echo_port, *service_ports] + ([] if args.no_gateway else [args.port])
+    if len(set(wanted)) != len(wanted):
+        _say(f"the ports must all differ, got {wanted}")
+        return 2
+    busy = [port for port in wanted if port_in_use(port)]
+    if busy:
+        ports = ", ".join(map(str, busy))
+        _say(f"port(s) {ports} on 127.0.0.1 already in use (another walkthrough still running?)")
+        return 1
+
     _say(f"Writing certificates under {workdir}")
     chains = [certs.generate(workdir, host) for host in HOSTS]
 
@@ -298,6 +328,7 @@ def run(args: argparse.Namespace) -> int:
             launcher = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
             gateway = children.start("gateway", launcher + argv[1:], base_env, None)
             wait_for_port(args.port, gateway, "gateway", _READY_TIMEOUT_SECONDS)
+            _say(f"gateway: pid {gateway.pid}, listening on 127.0.0.1:{args.port}")
 
         _say("")
         if gateway is not None:

@@ -504,16 +504,30 @@ def wait_gone(pids: list[int], timeout: float) -> list[int]:
 
 
 class Walkthrough:
-    """``walkthrough.py --no-gateway`` on free ports, with the children's pids it reports."""
+    """``walkthrough.py`` on free ports, with the children's pids it reports.
 
-    def __init__(self, workdir: Path) -> None:
+    ``gateway=False`` runs it with ``--no-gateway``; with the gateway, its
+    admin and readiness endpoints are turned off so tests can run side by side.
+    """
+
+    def __init__(self, workdir: Path, gateway: bool = False) -> None:
         self.workdir = workdir
         self.echo_port, self.port1, self.port2 = free_port(), free_port(), free_port()
+        self.gateway_port = free_port()
+        if gateway:
+            mode = [
+                "--port",
+                str(self.gateway_port),
+                "--gateway-arg=--admin=none",
+                "--gateway-arg=--readiness=none",
+            ]
+        else:
+            mode = ["--no-gateway"]
         self.server = Server(
             [
                 sys.executable,
                 str(EXAMPLES / "walkthrough.py"),
-                "--no-gateway",
+                *mode,
                 "--workdir",
                 str(workdir),
                 "--echo-port",
@@ -528,7 +542,15 @@ class Walkthrough:
             int(self.server.wait_for(rf"^{name}: pid (\d+), listening").group(1))
             for name in ("tcp-echo-service", "simple-tls-service-1", "simple-tls-service-2")
         ]
-        self.server.wait_for(r"^Press Ctrl-C to stop\.")
+        if gateway:
+            self.pids.append(int(self.server.wait_for(r"^gateway: pid (\d+), listening").group(1)))
+        self.commands: list[str] = []
+        while True:
+            line = self.server.wait_for(r"^.*$").group(0)
+            if line.startswith("Press Ctrl-C to stop."):
+                break
+            if line.startswith(("telnet ", "curl ")):
+                self.commands.append(line.strip())
 
     def cleanup(self) -> None:
         """Whatever the test did, leave no process behind."""
@@ -642,3 +664,76 @@ def test_rewrite_configs_moves_ports(tmp_path: Path) -> None:
         "simple-tls-service-1": 19081,
         "simple-tls-service-2": 19082,
     }
+
+
+def test_walkthrough_refuses_busy_ports(tmp_path: Path) -> None:
+    """A port already taken (say, by a walkthrough still running) is named, nothing starts."""
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen(1)
+        busy = holder.getsockname()[1]
+        result = subprocess.run(
+            [
+                sys.executable,
+                str(EXAMPLES / "walkthrough.py"),
+                "--no-gateway",
+                "--workdir",
+                str(tmp_path),
+                "--echo-port",
+                str(busy),
+                "--service-ports",
+                str(free_port()),
+                str(free_port()),
+            ],
+            env=clean_env(),
+            capture_output=True,
+            text=True,
+            timeout=STARTUP_SECONDS,
+            check=False,
+        )
+    assert result.returncode == 1
+    assert f"port(s) {busy} on 127.0.0.1 already in use" in result.stdout
+
+
+@pytest.mark.e2e
+def test_walkthrough_with_gateway_runs_the_books_commands(tmp_path: Path) -> None:
+    """The README's one command, whole: the printed telnet and curl commands work as the
+    book says -- banner and echo through the gateway port, each SNI to its own service."""
+    walk = Walkthrough(tmp_path / "run", gateway=True)
+    try:
+        port = walk.gateway_port
+        telnet, curl1, curl2 = walk.commands
+        assert telnet.startswith(f"telnet localhost {port}")
+        with socket.create_connection(("127.0.0.1", port), timeout=IO_TIMEOUT) as sock:
+            # telnet sends nothing first: after the 1 s inspection timeout the
+            # gateway takes the TCP route and go-echo's banner arrives.
+            expected = (
+                b"Welcome, you are connected to node minikube.\n"
+                b"Running on Pod tcp-echo-deployment-local.\n"
+                b"In namespace istioinaction.\n"
+                b"With IP address 127.0.0.1.\n"
+                b"Service default.\n"
+            )
+            assert recv_exactly(sock, len(expected)) == expected
+            sock.sendall(b"hello Sam\r\n")
+            assert recv_exactly(sock, 11) == b"hello Sam\r\n"
+        for n, command in enumerate((curl1, curl2), start=1):
+            result = subprocess.run(
+                ["curl", "-sS", *command.split()[1:]],
+                capture_output=True,
+                text=True,
+                timeout=IO_TIMEOUT * 2,
+                check=False,
+            )
+            assert result.returncode == 0, result.stderr
+            check_answer(
+                result.stdout,
+                f"simple-tls-service-{n}",
+                "/",
+                f"Hello from simple-tls-service-{n}!!!",
+            )
+        walk.server.proc.send_signal(signal.SIGTERM)
+        assert walk.server.proc.wait(timeout=IO_TIMEOUT * 2) == 0
+        assert wait_gone(walk.pids, 1.0) == []
+    finally:
+        walk.cleanup()
