@@ -10,10 +10,12 @@ What it does, in the book's order:
    variables a pod would have (``tcp-echo-service``);
 3. starts two fake-service compatible HTTPS servers on 127.0.0.1:9081 and :9082
    (``simple-tls-service-1`` and ``-2``), each with its host's leaf certificate;
-4. waits until each backend accepts connections, then runs the gateway in the
-   foreground -- ``twistd -n tsgate --config ... --inspect-timeout 1`` -- with the
-   book's YAML plus ``local/serviceentries.yaml``, which points the book's
-   service names at those local ports;
+4. waits until each backend listens, then runs the gateway in the foreground --
+   ``twistd -n tsgate --config ... --inspect-timeout 1 --bind 127.0.0.1`` -- with
+   the book's YAML plus ``local/serviceentries.yaml``, which points the book's
+   service names at those local ports (the gateway's admin and readiness
+   endpoints keep their defaults, 127.0.0.1:15000 and :15021; pass
+   ``--gateway-arg=--admin=none`` and the like to change them);
 5. prints the book's commands with local paths: ``telnet localhost 31400`` and
    the two ``curl --cacert ... --resolve ...`` lines.
 
