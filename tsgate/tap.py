@@ -263,6 +263,24 @@ class GatewayService(service.MultiService):
             self._previous_sighup = signal.signal(signal.SIGHUP, self._sighup)
         except ValueError:  # not the main thread (embedded use): no signal handler
             self._previous_sighup = None
+        # After the reactor's own handlers are in place, take SIGTERM/SIGINT:
+        # Twisted would re-raise the signal at exit (status -15), while a
+        # gateway that drained cleanly should exit 0 as Envoy does.
+        self.reactor.callWhenRunning(self._take_stop_signals)
+
+    def _take_stop_signals(self) -> None:
+        if not self.running:
+            return
+        try:
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(signum, self._stop_signal)
+        except ValueError:
+            pass
+
+    def _stop_signal(self, signum: int, frame: Any) -> None:
+        log.info("{signal}: draining, then stopping",
+                 signal=signal.Signals(signum).name)
+        self.reactor.callFromThread(self.reactor.stop)
 
     def _sighup(self, signum: int, frame: Any) -> None:
         log.info("SIGHUP: reloading configuration")
