@@ -173,7 +173,7 @@ def test_tcp6_endpoint_on_ipv6_loopback(tmp_path: Path) -> None:
             with socket.create_connection(("::1", port), timeout=10) as s:
                 s.sendall(b"v6")
                 assert s.recv(10) == b"v6"
-            assert f"[::1]:" in gw.wait_access_lines(1)[0]
+            assert "[::1]:" in gw.wait_access_lines(1)[0]
     finally:
         server.close()
 
