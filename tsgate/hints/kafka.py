@@ -273,7 +273,7 @@ def api_versions_software(buf: bytes, header: RequestHeader) -> dict[str, str]:
     try:
         name, pos = _compact_string(buf, header.body_offset, end)
         version, _pos = _compact_string(buf, pos, end)
-    except IndexError:
+    except (IndexError, KafkaDecodeError):  # the body is not ours to judge
         return {}
     out = {}
     if name:
@@ -302,7 +302,7 @@ def produce_acks(buf: bytes, header: RequestHeader) -> Optional[int]:
         if pos + 2 > end:
             return None
         return int(_I16.unpack_from(buf, pos)[0])
-    except IndexError:
+    except (IndexError, KafkaDecodeError):
         return None
 
 

@@ -12,7 +12,8 @@ Counters (the data path prefixes ``kafka.``):
   names from :data:`tsgate.hints.kafka.API_KEYS`), ``request.unknown`` for
   an API key we do not know (still relayed, still timed);
 - ``response.<api>`` per response matched to its request by correlation id,
-  ``response.unknown`` for one matching no request we saw;
+  ``response.unknown`` for one matching no request we saw (or answering a
+  ``request.unknown``);
 - ``outstanding_overflow`` (a request forgotten because too many were
   waiting), ``decode_error`` (once; then quiet).
 
