@@ -1,0 +1,249 @@
+"""
+The gateway's own log (twisted.logger) in text or JSON, with a level filter,
+and the access log as a separate stream of ``tsgate.access`` events.
+
+Why a module of its own: under ``twistd`` the log observer is installed by
+twistd *after* the plugin's ``makeService``; the only clean hook is the
+``logger`` option of twistd's own options (a zero-argument factory), which a
+plugin's ``Options.postOptions`` can still set through ``self.parent``.
+:func:`install_twistd_logger` does that, so ``twistd -n tsgate --log-format
+json --log-level warn`` needs no ``--logger`` from the user.
+
+Access-log events are those with ``log_namespace == "tsgate.access"``; they
+carry the formatted line in ``access_line`` and the JSON-ready dict in
+``access_record``. The gateway's log leaves them out, and
+:func:`make_access_log_observer` writes only them, one line each.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from typing import IO, Any, Optional
+
+from twisted.logger import (
+    FilteringLogObserver,
+    ILogFilterPredicate,
+    ILogObserver,
+    LogLevel,
+    LogLevelFilterPredicate,
+    PredicateResult,
+    formatEvent,
+    textFileLogObserver,
+)
+from zope.interface import implementer
+
+ACCESS_NAMESPACE = "tsgate.access"
+
+#: Accepted --log-level names (Twisted's, plus common aliases).
+LEVELS = {
+    "debug": LogLevel.debug,
+    "info": LogLevel.info,
+    "warn": LogLevel.warn,
+    "warning": LogLevel.warn,
+    "error": LogLevel.error,
+    "critical": LogLevel.critical,
+    "fatal": LogLevel.critical,
+}
+
+Event = dict[str, Any]
+
+
+def parse_level(name: str) -> LogLevel:
+    """A LogLevel from a --log-level value; ValueError names the accepted ones."""
+    try:
+        return LEVELS[name.strip().lower()]
+    except KeyError:
+        raise ValueError(
+            f"log level must be one of {', '.join(sorted(set(LEVELS)))}, not {name!r}"
+        ) from None
+
+
+def _is_access(event: Event) -> bool:
+    return event.get("log_namespace") == ACCESS_NAMESPACE
+
+
+def _iso(epoch: Optional[float]) -> str:
+    if epoch is None:
+        epoch = time.time()
+    secs = int(epoch)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs)) + \
+        f".{int((epoch - secs) * 1000):03d}Z"
+
+
+def _jsonable(value: Any) -> bool:
+    return value is None or isinstance(value, (str, int, float, bool))
+
+
+@implementer(ILogObserver)
+class JsonLogObserver:
+    """
+    One JSON object per line: ``time`` (UTC ISO 8601), ``level``,
+    ``namespace``, ``message`` (the formatted event), ``traceback`` when the
+    event carries a failure, and the event's own scalar fields (``host``,
+    ``port``...) under ``fields`` for log pipelines to index.
+    Twisted's ``jsonFileLogObserver`` is not used: it serialises the whole
+    event with record separators, which line-oriented shippers do not read.
+    """
+
+    def __init__(self, stream: IO[str]) -> None:
+        self.stream = stream
+
+    def __call__(self, event: Event) -> None:
+        level = event.get("log_level")
+        record: dict[str, Any] = {
+            "time": _iso(event.get("log_time")),
+            "level": getattr(level, "name", "info"),
+            "namespace": event.get("log_namespace", "-"),
+            "message": formatEvent(event),
+        }
+        failure = event.get("log_failure")
+        if failure is not None:
+            try:
+                record["traceback"] = failure.getTraceback()
+            except Exception:  # a failure that cannot format itself
+                record["traceback"] = repr(failure)
+        fields = {k: v for k, v in event.items()
+                  if not k.startswith("log_") and k != "format" and _jsonable(v)}
+        if fields:
+            record["fields"] = fields
+        try:
+            self.stream.write(json.dumps(record, default=str) + "\n")
+            self.stream.flush()
+        except (OSError, ValueError):
+            pass  # a closed log stream must not raise into the code that logged
+
+
+def make_log_observer(fmt: str = "text", level: str = "info",
+                      stream: Optional[IO[str]] = None) -> ILogObserver:
+    """
+    The gateway's log observer: ``text`` (Twisted's ``time [namespace#level]
+    message`` lines) or ``json``, dropping events below ``level`` and the
+    access-log events (they have their own observer).
+    """
+    stream = stream if stream is not None else sys.stdout
+    if fmt == "text":
+        base: ILogObserver = textFileLogObserver(stream)
+    elif fmt == "json":
+        base = JsonLogObserver(stream)
+    else:
+        raise ValueError(f"log format must be text or json, not {fmt!r}")
+
+    predicate = LogLevelFilterPredicate(defaultLogLevel=parse_level(level))
+    return FilteringLogObserver(base, [_DropAccess(), predicate])
+
+
+@implementer(ILogFilterPredicate)
+class _DropAccess:
+    """Access-log events go to their own observer, not the gateway's log."""
+
+    def __call__(self, event: Event) -> PredicateResult:
+        return PredicateResult.no if _is_access(event) else PredicateResult.maybe
+
+
+class AccessLogFile:
+    """
+    An append-mode, line-buffered access-log file that can be reopened
+    (``reopen()`` on SIGHUP after logrotate moved it away).
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.stream: IO[str] = self._open()
+
+    def _open(self) -> IO[str]:
+        return open(self.path, "a", encoding="utf-8", buffering=1)
+
+    def write(self, text: str) -> int:
+        return self.stream.write(text)
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+    def reopen(self) -> None:
+        old, self.stream = self.stream, self._open()
+        old.close()
+
+    def close(self) -> None:
+        self.stream.close()
+
+
+@implementer(ILogObserver)
+class AccessLogObserver:
+    """Writes ``tsgate.access`` events only: the text line, or the record as JSON."""
+
+    def __init__(self, stream: Any, fmt: str = "text") -> None:
+        if fmt not in ("text", "json"):
+            raise ValueError(f"access log format must be text or json, not {fmt!r}")
+        self.stream = stream
+        self.fmt = fmt
+
+    def __call__(self, event: Event) -> None:
+        if not _is_access(event):
+            return
+        if self.fmt == "json":
+            record = event.get("access_record")
+            if record is None:
+                return
+            line = json.dumps(record, default=str, separators=(",", ":"))
+        else:
+            text = event.get("access_line")
+            if text is None:
+                return
+            line = str(text)
+        try:
+            self.stream.write(line.rstrip("\n") + "\n")
+            self.stream.flush()
+        except (OSError, ValueError):
+            pass
+
+
+def make_access_log_observer(fmt: str = "text", path: Optional[str] = None,
+                             stream: Optional[IO[str]] = None) -> AccessLogObserver:
+    """
+    The access-log observer: to ``path`` (``--access-log PATH``; ``-`` or
+    None means ``stream``, default stdout). Its ``stream`` has ``reopen()``
+    when it is a file.
+    """
+    target: Any
+    if path and path != "-":
+        target = AccessLogFile(path)
+    else:
+        target = stream if stream is not None else sys.stdout
+    return AccessLogObserver(target, fmt)
+
+
+def emit_access(logger: Any, line: str, record: dict[str, Any]) -> None:
+    """Publish one access-log event through a ``Logger(namespace="tsgate.access")``."""
+    logger.info("{access_line}", access_line=line, access_record=record)
+
+
+def install_twistd_logger(options: Any, fmt: str, level: str) -> bool:
+    """
+    From a twistd plugin's ``Options.postOptions``: make twistd install our
+    observer instead of its default one, unless the user passed ``--logger``.
+    Honours twistd's ``--logfile`` (``-l``). Returns whether it did.
+    """
+    parent = getattr(options, "parent", None)
+    if parent is None or parent.get("logger"):
+        return False
+    parse_level(level)  # fail at option parsing, not at startup
+    if fmt not in ("text", "json"):
+        raise ValueError(f"log format must be text or json, not {fmt!r}")
+    logfile = parent.get("logfile")
+    opened: list[Any] = []
+
+    def factory() -> ILogObserver:
+        stream: Any = sys.stdout
+        if logfile and logfile != "-":
+            from twisted.python.logfile import LogFile
+
+            stream = LogFile.fromFullPath(logfile)
+            opened.append(stream)
+        return make_log_observer(fmt, level, stream)
+
+    factory.opened = opened  # type: ignore[attr-defined]  # files it opened, to close
+    parent["logger"] = factory
+    return True
+
