@@ -573,8 +573,12 @@ class Compiler:
                             f"subset {dest.subset!r} not found in {dr.meta.ref} (subsets: "
                             + (", ".join(s.name for s in dr.subsets) or "none") + ")")
                 return None, None
-        top = _for_port(dr.traffic_policy if dr else None, port)
-        policy = _merge(top, _for_port(subset.traffic_policy if subset else None, port))
+        # Route-level settings (idleTimeout, maxConnectionDuration) come from the
+        # DestinationRule's top-level policy, as istiod builds tcp_proxy; cluster
+        # settings honour portLevelSettings and the subset's overrides.
+        top = dr.traffic_policy if dr else None
+        policy = _merge(_for_port(top, port),
+                        _for_port(subset.traffic_policy if subset else None, port))
         name = f"outbound|{port}|{dest.subset}|{fqdn}"
         if name in self._clusters:
             return self._clusters[name], top

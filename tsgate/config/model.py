@@ -243,4 +243,4 @@ def resource_to_dict(resource: Resource) -> dict[str, Any]:
             return [plain(v) for v in value]
         return value
 
-    return plain(attrs.asdict(resource, filter=keep, retain_collection_types=False))
+    return plain(attrs.asdict(resource, filter=keep))
