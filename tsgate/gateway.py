@@ -270,8 +270,7 @@ class Gateway(service.MultiService):
                 return
             remaining = list(self.ctx.connections)
             for conn in remaining:
-                conn.termination = "drained"
-                conn.transport.abortConnection()
+                conn.close_gracefully("drained")
             if remaining:
                 log.warn("drain period over: closed {n} connection(s)", n=len(remaining))
             else:

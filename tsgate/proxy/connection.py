@@ -504,6 +504,15 @@ class DownstreamProtocol(Protocol):
         if self.upstream is not None:
             self.upstream.transport.loseConnection()
 
+    def close_gracefully(self, why: str) -> None:
+        """Close both sides after flushing what is buffered (drain, shutdown)."""
+        self.termination = why
+        self.record.connection_termination_details = why
+        for protocol in (self, self.upstream):
+            if protocol is not None and protocol.transport is not None:
+                protocol.transport.unregisterProducer()
+                protocol.transport.loseConnection()
+
     def upstream_lost(self, reason: Failure) -> None:
         """The upstream connection is fully gone."""
         if self.state is CLOSED:
