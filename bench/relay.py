@@ -1,0 +1,831 @@
+#!/usr/bin/env python3
+"""
+Relay benchmark: tsgate against a direct connection, Twisted's portforward and
+HAProxy, in one run, on loopback.
+
+    python bench/relay.py             # 3 rounds, about 3-4 minutes
+    python bench/relay.py --quick     # 2 rounds, shorter workloads, about a minute
+    python bench/relay.py --profile   # tsgate under py-spy (or cProfile) on conn/s
+
+Why it is built this way (see bench/README.md for the columns):
+
+- The clients and the backend are C (bench/loadgen.c, bench/backend.c),
+  compiled here with gcc -O2, so that the client is never what limits a
+  proxy: a direct connection must reach well above every proxy.
+- Proxies run on CPU 0, the load generator and the backend on CPU 1
+  (``taskset``), so every proxy gets one core, like HAProxy ``nbthread 1``.
+- Absolute numbers move with the machine's load (it is shared); ratios to
+  HAProxy measured in the same round are what to compare. Each figure is the
+  median of the rounds; each ratio is the median of per-round ratios.
+- Every wait is bounded: subprocesses have timeouts, workloads have maximum
+  durations, and a proxy that fails to start is reported, not waited for.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import datetime
+import os
+import platform
+import queue
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+RESULTS = HERE / "results"
+PROXY_CPU = "0"
+CLIENT_CPU = "1"
+
+#: Workload sizes: (default run, --quick run).
+SIZES = {
+    "default": dict(
+        rounds=3, bulk_bytes=2 << 30, bulk_max=8.0, conn_seconds=5.0, concurrency=50,
+        lat_rounds=20000, lat_max=4.0, idle_count=5000, idle_max=40.0, profile_seconds=10.0,
+    ),
+    "quick": dict(
+        rounds=2, bulk_bytes=1 << 30, bulk_max=2.0, conn_seconds=2.0, concurrency=50,
+        lat_rounds=5000, lat_max=2.0, idle_count=5000, idle_max=30.0, profile_seconds=5.0,
+    ),
+}
+
+PROXIES = ("direct", "haproxy", "tsgate", "portforward")
+LABELS = {
+    "direct": "direct (no proxy: the ceiling)",
+    "haproxy": "HAProxy {version}, mode tcp, nbthread 1",
+    "tsgate": "tsgate (this tree)",
+    "portforward": "Twisted `portforward` (epoll)",
+}
+
+TSGATE_CONFIG = """\
+# Written by bench/relay.py: one plain TCP route, port 7000 -> the C backend.
+apiVersion: networking.istio.io/v1beta1
+kind: Gateway
+metadata:
+  name: bench-gateway
+spec:
+  selector:
+    istio: ingressgateway
+  servers:
+  - port:
+      number: 7000
+      name: tcp
+      protocol: TCP
+    hosts: ["*"]
+---
+apiVersion: networking.istio.io/v1beta1
+kind: VirtualService
+metadata:
+  name: bench
+spec:
+  hosts: ["*"]
+  gateways: [bench-gateway]
+  tcp:
+  - match:
+    - port: 7000
+    route:
+    - destination:
+        host: bench-backend
+        port:
+          number: 9000
+---
+apiVersion: networking.istio.io/v1beta1
+kind: ServiceEntry
+metadata:
+  name: bench-backend
+spec:
+  hosts: [bench-backend]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports:
+  - number: 9000
+    name: tcp
+    protocol: TCP
+    targetPort: {backend_port}
+  endpoints:
+  - address: 127.0.0.1
+"""
+
+HAPROXY_CONFIG = """\
+# Written by bench/relay.py. One thread; maxconn sized for the 5,000 idle
+# connections (two sockets each) under the 20,000 file descriptor limit.
+global
+    nbthread 1
+    maxconn 9000
+
+defaults
+    mode tcp
+    maxconn 9000
+    timeout connect 5s
+    timeout client 1h
+    timeout server 1h
+
+listen bench
+    bind 127.0.0.1:{port}
+    server backend 127.0.0.1:{backend_port}
+"""
+
+
+# --------------------------------------------------------------- processes
+
+
+class BenchError(Exception):
+    """A step of the benchmark failed (reported, the run goes on where it can)."""
+
+
+class Proc:
+    """A child process whose merged output is drained by a thread (never blocks)."""
+
+    def __init__(self, name: str, argv: list[str], cwd: Optional[Path] = None,
+                 stdin: bool = False) -> None:
+        self.name = name
+        self.argv = argv
+        self.popen = subprocess.Popen(
+            argv, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
+            text=True, bufsize=1,
+        )
+        self.pid = self.popen.pid  # taskset execs: the same pid is the program's
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.tail: collections.deque[str] = collections.deque(maxlen=60)
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.popen.stdout is not None
+        for line in self.popen.stdout:
+            self.tail.append(line.rstrip("\n"))
+            self.lines.put(line)
+
+    def wait_for(self, pattern: str, timeout: float) -> re.Match[str]:
+        """The first output line matching ``pattern``, within ``timeout`` seconds."""
+        regex = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            try:
+                line = self.lines.get(timeout=min(left, 0.2))
+            except queue.Empty:
+                if self.popen.poll() is not None and self.lines.empty():
+                    break
+                continue
+            found = regex.search(line)
+            if found:
+                return found
+        raise BenchError(
+            f"{self.name}: no line matching {pattern!r} within {timeout:.0f}s "
+            f"(exit code {self.popen.poll()}); last output:\n  " + "\n  ".join(self.tail)
+        )
+
+    def send(self, text: str) -> None:
+        assert self.popen.stdin is not None
+        self.popen.stdin.write(text)
+        self.popen.stdin.flush()
+
+    def stop(self, timeout: float = 10.0) -> Optional[int]:
+        """SIGTERM, then SIGKILL after ``timeout``; only this process, by its pid."""
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGTERM)
+            try:
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait(5)
+        self._reader.join(2)
+        return self.popen.returncode
+
+
+def pinned(cpu: Optional[str], argv: list[str]) -> list[str]:
+    return ["taskset", "-c", cpu, *argv] if cpu is not None else argv
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_connectable(port: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise BenchError(f"nothing listening on 127.0.0.1:{port} after {timeout:.0f}s")
+
+
+def cpu_ns(pid: int) -> int:
+    """On-CPU time of every thread of ``pid``, in ns (from /proc/PID/task/*/schedstat)."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            total += int((task / "schedstat").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            pass  # a thread that just ended
+    return total
+
+
+def memory_kb(pid: int) -> dict[str, int]:
+    """Rss and Pss of ``pid`` in KiB (/proc/PID/smaps_rollup)."""
+    found = {}
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        key, _, rest = line.partition(":")
+        if key in ("Rss", "Pss"):
+            found[key.lower()] = int(rest.split()[0])
+    return found
+
+
+def parse_kv(line: str) -> dict[str, float]:
+    return {k: float(v) for k, v in re.findall(r"(\w+)=([-\d.]+)", line)}
+
+
+# ------------------------------------------------------------------ proxies
+
+
+class Proxy:
+    """A proxy under test: ``start()`` returns the port clients connect to."""
+
+    name = ""
+    proc: Optional[Proc] = None
+
+    def __init__(self, bench: Bench) -> None:
+        self.bench = bench
+
+    @property
+    def pid(self) -> Optional[int]:
+        return self.proc.pid if self.proc is not None else None
+
+    def start(self) -> int:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.stop()
+            self.proc = None
+
+
+class Direct(Proxy):
+    name = "direct"
+
+    def start(self) -> int:
+        return self.bench.backend_port
+
+
+class HAProxy(Proxy):
+    name = "haproxy"
+
+    def start(self) -> int:
+        port = free_port()
+        cfg = self.bench.workdir / "haproxy.cfg"
+        cfg.write_text(HAPROXY_CONFIG.format(port=port, backend_port=self.bench.backend_port))
+        self.proc = Proc("haproxy", pinned(self.bench.proxy_cpu, ["haproxy", "-db", "-f", str(cfg)]))
+        wait_connectable(port, 10)
+        return port
+
+
+class PortForward(Proxy):
+    name = "portforward"
+
+    def start(self) -> int:
+        argv = [sys.executable, str(HERE / "portforward_proxy.py"), str(self.bench.backend_port)]
+        self.proc = Proc("portforward", pinned(self.bench.proxy_cpu, argv), cwd=self.bench.workdir)
+        return int(self.proc.wait_for(r"^PORT (\d+)", 20).group(1))
+
+
+def tsgate_argv(config: Path) -> list[str]:
+    # ``python -m twisted`` is twist (foreground, no pidfile); it takes no
+    # --nodaemon/--pidfile, which are twistd's.
+    return [
+        sys.executable, "-m", "twisted", "--log-format=text", "tsgate",
+        "--config", str(config), "--endpoint", "7000=tcp:0:interface=127.0.0.1",
+        "--admin", "none", "--readiness", "none", "--access-log", "none",
+    ]
+
+
+class Tsgate(Proxy):
+    name = "tsgate"
+
+    def __init__(self, bench: Bench, wrap: Optional[list[str]] = None) -> None:
+        super().__init__(bench)
+        self.wrap = wrap or []  # e.g. cProfile: argv inserted after the interpreter
+
+    def start(self) -> int:
+        config = self.bench.workdir / "tsgate-bench.yaml"
+        config.write_text(TSGATE_CONFIG.format(backend_port=self.bench.backend_port))
+        argv = tsgate_argv(config)
+        argv = [argv[0], *self.wrap, *argv[1:]]
+        self.proc = Proc("tsgate", pinned(self.bench.proxy_cpu, argv), cwd=self.bench.workdir)
+        found = self.proc.wait_for(r"tsgate listening: \S+ on 127\.0\.0\.1:(\d+)", 60)
+        return int(found.group(1))
+
+
+# -------------------------------------------------------------------- bench
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.sizes = SIZES["quick" if args.quick else "default"]
+        if args.rounds:
+            self.sizes = dict(self.sizes, rounds=args.rounds)
+        self.proxy_cpu: Optional[str] = None if args.no_pin else PROXY_CPU
+        self.client_cpu: Optional[str] = None if args.no_pin else CLIENT_CPU
+        self.workdir = Path(tempfile.mkdtemp(prefix="tsgate-bench-"))
+        self.backend: Optional[Proc] = None
+        self.backend_port = 0
+        self.notes: list[str] = []
+
+    # -- setup ------------------------------------------------------------
+
+    def build(self) -> None:
+        for name in ("backend", "loadgen"):
+            subprocess.run(
+                ["gcc", "-O2", "-Wall", "-o", str(self.workdir / name), str(HERE / f"{name}.c")],
+                check=True, timeout=120,
+            )
+
+    def start_backend(self) -> None:
+        self.backend = Proc("backend", pinned(self.client_cpu, [str(self.workdir / "backend"), "0"]))
+        self.backend_port = int(self.backend.wait_for(r"^READY (\d+)", 10).group(1))
+
+    def close(self) -> None:
+        if self.backend is not None:
+            self.backend.stop()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+    # -- workloads ----------------------------------------------------------
+
+    def loadgen(self, *args: Any, timeout: float) -> dict[str, float]:
+        argv = pinned(self.client_cpu, [str(self.workdir / "loadgen"), *map(str, args)])
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+        if done.returncode != 0:
+            raise BenchError(f"loadgen {args[0]} failed ({done.returncode}): "
+                             f"{done.stderr.strip() or done.stdout.strip()}")
+        return parse_kv(done.stdout.strip().splitlines()[-1])
+
+    def bulk(self, port: int) -> dict[str, float]:
+        s = self.sizes
+        return self.loadgen("bulk", port, s["bulk_bytes"], s["bulk_max"],
+                            timeout=s["bulk_max"] + 60)
+
+    def conn(self, port: int, pid: Optional[int], seconds: Optional[float] = None,
+             ) -> dict[str, float]:
+        s = self.sizes
+        seconds = seconds or s["conn_seconds"]
+        before = cpu_ns(pid) if pid else 0
+        result = self.loadgen("conn", port, s["concurrency"], seconds, timeout=seconds + 30)
+        if pid and result["done"]:
+            result["cpu_us_per_conn"] = (cpu_ns(pid) - before) / 1e3 / result["done"]
+        return result
+
+    def latency(self, port: int) -> dict[str, float]:
+        s = self.sizes
+        return self.loadgen("latency", port, s["lat_rounds"], s["lat_max"],
+                            timeout=s["lat_max"] + 30)
+
+    def idle(self, port: int, pid: int) -> dict[str, float]:
+        """Proxy memory for ``idle_count`` idle proxied connections (fresh proxy)."""
+        s = self.sizes
+        loadgen = str(self.workdir / "loadgen")
+        # Warm up: 50 connections opened and closed, so lazily built state
+        # (imports, pools) is counted in "before", not per connection.
+        warm = Proc("idle-warmup", pinned(self.client_cpu, [loadgen, "idle", str(port), "50", "10"]),
+                    stdin=True)
+        try:
+            warm.wait_for(r"^OPEN", 20)
+            warm.send("\n")
+            warm.wait_for(r"^CLOSED", 10)
+        finally:
+            warm.stop()
+        time.sleep(0.5)
+        before = memory_kb(pid)
+        gen = Proc("idle", pinned(self.client_cpu, [loadgen, "idle", str(port),
+                                                    str(s["idle_count"]), str(s["idle_max"])]),
+                   stdin=True)
+        try:
+            opened = parse_kv(gen.wait_for(r"^OPEN", s["idle_max"] + 20).string)
+            time.sleep(0.5)
+            after = memory_kb(pid)
+            gen.send("\n")
+            gen.wait_for(r"^CLOSED", 30)
+        finally:
+            gen.stop()
+        count = opened["open"]
+        if count < s["idle_count"]:
+            raise BenchError(f"only {count:.0f} of {s['idle_count']} idle connections opened "
+                             f"({opened.get('errors', 0):.0f} errors)")
+        return {
+            "open": count,
+            "open_seconds": opened["seconds"],
+            "pss_before_kb": before["pss"],
+            "pss_after_kb": after["pss"],
+            "pss_kb_per_conn": (after["pss"] - before["pss"]) / count,
+            "rss_kb_per_conn": (after["rss"] - before["rss"]) / count,
+        }
+
+    # -- one proxy, one round ------------------------------------------------
+
+    def proxy(self, name: str) -> Proxy:
+        return {"direct": Direct, "haproxy": HAProxy, "tsgate": Tsgate,
+                "portforward": PortForward}[name](self)
+
+    def measure(self, name: str, log: Callable[[str], None]) -> dict[str, float]:
+        """bulk, conn/s, latency on one proxy process; idle memory on a fresh one."""
+        result: dict[str, float] = {}
+        proxy = self.proxy(name)
+        try:
+            port = proxy.start()
+            time.sleep(0.2)
+            r = self.bulk(port)
+            result["bulk_gbps"] = r["gbps"]
+            result["bulk_gib"] = r["bytes"] / (1 << 30)
+            r = self.conn(port, proxy.pid)
+            result["conn_s"] = r["rate"]
+            result["conn_errors"] = r["errors"]
+            if "cpu_us_per_conn" in r:
+                result["cpu_us_per_conn"] = r["cpu_us_per_conn"]
+            r = self.latency(port)
+            result["p50_us"], result["p99_us"] = r["p50_us"], r["p99_us"]
+        finally:
+            proxy.stop()
+        if name != "direct":
+            proxy = self.proxy(name)
+            try:
+                port = proxy.start()
+                assert proxy.pid is not None
+                r = self.idle(port, proxy.pid)
+                result["kb_per_conn"] = r["pss_kb_per_conn"]
+                result["rss_kb_per_conn"] = r["rss_kb_per_conn"]
+                result["idle_open_s"] = r["open_seconds"]
+            finally:
+                proxy.stop()
+        log("  " + name + ": " + ", ".join(f"{k}={v:.4g}" for k, v in result.items()))
+        return result
+
+
+# ------------------------------------------------------------------ report
+
+COLUMNS = [  # key, header, format, higher is better
+    ("bulk_gbps", "bulk 1 conn Gbit/s", "{:.2f}"),
+    ("conn_s", "conn/s", "{:,.0f}"),
+    ("added_p50_us", "added p50 µs", "{:.0f}"),
+    ("kb_per_conn", "KB/conn (PSS)", "{:.1f}"),
+    ("cpu_us_per_conn", "CPU µs/conn", "{:.0f}"),
+]
+DETAIL = [
+    ("p50_us", "p50 µs", "{:.1f}"),
+    ("p99_us", "p99 µs", "{:.1f}"),
+    ("rss_kb_per_conn", "KB/conn (RSS)", "{:.1f}"),
+    ("conn_errors", "conn errors", "{:.0f}"),
+    ("idle_open_s", "open 5k idle s", "{:.2f}"),
+]
+
+
+def per_round(rounds: list[dict[str, dict[str, float]]]) -> None:
+    """Derived per-round figures: added latency over direct in the same round."""
+    for values in rounds:
+        direct = values.get("direct", {}).get("p50_us")
+        for name, v in values.items():
+            if name != "direct" and direct is not None and "p50_us" in v:
+                v["added_p50_us"] = v["p50_us"] - direct
+
+
+def median_of(rounds: list[dict[str, dict[str, float]]], name: str, key: str,
+              over: Optional[str] = None) -> Optional[float]:
+    """Median over rounds of a value, or of its per-round ratio to proxy ``over``."""
+    seen = []
+    for values in rounds:
+        v = values.get(name, {}).get(key)
+        if v is None:
+            continue
+        if over is not None:
+            base = values.get(over, {}).get(key)
+            if not base or base <= 0:
+                continue
+            v = v / base
+        seen.append(v)
+    return statistics.median(seen) if seen else None
+
+
+def render(rounds: list[dict[str, dict[str, float]]], names: list[str],
+           failures: dict[str, str], haproxy_version: str) -> str:
+    per_round(rounds)
+    out = []
+    head = ["proxy"] + [c[1] for c in COLUMNS]
+    out.append("| " + " | ".join(head) + " |")
+    out.append("|" + "---|" * len(head))
+    for name in names:
+        label = LABELS[name].format(version=haproxy_version)
+        if name in failures:
+            out.append(f"| {label} | failed: {failures[name]} |")
+            continue
+        cells = [label]
+        for key, _, fmt in COLUMNS:
+            value = median_of(rounds, name, key)
+            if value is None:
+                cells.append("—")
+                continue
+            cell = fmt.format(value)
+            ratio = median_of(rounds, name, key, over="haproxy")
+            if name != "haproxy" and ratio is not None and key in ("bulk_gbps", "conn_s"):
+                cell += f" ({ratio:.2f}×)"
+            cells.append(cell)
+        out.append("| " + " | ".join(cells) + " |")
+    out.append("")
+    head = ["proxy"] + [c[1] for c in DETAIL]
+    out.append("| " + " | ".join(head) + " |")
+    out.append("|" + "---|" * len(head))
+    for name in names:
+        if name in failures:
+            continue
+        cells = [name]
+        for key, _, fmt in DETAIL:
+            value = median_of(rounds, name, key)
+            cells.append("—" if value is None else fmt.format(value))
+        out.append("| " + " | ".join(cells) + " |")
+    return "\n".join(out)
+
+
+def goals(rounds: list[dict[str, dict[str, float]]]) -> str:
+    """The project's goals (PERF-ANCHORS.md), as ratios measured in this run."""
+    checks = [
+        ("bulk ≥ 1.2× HAProxy", median_of(rounds, "tsgate", "bulk_gbps", over="haproxy"),
+         lambda r: r >= 1.2),
+        ("conn/s ≥ 0.6× HAProxy", median_of(rounds, "tsgate", "conn_s", over="haproxy"),
+         lambda r: r >= 0.6),
+        ("conn/s ≥ 1.5× portforward", median_of(rounds, "tsgate", "conn_s", over="portforward"),
+         lambda r: r >= 1.5),
+        ("added p50 ≤ 1.5× HAProxy's", median_of(rounds, "tsgate", "added_p50_us",
+                                                  over="haproxy"), lambda r: r <= 1.5),
+        ("KB/conn ≤ HAProxy's", median_of(rounds, "tsgate", "kb_per_conn", over="haproxy"),
+         lambda r: r <= 1.0),
+    ]
+    lines = ["| goal (tsgate, median of per-round ratios) | measured | met |", "|---|---|---|"]
+    for text, ratio, ok in checks:
+        if ratio is None:
+            lines.append(f"| {text} | — | — |")
+        else:
+            lines.append(f"| {text} | {ratio:.2f}× | {'yes' if ok(ratio) else 'NO'} |")
+    return "\n".join(lines)
+
+
+def raw_rounds(rounds: list[dict[str, dict[str, float]]]) -> str:
+    lines = []
+    for i, values in enumerate(rounds, 1):
+        for name, v in values.items():
+            lines.append(f"round {i} {name}: " + ", ".join(f"{k}={x:.4g}" for k, x in v.items()))
+    return "\n".join(lines)
+
+
+def command_output(argv: list[str]) -> str:
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=20, cwd=REPO)
+        return (done.stdout or done.stderr).strip()
+    except (OSError, subprocess.TimeoutExpired):
+        return "?"
+
+
+def environment(sizes: dict[str, Any], pinned_: bool) -> str:
+    import twisted
+
+    cpu = "?"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    dirty = command_output(["git", "status", "--porcelain", "--", "tsgate"])
+    return "\n".join([
+        f"date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M:%S} UTC",
+        f"machine: {platform.node()} {platform.release()}, {os.cpu_count()} CPUs ({cpu})",
+        f"python {platform.python_version()}, twisted {twisted.__version__}, "
+        f"{command_output(['haproxy', '-v']).splitlines()[0] if shutil.which('haproxy') else 'no haproxy'}",
+        f"tsgate: {command_output(['git', 'rev-parse', '--short', 'HEAD'])}"
+        f"{' + uncommitted changes in tsgate/' if dirty and dirty != '?' else ''}",
+        f"pinning: {'proxy on CPU 0, loadgen + backend on CPU 1 (taskset)' if pinned_ else 'none'}",
+        "sizes: " + ", ".join(f"{k}={v}" for k, v in sizes.items()),
+    ])
+
+
+# ----------------------------------------------------------------- profile
+
+
+def summarize_collapsed(path: Path, cpu_us_per_conn: Optional[float], top: int = 30) -> str:
+    """Self and inclusive time per function from py-spy's collapsed stacks."""
+    self_counts: collections.Counter[str] = collections.Counter()
+    incl_counts: collections.Counter[str] = collections.Counter()
+    file_counts: collections.Counter[str] = collections.Counter()
+    total = 0
+    for line in path.read_text().splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        count = int(count_text)
+        total += count
+        frames = [re.sub(r":\d+\)$", ")", f) for f in stack.split(";")]
+        frames = [f for f in frames if "(" in f]  # drop process/thread name entries
+        if not frames:
+            continue
+        self_counts[frames[-1]] += count
+        file_counts[_short_file(frames[-1])] += count
+        for frame in set(frames):
+            incl_counts[frame] += count
+    if not total:
+        return "no samples"
+
+    def table(counter: collections.Counter[str], title: str) -> list[str]:
+        lines = [title, f"{'% busy':>7} {'µs/conn':>8}  function (file)"]
+        for frame, count in counter.most_common(top):
+            share = count / total
+            per_conn = f"{share * cpu_us_per_conn:8.1f}" if cpu_us_per_conn else f"{'':8}"
+            lines.append(f"{share * 100:6.1f}% {per_conn}  {_shorten(frame)}")
+        return lines
+
+    out = [f"{total} samples while tsgate was on CPU"
+           + (f"; {cpu_us_per_conn:.0f} CPU µs per connection" if cpu_us_per_conn else "")]
+    out += [""] + table(self_counts, "Self time (where the CPU is):")
+    out += [""] + table(incl_counts, "Inclusive time (what it is spent for):")
+    out += [""] + table(file_counts, "Self time by file:")
+    return "\n".join(out)
+
+
+def _short_file(frame: str) -> str:
+    found = re.search(r"\(([^()]*)\)$", frame)
+    return _shorten(found.group(1)) if found else frame
+
+
+def _shorten(text: str) -> str:
+    for marker in ("site-packages/", "/lib/python3", str(REPO) + "/"):
+        if marker in text:
+            head, _, rest = text.partition(marker)
+            prefix = head[: head.rfind("(") + 1] if "(" in head else ""
+            text = prefix + (rest.split("/", 1)[1] if marker == "/lib/python3" else rest)
+    return text
+
+
+def profile(bench: Bench, stamp: str, log: Callable[[str], None]) -> list[Path]:
+    """tsgate under a profiler for the conn/s workload; returns the files written."""
+    seconds = bench.sizes["profile_seconds"]
+    tool = bench.args.profiler
+    if tool == "auto":
+        tool = "py-spy" if shutil.which("py-spy") else "cprofile"
+    RESULTS.mkdir(exist_ok=True)
+    written = []
+    if tool == "py-spy":
+        proxy = Tsgate(bench)
+        try:
+            port = proxy.start()
+            assert proxy.pid is not None
+            bench.conn(port, proxy.pid, seconds=1.0)  # warm up
+            out = RESULTS / f"profile-{stamp}.collapsed"
+            spy = Proc("py-spy", pinned(bench.client_cpu, [
+                "py-spy", "record", "--pid", str(proxy.pid), "--rate", "250", "--nonblocking",
+                "--format", "raw", "--output", str(out), "--duration", str(int(seconds) + 1),
+            ]))
+            try:
+                time.sleep(0.5)
+                r = bench.conn(port, proxy.pid, seconds=seconds)
+                spy.wait_for(r"Wrote raw flamegraph data|Wrote", seconds + 30)
+            finally:
+                spy.stop()
+            log(f"profiled conn/s: {r['rate']:.0f} conn/s under py-spy, "
+                f"{r.get('cpu_us_per_conn', 0):.0f} CPU µs/conn")
+            summary = RESULTS / f"profile-{stamp}-summary.txt"
+            summary.write_text(
+                f"tsgate conn/s workload under py-spy (--rate 250 --nonblocking), {seconds:.0f} s, "
+                f"{r['rate']:.0f} conn/s, {r['done']:.0f} connections\n"
+                f"µs/conn = share of busy samples × measured CPU µs per connection\n"
+                f"collapsed stacks: {out.name} (flamegraph.pl or speedscope.app read it)\n\n"
+                + summarize_collapsed(out, r.get("cpu_us_per_conn"))
+                + "\n"
+            )
+            written += [out, summary]
+        finally:
+            proxy.stop()
+    else:
+        prof = bench.workdir / "tsgate.prof"
+        proxy = Tsgate(bench, wrap=["-m", "cProfile", "-o", str(prof)])
+        try:
+            port = proxy.start()
+            assert proxy.pid is not None
+            r = bench.conn(port, proxy.pid, seconds=seconds)
+        finally:
+            proxy.stop()
+        import io
+        import pstats
+
+        text = io.StringIO()
+        stats = pstats.Stats(str(prof), stream=text)
+        stats.sort_stats("tottime").print_stats(40)
+        stats.sort_stats("cumulative").print_stats(40)
+        summary = RESULTS / f"profile-{stamp}-cprofile.txt"
+        summary.write_text(
+            f"tsgate conn/s workload under cProfile, {seconds:.0f} s, {r['done']:.0f} "
+            f"connections ({r['rate']:.0f} conn/s; cProfile slows every call)\n\n"
+            + text.getvalue()
+        )
+        shutil.copy(prof, RESULTS / f"profile-{stamp}.prof")
+        written += [summary, RESULTS / f"profile-{stamp}.prof"]
+    return written
+
+
+# -------------------------------------------------------------------- main
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="2 rounds, shorter workloads (~1 min)")
+    parser.add_argument("--rounds", type=int, help="rounds (default 3; --quick 2)")
+    parser.add_argument("--proxies", default=",".join(PROXIES),
+                        help="comma-separated subset of " + ",".join(PROXIES))
+    parser.add_argument("--profile", action="store_true",
+                        help="only profile tsgate on the conn/s workload")
+    parser.add_argument("--profiler", choices=("auto", "py-spy", "cprofile"), default="auto")
+    parser.add_argument("--no-pin", action="store_true", help="do not pin with taskset")
+    parser.add_argument("--no-save", action="store_true", help="do not write bench/results/")
+    args = parser.parse_args(argv)
+
+    names = [n.strip() for n in args.proxies.split(",") if n.strip()]
+    unknown = set(names) - set(PROXIES)
+    if unknown:
+        parser.error(f"unknown proxies: {', '.join(sorted(unknown))}")
+    if "haproxy" in names and not shutil.which("haproxy"):
+        print("haproxy not installed (apt-get install -y haproxy): skipping it", file=sys.stderr)
+        names.remove("haproxy")
+    if not args.no_pin and (os.cpu_count() or 1) < 2:
+        args.no_pin = True
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H%MZ")
+
+    def log(text: str) -> None:
+        print(text, flush=True)
+
+    bench = Bench(args)
+    started = time.monotonic()
+    try:
+        bench.build()
+        bench.start_backend()
+        if args.profile:
+            for path in profile(bench, stamp, log):
+                log(f"wrote {path}")
+            return 0
+        haproxy_version = "2.6"
+        if shutil.which("haproxy"):
+            found = re.search(r"version (\d+\.\d+)", command_output(["haproxy", "-v"]))
+            haproxy_version = found.group(1) if found else "?"
+        load_before = Path("/proc/loadavg").read_text().split()[:3]
+        rounds: list[dict[str, dict[str, float]]] = []
+        failures: dict[str, str] = {}
+        for i in range(bench.sizes["rounds"]):
+            log(f"round {i + 1}/{bench.sizes['rounds']}")
+            values: dict[str, dict[str, float]] = {}
+            # Rotate the order each round so slow drifts of the machine's load
+            # do not always fall on the same proxy.
+            order = names[i % len(names):] + names[: i % len(names)]
+            for name in order:
+                if name in failures:
+                    continue
+                try:
+                    values[name] = bench.measure(name, log)
+                except (BenchError, subprocess.SubprocessError, OSError, KeyError) as exc:
+                    failures[name] = str(exc).splitlines()[0][:200]
+                    log(f"  {name}: FAILED: {exc}")
+            rounds.append(values)
+        load_after = Path("/proc/loadavg").read_text().split()[:3]
+        report = "\n\n".join([
+            "# tsgate relay benchmark" + (" (--quick)" if args.quick else ""),
+            environment(bench.sizes, not args.no_pin)
+            + f"\nload average before: {' '.join(load_before)}; after: {' '.join(load_after)}"
+            + f"\nrun time: {time.monotonic() - started:.0f} s",
+            f"Medians of {len(rounds)} round(s); (×) = ratio to HAProxy in the same round "
+            "(median of per-round ratios); added p50 = p50 through the proxy minus direct p50.",
+            render(rounds, names, failures, haproxy_version),
+            goals(rounds) if "tsgate" in names else "",
+            "Per round:\n" + raw_rounds(rounds),
+        ])
+        print("\n" + report)
+        if not args.no_save:
+            RESULTS.mkdir(exist_ok=True)
+            path = RESULTS / f"relay-{stamp}{'-quick' if args.quick else ''}.txt"
+            path.write_text(report + "\n")
+            log(f"\nwrote {path}")
+        return 1 if failures else 0
+    finally:
+        bench.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
