@@ -231,19 +231,25 @@ def install_twistd_logger(options: Any, fmt: str, level: str) -> bool:
     parse_level(level)  # fail at option parsing, not at startup
     if fmt not in ("text", "json"):
         raise ValueError(f"log format must be text or json, not {fmt!r}")
-    logfile = parent.get("logfile")
-    opened: list[Any] = []
-
-    def factory() -> ILogObserver:
-        stream: Any = sys.stdout
-        if logfile and logfile != "-":
-            from twisted.python.logfile import LogFile
-
-            stream = LogFile.fromFullPath(logfile)
-            opened.append(stream)
-        return make_log_observer(fmt, level, stream)
-
-    factory.opened = opened  # type: ignore[attr-defined]  # files it opened, to close
-    parent["logger"] = factory
+    # twistd imports its ``logger`` option by dotted name after the plugin's
+    # options are parsed, so the factory is a module-level function reading
+    # the settings stashed here.
+    _twistd_settings.update(fmt=fmt, level=level, logfile=parent.get("logfile"))
+    parent["logger"] = f"{__name__}.twistd_log_observer"
     return True
+
+
+_twistd_settings: dict[str, Any] = {}
+
+
+def twistd_log_observer() -> ILogObserver:
+    """The zero-argument observer factory twistd's ``logger`` option names."""
+    settings = _twistd_settings
+    stream: Any = sys.stdout
+    logfile = settings.get("logfile")
+    if logfile and logfile != "-":
+        from twisted.python.logfile import LogFile
+
+        stream = LogFile.fromFullPath(logfile)
+    return make_log_observer(settings.get("fmt", "text"), settings.get("level", "info"), stream)
 

@@ -120,6 +120,12 @@ class Options(usage.Options):
         self["watch-interval"] = _seconds("watch-interval", self["watch-interval"])
         if self["access-log-format"] not in ("text", "json"):
             raise usage.UsageError("--access-log-format is text or json")
+        from tsgate.logging import install_twistd_logger
+
+        try:
+            install_twistd_logger(self, self["log-format"], self["log-level"])
+        except ValueError as exc:
+            raise usage.UsageError(f"--log-format/--log-level: {exc}") from None
 
 
 def default_inspectors() -> list[Any]:
