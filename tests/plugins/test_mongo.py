@@ -240,8 +240,9 @@ SESSION = [
 
 
 def messages(data: bytes) -> Iterator[wire.MongoMessage]:
-    for _length, prefix in wire.MessageFramer().feed(data):
-        yield wire.decode_message(prefix)
+    for header, prefix in wire.MessageFramer().feed(data):
+        assert header == wire.parse_header(prefix)
+        yield wire.decode_message(prefix, header)
 
 
 @pytest.mark.parametrize("name", ["pymongo_session", "pymongo3_session"])

@@ -121,7 +121,11 @@ BsonValue = Union[str, int, float, bool, None, Span, _Other]
 
 
 def read_document(
-    buf: bytes, pos: int, limit: int, max_keys: int = 64
+    buf: bytes,
+    pos: int,
+    limit: int,
+    max_keys: int = 64,
+    wanted: Optional[frozenset[bytes]] = None,
 ) -> tuple[dict[str, BsonValue], bool]:
     """
     The top-level elements of the BSON document at ``buf[pos:]``, reading no
@@ -130,8 +134,10 @@ def read_document(
     Returns ``(elements, truncated)``: ``truncated`` is true when the
     document runs past ``limit``; the elements that fit are still returned.
     Embedded documents and arrays come back as :class:`Span`; types we do not
-    need as :data:`OTHER`. At most ``max_keys`` elements are decoded (the
-    rest of the document is skipped by its length). Raises
+    need as :data:`OTHER`. At most ``max_keys`` elements are walked (the
+    rest of the document is skipped by its length). With ``wanted``, only
+    the first element and those named in it are returned (decoding values
+    nobody reads is most of the cost on the data path). Raises
     :class:`MongoDecodeError` for anything malformed inside what is there.
     """
     if pos + 4 > limit:
@@ -144,9 +150,11 @@ def read_document(
     stop = end - 1 if not truncated else limit  # exclusive bound for elements
     out: dict[str, BsonValue] = {}
     i = pos + 4
+    walked = 0
     while i < stop:
-        if len(out) >= max_keys:
+        if walked >= max_keys:
             return out, truncated
+        walked += 1
         etype = buf[i]
         name_end = buf.find(b"\0", i + 1, stop)
         if name_end < 0:
@@ -193,8 +201,9 @@ def read_document(
             if truncated:
                 return out, True
             raise MongoDecodeError("BSON element overruns document")
-        name = buf[i + 1 : name_end].decode("utf-8", "replace")
-        out[name] = _value(buf, etype, j, value_end)
+        raw = buf[i + 1 : name_end]
+        if wanted is None or walked == 1 or raw in wanted:
+            out[raw.decode("utf-8", "replace")] = _value(buf, etype, j, value_end)
         i = value_end
     if not truncated and (i != end - 1 or buf[end - 1] != 0):
         raise MongoDecodeError("BSON document not terminated")
@@ -286,15 +295,17 @@ def parse_header(buf: bytes, pos: int = 0) -> Header:
     return Header(length, request_id, response_to, op_code)
 
 
-def decode_message(buf: bytes) -> MongoMessage:
+def decode_message(buf: bytes, header: Optional[Header] = None) -> MongoMessage:
     """
     Decode one message from its kept prefix ``buf`` (header included;
     ``len(buf)`` may be less than the header's length when the framer kept
-    only a prefix: whatever lies beyond is reported as unknown).
+    only a prefix: whatever lies beyond is reported as unknown). ``header``
+    saves decoding it again when the framer already has.
     """
     if len(buf) < HEADER_BYTES:
         raise MongoDecodeError("short header")
-    header = parse_header(buf)
+    if header is None:
+        header = parse_header(buf)
     limit = min(len(buf), header.length)
     prefix_only = limit < header.length
     op = header.op_code
@@ -334,6 +345,11 @@ def _namespace(buf: bytes, pos: int, limit: int) -> tuple[Optional[str], Optiona
     return database, collection or None
 
 
+#: The body values anyone reads (the first key, the command, is always kept).
+_OP_MSG_KEYS = frozenset({b"$db", b"ok", b"collection", b"client"})
+_REPLY_KEYS = frozenset({b"ok"})
+
+
 def _decode_op_msg(buf: bytes, header: Header, limit: int, prefix_only: bool) -> MongoMessage:
     if limit < HEADER_BYTES + 4:
         raise MongoDecodeError("short OP_MSG")
@@ -359,7 +375,7 @@ def _decode_op_msg(buf: bytes, header: Header, limit: int, prefix_only: bool) ->
                 (n,) = _I32.unpack_from(buf, pos)
                 if n < 5 or pos + n > sections_end:
                     raise MongoDecodeError(f"OP_MSG body length {n}")
-            body, cut = read_document(buf, pos, end)
+            body, cut = read_document(buf, pos, end, wanted=_OP_MSG_KEYS)
             if cut:
                 truncated = True
                 break
@@ -460,7 +476,7 @@ def _decode_op_reply(buf: bytes, header: Header, limit: int) -> MongoMessage:
     first: dict[str, BsonValue] = {}
     truncated = False
     if returned:
-        first, truncated = read_document(buf, HEADER_BYTES + 20, limit)
+        first, truncated = read_document(buf, HEADER_BYTES + 20, limit, wanted=_REPLY_KEYS)
     ok: Optional[bool] = _ok(first)
     if flags & 0x2:  # QueryFailure
         ok = False
@@ -477,19 +493,19 @@ class MessageFramer:
     Splits one direction of a connection into messages, keeping at most the
     first ``keep`` bytes of each (header included) and counting past the
     rest, so memory stays below ``keep`` whatever lengths the peer declares.
-    ``feed`` returns ``(declared_length, prefix)`` for each message whose
-    prefix is complete; a bad header raises :class:`MongoDecodeError`.
+    ``feed`` returns ``(header, prefix)`` for each message whose prefix is
+    complete; a bad header raises :class:`MongoDecodeError`.
     """
 
     def __init__(self, keep: int = PREFIX_BYTES) -> None:
         self._keep_max = keep
         self._buf = bytearray()
-        self._length = 0
+        self._header: Optional[Header] = None
         self._keep = 0
         self._skip = 0
 
-    def feed(self, data: bytes) -> list[tuple[int, bytes]]:
-        out: list[tuple[int, bytes]] = []
+    def feed(self, data: bytes) -> list[tuple[Header, bytes]]:
+        out: list[tuple[Header, bytes]] = []
         pos, n = 0, len(data)
         buf = self._buf
         while pos < n:
@@ -500,12 +516,12 @@ class MessageFramer:
                 continue
             if not buf and n - pos >= HEADER_BYTES:
                 # Fast path: the whole kept prefix is in this chunk.
-                length = parse_header(data, pos).length
-                keep = min(length, self._keep_max)
+                header = parse_header(data, pos)
+                keep = min(header.length, self._keep_max)
                 if n - pos >= keep:
-                    out.append((length, data[pos : pos + keep]))
+                    out.append((header, data[pos : pos + keep]))
                     pos += keep
-                    self._skip = length - keep
+                    self._skip = header.length - keep
                     continue
             if len(buf) < HEADER_BYTES:
                 k = min(HEADER_BYTES - len(buf), n - pos)
@@ -513,15 +529,15 @@ class MessageFramer:
                 pos += k
                 if len(buf) < HEADER_BYTES:
                     break
-                self._length = parse_header(bytes(buf)).length
-                self._keep = min(self._length, self._keep_max)
+                self._header = parse_header(bytes(buf))
+                self._keep = min(self._header.length, self._keep_max)
             k = min(self._keep - len(buf), n - pos)
             buf += data[pos : pos + k]
             pos += k
-            if len(buf) == self._keep:
-                out.append((self._length, bytes(buf)))
+            if len(buf) == self._keep and self._header is not None:
+                out.append((self._header, bytes(buf)))
                 buf.clear()
-                self._skip = self._length - self._keep
+                self._skip = self._header.length - self._keep
         return out
 
     @property

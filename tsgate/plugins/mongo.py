@@ -106,8 +106,8 @@ class MongoObserver:
         try:
             frames = self._client.feed(data)
             now = self._clock() if self._clock is not None and frames else None
-            for _length, prefix in frames:
-                self._request(wire.decode_message(prefix), prefix, now)
+            for header, prefix in frames:
+                self._request(wire.decode_message(prefix, header), prefix, now)
         except wire.MongoDecodeError:
             self._fail()
 
@@ -117,8 +117,8 @@ class MongoObserver:
         try:
             frames = self._server.feed(data)
             now = self._clock() if self._clock is not None and frames else None
-            for _length, prefix in frames:
-                self._reply(wire.decode_message(prefix), now)
+            for header, prefix in frames:
+                self._reply(wire.decode_message(prefix, header), now)
         except wire.MongoDecodeError:
             self._fail()
 
