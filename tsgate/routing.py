@@ -16,6 +16,7 @@ matching ClientHello); a *cluster* is ``outbound|port|subset|fqdn``.
 
 from __future__ import annotations
 
+import weakref
 from typing import Optional
 
 import attrs
@@ -184,28 +185,21 @@ class Listener:
         Precedence as in Envoy: exact > longest wildcard suffix > catch-all
         SNI chain > the listener's TCP route > no route (``NR``).
         """
-        catch_all: Optional[SniChain] = None
-        best: Optional[SniChain] = None
-        best_score = -1
         if sni is not None:
             sni = sni.lower().rstrip(".")
-        for chain in self.tls_chains:
-            if not chain.server_names:
-                if catch_all is None:
-                    catch_all = chain
-                continue
-            if sni is None:
-                continue
-            for pattern in chain.server_names:
-                score = sni_specificity(pattern, sni)
-                if score is not None and score > best_score:
-                    best, best_score = chain, score
-        if best is not None:
-            pattern = next(
-                p for p in best.server_names
-                if sni_specificity(p, sni or "") == best_score
-            )
-            return Decision(best.route, f"sni:{pattern}", f"SNI {sni} matched {pattern}")
+        index = _sni_index(self)
+        catch_all = index.catch_all
+        if sni is not None:
+            hit = index.exact.get(sni)
+            if hit is None and index.wildcard:
+                # Longest wildcard suffix first: "*.b.example.com" before "*.example.com".
+                for i in range(1, len(sni)):
+                    hit = index.wildcard.get(sni[i:])
+                    if hit is not None:
+                        break
+            if hit is not None:
+                chain, pattern = hit
+                return Decision(chain.route, f"sni:{pattern}", f"SNI {sni} matched {pattern}")
         if catch_all is not None:
             return Decision(catch_all.route, "sni:*", f"SNI {sni or '(none)'} matched catch-all")
         if self.tcp_route is not None:
@@ -213,6 +207,51 @@ class Listener:
                 self.tcp_route, "tcp", f"SNI {sni or '(none)'} matched no TLS chain; TCP route"
             )
         return Decision(None, "none", f"SNI {sni or '(none)'} matched no chain")
+
+
+class _SniIndex:
+    """
+    A listener's chains as lookups, built once per listener (not per
+    connection): exact names and wildcard suffixes (``.example.com``) map to
+    the first chain listing them, with the pattern as written.
+    """
+
+    __slots__ = ("exact", "wildcard", "catch_all", "__weakref__")
+
+    def __init__(self, chains: tuple[SniChain, ...]) -> None:
+        self.exact: dict[str, tuple[SniChain, str]] = {}
+        self.wildcard: dict[str, tuple[SniChain, str]] = {}
+        self.catch_all: Optional[SniChain] = None
+        for chain in chains:
+            if not chain.server_names:
+                if self.catch_all is None:
+                    self.catch_all = chain
+                continue
+            for pattern in chain.server_names:
+                lowered = pattern.lower()
+                if lowered.startswith("*"):
+                    self.wildcard.setdefault(lowered[1:], (chain, pattern))
+                else:
+                    self.exact.setdefault(lowered, (chain, pattern))
+
+
+#: id(listener) -> (weak reference to it, its index); entries leave with the listener.
+_INDEXES: dict[int, tuple[weakref.ref[Listener], _SniIndex]] = {}
+
+
+def _sni_index(listener: Listener) -> _SniIndex:
+    """The listener's index, built on first use and kept while the listener lives."""
+    key = id(listener)
+    entry = _INDEXES.get(key)
+    if entry is not None and entry[0]() is listener:
+        return entry[1]
+    index = _SniIndex(listener.tls_chains)
+
+    def forget(_ref: object) -> None:
+        _INDEXES.pop(key, None)
+
+    _INDEXES[key] = (weakref.ref(listener, forget), index)
+    return index
 
 
 @attrs.frozen

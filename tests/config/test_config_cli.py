@@ -85,8 +85,9 @@ def test_validate_gateway_labels_and_namespace_options():
 
 
 def test_routes_prints_chains_routes_and_endpoints():
-    p = tsgate("routes", SNI / "passthrough-sni-gateway-both.yaml", SNI / "passthrough-sni-vs-1.yaml",
-               SNI / "passthrough-sni-vs-2.yaml", EXAMPLES / "gateway-tcp.yaml",
+    p = tsgate("routes", SNI / "passthrough-sni-gateway-both.yaml",
+               SNI / "passthrough-sni-vs-1.yaml", SNI / "passthrough-sni-vs-2.yaml",
+               EXAMPLES / "gateway-tcp.yaml",
                EXAMPLES / "echo-vs.yaml", LOCAL)
     assert p.returncode == 0, p.stderr
     out = p.stdout
