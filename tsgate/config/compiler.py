@@ -68,6 +68,9 @@ DEFAULT_BIND = "0.0.0.0"
 ANNOTATION_PREFIX = "tsgate.io/"
 #: weight of a lone destination (Istio ignores its weight: it gets everything)
 FULL_WEIGHT = 100
+#: what the data path does when no DestinationRule sets loadBalancer.simple
+#: (Istio's default is LEAST_REQUEST; see tsgate.routing.Cluster.lb_policy)
+DEFAULT_LB_POLICY: str = str(attrs.fields(Cluster).lb_policy.default)
 
 
 def visible(export_to: tuple[str, ...], owner_ns: str, viewer_ns: str) -> bool:
@@ -124,6 +127,13 @@ class _Slot:
     tcp: Optional[_ServerRef] = None
     tls: list[_ServerRef] = attrs.field(factory=list)
     order: list[_ServerRef] = attrs.field(factory=list)
+
+
+@attrs.frozen
+class _ClusterSettings:
+    connect_timeout: float
+    max_connections: Optional[int]
+    lb_policy: str
 
 
 class Compiler:
@@ -593,21 +603,26 @@ class Compiler:
         name = f"outbound|{port}|{dest.subset}|{fqdn}"
         tcp = policy.tcp if policy is not None else None
         lb = policy.lb_simple if policy is not None else None
-        common = dict(
-            name=name, host=fqdn, port=port, subset=dest.subset,
+        settings = _ClusterSettings(
             connect_timeout=(tcp.connect_timeout if tcp is not None and tcp.connect_timeout
                              is not None else DEFAULT_CONNECT_TIMEOUT),
             max_connections=tcp.max_connections if tcp is not None else None,
+            lb_policy=_lb_policy(lb),
         )
-        if lb and lb != "UNSPECIFIED":
-            common["lb_policy"] = "LEAST_REQUEST" if lb == "LEAST_CONN" else lb
+
+        def make(resolution: str, endpoints: tuple[Endpoint, ...]) -> Cluster:
+            return Cluster(name=name, host=fqdn, port=port, subset=dest.subset,
+                           resolution=resolution, endpoints=endpoints,
+                           connect_timeout=settings.connect_timeout,
+                           lb_policy=settings.lb_policy,
+                           max_connections=settings.max_connections)
+
         if found is None:
             self.report(INFO, vs.meta, f"{path}.host",
                         f"no ServiceEntry names host {fqdn}: connecting to {dest.host!r} "
                         f"port {port} resolved by DNS as written",
                         once=("hostname", vs.meta.key, dest.host, port))
-            return Cluster(resolution="HOSTNAME", endpoints=(Endpoint(dest.host, port),),
-                           **common)  # type: ignore[arg-type]
+            return make("HOSTNAME", (Endpoint(dest.host, port),))
         se, se_host = found
         assert se_port is not None
         if se.resolution in ("NONE", "DYNAMIC_DNS"):
@@ -643,8 +658,7 @@ class Compiler:
                         f"cluster {name} has no endpoints"
                         + (f" with the labels of subset {dest.subset!r}" if subset else "")
                         + ": connections to it fail (UH)", once=("noep", name))
-        return Cluster(resolution=resolution, endpoints=tuple(endpoints),
-                       **common)  # type: ignore[arg-type]
+        return make(resolution, tuple(endpoints))
 
     def _workloads(self, se: ServiceEntry) -> list[WorkloadSpec]:
         if se.endpoints or se.workload_selector is None:
@@ -653,6 +667,13 @@ class Compiler:
         return [we.spec for we in self.workload_entries
                 if we.meta.namespace == se.meta.namespace
                 and all(dict(we.spec.labels).get(k) == v for k, v in selector.items())]
+
+
+def _lb_policy(simple: Optional[str]) -> str:
+    """loadBalancer.simple as the cluster's policy; LEAST_CONN is Istio's old alias."""
+    if not simple or simple == "UNSPECIFIED":
+        return DEFAULT_LB_POLICY
+    return "LEAST_REQUEST" if simple == "LEAST_CONN" else simple
 
 
 def _for_port(policy: Optional[TrafficPolicy], port: int) -> Optional[TrafficPolicy]:
