@@ -309,7 +309,9 @@ def connections_view(gateway: GatewayState, now: float) -> dict[str, Any]:
             {"listener": c.listener, "route": c.route, "cluster": c.cluster,
              "upstream": c.upstream, "downstream": c.downstream, "sni": c.sni,
              "started": c.started, "duration": max(0.0, now - c.started),
-             "bytes_received": c.bytes_received, "bytes_sent": c.bytes_sent}
+             "bytes_received": c.bytes_received, "bytes_sent": c.bytes_sent,
+             # optional: the real gateway says "inspecting", "connecting", "relaying"...
+             "state": getattr(c, "state", None)}
             for c in conns
         ],
     }

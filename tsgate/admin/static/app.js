@@ -61,7 +61,9 @@ function age(seconds) {
 
 function connectionRows(conns) {
   return conns.slice(0, MAX_ROWS).map(c => {
-    const tr = row([c.downstream, c.listener, c.sni || "-", c.route || "(choosing)",
+    const route = c.route || "(choosing)";
+    const tr = row([c.downstream, c.listener, c.sni || "-",
+                    c.state ? route + " [" + c.state + "]" : route,
                     c.upstream || "-", el("td", age(c.duration), "num"),
                     el("td", c.bytes_received, "num"), el("td", c.bytes_sent, "num")]);
     tr.className = "connection";
