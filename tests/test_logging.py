@@ -131,12 +131,17 @@ def test_twistd_logger_hook_writes_to_logfile(tmp_path):
     server = _Server()
     server.parseOptions(["-l", str(path), "tsgate", "--log-format", "json",
                          "--log-level", "error"])
-    observer = server["logger"]()
+    factory = server["logger"]
+    if isinstance(factory, str):  # twistd imports it by dotted name
+        from twisted.python.reflect import namedAny
+
+        factory = namedAny(factory)
+    observer = factory()
     pub = publisher_with(observer)
     log = Logger(namespace="tsgate", observer=pub)
     log.info("dropped")
     log.error("kept {n}", n=1)
-    for f in server["logger"].opened:
+    for f in factory.opened:
         f.close()
     lines = path.read_text().splitlines()
     assert [json.loads(x)["message"] for x in lines] == ["kept 1"]

@@ -110,6 +110,7 @@ class Gateway(service.MultiService):
         self.ready = False
         self.draining = False
         self._drain_waiters: list[defer.Deferred] = []
+        self._drain_result: Optional[int] = None
         self._flusher = LoopingCall(self.flush_metrics)
         self._flusher.clock = reactor
 
@@ -249,6 +250,8 @@ class Gateway(service.MultiService):
         rest. Fires with the number of connections cut. Draining twice (an
         admin POST /drain, then SIGTERM) waits for the same drain.
         """
+        if self._drain_result is not None:  # drained already (POST /drain, then SIGTERM)
+            return defer.succeed(self._drain_result)
         waiter: defer.Deferred = defer.Deferred()
         self._drain_waiters.append(waiter)
         if self.draining:
@@ -276,6 +279,7 @@ class Gateway(service.MultiService):
             else:
                 log.info("drained: no connection was cut")
             self.stats.inc("gateway.drain_cut", len(remaining))
+            self._drain_result = len(remaining)
             waiters, self._drain_waiters = self._drain_waiters, []
             for w in waiters:
                 w.callback(len(remaining))

@@ -251,5 +251,11 @@ def twistd_log_observer() -> ILogObserver:
         from twisted.python.logfile import LogFile
 
         stream = LogFile.fromFullPath(logfile)
+        _opened.append(stream)
     return make_log_observer(settings.get("fmt", "text"), settings.get("level", "info"), stream)
+
+
+#: log files the twistd observer opened (closed by tests; by exit otherwise)
+_opened: list[Any] = []
+twistd_log_observer.opened = _opened  # type: ignore[attr-defined]
 
