@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import json
 import time
-from typing import IO, Callable, Mapping, Optional
+from collections.abc import Mapping
+from typing import IO, Callable, Optional
 
 import attrs
 

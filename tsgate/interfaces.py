@@ -15,7 +15,8 @@ own counters, for observers) and never the gateway.
 
 from __future__ import annotations
 
-from typing import Callable, Mapping, Union
+from collections.abc import Mapping
+from typing import Callable, Union
 
 import attrs
 from zope.interface import Attribute, Interface

@@ -11,7 +11,8 @@ counting must stay cheap: it runs per connection on the data path.
 from __future__ import annotations
 
 import bisect
-from typing import Iterator, Optional
+from collections.abc import Iterator
+from typing import Optional
 
 LabelKey = tuple[tuple[str, str], ...]
 

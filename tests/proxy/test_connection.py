@@ -11,12 +11,12 @@ from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
+from tests.support.samples import client_hello
 from tsgate.accesslog import AccessLog, AccessRecord
 from tsgate.hints.tls import TlsHintParser
 from tsgate.proxy.connection import CLOSED, CONNECTING, INSPECTING, RELAYING, DownstreamProtocol
 from tsgate.proxy.context import ProxyContext, Settings
 from tsgate.routing import Cluster, Endpoint, Listener, Route, SniChain, WeightedCluster
-from tests.support.samples import client_hello
 
 
 class HalfCloseTransport(StringTransport):

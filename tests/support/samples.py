@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import ssl
-from typing import Optional, Sequence
+from collections.abc import Sequence
+from typing import Optional
 
 
 def client_hello(server_hostname: Optional[str], alpn: Sequence[str] = ()) -> bytes:
