@@ -498,3 +498,33 @@ def test_table_to_dict_is_json_ready():
     names = [c["name"] for c in data["clusters"]]
     assert len(names) == len(set(names)) == 3
     json.dumps(result.to_dict())  # resources and diagnostics too
+
+
+def test_private_virtual_services_come_before_public_ones(load):
+    """Istio's order: exportTo [.] in the gateway's namespace, exported by name, public."""
+    public = tcp_vs(name="public", host="one")
+    named = tcp_vs(name="named", host="two", extra="  exportTo: [default, other]\n")
+    private = tcp_vs(name="private", host="three", extra="  exportTo: [.]\n")
+    li = only_listener(load(gw(), public, named, private))
+    assert li.tcp_route.name == "default/private#tcp[0]"
+    li = only_listener(load(gw(), public, named))
+    assert li.tcp_route.name == "default/named#tcp[0]"
+
+
+def test_destination_rule_workload_selector(load):
+    dr = """\
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: echo}
+spec:
+  host: echo
+  workloadSelector: {matchLabels: {app: sidecar-only}}
+  trafficPolicy: {connectionPool: {tcp: {connectTimeout: 3s}}}
+"""
+    result = load(gw(), dr, tcp_vs())
+    assert only_listener(result).tcp_route.destinations[0].cluster.connect_timeout == 10.0
+    assert any("workloadSelector does not select this gateway" in n.message
+               for n in result.notices)
+    mine = dr.replace("{app: sidecar-only}", "{istio: ingressgateway}")
+    assert only_listener(load(gw(), mine, tcp_vs())).tcp_route.destinations[0] \
+        .cluster.connect_timeout == 3.0

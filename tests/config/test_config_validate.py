@@ -163,6 +163,10 @@ CASES = [
     ("vs-star-host-on-mesh", [gateway(), set_path(VS_TCP, "spec.gateways", DELETE)],
      "VirtualService", "spec.hosts[0]",
      "wildcard host '*' is not allowed for virtual services bound to the mesh gateway"),
+    ("vs-ip-host-on-mesh",
+     [gateway(), set_path(set_path(VS_TCP, "spec.gateways", ["mesh"]), "spec.hosts", ["10.1.2.3"])],
+     "VirtualService", "spec.hosts[0]",
+     "IP address '10.1.2.3' is only allowed as a host of virtual services bound to gateways"),
     ("vs-overlapping-hosts",
      [TLS_GW, set_path(VS_TLS, "spec.hosts", ["*.example.com", "a.example.com"])],
      "VirtualService", "spec.hosts[1]",
@@ -416,3 +420,22 @@ def test_every_error_is_reported_not_just_the_first(load):
                   yaml.safe_dump_all([bad_vs], sort_keys=False))
     assert [d.path for d in result.errors] == [
         "spec.servers[0].port.number", "spec.servers[0].hosts", "spec.tcp[0].route"]
+
+
+def test_l4_match_attributes_that_gateways_ignore_are_warned(load):
+    vs = set_path(VS_TCP, "spec.tcp[0].match[0]",
+                  {"port": 31400, "sourceLabels": {"app": "x"},
+                   "destinationSubnets": ["10.0.0.0/8"]})
+    result = load(yaml.safe_dump_all([gateway(), vs]))
+    assert result.ok
+    paths = {w.path for w in result.warnings if "not evaluated at gateways" in w.message}
+    assert paths == {"spec.tcp[0].match[0].sourceLabels",
+                     "spec.tcp[0].match[0].destinationSubnets"}
+
+
+def test_service_entry_hosts_sharing_a_tcp_port_without_addresses(load):
+    se = se_with("spec.hosts", ["a.example.com", "b.example.com"])
+    result = load(yaml.safe_dump_all([se]))
+    assert ("spec.ports", "addresses are required for ports serving TCP (or unset) protocol when "
+            "several hosts share it: without addresses the port matches every IP (sidecars; "
+            "tsgate routes by the VirtualService destination)") in warnings_of(result)

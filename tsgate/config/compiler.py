@@ -320,10 +320,26 @@ class Compiler:
                 return True
         return False
 
+    def in_istio_order(self, proxy_ns: str) -> list[VirtualService]:
+        """
+        Istio's order for a gateway's VirtualServices: those private to the
+        gateway's namespace (``exportTo: [.]``), then those exported to it by
+        name, then public ones; file order within each group.
+        """
+
+        def group(vs: VirtualService) -> int:
+            if not vs.export_to or "*" in vs.export_to:
+                return 2
+            if vs.meta.namespace == proxy_ns and "." in vs.export_to:
+                return 0
+            return 1
+
+        return sorted(self.virtual_services, key=group)
+
     def bound(self, ref: _ServerRef) -> list[VirtualService]:
         out = []
         proxy_ns = self.proxy_namespace(ref.gateway)
-        for vs in self.virtual_services:
+        for vs in self.in_istio_order(proxy_ns):
             if ref.key not in self.all_refs(vs):
                 continue
             if not visible(vs.export_to, vs.meta.namespace, proxy_ns):
@@ -529,6 +545,12 @@ class Compiler:
         wild: list[tuple[int, DestinationRule]] = []
         for dr in self.destination_rules:
             if not dr.host or not visible(dr.export_to, dr.meta.namespace, viewer_ns):
+                continue
+            if dr.workload_selector is not None and \
+                    any(self.labels.get(k) != v for k, v in dr.workload_selector):
+                self.report(INFO, dr.meta, "spec.workloadSelector",
+                            "workloadSelector does not select this gateway: not applied",
+                            once=("dr-sel", dr.meta.key))
                 continue
             full = H.fqdn(dr.host, dr.meta.namespace)
             if full == fqdn:

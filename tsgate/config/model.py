@@ -225,6 +225,8 @@ class DestinationRule:
     traffic_policy: Optional[TrafficPolicy] = None
     subsets: tuple[Subset, ...] = ()
     export_to: tuple[str, ...] = ()
+    #: workloadSelector.matchLabels: the rule applies only to workloads with them
+    workload_selector: Optional[Labels] = None
 
 
 Resource = Union[Gateway, VirtualService, ServiceEntry, WorkloadEntry, DestinationRule]

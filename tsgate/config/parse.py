@@ -294,7 +294,9 @@ def build_destination_rule(meta: Meta, spec: dict[str, Any]) -> DestinationRule:
         subsets=tuple(Subset(name=s.get("name") or "", labels=_labels(s.get("labels")),
                              traffic_policy=build_traffic_policy(s.get("trafficPolicy")))
                       for s in spec.get("subsets") or ()),
-        export_to=_strs(spec.get("exportTo")))
+        export_to=_strs(spec.get("exportTo")),
+        workload_selector=None if spec.get("workloadSelector") is None
+        else _labels(spec["workloadSelector"].get("matchLabels")))
 
 
 BUILDERS: dict[str, Any] = {

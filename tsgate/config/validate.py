@@ -283,6 +283,10 @@ def validate_virtual_service(vs: VirtualService, r: Reporter) -> None:
     mesh = not vs.gateways or "mesh" in vs.gateways
     for i, host in enumerate(vs.hosts):
         p = f"spec.hosts[{i}]"
+        if H.is_ip(host) and mesh:
+            r.error(p, f"IP address {host!r} is only allowed as a host of virtual services "
+                    "bound to gateways (not the mesh)")
+            continue
         if host == "*" and mesh:
             r.error(p, "wildcard host '*' is not allowed for virtual services bound to the "
                     "mesh gateway (list a gateway in spec.gateways)")
@@ -338,6 +342,13 @@ def _validate_rules(vs: VirtualService, kind: str, rules: tuple[L4Route, ...], r
 
 def _validate_match(vs: VirtualService, kind: str, match: L4Match, mp: str, r: Reporter) -> None:
     _port(r, f"{mp}.port", match.port)
+    if vs.gateways and "mesh" not in vs.gateways:
+        for field, value in (("sourceLabels", match.source_labels),
+                             ("sourceNamespace", match.source_namespace),
+                             ("destinationSubnets", match.destination_subnets)):
+            if value:
+                r.warn(f"{mp}.{field}", f"{field} is not evaluated at gateways (Istio ignores "
+                       "it there; so does tsgate): the match ignores it")
     for k, subnet in enumerate(match.destination_subnets):
         problem = H.subnet_error(subnet)
         if problem:
@@ -449,6 +460,11 @@ def validate_service_entry(se: ServiceEntry, r: Reporter) -> None:
             r.error(f"{p}.protocol", f"invalid protocol {port.protocol!r} (one of "
                     + ", ".join(PROTOCOLS) + ")")
         _port(r, f"{p}.targetPort", port.target_port)
+    tcp_ports = [p.number for p in se.ports if p.protocol not in HTTP_FAMILY + TLS_PROTOCOLS]
+    if len(se.hosts) > 1 and not se.addresses and tcp_ports:
+        r.warn("spec.ports", "addresses are required for ports serving TCP (or unset) protocol "
+               "when several hosts share it: without addresses the port matches every IP "
+               "(sidecars; tsgate routes by the VirtualService destination)")
     if se.endpoints and se.workload_selector is not None:
         r.error("spec.workloadSelector", "only one of endpoints or workloadSelector may be set")
     if se.resolution == "NONE" and se.endpoints:
@@ -523,6 +539,8 @@ def validate_destination_rule(dr: DestinationRule, r: Reporter) -> None:
         if subset.traffic_policy is not None:
             _validate_policy(subset.traffic_policy, f"{p}.trafficPolicy", r, top=True)
     _export_to(r, "spec.exportTo", dr.export_to)
+    if dr.workload_selector is not None:
+        _labels(r, "spec.workloadSelector.matchLabels", dr.workload_selector)
 
 
 def _duration(r: Reporter, path: str, value: Optional[float], *, zero_ok: bool = False) -> None:
