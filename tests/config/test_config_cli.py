@@ -138,3 +138,25 @@ def test_usage_errors():
     p = tsgate("validate", "does/not/exist.yaml")
     assert p.returncode == 1
     assert "does/not/exist.yaml: error: no such file or directory" in p.stderr
+
+
+def test_validate_json_has_files_diagnostics_resources_and_table():
+    p = tsgate("validate", "--json", "-q", "examples/istioinaction/", LOCAL)
+    assert p.returncode == 0, p.stderr
+    data = json.loads(p.stdout)
+    assert data["ok"] is True
+    assert data["files"][0] == "examples/istioinaction/echo-vs.yaml"
+    kinds = [r["meta"]["kind"] for r in data["resources"]]
+    assert kinds.count("ServiceEntry") == 3
+    assert data["table"]["listeners"][0]["port"] == 31400
+    assert all(d["severity"] == "info" for d in data["diagnostics"])
+
+
+def test_subcommand_registry_skips_modules_not_written_yet(monkeypatch):
+    """A module named in COMMAND_MODULES that does not exist is skipped, not an error."""
+    from tsgate import cli
+
+    monkeypatch.setattr(cli, "COMMAND_MODULES", ("tsgate.cli", "tsgate.no_such_cli"))
+    parser = cli.build_parser()
+    args = parser.parse_args(["routes", "examples/istioinaction/"])
+    assert args.func is cli.run_routes
