@@ -154,7 +154,7 @@ def test_json_access_log_to_a_file(tmp_path: Path) -> None:
         assert record["bytes_received"] == 5 and record["bytes_sent"] == 5
         assert record["upstream_cluster"] == "outbound|9000||echo-svc.default.svc.cluster.local"
         assert record["response_flags"] is None and record["response_code"] == 0
-        assert record["route_name"] == "default/vs#tcp[0]"
+        assert record["route_name"] == "tcp->default/vs#tcp[0]"
     finally:
         server.close()
 

@@ -11,6 +11,7 @@ import socket
 import ssl
 import subprocess
 import threading
+import time
 
 import pytest
 
@@ -98,7 +99,7 @@ class TestTcpEcho:
         assert fields[1:4] == ['"-', "-", '-"'] and fields[4] == "0"
         assert fields[9] == "4"  # bytes received from the client
         assert "outbound|2701||tcp-echo-service.default.svc.cluster.local" in line
-        assert line.endswith("default/tcp-echo-vs-from-gw#tcp[0]") or "tcp-echo-vs-from-gw" in line
+        assert fields[23] == "tcp->default/tcp-echo-vs-from-gw#tcp[0]"
 
 
 class TestSniPassthrough:
@@ -128,6 +129,11 @@ class TestSniPassthrough:
             leaf = ssl.PEM_cert_to_DER_cert(backends.certs[index].leaf_cert.read_text())
             assert seen == leaf
             assert https_get(s, host)["name"] == f"simple-tls-service-{index + 1}"
+        trace = f" {host} tls:{host}->default/simple-sni-{index + 1}-vs#tls[0]"
+        deadline = time.monotonic() + 10
+        while not any(trace in line for line in sni_gateway.access_lines()):
+            assert time.monotonic() < deadline, sni_gateway.access_lines()
+            time.sleep(0.05)
 
     def _assert_closed_without_service(self, port: int, hostname: str | None) -> None:
         with pytest.raises((ssl.SSLError, ConnectionError, OSError)):
@@ -148,6 +154,7 @@ class TestSniPassthrough:
                 assert s.recv(100) == b""
             lines = sni_gateway.wait_access_lines(before + 3)
             assert all(" NR filter_chain_not_found " in line for line in lines[before:])
+            assert all(line.split()[23] == "none" for line in lines[before:]), lines
             assert "unknown.istioinaction.io" in "".join(lines[before:])
             assert https_get(good, HOSTS[0])["name"] == "simple-tls-service-1"
         finally:

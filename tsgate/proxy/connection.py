@@ -32,6 +32,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from tsgate.accesslog import AccessRecord
+from tsgate.explain import short_trace
 from tsgate.interfaces import Hint, HintParseError, NeedMore, Preamble
 from tsgate.proxy.context import ProxyContext
 from tsgate.routing import Cluster, Decision, Endpoint, Listener, Route
@@ -231,6 +232,8 @@ class DownstreamProtocol(Protocol):
     def _route(self, decision: Decision) -> None:
         ctx = self.ctx
         self.decision = decision
+        # The decision trace in short (the same token `tsgate explain` prints).
+        self.record.route_name = short_trace(decision)
         if decision.route is None:
             ctx.stats.inc("listener.no_filter_chain_match", listener=self.listener.name)
             self.record.response_flags = "NR"
@@ -238,7 +241,6 @@ class DownstreamProtocol(Protocol):
             self._abort()
             return
         route = self.route = decision.route
-        self.record.route_name = route.name
         cluster = self.cluster = ctx.balancer.pick_cluster(route)
         self.record.upstream_cluster = cluster.name
         endpoint = self.endpoint = ctx.balancer.pick_endpoint(cluster)
@@ -292,7 +294,8 @@ class DownstreamProtocol(Protocol):
             detail = reason.getErrorMessage()
         ctx.stats.inc("cluster.upstream_cx_connect_fail", cluster=cluster.name)
         self.record.response_flags = "DF" if reason.check(ierror.DNSLookupError) else "UF"
-        self.record.upstream_transport_failure_reason = detail.replace('"', "'")
+        # One token, as Envoy renders it (log parsers split on spaces).
+        self.record.upstream_transport_failure_reason = "_".join(detail.replace('"', "'").split())
         message = f"{cluster.name} {self.record.upstream_host}: {detail}"
         ctx.balancer.state(cluster).recent_errors.append((ctx.reactor.seconds(), message))
         ctx.error(message)
