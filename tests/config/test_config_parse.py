@@ -204,3 +204,9 @@ def test_suggest_is_case_insensitive_first():
     assert suggest("SNIHOSTS", {"sniHosts": 1, "port": 1}) == ' (did you mean "sniHosts"?)'
     assert suggest("destinationSubnet", {"destinationSubnets": 1}) == \
         ' (did you mean "destinationSubnets"?)'
+
+
+def test_misspelt_istio_kind_is_an_error_with_suggestion(load):
+    r = load("apiVersion: networking.istio.io/v1\nkind: VirtualSerivce\nmetadata: {name: v}\n")
+    assert errors(r) == [("kind", "unknown kind 'VirtualSerivce' in networking.istio.io "
+                                  '(did you mean "VirtualService"?)')]

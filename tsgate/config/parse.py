@@ -43,6 +43,8 @@ from tsgate.config.schema import METADATA, SPECS, TOP_LEVEL, parse_duration, sch
 
 ISTIO_GROUP = "networking.istio.io"
 ISTIO_VERSIONS = ("v1alpha3", "v1beta1", "v1")
+#: The other kinds of networking.istio.io: valid, not used by tsgate.
+OTHER_ISTIO_KINDS = ("Sidecar", "EnvoyFilter", "WorkloadGroup", "ProxyConfig")
 #: Server TLS fields that carry certificates (ignored with PASSTHROUGH).
 CERT_FIELDS = (
     "serverCertificate", "privateKey", "caCertificates", "caCrl", "credentialName",
@@ -112,7 +114,11 @@ def parse_document(doc: Document, default_namespace: str,
         at(INFO, "", f"skipped {label} ({api_version}): {note}")
         return None
     if kind not in SPECS:
-        at(INFO, "", f"skipped {label} ({api_version}): tsgate does not use this kind")
+        if kind in OTHER_ISTIO_KINDS:
+            at(INFO, "", f"skipped {label} ({api_version}): tsgate does not use this kind")
+        else:
+            known = {k: 1 for k in (*SPECS, *OTHER_ISTIO_KINDS)}
+            at(ERROR, "kind", f"unknown kind {kind!r} in {ISTIO_GROUP}" + suggest(kind, known))
         return None
     if version not in ISTIO_VERSIONS:
         at(ERROR, "apiVersion", f"unsupported apiVersion {api_version!r} for {kind}; use "
