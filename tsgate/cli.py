@@ -169,7 +169,7 @@ def format_table(table: Any) -> str:
             label = "tcp (fallback: no matching SNI, or not TLS)" if li.tls_chains else "tcp"
             lines.append(f"  chain {label}")
             lines.extend(format_route(li.tcp_route, "    "))
-        elif li.tls_chains:
+        elif li.tls_chains and all(c.server_names for c in li.tls_chains):
             lines.append("  no TCP route: connections matching no SNI chain are closed (NR)")
     return "\n".join(lines) + "\n"
 
