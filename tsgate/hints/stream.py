@@ -19,7 +19,7 @@ counts through ``emit``.
 from __future__ import annotations
 
 import re
-from typing import Iterable, Mapping
+from collections.abc import Collection, Mapping
 
 from tsgate.interfaces import Emit
 
@@ -100,6 +100,12 @@ class ObserverBase:
         self._emit = emit
         self.quiet = False
         self._attributes: dict[str, str] = {}
+        self.client_buf = ByteQueue()
+        self.server_buf = ByteQueue()
+
+    def buffered(self) -> int:
+        """Bytes held right now (what the memory bound is about)."""
+        return len(self.client_buf) + len(self.server_buf)
 
     def client_data(self, data: bytes) -> None:
         if not self.quiet:
@@ -130,7 +136,9 @@ class ObserverBase:
         self._release()
 
     def _release(self) -> None:
-        """Free buffers once quiet; subclasses holding ByteQueues override."""
+        """Free the buffers once quiet."""
+        self.client_buf.clear()
+        self.server_buf.clear()
 
     def _client(self, data: bytes) -> None:
         raise NotImplementedError
@@ -142,7 +150,7 @@ class ObserverBase:
 _LABEL = re.compile(r"[a-z0-9_]{1,40}\Z")
 
 
-def bounded_name(name: str, known: Iterable[str] | None = None, other: str = "unknown") -> str:
+def bounded_name(name: str, known: Collection[str] | None = None, other: str = "unknown") -> str:
     """
     A counter-name component from peer-controlled text: peers must not be
     able to create unbounded numbers of counters, so ``name`` is kept only

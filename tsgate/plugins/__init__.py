@@ -14,7 +14,8 @@ with Twisted's plugin cache. See ``docs/plugins.md``.
 from __future__ import annotations
 
 import sys
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 import attrs
 from twisted.plugin import IPlugin, getCache, pluginPackagePaths
