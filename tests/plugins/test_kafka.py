@@ -125,6 +125,15 @@ def test_plugins_provide_their_interfaces() -> None:
     assert verifyObject(IStreamObserver, kafka_observer_factory.new_observer(lambda n, a: None))
 
 
+def test_plugins_are_discovered() -> None:
+    """load_plugins finds the built-in kafka hint parser and observer by name."""
+    from tsgate.plugins import load_plugins
+
+    found = load_plugins()
+    assert found.hint_parsers["kafka"] is kafka_hint_parser
+    assert found.observers["kafka"] is kafka_observer_factory
+
+
 # --- header versions ----------------------------------------------------------
 
 

@@ -115,6 +115,15 @@ def test_plugins_provide_their_interfaces() -> None:
     assert verifyObject(IStreamObserver, mongo_observer_factory.new_observer(lambda n, a: None))
 
 
+def test_plugins_are_discovered() -> None:
+    """load_plugins finds the built-in mongo hint parser and observer by name."""
+    from tsgate.plugins import load_plugins
+
+    found = load_plugins()
+    assert found.hint_parsers["mongo"] is mongo_hint_parser
+    assert found.observers["mongo"] is mongo_observer_factory
+
+
 # --- hint parser ------------------------------------------------------------
 
 HINTS = [
@@ -531,3 +540,30 @@ def test_outstanding_table_is_bounded() -> None:
     for i in range(MAX_OUTSTANDING + 10):
         observer.client_data(op_msg("find", "c", request_id=i + 1))
     assert rec.counters["outstanding_overflow"] == 10
+
+
+def reply(request_id: int, response_to: int, flags: int = 0, ok: float = 1.0) -> bytes:
+    """A minimal OP_MSG reply ``{ok: <ok>}`` with the given flags."""
+    elements = b"\x01ok\0" + struct.pack("<d", ok)
+    doc = struct.pack("<i", 4 + len(elements) + 1) + elements + b"\0"
+    body = struct.pack("<I", flags) + b"\0" + doc
+    return struct.pack("<iiii", 16 + len(body), request_id, response_to, wire.OP_MSG) + body
+
+
+def test_exhaust_replies_follow_the_chain() -> None:
+    """
+    Streaming (exhaust) replies answer the previous reply, not the request:
+    each moreToCome reply is followed by one answering it, all matched, the
+    first one timed.
+    """
+    rec = Recorder()
+    observer = MongoObserverFactory().new_timed_observer(rec.emit, rec.observe, rec.clock)
+    observer.client_data(op_msg("getMore", "c", request_id=7))
+    rec.now = 2.0
+    observer.server_data(reply(100, 7, flags=wire.MORE_TO_COME))
+    observer.server_data(reply(101, 100, flags=wire.MORE_TO_COME))
+    observer.server_data(reply(102, 101, ok=0.0))
+    assert rec.counters["reply.unmatched"] == 0
+    assert rec.counters["op_msg"] == 4
+    assert rec.counters["cmd.getMore.error"] == 1
+    assert rec.samples == [("reply_time", 2.0), ("cmd.getMore.reply_time", 2.0)]
