@@ -33,6 +33,16 @@ class ClusterState:
     )
     #: Istio metric labels for this cluster, built once.
     metric_labels: dict[str, str] = attrs.field(factory=dict)
+    #: the same labels as registry keys, one per response_flags value
+    _metric_keys: dict[str, tuple[tuple[str, str], ...]] = attrs.field(factory=dict)
+
+    def metric_key(self, response_flags: str = "-") -> tuple[tuple[str, str], ...]:
+        """Istio labels plus ``response_flags``, as a prebuilt stats key."""
+        key = self._metric_keys.get(response_flags)
+        if key is None:
+            labels = dict(self.metric_labels, response_flags=response_flags)
+            key = self._metric_keys[response_flags] = tuple(sorted(labels.items()))
+        return key
 
 
 def istio_metric_labels(cluster: Cluster) -> dict[str, str]:
