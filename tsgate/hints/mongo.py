@@ -582,9 +582,12 @@ def client_metadata(message: MongoMessage, buf: bytes) -> dict[str, str]:
 def parse_hint(data: bytes, max_bytes: int = HINT_MAX_BYTES) -> ParseResult:
     """
     The ``mongo`` hint: the first client message must be a request (OP_MSG
-    or OP_QUERY with responseTo 0); from a hello/isMaster we report the
-    client metadata. Bytes that cannot be a MongoDB header are NotMine; a
-    plausible header with a malformed body raises HintParseError.
+    or OP_QUERY with responseTo 0). Attributes: ``database`` (``$db``, or
+    the namespace's database for OP_QUERY), ``command`` (``hello``,
+    ``ismaster``, ...) and, from a handshake's client metadata, ``app_name``
+    and ``driver`` (``"<name> <version>"``), each cut to 128 characters.
+    Bytes that cannot be a MongoDB header are NotMine; a plausible header
+    with a malformed body raises HintParseError.
     """
     if len(data) >= 4:
         (length,) = _I32.unpack_from(data, 0)
