@@ -274,3 +274,85 @@ class IdleTimeoutTests(SynchronousTestCase):
         h.close(protocol)
         self.assertIs(protocol.state, CLOSED)
         self.assertEqual(h.reactor.getDelayedCalls(), [])
+
+
+class _CountingObserver:
+    def __init__(self, emit) -> None:  # type: ignore[no-untyped-def]
+        self.emit = emit
+        self.client = b""
+
+    def client_data(self, data: bytes) -> None:
+        self.client += data
+        self.emit("chunks", 1)
+
+    def server_data(self, data: bytes) -> None:
+        self.emit("server_chunks", 1)
+
+    def attributes(self):  # type: ignore[no-untyped-def]
+        return {"user": "sam", "database": "app"}
+
+
+class _CrashingObserver(_CountingObserver):
+    def client_data(self, data: bytes) -> None:
+        raise RuntimeError("plugin bug")
+
+
+class _Factory:
+    name = protocol = "fake"
+    istio_protocols = ("FAKE",)
+    port_name_prefixes = ("fake",)
+
+    def __init__(self, cls) -> None:  # type: ignore[no-untyped-def]
+        self.cls = cls
+
+    def new_observer(self, emit):  # type: ignore[no-untyped-def]
+        return self.cls(emit)
+
+
+OBSERVED = Listener(bind="0.0.0.0", port=6379, tcp_route=route(), protocols=("FAKE",),
+                    port_names=("fake-x",))
+
+
+class ObserverTests(SynchronousTestCase):
+    def harness(self, *factories) -> Harness:  # type: ignore[no-untyped-def]
+        h = Harness(OBSERVED)
+        h.ctx.observers_for = lambda protocols, names: list(factories)
+        return h
+
+    def test_observer_counts_and_attributes_reach_the_access_log(self) -> None:
+        h = self.harness(_Factory(_CountingObserver))
+        protocol, down = h.accept()
+        upstream, up = h.connect_upstream()
+        protocol.dataReceived(b"PING\r\n")
+        upstream.dataReceived(b"+PONG\r\n")
+        self.assertEqual(up.value(), b"PING\r\n")
+        self.assertEqual(down.value(), b"+PONG\r\n")
+        self.assertEqual(h.ctx.stats.get("fake.chunks", listener="0.0.0.0_6379"), 1)
+        self.assertEqual(h.ctx.stats.get("fake.server_chunks", listener="0.0.0.0_6379"), 1)
+        h.close(protocol)
+        self.assertEqual(h.records[0].hints, {"user": "sam", "database": "app"})
+        self.assertIn(" database=app user=sam", h.records[0].text())
+
+    def test_crashing_observer_is_dropped_and_the_relay_carries_on(self) -> None:
+        h = self.harness(_Factory(_CrashingObserver), _Factory(_CountingObserver))
+        protocol, down = h.accept()
+        upstream, up = h.connect_upstream()
+        protocol.dataReceived(b"one")
+        protocol.dataReceived(b"two")
+        self.assertEqual(up.value(), b"onetwo")
+        self.assertEqual(h.ctx.stats.get("plugin.observer_crashed", listener="0.0.0.0_6379"), 1)
+        self.assertEqual(h.ctx.stats.get("fake.chunks", listener="0.0.0.0_6379"), 2)
+        self.assertEqual(len(protocol.observers), 1)
+        self.flushLoggedErrors(RuntimeError)
+
+    def test_observer_factory_that_raises_costs_only_its_counters(self) -> None:
+        class Broken(_Factory):
+            def new_observer(self, emit):  # type: ignore[no-untyped-def]
+                raise ValueError("cannot build")
+
+        h = self.harness(Broken(_CountingObserver))
+        protocol, down = h.accept()
+        upstream, up = h.connect_upstream()
+        protocol.dataReceived(b"data")
+        self.assertEqual(up.value(), b"data")
+        self.assertEqual(h.ctx.stats.get("fake.observer_crashed", listener="0.0.0.0_6379"), 1)
