@@ -213,11 +213,13 @@ def capture_redis() -> None:
 
         conns = _relayed(port, lambda p: subprocess.run(
             ["redis-benchmark", "-p", str(p), "-n", "200", "-c", "1", "-P", "7", "-q",
-             "-t", "ping,set,get,incr,lpush,rpush,lpop,rpop,sadd,hset,spop,lrange,mset"],
+             "-t", "ping,set,get,incr,lpush,rpush,lpop,rpop,sadd,hset,spop"],
             capture_output=True, timeout=60))
-        bench = max(conns, key=lambda c: sum(len(d) for _, d in c))
+        # One connection per test; RESP carries no per-connection state here
+        # (no HELLO 3), so the connections concatenated are one valid stream.
+        bench = [r for c in conns for r in c]
         m.save("redis_benchmark", bench,
-               "redis-benchmark -n 200 -c 1 -P 7 (pipelined), its busiest connection",
+               "redis-benchmark -n 200 -c 1 -P 7 (pipelined), its connections concatenated",
                benchmark=_version(["redis-benchmark", "--version"]), **versions)
         m.save_bin("redis_benchmark_client", b"".join(d for dd, d in bench if dd == "c"),
                    "client direction of redis_benchmark.cap")
