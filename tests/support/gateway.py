@@ -80,7 +80,8 @@ class GatewayProcess:
 
     def __init__(self, configs: Sequence[str], ports: Sequence[int],
                  extra: Sequence[str] = (), cwd: Optional[str] = None,
-                 access_log: Optional[Path] = None, timeout: float = 20.0) -> None:
+                 access_log: Optional[Path] = None, timeout: float = 20.0,
+                 env: Optional[dict[str, str]] = None) -> None:
         args = [twistd(), "--nodaemon", "--pidfile=", "tsgate"]
         for config in configs:
             args += ["--config", str(config)]
@@ -96,7 +97,7 @@ class GatewayProcess:
         self.ports: dict[int, int] = {}
         self.process = subprocess.Popen(
             args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=cwd,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
         )
         self._ready = threading.Event()
         self._expected = set(ports)
