@@ -406,6 +406,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     for port in (args.port, args.echo_port, *args.service_ports):
         if not 0 < port < 65536:
             parser.error(f"ports must be 1-65535 (the walkthrough prints them), got {port}")
+    # SIGINT explicitly too: a shell without job control starts background
+    # commands with SIGINT ignored, and Python keeps an ignored SIGINT ignored,
+    # so `kill -INT` would otherwise do nothing there.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, _raise_stop)
     signal.signal(signal.SIGHUP, _raise_stop)
     return run(args)
