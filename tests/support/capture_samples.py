@@ -30,7 +30,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
+# Run as a script, this folder is sys.path[0]; the repository root must win.
+sys.path[0:1] = [str(ROOT)]
 
 from tests.support.capture import (  # noqa: E402
     Record,
@@ -255,7 +256,7 @@ def _wait_port(port: int, timeout: float = 30) -> None:
 
 
 def capture_mysql() -> None:
-    from tests.support.mysql import start_mariadb
+    from tests.support.mariadb import start_mariadb
 
     m = Manifest(DATA / "mysql")
     versions = {
@@ -292,7 +293,7 @@ def capture_mysql() -> None:
         def pymysql_session(p: int) -> None:
             conn = pymysql.connect(host="127.0.0.1", port=p, user="tsgate",
                                    password="tsgate-secret", database="shop",
-                                   program_name="pymysql-capture")
+                                   program_name="pymysql-capture", ssl_disabled=True)
             with conn.cursor() as cur:
                 cur.execute("SELECT name FROM whoami WHERE name = %s", ("db1",))
                 cur.fetchall()
@@ -305,6 +306,26 @@ def capture_mysql() -> None:
         conns = _relayed(db.port, pymysql_session)
         m.save("pymysql", conns[0], "PyMySQL: query, insert, rollback, ping, select_db, quit",
                pymysql=pymysql.__version__, **versions)
+
+        import mysql.connector
+
+        def prepared_session(p: int) -> None:
+            conn = mysql.connector.connect(
+                host="127.0.0.1", port=p, user="tsgate", password="tsgate-secret",
+                database="shop", ssl_disabled=True, use_pure=True,
+            )
+            cur = conn.cursor(prepared=True)
+            cur.execute("SELECT name FROM whoami WHERE name = %s", ("db1",))
+            cur.fetchall()
+            cur.execute("SELECT name FROM whoami WHERE name = %s", ("nobody",))
+            cur.fetchall()
+            cur.close()
+            conn.close()
+
+        conns = _relayed(db.port, prepared_session)
+        m.save("connector_prepared", conns[0],
+               "mysql-connector-python (pure), server-side prepared statement run twice",
+               connector=mysql.connector.__version__, **versions)
     finally:
         db.stop()
         shutil.rmtree(tmp, ignore_errors=True)
