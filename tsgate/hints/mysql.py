@@ -79,7 +79,7 @@ class _Reader:
         self.pos += n
         return out
 
-    def int(self, n: int) -> int:
+    def uint(self, n: int) -> int:
         return int.from_bytes(self.take(n), "little")
 
     def cstring(self) -> bytes:
@@ -91,15 +91,15 @@ class _Reader:
         return out
 
     def lenenc_int(self) -> int:
-        first = self.int(1)
+        first = self.uint(1)
         if first < 0xFB:
             return first
         if first == 0xFC:
-            return self.int(2)
+            return self.uint(2)
         if first == 0xFD:
-            return self.int(3)
+            return self.uint(3)
         if first == 0xFE:
-            return self.int(8)
+            return self.uint(8)
         raise DecodeError(f"bad MySQL length-encoded integer 0x{first:02x}")
 
     def lenenc_str(self) -> bytes:
@@ -193,16 +193,16 @@ class MysqlObserver(ObserverBase):
 
     def _greeting(self, payload: bytes) -> None:
         r = _Reader(payload)
-        version = r.int(1)
+        version = r.uint(1)
         if version != 10:
             raise DecodeError(f"MySQL handshake protocol {version}, not 10")
         server_version = r.cstring()
-        connection_id = r.int(4)
+        connection_id = r.uint(4)
         r.take(8 + 1)  # auth-plugin-data part 1 (a nonce) and a filler
-        caps = r.int(2)
+        caps = r.uint(2)
         if not r.at_end():
             r.take(1 + 2)  # character set, status flags
-            caps |= r.int(2) << 16
+            caps |= r.uint(2) << 16
         self._server_caps = caps
         self._attributes.update(
             server_version=_text(server_version),
@@ -238,10 +238,10 @@ class MysqlObserver(ObserverBase):
 
     def _handshake_response(self, payload: bytes) -> None:
         r = _Reader(payload)
-        caps = r.int(2)
+        caps = r.uint(2)
         if not caps & CLIENT_PROTOCOL_41:
             raise DecodeError("MySQL pre-4.1 handshake response")
-        caps |= r.int(2) << 16
+        caps |= r.uint(2) << 16
         self._client_caps = caps
         r.take(4 + 1 + 23)  # max packet size, character set, filler
         self._emit("sessions", 1)
@@ -258,7 +258,7 @@ class MysqlObserver(ObserverBase):
         if caps & CLIENT_PLUGIN_AUTH_LENENC_CLIENT_DATA:
             r.lenenc_str()
         elif caps & CLIENT_SECURE_CONNECTION:
-            r.take(r.int(1))
+            r.take(r.uint(1))
         else:
             r.cstring()
         if caps & CLIENT_CONNECT_WITH_DB and not r.at_end():
