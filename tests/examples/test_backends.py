@@ -463,6 +463,19 @@ def test_tls_service_sends_the_leaf_only(
     assert leaf_pem in result.stdout
 
 
+def test_leaf_context_factory_in_process(chains: dict[str, certs.CertPaths]) -> None:
+    """Usable in-process where warnings are errors (no deprecated pyOpenSSL X509 objects),
+    and a key that does not belong to the certificate is refused at once."""
+    from OpenSSL import SSL
+
+    good = fake_service.LeafContextFactory(
+        str(chains[HOST1].leaf_cert), str(chains[HOST1].leaf_key)
+    )
+    assert isinstance(good.getContext(), SSL.Context)
+    with pytest.raises(SSL.Error):
+        fake_service.LeafContextFactory(str(chains[HOST1].leaf_cert), str(chains[HOST2].leaf_key))
+
+
 def test_plain_http_without_tls_variables() -> None:
     """Without TLS_CERT_LOCATION/TLS_KEY_LOCATION it serves plain HTTP; a JSON MESSAGE is raw."""
     server, port = start_fake({"NAME": "plain", "MESSAGE": '{"hello": [1, 2]}'})

@@ -59,8 +59,10 @@ import time
 from collections.abc import Mapping
 from typing import Any, Optional
 
+from twisted.internet.interfaces import IOpenSSLContextFactory
 from twisted.web.resource import Resource
 from twisted.web.server import Request
+from zope.interface import implementer
 
 DEFAULT_LISTEN_ADDR = "0.0.0.0:8080"
 # fake-service's timeFormat: Go's reference time in the layout it uses.
@@ -225,26 +227,45 @@ class FakeServiceResource(Resource):
         return go_json({k: v for k, v in answer.items() if k == "code" or v not in ("", [], None)})
 
 
-def tls_context_factory(cert_path: str, key_path: str) -> Any:
-    """Server TLS options presenting the certificate file's certificates, leaf first.
+@implementer(IOpenSSLContextFactory)
+class LeafContextFactory:
+    """Server TLS context presenting the certificate file's certificates, leaf first.
 
     Only what the file holds is sent (the leaf alone in the book); a file with a
-    chain sends the chain, as Go's ``tls.LoadX509KeyPair`` does.
-    """
-    from cryptography import x509
-    from cryptography.hazmat.primitives.serialization import load_pem_private_key
-    from OpenSSL import crypto
-    from twisted.internet import ssl
+    chain sends the chain, as Go's ``tls.LoadX509KeyPair`` does. TLS 1.2 and
+    1.3, like Go's server defaults.
 
-    with open(cert_path, "rb") as f:
-        certs = x509.load_pem_x509_certificates(f.read())
-    with open(key_path, "rb") as f:
-        key = load_pem_private_key(f.read(), password=None)
-    return ssl.CertificateOptions(
-        privateKey=crypto.PKey.from_cryptography_key(key),  # type: ignore[arg-type]
-        certificate=crypto.X509.from_cryptography(certs[0]),
-        extraCertChain=[crypto.X509.from_cryptography(c) for c in certs[1:]],
-    )
+    An old-style context factory (``getContext``) built from ``cryptography``
+    objects: Twisted's ``CertificateOptions`` hands pyOpenSSL ``X509`` objects
+    to ``Context.use_certificate``, which pyOpenSSL >= 24.3 deprecates -- an
+    error wherever warnings are errors, as in this project's tests.
+    """
+
+    def __init__(self, cert_path: str, key_path: str) -> None:
+        from cryptography import x509
+        from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+        with open(cert_path, "rb") as f:
+            self.certs = x509.load_pem_x509_certificates(f.read())
+        with open(key_path, "rb") as f:
+            self.key = load_pem_private_key(f.read(), password=None)
+        self._context: Any = None
+        self._context = self._make_context()  # fail now, not on the first client
+
+    def _make_context(self) -> Any:
+        from OpenSSL import SSL
+
+        ctx = SSL.Context(SSL.TLS_SERVER_METHOD)
+        ctx.set_min_proto_version(SSL.TLS1_2_VERSION)
+        ctx.use_certificate(self.certs[0])
+        for extra in self.certs[1:]:
+            ctx.add_extra_chain_cert(extra)
+        ctx.use_privatekey(self.key)  # type: ignore[arg-type]
+        ctx.check_privatekey()
+        return ctx
+
+    def getContext(self) -> Any:
+        return self._context
 
 
 def main(env: Optional[Mapping[str, str]] = None) -> int:
@@ -268,13 +289,13 @@ def main(env: Optional[Mapping[str, str]] = None) -> int:
         if cert and key:
             # SSL4ServerEndpoint takes IPv6 literals too (it calls listenSSL).
             endpoint = SSL4ServerEndpoint(
-                reactor, port, tls_context_factory(cert, key), interface=host
+                reactor, port, LeafContextFactory(cert, key), interface=host
             )
         elif ":" in host:
             endpoint = TCP6ServerEndpoint(reactor, port, interface=host)
         else:
             endpoint = TCP4ServerEndpoint(reactor, port, interface=host)
-    except (OSError, ValueError) as e:  # unreadable or unparsable certificate/key
+    except Exception as e:  # unreadable or unparsable certificate/key, key mismatch
         hclog(f"Error starting service: error={e}")
         return 1
     status = [0]
