@@ -154,7 +154,7 @@ class Proc:
         self.popen = subprocess.Popen(
             argv, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
-            text=True, bufsize=1,
+            text=True, bufsize=1, preexec_fn=_child_setup,
         )
         self.pid = self.popen.pid  # taskset execs: the same pid is the program's
         self.lines: queue.Queue[str] = queue.Queue()
@@ -176,10 +176,13 @@ class Proc:
             left = deadline - time.monotonic()
             if left <= 0:
                 break
+            exited = self.popen.poll() is not None
+            if exited:
+                self._reader.join(2)  # its last lines are queued once it ends
             try:
                 line = self.lines.get(timeout=min(left, 0.2))
             except queue.Empty:
-                if self.popen.poll() is not None and self.lines.empty():
+                if exited:
                     break
                 continue
             found = regex.search(line)
@@ -208,8 +211,32 @@ class Proc:
         return self.popen.returncode
 
 
-def pinned(cpu: Optional[str], argv: list[str]) -> list[str]:
-    return ["taskset", "-c", cpu, *argv] if cpu is not None else argv
+#: Priority of every child (set from --nice): a nice value, applied to a fresh
+#: autogroup too, because with autogroup scheduling (the default on desktop and
+#: many cloud kernels) nice only ranks processes within one session.
+PRIORITY = 0
+
+
+def _child_setup() -> None:
+    """In each child before exec: die with the benchmark, and run at PRIORITY."""
+    try:
+        import ctypes
+
+        # PR_SET_PDEATHSIG: SIGTERM when the benchmark dies, however it dies.
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+    if PRIORITY:
+        try:
+            os.setsid()  # its own session, so its own autogroup
+            with open("/proc/self/autogroup", "w") as group:
+                group.write(str(PRIORITY))
+        except OSError:
+            pass  # no autogroups: nice alone does it
+        try:
+            os.setpriority(os.PRIO_PROCESS, 0, PRIORITY)
+        except OSError:
+            pass
 
 
 def free_port() -> int:
@@ -238,6 +265,16 @@ def cpu_ns(pid: int) -> int:
         except (OSError, ValueError, IndexError):
             pass  # a thread that just ended
     return total
+
+
+def cpu_busy_s(cpu: str) -> float:
+    """Busy seconds of one CPU since boot, every process counted (/proc/stat)."""
+    for line in Path("/proc/stat").read_text().splitlines():
+        fields = line.split()
+        if fields[0] == f"cpu{cpu}":
+            user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, fields[1:9])
+            return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+    return 0.0
 
 
 def memory_kb(pid: int) -> dict[str, int]:
@@ -273,6 +310,11 @@ class Proxy:
     def start(self) -> int:
         raise NotImplementedError
 
+    def launch(self, argv: list[str]) -> Proc:
+        """The proxy's process, on the proxy CPU, in the scratch directory."""
+        bench = self.bench
+        return Proc(self.name, bench.pinned(bench.proxy_cpu, argv), cwd=bench.workdir)
+
     def stop(self) -> None:
         if self.proc is not None:
             self.proc.stop()
@@ -293,7 +335,8 @@ class HAProxy(Proxy):
         port = free_port()
         cfg = self.bench.workdir / "haproxy.cfg"
         cfg.write_text(HAPROXY_CONFIG.format(port=port, backend_port=self.bench.backend_port))
-        self.proc = Proc("haproxy", pinned(self.bench.proxy_cpu, ["haproxy", "-db", "-f", str(cfg)]))
+        argv = ["haproxy", "-db", "-f", str(cfg)]
+        self.proc = self.launch(argv)
         wait_connectable(port, 10)
         return port
 
@@ -303,7 +346,7 @@ class PortForward(Proxy):
 
     def start(self) -> int:
         argv = [sys.executable, str(HERE / "portforward_proxy.py"), str(self.bench.backend_port)]
-        self.proc = Proc("portforward", pinned(self.bench.proxy_cpu, argv), cwd=self.bench.workdir)
+        self.proc = self.launch(argv)
         return int(self.proc.wait_for(r"^PORT (\d+)", 20).group(1))
 
 
@@ -329,7 +372,7 @@ class Tsgate(Proxy):
         config.write_text(TSGATE_CONFIG.format(backend_port=self.bench.backend_port))
         argv = tsgate_argv(config)
         argv = [argv[0], *self.wrap, *argv[1:]]
-        self.proc = Proc("tsgate", pinned(self.bench.proxy_cpu, argv), cwd=self.bench.workdir)
+        self.proc = self.launch(argv)
         found = self.proc.wait_for(r"tsgate listening: \S+ on 127\.0\.0\.1:(\d+)", 60)
         return int(found.group(1))
 
@@ -350,6 +393,10 @@ class Bench:
         self.backend_port = 0
         self.notes: list[str] = []
 
+    def pinned(self, cpu: Optional[str], argv: list[str]) -> list[str]:
+        """``argv`` on one CPU (taskset execs it: the pid stays the program's)."""
+        return ["taskset", "-c", cpu, *argv] if cpu is not None else argv
+
     # -- setup ------------------------------------------------------------
 
     def build(self) -> None:
@@ -360,7 +407,8 @@ class Bench:
             )
 
     def start_backend(self) -> None:
-        self.backend = Proc("backend", pinned(self.client_cpu, [str(self.workdir / "backend"), "0"]))
+        argv = [str(self.workdir / "backend"), "0"]
+        self.backend = Proc("backend", self.pinned(self.client_cpu, argv))
         self.backend_port = int(self.backend.wait_for(r"^READY (\d+)", 10).group(1))
 
     def close(self) -> None:
@@ -371,26 +419,39 @@ class Bench:
     # -- workloads ----------------------------------------------------------
 
     def loadgen(self, *args: Any, timeout: float) -> dict[str, float]:
-        argv = pinned(self.client_cpu, [str(self.workdir / "loadgen"), *map(str, args)])
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+        argv = self.pinned(self.client_cpu, [str(self.workdir / "loadgen"), *map(str, args)])
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
+                              preexec_fn=_child_setup)
         if done.returncode != 0:
             raise BenchError(f"loadgen {args[0]} failed ({done.returncode}): "
                              f"{done.stderr.strip() or done.stdout.strip()}")
         return parse_kv(done.stdout.strip().splitlines()[-1])
 
-    def bulk(self, port: int) -> dict[str, float]:
+    def bulk(self, port: int, pid: Optional[int]) -> dict[str, float]:
         s = self.sizes
-        return self.loadgen("bulk", port, s["bulk_bytes"], s["bulk_max"],
-                            timeout=s["bulk_max"] + 60)
+        before = cpu_ns(pid) if pid else 0
+        result = self.loadgen("bulk", port, s["bulk_bytes"], s["bulk_max"],
+                              timeout=s["bulk_max"] + 60)
+        if pid:
+            # The rate the proxy would reach with its core to itself.
+            result["gbps_per_cpu"] = result["bytes"] * 8 / 1e9 / ((cpu_ns(pid) - before) / 1e9)
+        return result
 
     def conn(self, port: int, pid: Optional[int], seconds: Optional[float] = None,
              ) -> dict[str, float]:
         s = self.sizes
         seconds = seconds or s["conn_seconds"]
         before = cpu_ns(pid) if pid else 0
+        cpu = self.proxy_cpu
+        busy_before, wall_before = (cpu_busy_s(cpu), time.monotonic()) if cpu else (0.0, 0.0)
         result = self.loadgen("conn", port, s["concurrency"], seconds, timeout=seconds + 30)
+        proxy_s = (cpu_ns(pid) - before) / 1e9 if pid else 0.0
         if pid and result["done"]:
-            result["cpu_us_per_conn"] = (cpu_ns(pid) - before) / 1e3 / result["done"]
+            result["cpu_us_per_conn"] = proxy_s * 1e6 / result["done"]
+        if cpu:
+            # How much of the proxy's core other processes took: the noise gauge.
+            others = cpu_busy_s(cpu) - busy_before - proxy_s
+            result["others_cpu0_pct"] = max(0.0, others) * 100 / (time.monotonic() - wall_before)
         return result
 
     def latency(self, port: int) -> dict[str, float]:
@@ -404,8 +465,8 @@ class Bench:
         loadgen = str(self.workdir / "loadgen")
         # Warm up: 50 connections opened and closed, so lazily built state
         # (imports, pools) is counted in "before", not per connection.
-        warm = Proc("idle-warmup", pinned(self.client_cpu, [loadgen, "idle", str(port), "50", "10"]),
-                    stdin=True)
+        argv = [loadgen, "idle", str(port), "50", "10"]
+        warm = Proc("idle-warmup", self.pinned(self.client_cpu, argv), stdin=True)
         try:
             warm.wait_for(r"^OPEN", 20)
             warm.send("\n")
@@ -414,9 +475,8 @@ class Bench:
             warm.stop()
         time.sleep(0.5)
         before = memory_kb(pid)
-        gen = Proc("idle", pinned(self.client_cpu, [loadgen, "idle", str(port),
-                                                    str(s["idle_count"]), str(s["idle_max"])]),
-                   stdin=True)
+        argv = [loadgen, "idle", str(port), str(s["idle_count"]), str(s["idle_max"])]
+        gen = Proc("idle", self.pinned(self.client_cpu, argv), stdin=True)
         try:
             opened = parse_kv(gen.wait_for(r"^OPEN", s["idle_max"] + 20).string)
             time.sleep(0.5)
@@ -451,14 +511,19 @@ class Bench:
         try:
             port = proxy.start()
             time.sleep(0.2)
-            r = self.bulk(port)
+            r = self.bulk(port, proxy.pid)
             result["bulk_gbps"] = r["gbps"]
             result["bulk_gib"] = r["bytes"] / (1 << 30)
+            if "gbps_per_cpu" in r:
+                result["bulk_gbps_per_cpu"] = r["gbps_per_cpu"]
             r = self.conn(port, proxy.pid)
             result["conn_s"] = r["rate"]
             result["conn_errors"] = r["errors"]
+            for key in ("cpu_us_per_conn", "others_cpu0_pct"):
+                if key in r:
+                    result[key] = r[key]
             if "cpu_us_per_conn" in r:
-                result["cpu_us_per_conn"] = r["cpu_us_per_conn"]
+                result["conn_s_per_cpu"] = 1e6 / r["cpu_us_per_conn"]
             r = self.latency(port)
             result["p50_us"], result["p99_us"] = r["p50_us"], r["p99_us"]
         finally:
@@ -488,11 +553,14 @@ COLUMNS = [  # key, header, format, higher is better
     ("cpu_us_per_conn", "CPU µs/conn", "{:.0f}"),
 ]
 DETAIL = [
+    ("bulk_gbps_per_cpu", "bulk Gbit/s per CPU-s", "{:.2f}"),
+    ("conn_s_per_cpu", "conn/s per CPU-s", "{:,.0f}"),
     ("p50_us", "p50 µs", "{:.1f}"),
     ("p99_us", "p99 µs", "{:.1f}"),
     ("rss_kb_per_conn", "KB/conn (RSS)", "{:.1f}"),
     ("conn_errors", "conn errors", "{:.0f}"),
     ("idle_open_s", "open 5k idle s", "{:.2f}"),
+    ("others_cpu0_pct", "others on CPU 0 %", "{:.0f}"),
 ]
 
 
@@ -556,7 +624,11 @@ def render(rounds: list[dict[str, dict[str, float]]], names: list[str],
         cells = [name]
         for key, _, fmt in DETAIL:
             value = median_of(rounds, name, key)
-            cells.append("—" if value is None else fmt.format(value))
+            cell = "—" if value is None else fmt.format(value)
+            ratio = median_of(rounds, name, key, over="haproxy")
+            if name != "haproxy" and ratio is not None and key.endswith("_per_cpu"):
+                cell += f" ({ratio:.2f}×)"
+            cells.append(cell)
         out.append("| " + " | ".join(cells) + " |")
     return "\n".join(out)
 
@@ -600,7 +672,7 @@ def command_output(argv: list[str]) -> str:
         return "?"
 
 
-def environment(sizes: dict[str, Any], pinned_: bool) -> str:
+def environment(sizes: dict[str, Any], pinned_: bool, nice: int) -> str:
     import twisted
 
     cpu = "?"
@@ -609,14 +681,17 @@ def environment(sizes: dict[str, Any], pinned_: bool) -> str:
             cpu = line.split(":", 1)[1].strip()
             break
     dirty = command_output(["git", "status", "--porcelain", "--", "tsgate"])
+    haproxy = "no haproxy"
+    if shutil.which("haproxy"):
+        haproxy = command_output(["haproxy", "-v"]).splitlines()[0]
     return "\n".join([
         f"date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M:%S} UTC",
         f"machine: {platform.node()} {platform.release()}, {os.cpu_count()} CPUs ({cpu})",
-        f"python {platform.python_version()}, twisted {twisted.__version__}, "
-        f"{command_output(['haproxy', '-v']).splitlines()[0] if shutil.which('haproxy') else 'no haproxy'}",
+        f"python {platform.python_version()}, twisted {twisted.__version__}, {haproxy}",
         f"tsgate: {command_output(['git', 'rev-parse', '--short', 'HEAD'])}"
         f"{' + uncommitted changes in tsgate/' if dirty and dirty != '?' else ''}",
-        f"pinning: {'proxy on CPU 0, loadgen + backend on CPU 1 (taskset)' if pinned_ else 'none'}",
+        f"pinning: {'proxy on CPU 0, loadgen + backend on CPU 1 (taskset)' if pinned_ else 'none'}"
+        f"; nice {nice}",
         "sizes: " + ", ".join(f"{k}={v}" for k, v in sizes.items()),
     ])
 
@@ -624,11 +699,13 @@ def environment(sizes: dict[str, Any], pinned_: bool) -> str:
 # ----------------------------------------------------------------- profile
 
 
-def summarize_collapsed(path: Path, cpu_us_per_conn: Optional[float], top: int = 30) -> str:
-    """Self and inclusive time per function from py-spy's collapsed stacks."""
+def summarize_collapsed(path: Path, cpu_us_per_unit: Optional[float], unit: str = "conn",
+                        top: int = 30) -> str:
+    """Self, inclusive and tsgate-attributed time per function from py-spy's collapsed stacks."""
     self_counts: collections.Counter[str] = collections.Counter()
     incl_counts: collections.Counter[str] = collections.Counter()
     file_counts: collections.Counter[str] = collections.Counter()
+    tsgate_counts: collections.Counter[str] = collections.Counter()
     total = 0
     for line in path.read_text().splitlines():
         stack, _, count_text = line.rpartition(" ")
@@ -636,29 +713,43 @@ def summarize_collapsed(path: Path, cpu_us_per_conn: Optional[float], top: int =
             continue
         count = int(count_text)
         total += count
-        frames = [re.sub(r":\d+\)$", ")", f) for f in stack.split(";")]
-        frames = [f for f in frames if "(" in f]  # drop process/thread name entries
-        if not frames:
+        with_lines = [f for f in stack.split(";") if "(" in f]  # drop process/thread names
+        if not with_lines:
             continue
+        frames = [re.sub(r":\d+\)$", ")", f) for f in with_lines]
         self_counts[frames[-1]] += count
         file_counts[_short_file(frames[-1])] += count
         for frame in set(frames):
             incl_counts[frame] += count
+        # The innermost tsgate frame: the tsgate code line that paid for this sample.
+        owner = next((f for f in reversed(with_lines) if re.search(r"[(/]tsgate/", f)),
+                     "(no tsgate frame: reactor, accept, timers)")
+        tsgate_counts[owner] += count
     if not total:
         return "no samples"
 
-    def table(counter: collections.Counter[str], title: str) -> list[str]:
-        lines = [title, f"{'% busy':>7} {'µs/conn':>8}  function (file)"]
-        for frame, count in counter.most_common(top):
+    def table(counter: collections.Counter[str], title: str, skip_above: float = 1.0,
+              ) -> list[str]:
+        lines = [title, f"{'% busy':>7} {'µs/' + unit:>8}  function (file)"]
+        shown = 0
+        for frame, count in counter.most_common():
             share = count / total
-            per_conn = f"{share * cpu_us_per_conn:8.1f}" if cpu_us_per_conn else f"{'':8}"
-            lines.append(f"{share * 100:6.1f}% {per_conn}  {_shorten(frame)}")
+            if share > skip_above:
+                continue
+            cost = f"{share * cpu_us_per_unit:8.1f}" if cpu_us_per_unit else f"{'':8}"
+            lines.append(f"{share * 100:6.1f}% {cost}  {_shorten(frame)}")
+            shown += 1
+            if shown >= top:
+                break
         return lines
 
     out = [f"{total} samples while tsgate was on CPU"
-           + (f"; {cpu_us_per_conn:.0f} CPU µs per connection" if cpu_us_per_conn else "")]
+           + (f"; {cpu_us_per_unit:.1f} CPU µs per {unit}" if cpu_us_per_unit else "")]
+    out += [""] + table(tsgate_counts, "By the innermost tsgate line on the stack (what tsgate "
+                        "code paid for, Twisted and logging included):")
     out += [""] + table(self_counts, "Self time (where the CPU is):")
-    out += [""] + table(incl_counts, "Inclusive time (what it is spent for):")
+    out += [""] + table(incl_counts, "Inclusive time, event-loop frames above 75% left out:",
+                        skip_above=0.75)
     out += [""] + table(file_counts, "Self time by file:")
     return "\n".join(out)
 
@@ -677,70 +768,82 @@ def _shorten(text: str) -> str:
     return text
 
 
+def profile_workload(bench: Bench, port: int, pid: int, seconds: float,
+                     ) -> tuple[str, Optional[float], str]:
+    """Run the profiled workload: (description, CPU µs per unit, unit)."""
+    if bench.args.profile_workload == "bulk":
+        before = cpu_ns(pid)
+        r = bench.loadgen("bulk", port, 1 << 40, seconds, timeout=seconds + 60)
+        mib = r["bytes"] / (1 << 20)
+        per_mib = (cpu_ns(pid) - before) / 1e3 / mib if mib else None
+        return (f"bulk: {r['gbps']:.2f} Gbit/s, {mib:,.0f} MiB in {r['seconds']:.1f} s",
+                per_mib, "MiB")
+    r = bench.conn(port, pid, seconds=seconds)
+    return (f"conn/s: {r['rate']:,.0f} conn/s, {r['done']:,.0f} connections",
+            r.get("cpu_us_per_conn"), "conn")
+
+
 def profile(bench: Bench, stamp: str, log: Callable[[str], None]) -> list[Path]:
-    """tsgate under a profiler for the conn/s workload; returns the files written."""
+    """tsgate under a profiler for one workload; returns the files written."""
     seconds = bench.sizes["profile_seconds"]
+    workload = bench.args.profile_workload
     tool = bench.args.profiler
     if tool == "auto":
         tool = "py-spy" if shutil.which("py-spy") else "cprofile"
     RESULTS.mkdir(exist_ok=True)
-    written = []
+    base = f"profile-{stamp}-{workload}"
+    env = environment(bench.sizes, not bench.args.no_pin, bench.args.nice)
     if tool == "py-spy":
         proxy = Tsgate(bench)
         try:
             port = proxy.start()
             assert proxy.pid is not None
             bench.conn(port, proxy.pid, seconds=1.0)  # warm up
-            out = RESULTS / f"profile-{stamp}.collapsed"
-            spy = Proc("py-spy", pinned(bench.client_cpu, [
+            out = RESULTS / f"{base}.collapsed"
+            spy = Proc("py-spy", bench.pinned(bench.client_cpu, [
                 "py-spy", "record", "--pid", str(proxy.pid), "--rate", "250", "--nonblocking",
                 "--format", "raw", "--output", str(out), "--duration", str(int(seconds) + 1),
             ]))
             try:
                 time.sleep(0.5)
-                r = bench.conn(port, proxy.pid, seconds=seconds)
-                spy.wait_for(r"Wrote raw flamegraph data|Wrote", seconds + 30)
+                what, per_unit, unit = profile_workload(bench, port, proxy.pid, seconds)
+                spy.wait_for(r"Wrote", seconds + 30)
             finally:
                 spy.stop()
-            log(f"profiled conn/s: {r['rate']:.0f} conn/s under py-spy, "
-                f"{r.get('cpu_us_per_conn', 0):.0f} CPU µs/conn")
-            summary = RESULTS / f"profile-{stamp}-summary.txt"
-            summary.write_text(
-                f"tsgate conn/s workload under py-spy (--rate 250 --nonblocking), {seconds:.0f} s, "
-                f"{r['rate']:.0f} conn/s, {r['done']:.0f} connections\n"
-                f"µs/conn = share of busy samples × measured CPU µs per connection\n"
-                f"collapsed stacks: {out.name} (flamegraph.pl or speedscope.app read it)\n\n"
-                + summarize_collapsed(out, r.get("cpu_us_per_conn"))
-                + "\n"
-            )
-            written += [out, summary]
         finally:
             proxy.stop()
-    else:
-        prof = bench.workdir / "tsgate.prof"
-        proxy = Tsgate(bench, wrap=["-m", "cProfile", "-o", str(prof)])
-        try:
-            port = proxy.start()
-            assert proxy.pid is not None
-            r = bench.conn(port, proxy.pid, seconds=seconds)
-        finally:
-            proxy.stop()
-        import io
-        import pstats
-
-        text = io.StringIO()
-        stats = pstats.Stats(str(prof), stream=text)
-        stats.sort_stats("tottime").print_stats(40)
-        stats.sort_stats("cumulative").print_stats(40)
-        summary = RESULTS / f"profile-{stamp}-cprofile.txt"
+        log(f"profiled {what} under py-spy; {per_unit or 0:.0f} CPU µs/{unit}")
+        summary = RESULTS / f"{base}-summary.txt"
         summary.write_text(
-            f"tsgate conn/s workload under cProfile, {seconds:.0f} s, {r['done']:.0f} "
-            f"connections ({r['rate']:.0f} conn/s; cProfile slows every call)\n\n"
-            + text.getvalue()
+            f"tsgate under py-spy (--rate 250 --nonblocking) for {seconds:.0f} s of {what}\n"
+            f"µs/{unit} = share of busy samples × measured CPU µs per {unit}\n"
+            f"collapsed stacks: {out.name} (flamegraph.pl or speedscope.app read it)\n"
+            + env + "\n\n" + summarize_collapsed(out, per_unit, unit) + "\n"
         )
-        shutil.copy(prof, RESULTS / f"profile-{stamp}.prof")
-        written += [summary, RESULTS / f"profile-{stamp}.prof"]
-    return written
+        return [out, summary]
+    prof = bench.workdir / "tsgate.prof"
+    proxy = Tsgate(bench, wrap=["-m", "cProfile", "-o", str(prof)])
+    try:
+        port = proxy.start()
+        assert proxy.pid is not None
+        what, per_unit, unit = profile_workload(bench, port, proxy.pid, seconds)
+    finally:
+        proxy.stop()
+    import io
+    import pstats
+
+    text = io.StringIO()
+    stats = pstats.Stats(str(prof), stream=text)
+    stats.sort_stats("tottime").print_stats(40)
+    stats.sort_stats("cumulative").print_stats(40)
+    summary = RESULTS / f"{base}-cprofile.txt"
+    summary.write_text(
+        f"tsgate under cProfile for {seconds:.0f} s of {what} (cProfile slows every "
+        f"Python call: rates are not comparable with the table)\n" + env + "\n\n"
+        + text.getvalue()
+    )
+    shutil.copy(prof, RESULTS / f"{base}.prof")
+    return [summary, RESULTS / f"{base}.prof"]
 
 
 # -------------------------------------------------------------------- main
@@ -755,7 +858,13 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--profile", action="store_true",
                         help="only profile tsgate on the conn/s workload")
     parser.add_argument("--profiler", choices=("auto", "py-spy", "cprofile"), default="auto")
+    parser.add_argument("--profile-workload", choices=("conn", "bulk"), default="conn",
+                        help="what --profile runs: conn/s (default) or bulk")
     parser.add_argument("--no-pin", action="store_true", help="do not pin with taskset")
+    parser.add_argument("--nice", type=int, default=-10 if os.geteuid() == 0 else 0,
+                        help="nice value of proxies and clients, each in its own autogroup "
+                        "(default -10 as root, so other jobs on a shared machine take less of "
+                        "the proxy's core; 0: off)")
     parser.add_argument("--no-save", action="store_true", help="do not write bench/results/")
     args = parser.parse_args(argv)
 
@@ -773,6 +882,12 @@ def main(argv: Optional[list[str]] = None) -> int:
     def log(text: str) -> None:
         print(text, flush=True)
 
+    def terminated(signum: int, frame: Any) -> None:
+        raise SystemExit(128 + signum)  # run the finally blocks: stop every child
+
+    signal.signal(signal.SIGTERM, terminated)
+    global PRIORITY
+    PRIORITY = args.nice
     bench = Bench(args)
     started = time.monotonic()
     try:
@@ -807,7 +922,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         load_after = Path("/proc/loadavg").read_text().split()[:3]
         report = "\n\n".join([
             "# tsgate relay benchmark" + (" (--quick)" if args.quick else ""),
-            environment(bench.sizes, not args.no_pin)
+            environment(bench.sizes, not args.no_pin, args.nice)
             + f"\nload average before: {' '.join(load_before)}; after: {' '.join(load_after)}"
             + f"\nrun time: {time.monotonic() - started:.0f} s",
             f"Medians of {len(rounds)} round(s); (×) = ratio to HAProxy in the same round "
