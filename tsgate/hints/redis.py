@@ -116,13 +116,16 @@ class RedisHintParser:
 
     def _multibulk(self, data: bytes) -> Union[NeedMore, NotMine, Hint]:
         end = data.find(b"\r\n")
-        head = data[1:end] if end >= 0 else data[1:]
-        if not head.isdigit() and head:
-            return NotMine("'*' not followed by a RESP array length")
         if end < 0:
-            return NEED_MORE if len(head) < 8 else NotMine("RESP array length too long")
-        if not head:
+            head = data[1:].removesuffix(b"\r")
+            if head and not head.isdigit():
+                return NotMine("'*' not followed by a RESP array length")
+            return NEED_MORE if len(head) <= 7 else NotMine("RESP array length too long")
+        head = data[1:end]
+        if not head.isdigit():
             return NotMine("'*' not followed by a RESP array length")
+        if len(head) > 7:  # Redis takes at most 1048576 elements: 7 digits
+            return NotMine("RESP array length too long")
         count = int(head)
         if not 1 <= count <= MAX_MULTIBULK:
             raise HintParseError(f"RESP request array of {count} elements")
@@ -135,11 +138,12 @@ class RedisHintParser:
         if end < 0:
             if len(data) - pos > 12:
                 raise HintParseError("RESP bulk length line too long")
-            if not data[pos + 1 :].isdigit() and len(data) > pos + 1:
+            partial = data[pos + 1 :].removesuffix(b"\r")
+            if partial and not partial.isdigit():
                 raise HintParseError("RESP bulk length is not a number")
             return NEED_MORE
         raw_len = data[pos + 1 : end]
-        if not _digits(raw_len):
+        if not _digits(raw_len) or len(raw_len) > 11:
             raise HintParseError("RESP bulk length is not a number")
         length = int(raw_len)
         pos = end + 2
