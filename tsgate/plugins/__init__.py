@@ -190,7 +190,8 @@ def _shadowed(package: Any) -> dict[str, str]:
 def _selection(obj: Any, kind: str) -> str:
     if kind == "observer":
         parts = [f"protocol={p}" for p in obj.istio_protocols]
-        parts += [f"port name {p}-*" for p in obj.port_name_prefixes]
+        if obj.port_name_prefixes:
+            parts.append("port names " + "/".join(f"{p}-*" for p in obj.port_name_prefixes))
         return ", ".join(parts) or "-"
     return f"max_bytes={obj.max_bytes}"
 
