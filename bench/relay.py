@@ -148,13 +148,14 @@ class Proc:
     """A child process whose merged output is drained by a thread (never blocks)."""
 
     def __init__(self, name: str, argv: list[str], cwd: Optional[Path] = None,
-                 stdin: bool = False) -> None:
+                 stdin: bool = False, env: Optional[dict[str, str]] = None) -> None:
         self.name = name
         self.argv = argv
         self.popen = subprocess.Popen(
             argv, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
             text=True, bufsize=1, preexec_fn=_child_setup,
+            env={**os.environ, **env} if env else None,
         )
         self.pid = self.popen.pid  # taskset execs: the same pid is the program's
         self.lines: queue.Queue[str] = queue.Queue()
@@ -310,10 +311,10 @@ class Proxy:
     def start(self) -> int:
         raise NotImplementedError
 
-    def launch(self, argv: list[str]) -> Proc:
+    def launch(self, argv: list[str], env: Optional[dict[str, str]] = None) -> Proc:
         """The proxy's process, on the proxy CPU, in the scratch directory."""
         bench = self.bench
-        return Proc(self.name, bench.pinned(bench.proxy_cpu, argv), cwd=bench.workdir)
+        return Proc(self.name, bench.pinned(bench.proxy_cpu, argv), cwd=bench.workdir, env=env)
 
     def stop(self) -> None:
         if self.proc is not None:
@@ -350,11 +351,11 @@ class PortForward(Proxy):
         return int(self.proc.wait_for(r"^PORT (\d+)", 20).group(1))
 
 
-def tsgate_argv(config: Path) -> list[str]:
+def tsgate_argv(config: Path, runner: Optional[list[str]] = None) -> list[str]:
     # ``python -m twisted`` is twist (foreground, no pidfile); it takes no
     # --nodaemon/--pidfile, which are twistd's.
     return [
-        sys.executable, "-m", "twisted", "--log-format=text", "tsgate",
+        sys.executable, *(runner or ["-m", "twisted"]), "--log-format=text", "tsgate",
         "--config", str(config), "--endpoint", "7000=tcp:0:interface=127.0.0.1",
         "--admin", "none", "--readiness", "none", "--access-log", "none",
     ]
@@ -363,16 +364,16 @@ def tsgate_argv(config: Path) -> list[str]:
 class Tsgate(Proxy):
     name = "tsgate"
 
-    def __init__(self, bench: Bench, wrap: Optional[list[str]] = None) -> None:
+    def __init__(self, bench: Bench, runner: Optional[list[str]] = None,
+                 env: Optional[dict[str, str]] = None) -> None:
         super().__init__(bench)
-        self.wrap = wrap or []  # e.g. cProfile: argv inserted after the interpreter
+        self.runner = runner  # what runs twist: default "-m twisted"; cProfile, tracemalloc
+        self.env = env
 
     def start(self) -> int:
         config = self.bench.workdir / "tsgate-bench.yaml"
         config.write_text(TSGATE_CONFIG.format(backend_port=self.bench.backend_port))
-        argv = tsgate_argv(config)
-        argv = [argv[0], *self.wrap, *argv[1:]]
-        self.proc = self.launch(argv)
+        self.proc = self.launch(tsgate_argv(config, self.runner), self.env)
         found = self.proc.wait_for(r"tsgate listening: \S+ on 127\.0\.0\.1:(\d+)", 60)
         return int(found.group(1))
 
@@ -783,6 +784,75 @@ def profile_workload(bench: Bench, port: int, pid: int, seconds: float,
             r.get("cpu_us_per_conn"), "conn")
 
 
+def memory_profile(bench: Bench, log: Callable[[str], None], top: int = 25) -> str:
+    """Python memory per idle proxied connection, by allocating line (tracemalloc)."""
+    import tracemalloc
+
+    count = bench.sizes["idle_count"]
+    snap = bench.workdir / "tsgate.snapshot"
+    runner = [str(HERE / "tsgate_traced.py")]
+    proxy = Tsgate(bench, runner=runner, env={"TSGATE_BENCH_SNAPSHOT": str(snap)})
+
+    def snapshot(n: int) -> tracemalloc.Snapshot:
+        assert proxy.pid is not None
+        os.kill(proxy.pid, signal.SIGUSR1)
+        path = Path(f"{snap}.{n}")
+        deadline = time.monotonic() + 60
+        while not path.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        return tracemalloc.Snapshot.load(str(path))
+
+    loadgen = str(bench.workdir / "loadgen")
+    try:
+        port = proxy.start()
+        assert proxy.pid is not None
+        warm = Proc("idle-warmup", bench.pinned(bench.client_cpu, [loadgen, "idle", str(port),
+                                                                  "50", "10"]), stdin=True)
+        try:
+            warm.wait_for(r"^OPEN", 20)
+            warm.send("\n")
+            warm.wait_for(r"^CLOSED", 10)
+        finally:
+            warm.stop()
+        time.sleep(0.5)
+        before, kb_before = snapshot(0), memory_kb(proxy.pid)
+        gen = Proc("idle", bench.pinned(bench.client_cpu, [
+            loadgen, "idle", str(port), str(count), str(bench.sizes["idle_max"])]), stdin=True)
+        try:
+            opened = parse_kv(gen.wait_for(r"^OPEN", bench.sizes["idle_max"] + 20).string)
+            time.sleep(0.5)
+            after, kb_after = snapshot(1), memory_kb(proxy.pid)
+            gen.send("\n")
+            gen.wait_for(r"^CLOSED", 30)
+        finally:
+            gen.stop()
+    finally:
+        proxy.stop()
+    n = opened["open"] or 1
+    filters = [tracemalloc.Filter(False, tracemalloc.__file__)]
+    before, after = before.filter_traces(filters), after.filter_traces(filters)
+    total = sum(d.size_diff for d in after.compare_to(before, "filename"))
+    out = [
+        f"tsgate with tracemalloc, {n:.0f} idle proxied connections (each exchanged 1 byte)",
+        f"process PSS: {(kb_after['pss'] - kb_before['pss']) / n:.2f} KB/conn "
+        f"(tracemalloc itself inflates it); Python heap traced: {total / n / 1024:.2f} KB/conn",
+        "",
+        "By allocating line:",
+        f"{'B/conn':>8} {'objs/conn':>9}  line",
+    ]
+    for diff in after.compare_to(before, "lineno")[:top]:
+        frame = diff.traceback[0]
+        out.append(f"{diff.size_diff / n:8.0f} {diff.count_diff / n:9.2f}  "
+                   f"{_shorten(frame.filename)}:{frame.lineno}")
+    out += ["", "Largest by full traceback (innermost last):"]
+    for diff in after.compare_to(before, "traceback")[:8]:
+        out.append(f"{diff.size_diff / n:8.0f} B/conn {diff.count_diff / n:6.2f} objs/conn")
+        for frame in diff.traceback[-6:]:
+            out.append(f"           {_shorten(frame.filename)}:{frame.lineno}")
+    log(f"profiled idle memory: {total / n / 1024:.2f} KB/conn of Python heap")
+    return "\n".join(out)
+
+
 def profile(bench: Bench, stamp: str, log: Callable[[str], None]) -> list[Path]:
     """tsgate under a profiler for one workload; returns the files written."""
     seconds = bench.sizes["profile_seconds"]
@@ -793,6 +863,10 @@ def profile(bench: Bench, stamp: str, log: Callable[[str], None]) -> list[Path]:
     RESULTS.mkdir(exist_ok=True)
     base = f"profile-{stamp}-{workload}"
     env = environment(bench.sizes, not bench.args.no_pin, bench.args.nice)
+    if workload == "idle":
+        summary = RESULTS / f"{base}-tracemalloc.txt"
+        summary.write_text(memory_profile(bench, log) + "\n" + env + "\n")
+        return [summary]
     if tool == "py-spy":
         proxy = Tsgate(bench)
         try:
@@ -822,7 +896,7 @@ def profile(bench: Bench, stamp: str, log: Callable[[str], None]) -> list[Path]:
         )
         return [out, summary]
     prof = bench.workdir / "tsgate.prof"
-    proxy = Tsgate(bench, wrap=["-m", "cProfile", "-o", str(prof)])
+    proxy = Tsgate(bench, runner=["-m", "cProfile", "-o", str(prof), "-m", "twisted"])
     try:
         port = proxy.start()
         assert proxy.pid is not None
@@ -858,8 +932,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--profile", action="store_true",
                         help="only profile tsgate on the conn/s workload")
     parser.add_argument("--profiler", choices=("auto", "py-spy", "cprofile"), default="auto")
-    parser.add_argument("--profile-workload", choices=("conn", "bulk"), default="conn",
-                        help="what --profile runs: conn/s (default) or bulk")
+    parser.add_argument("--profile-workload", choices=("conn", "bulk", "idle"), default="conn",
+                        help="what --profile runs: conn/s (default), bulk, or idle (memory per "
+                        "idle connection by allocating line, with tracemalloc)")
     parser.add_argument("--no-pin", action="store_true", help="do not pin with taskset")
     parser.add_argument("--nice", type=int, default=-10 if os.geteuid() == 0 else 0,
                         help="nice value of proxies and clients, each in its own autogroup "
