@@ -686,11 +686,13 @@ def environment(sizes: dict[str, Any], pinned_: bool, nice: int) -> str:
     if shutil.which("haproxy"):
         haproxy = command_output(["haproxy", "-v"]).splitlines()[0]
     return "\n".join([
-        f"date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M:%S} UTC",
+        f"started: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M:%S} UTC",
         f"machine: {platform.node()} {platform.release()}, {os.cpu_count()} CPUs ({cpu})",
         f"python {platform.python_version()}, twisted {twisted.__version__}, {haproxy}",
-        f"tsgate: {command_output(['git', 'rev-parse', '--short', 'HEAD'])}"
-        f"{' + uncommitted changes in tsgate/' if dirty and dirty != '?' else ''}",
+        f"tsgate: HEAD {command_output(['git', 'rev-parse', '--short', 'HEAD'])}, last "
+        f"tsgate/ commit {command_output(['git', 'log', '-1', '--format=%h', '--', 'tsgate'])}"
+        + (f"; uncommitted: {' '.join(line[3:] for line in dirty.splitlines())}"
+           if dirty and dirty != "?" else ""),
         f"pinning: {'proxy on CPU 0, loadgen + backend on CPU 1 (taskset)' if pinned_ else 'none'}"
         f"; nice {nice}",
         "sizes: " + ", ".join(f"{k}={v}" for k, v in sizes.items()),
@@ -976,6 +978,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         if shutil.which("haproxy"):
             found = re.search(r"version (\d+\.\d+)", command_output(["haproxy", "-v"]))
             haproxy_version = found.group(1) if found else "?"
+        env = environment(bench.sizes, not args.no_pin, args.nice)  # the tree as run
         load_before = Path("/proc/loadavg").read_text().split()[:3]
         rounds: list[dict[str, dict[str, float]]] = []
         failures: dict[str, str] = {}
@@ -997,7 +1000,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         load_after = Path("/proc/loadavg").read_text().split()[:3]
         report = "\n\n".join([
             "# tsgate relay benchmark" + (" (--quick)" if args.quick else ""),
-            environment(bench.sizes, not args.no_pin, args.nice)
+            env
             + f"\nload average before: {' '.join(load_before)}; after: {' '.join(load_after)}"
             + f"\nrun time: {time.monotonic() - started:.0f} s",
             f"Medians of {len(rounds)} round(s); (×) = ratio to HAProxy in the same round "
