@@ -268,6 +268,13 @@ def cpu_ns(pid: int) -> int:
     return total
 
 
+def user_sys_s(pid: int) -> tuple[float, float]:
+    """User and system CPU seconds of ``pid`` (all threads; /proc/PID/stat, tick resolution)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
+
+
 def cpu_busy_s(cpu: str) -> float:
     """Busy seconds of one CPU since boot, every process counted (/proc/stat)."""
     for line in Path("/proc/stat").read_text().splitlines():
@@ -443,12 +450,16 @@ class Bench:
         s = self.sizes
         seconds = seconds or s["conn_seconds"]
         before = cpu_ns(pid) if pid else 0
+        user_before, sys_before = user_sys_s(pid) if pid else (0.0, 0.0)
         cpu = self.proxy_cpu
         busy_before, wall_before = (cpu_busy_s(cpu), time.monotonic()) if cpu else (0.0, 0.0)
         result = self.loadgen("conn", port, s["concurrency"], seconds, timeout=seconds + 30)
         proxy_s = (cpu_ns(pid) - before) / 1e9 if pid else 0.0
         if pid and result["done"]:
             result["cpu_us_per_conn"] = proxy_s * 1e6 / result["done"]
+            user_after, sys_after = user_sys_s(pid)
+            result["user_us_per_conn"] = (user_after - user_before) * 1e6 / result["done"]
+            result["sys_us_per_conn"] = (sys_after - sys_before) * 1e6 / result["done"]
         if cpu:
             # How much of the proxy's core other processes took: the noise gauge.
             others = cpu_busy_s(cpu) - busy_before - proxy_s
@@ -520,7 +531,8 @@ class Bench:
             r = self.conn(port, proxy.pid)
             result["conn_s"] = r["rate"]
             result["conn_errors"] = r["errors"]
-            for key in ("cpu_us_per_conn", "others_cpu0_pct"):
+            for key in ("cpu_us_per_conn", "user_us_per_conn", "sys_us_per_conn",
+                        "others_cpu0_pct"):
                 if key in r:
                     result[key] = r[key]
             if "cpu_us_per_conn" in r:
@@ -556,6 +568,8 @@ COLUMNS = [  # key, header, format, higher is better
 DETAIL = [
     ("bulk_gbps_per_cpu", "bulk Gbit/s per CPU-s", "{:.2f}"),
     ("conn_s_per_cpu", "conn/s per CPU-s", "{:,.0f}"),
+    ("user_us_per_conn", "user µs/conn", "{:.0f}"),
+    ("sys_us_per_conn", "sys µs/conn", "{:.0f}"),
     ("p50_us", "p50 µs", "{:.1f}"),
     ("p99_us", "p99 µs", "{:.1f}"),
     ("rss_kb_per_conn", "KB/conn (RSS)", "{:.1f}"),
