@@ -513,8 +513,13 @@ class Bench:
     # -- one proxy, one round ------------------------------------------------
 
     def proxy(self, name: str) -> Proxy:
-        return {"direct": Direct, "haproxy": HAProxy, "tsgate": Tsgate,
-                "portforward": PortForward}[name](self)
+        if name == "tsgate":
+            return Tsgate(self, env=self.tsgate_env())
+        return {"direct": Direct, "haproxy": HAProxy, "portforward": PortForward}[name](self)
+
+    def tsgate_env(self) -> dict[str, str]:
+        """--tsgate-env KEY=VALUE settings (experiments, e.g. MALLOC_MMAP_THRESHOLD_)."""
+        return dict(item.partition("=")[::2] for item in self.args.tsgate_env or [])
 
     def measure(self, name: str, log: Callable[[str], None]) -> dict[str, float]:
         """bulk, conn/s, latency on one proxy process; idle memory on a fresh one."""
@@ -687,7 +692,8 @@ def command_output(argv: list[str]) -> str:
         return "?"
 
 
-def environment(sizes: dict[str, Any], pinned_: bool, nice: int) -> str:
+def environment(sizes: dict[str, Any], pinned_: bool, nice: int,
+                tsgate_env: Optional[list[str]] = None) -> str:
     import twisted
 
     cpu = "?"
@@ -710,6 +716,7 @@ def environment(sizes: dict[str, Any], pinned_: bool, nice: int) -> str:
         f"pinning: {'proxy on CPU 0, loadgen + backend on CPU 1 (taskset)' if pinned_ else 'none'}"
         f"; nice {nice}",
         "sizes: " + ", ".join(f"{k}={v}" for k, v in sizes.items()),
+        *([f"tsgate environment: {' '.join(tsgate_env)}"] if tsgate_env else []),
     ])
 
 
@@ -807,7 +814,8 @@ def memory_profile(bench: Bench, log: Callable[[str], None], top: int = 25) -> s
     count = bench.sizes["idle_count"]
     snap = bench.workdir / "tsgate.snapshot"
     runner = [str(HERE / "tsgate_traced.py")]
-    proxy = Tsgate(bench, runner=runner, env={"TSGATE_BENCH_SNAPSHOT": str(snap)})
+    proxy = Tsgate(bench, runner=runner,
+                   env={**bench.tsgate_env(), "TSGATE_BENCH_SNAPSHOT": str(snap)})
 
     def snapshot(n: int) -> tracemalloc.Snapshot:
         assert proxy.pid is not None
@@ -878,13 +886,14 @@ def profile(bench: Bench, stamp: str, log: Callable[[str], None]) -> list[Path]:
         tool = "py-spy" if shutil.which("py-spy") else "cprofile"
     RESULTS.mkdir(exist_ok=True)
     base = f"profile-{stamp}-{workload}"
-    env = environment(bench.sizes, not bench.args.no_pin, bench.args.nice)
+    env = environment(bench.sizes, not bench.args.no_pin, bench.args.nice,
+                      bench.args.tsgate_env)
     if workload == "idle":
         summary = RESULTS / f"{base}-tracemalloc.txt"
         summary.write_text(memory_profile(bench, log) + "\n" + env + "\n")
         return [summary]
     if tool == "py-spy":
-        proxy = Tsgate(bench)
+        proxy = Tsgate(bench, env=bench.tsgate_env())
         try:
             port = proxy.start()
             assert proxy.pid is not None
@@ -912,7 +921,8 @@ def profile(bench: Bench, stamp: str, log: Callable[[str], None]) -> list[Path]:
         )
         return [out, summary]
     prof = bench.workdir / "tsgate.prof"
-    proxy = Tsgate(bench, runner=["-m", "cProfile", "-o", str(prof), "-m", "twisted"])
+    proxy = Tsgate(bench, runner=["-m", "cProfile", "-o", str(prof), "-m", "twisted"],
+                   env=bench.tsgate_env())
     try:
         port = proxy.start()
         assert proxy.pid is not None
@@ -957,6 +967,9 @@ def main(argv: Optional[list[str]] = None) -> int:
                         "(default -10 as root, so other jobs on a shared machine take less of "
                         "the proxy's core; 0: off)")
     parser.add_argument("--no-save", action="store_true", help="do not write bench/results/")
+    parser.add_argument("--tsgate-env", action="append", metavar="KEY=VALUE",
+                        help="environment variable for tsgate only (repeatable), for "
+                        "experiments such as MALLOC_MMAP_THRESHOLD_=1048576")
     args = parser.parse_args(argv)
 
     names = [n.strip() for n in args.proxies.split(",") if n.strip()]
@@ -992,7 +1005,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         if shutil.which("haproxy"):
             found = re.search(r"version (\d+\.\d+)", command_output(["haproxy", "-v"]))
             haproxy_version = found.group(1) if found else "?"
-        env = environment(bench.sizes, not args.no_pin, args.nice)  # the tree as run
+        # the tree and settings as run
+        env = environment(bench.sizes, not args.no_pin, args.nice, args.tsgate_env)
         load_before = Path("/proc/loadavg").read_text().split()[:3]
         rounds: list[dict[str, dict[str, float]]] = []
         failures: dict[str, str] = {}
