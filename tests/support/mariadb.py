@@ -20,7 +20,7 @@ from pathlib import Path
 
 import attrs
 
-from tests.support.postgres import TestCA
+from tests.support.postgres import CertificateAuthority
 
 USER = "tsgate"
 PASSWORD = "tsgate-secret"
@@ -50,7 +50,7 @@ def start_mariadb(tmpdir: Path, port: int, name: str = "db1") -> MariaDBHandle:
     data = root / "data"
     # Everything mariadbd reads lives in ``root``, which the mysql user owns
     # (pytest's tmp_path is private to root); ``tmpdir`` gets a copy of the CA.
-    ca = TestCA.create(root)
+    ca = CertificateAuthority.create(root)
     shutil.copy(ca.path, Path(tmpdir) / "mariadb-ca.crt")
     ca.issue("127.0.0.1", root / "server.crt", root / "server.key")
     for path in (root, ca.path, root / "server.crt", root / "server.key"):

@@ -48,7 +48,7 @@ def _run_as_postgres(*argv: str, timeout: float = 60) -> subprocess.CompletedPro
 
 
 @attrs.define
-class TestCA:
+class CertificateAuthority:
     """A CA key and certificate that sign server certificates for tests."""
 
     key: object
@@ -56,7 +56,7 @@ class TestCA:
     path: Path
 
     @classmethod
-    def create(cls, directory: Path, common_name: str = "tsgate test CA") -> TestCA:
+    def create(cls, directory: Path, common_name: str = "tsgate test CA") -> CertificateAuthority:
         from cryptography import x509
         from cryptography.hazmat.primitives import hashes, serialization
         from cryptography.hazmat.primitives.asymmetric import ec
@@ -168,18 +168,18 @@ class PostgresHandle:
 
 
 def start_postgres(
-    tmpdir: Path, port: int, cert_host: str, name: Optional[str] = None, ca: Optional[TestCA] = None
+    tmpdir: Path, port: int, cert_host: str, name: Optional[str] = None, ca: Optional[CertificateAuthority] = None
 ) -> PostgresHandle:
     """
     Start a TLS-enabled PostgreSQL 15 on 127.0.0.1:``port`` whose certificate
-    names ``cert_host``, signed by ``ca`` (a new :class:`TestCA` in
+    names ``cert_host``, signed by ``ca`` (a new :class:`CertificateAuthority` in
     ``tmpdir`` if not given; share one CA between servers so one
     ``sslrootcert`` verifies both). ``name`` (default: the first label of
     ``cert_host``) is what ``SELECT name FROM whoami`` returns.
     """
     tmpdir = Path(tmpdir)
     name = name or cert_host.split(".")[0]
-    ca = ca or TestCA.create(tmpdir)
+    ca = ca or CertificateAuthority.create(tmpdir)
     pg = pwd.getpwnam(PG_USER)
     root = Path(tempfile.mkdtemp(prefix=f"tsgate-{name}-", dir="/tmp"))
     os.chown(root, pg.pw_uid, pg.pw_gid)

@@ -1,0 +1,142 @@
+"""
+Two real PostgreSQL 15 servers with TLS behind one gateway port, chosen by
+SNI: psql's SSLRequest is answered by the gateway (the ``postgres-starttls``
+negotiator), its ClientHello routed by SNI like any TLS passthrough, the
+chosen server sent its own SSLRequest; the client then verifies the
+server's certificate end to end (``sslmode=verify-full``) and the query
+result says which server answered.
+
+A client with ``sslmode=disable`` on that port sends a plain
+StartupMessage, which has no SNI: it takes the port's TCP route when there
+is one (the README's fallback rule) and is closed when there is none.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.support.gateway import GatewayProcess, free_port
+from tests.support.postgres import PostgresHandle, CertificateAuthority, start_postgres
+
+pytestmark = pytest.mark.e2e
+
+PORT = 5432
+HOSTS = ("pg1.example.test", "pg2.example.test")
+
+
+@pytest.fixture(scope="module")
+def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[PostgresHandle]]:
+    tmp = tmp_path_factory.mktemp("pg")
+    ca = CertificateAuthority.create(tmp)
+    handles: list[PostgresHandle] = []
+    try:
+        for host in HOSTS:
+            handles.append(start_postgres(tmp, free_port(), host, ca=ca))
+        yield handles
+    finally:
+        for handle in handles:
+            handle.stop()
+
+
+def gateway_config(path: Path, servers: list[PostgresHandle], fallback: bool) -> Path:
+    """Istio YAML: a TLS passthrough server for both hosts (and maybe a TCP fallback)."""
+    gateway_servers = [{
+        "port": {"number": PORT, "name": "postgres-tls", "protocol": "TLS"},
+        "hosts": list(HOSTS),
+        "tls": {"mode": "PASSTHROUGH"},
+    }]
+    docs: list[dict] = []
+    for handle in servers:
+        backend = f"{handle.name}.db.local"
+        docs.append({
+            "apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
+            "metadata": {"name": handle.name},
+            "spec": {"hosts": [handle.cert_host], "gateways": ["pg-gateway"],
+                     "tls": [{"match": [{"port": PORT, "sniHosts": [handle.cert_host]}],
+                              "route": [{"destination": {"host": backend,
+                                                         "port": {"number": 5432}}}]}]},
+        })
+        docs.append({
+            "apiVersion": "networking.istio.io/v1", "kind": "ServiceEntry",
+            "metadata": {"name": backend},
+            "spec": {"hosts": [backend], "location": "MESH_INTERNAL", "resolution": "STATIC",
+                     "ports": [{"number": 5432, "name": "tcp-postgres", "protocol": "TCP",
+                                "targetPort": handle.port}],
+                     "endpoints": [{"address": "127.0.0.1"}]},
+        })
+    if fallback:
+        gateway_servers.append(
+            {"port": {"number": PORT, "name": "postgres-plain", "protocol": "TCP"},
+             "hosts": ["*"]}
+        )
+        docs.append({
+            "apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
+            "metadata": {"name": "plain-fallback"},
+            "spec": {"hosts": ["*"], "gateways": ["pg-gateway"],
+                     "tcp": [{"match": [{"port": PORT}],
+                              "route": [{"destination": {"host": f"{servers[0].name}.db.local",
+                                                         "port": {"number": 5432}}}]}]},
+        })
+    docs.insert(0, {
+        "apiVersion": "networking.istio.io/v1", "kind": "Gateway",
+        "metadata": {"name": "pg-gateway"},
+        "spec": {"selector": {"istio": "ingressgateway"}, "servers": gateway_servers},
+    })
+    path.write_text(yaml.safe_dump_all(docs))
+    return path
+
+
+def psql(port: int, sql: str, **params: str) -> subprocess.CompletedProcess[str]:
+    conninfo = {"hostaddr": "127.0.0.1", "port": str(port), "user": "postgres",
+                "dbname": "postgres", "connect_timeout": "10", "gssencmode": "disable",
+                **params}
+    return subprocess.run(
+        ["psql", "-X", "-A", "-t", " ".join(f"{k}={v}" for k, v in conninfo.items()),
+         "-c", sql],
+        capture_output=True, text=True, timeout=60,
+    )
+
+
+WHO = "SELECT name || ' ' || ssl FROM whoami, pg_stat_ssl WHERE pid = pg_backend_pid()"
+
+
+def test_two_servers_one_port_by_sni(servers, tmp_path):
+    """verify-full psql to pg1 and pg2 through one gateway port reaches each server, over TLS."""
+    config = gateway_config(tmp_path / "pg.yaml", servers, fallback=False)
+    with GatewayProcess([str(config)], ports=[PORT]) as gw:
+        port = gw.port(PORT)
+        for handle in servers:
+            result = psql(port, WHO, host=handle.cert_host, sslmode="verify-full",
+                          sslrootcert=str(handle.ca_path))
+            assert result.returncode == 0, result.stderr + gw.text()
+            assert result.stdout.strip() == f"{handle.name} true"
+        # The server's own certificate reaches the client: another CA does not verify it.
+        other_ca = CertificateAuthority.create(tmp_path, "another test CA")
+        wrong = psql(port, WHO, host=HOSTS[0], sslmode="verify-full",
+                     sslrootcert=str(other_ca.path))
+        assert wrong.returncode != 0
+        assert "certificate verify failed" in wrong.stderr, wrong.stderr
+        # sslmode=disable: a StartupMessage has no SNI, and this port has no TCP route.
+        plain = psql(port, WHO, host=HOSTS[0], sslmode="disable")
+        assert plain.returncode != 0
+        assert "closed" in plain.stderr or "terminated" in plain.stderr, plain.stderr
+        assert gw.process.poll() is None
+
+
+def test_plain_client_takes_the_tcp_fallback(servers, tmp_path):
+    """With a TCP server on the same port, sslmode=disable reaches its route (pg1), in clear."""
+    config = gateway_config(tmp_path / "pg.yaml", servers, fallback=True)
+    with GatewayProcess([str(config)], ports=[PORT]) as gw:
+        port = gw.port(PORT)
+        plain = psql(port, WHO, host=HOSTS[1], sslmode="disable")
+        assert plain.returncode == 0, plain.stderr + gw.text()
+        assert plain.stdout.strip() == "pg1 false"
+        tls = psql(port, WHO, host=HOSTS[1], sslmode="verify-full",
+                   sslrootcert=str(servers[1].ca_path))
+        assert tls.returncode == 0, tls.stderr + gw.text()
+        assert tls.stdout.strip() == "pg2 true"
