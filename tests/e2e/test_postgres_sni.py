@@ -21,7 +21,7 @@ import pytest
 import yaml
 
 from tests.support.gateway import GatewayProcess, free_port
-from tests.support.postgres import PostgresHandle, CertificateAuthority, start_postgres
+from tests.support.postgres import CertificateAuthority, PostgresHandle, start_postgres
 
 pytestmark = pytest.mark.e2e
 

@@ -168,7 +168,11 @@ class PostgresHandle:
 
 
 def start_postgres(
-    tmpdir: Path, port: int, cert_host: str, name: Optional[str] = None, ca: Optional[CertificateAuthority] = None
+    tmpdir: Path,
+    port: int,
+    cert_host: str,
+    name: Optional[str] = None,
+    ca: Optional[CertificateAuthority] = None,
 ) -> PostgresHandle:
     """
     Start a TLS-enabled PostgreSQL 15 on 127.0.0.1:``port`` whose certificate
