@@ -620,7 +620,7 @@ def render(rounds: list[dict[str, dict[str, float]]], names: list[str],
     for name in names:
         label = LABELS[name].format(version=haproxy_version)
         if name in failures:
-            out.append(f"| {label} | failed: {failures[name]} |")
+            out.append(f"| {label} | failed: {failures[name].splitlines()[0][:160]} |")
             continue
         cells = [label]
         for key, _, fmt in COLUMNS:
@@ -1022,7 +1022,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                 try:
                     values[name] = bench.measure(name, log)
                 except (BenchError, subprocess.SubprocessError, OSError, KeyError) as exc:
-                    failures[name] = str(exc).splitlines()[0][:200]
+                    failures[name] = str(exc)[:2000]
                     log(f"  {name}: FAILED: {exc}")
             rounds.append(values)
         load_after = Path("/proc/loadavg").read_text().split()[:3]
@@ -1036,6 +1036,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             render(rounds, names, failures, haproxy_version),
             goals(rounds) if "tsgate" in names else "",
             "Per round:\n" + raw_rounds(rounds),
+            *[f"{name} failed:\n{text}" for name, text in failures.items()],
         ])
         print("\n" + report)
         if not args.no_save:
