@@ -41,8 +41,18 @@ class ListenerFactory(ServerFactory):
         self.ctx = ctx
         self.listener = listener
 
+    @property
+    def listener(self) -> Listener:
+        return self._runtime.listener
+
+    @listener.setter
+    def listener(self, listener: Listener) -> None:
+        # Swapped on reload; connections keep the runtime they were accepted with.
+        self._runtime = self.ctx.runtime(listener)
+
     def buildProtocol(self, addr: Any) -> DownstreamProtocol:
-        protocol = DownstreamProtocol(self.ctx, self.listener)
+        runtime = self._runtime
+        protocol = DownstreamProtocol(self.ctx, runtime.listener, runtime)
         protocol.factory = self
         return protocol
 

@@ -166,6 +166,14 @@ def observer_selector() -> Any:
     return observers_for
 
 
+def observers_by_name() -> dict[str, Any]:
+    try:
+        from tsgate.plugins import load_plugins
+    except ImportError:
+        return {}
+    return dict(load_plugins().observers)
+
+
 def build_gateway(options: Any, reactor: Any, stdout: Any = None) -> Gateway:
     """The Gateway for parsed options; raises SystemExit naming every config error."""
     from tsgate.config import load_config
@@ -205,6 +213,7 @@ def build_gateway(options: Any, reactor: Any, stdout: Any = None) -> Gateway:
         ),
         inspectors=default_inspectors(),
         observers_for=observer_selector(),
+        observers_by_name=observers_by_name(),
     )
     return Gateway(
         reactor, ctx, load,

@@ -356,3 +356,28 @@ class ObserverTests(SynchronousTestCase):
         protocol.dataReceived(b"data")
         self.assertEqual(up.value(), b"data")
         self.assertEqual(h.ctx.stats.get("fake.observer_crashed", listener="0.0.0.0_6379"), 1)
+
+
+class KnobTests(SynchronousTestCase):
+    def test_inspect_timeout_annotation_overrides_the_option(self) -> None:
+        listener = Listener(bind="0.0.0.0", port=31400, tcp_route=route(),
+                            tls_chains=MIXED.tls_chains,
+                            annotations=(("tsgate.io/inspect-timeout", "1s"),))
+        h = Harness(listener, inspect_timeout=15)
+        h.accept()
+        h.reactor.advance(1.01)
+        self.assertEqual(len(h.reactor.tcpClients), 1)
+
+    def test_observers_annotation_chooses_by_name_or_none(self) -> None:
+        chosen = _Factory(_CountingObserver)
+        for value, expected in (("fake", [chosen]), ("none", [])):
+            listener = Listener(bind="0.0.0.0", port=1, tcp_route=route(),
+                                protocols=("REDIS",), port_names=("redis-x",),
+                                annotations=(("tsgate.io/observers", value),))
+            h = Harness(listener)
+            h.ctx.observers_by_name = {"fake": chosen}
+            h.ctx.observers_for = lambda protocols, names: [_Factory(_CrashingObserver)]
+            protocol, down = h.accept()
+            h.connect_upstream()
+            self.assertEqual([type(o) for o in protocol.observers],
+                             [_CountingObserver] * len(expected))

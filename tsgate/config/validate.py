@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from typing import Any, Optional
 
 from tsgate.config import hosts as H
+from tsgate.config import knobs
 from tsgate.config.diagnostics import ERROR, WARNING, Diagnostic
 from tsgate.config.loader import join_path
 from tsgate.config.model import (
@@ -99,6 +100,17 @@ def _validate_meta(res: Resource, r: Reporter) -> None:
     problem = H.label_error(meta.namespace)
     if problem:
         r.error("metadata.namespace", f"namespace {problem}")
+    for key, value in meta.annotations:
+        if key.startswith(knobs.PREFIX):
+            problem = knobs.check(key, value)
+            warning = knobs.unknown(key)
+            if problem:
+                r.error(f'metadata.annotations["{key}"]', problem)
+            elif warning:
+                r.warn(f'metadata.annotations["{key}"]', warning)
+            elif not isinstance(res, Gateway):
+                r.warn(f'metadata.annotations["{key}"]',
+                       "tsgate annotations take effect on Gateways only; ignored here")
 
 
 def _port(r: Reporter, path: str, number: Optional[int], *, allow_zero: bool = False) -> None:

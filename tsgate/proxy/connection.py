@@ -21,7 +21,6 @@ per direction: ``dataReceived`` is swapped for a lean method once relaying.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any, Optional
 
 from twisted.internet import error as ierror
@@ -34,7 +33,7 @@ from zope.interface import implementer
 from tsgate.accesslog import AccessRecord
 from tsgate.explain import short_trace
 from tsgate.interfaces import Hint, HintParseError, NeedMore, Preamble
-from tsgate.proxy.context import ProxyContext
+from tsgate.proxy.context import ListenerRuntime, ProxyContext
 from tsgate.routing import Cluster, Decision, Endpoint, Listener, Route
 
 log = Logger(namespace="tsgate.proxy")
@@ -83,11 +82,13 @@ class DownstreamProtocol(Protocol):
     _duration_timer: Any = None
     _connector: Any = None
 
-    def __init__(self, ctx: ProxyContext, listener: Listener) -> None:
+    def __init__(self, ctx: ProxyContext, listener: Listener,
+                 runtime: Optional[ListenerRuntime] = None) -> None:
         self.ctx = ctx
         #: the listener (and so the route table) in force when the connection
         #: arrived; a reload never changes where an accepted connection goes
         self.listener = listener
+        self.runtime = runtime if runtime is not None else ctx.runtime(listener)
         self.state = INSPECTING
         self.buffer = b""  # peeked client bytes, replayed upstream unchanged
         self.bytes_received = 0  # from the client
@@ -124,7 +125,7 @@ class DownstreamProtocol(Protocol):
         ctx.stats.gauge_add("listener.downstream_cx_active", 1, listener=name)
         if self.listener.inspect:
             self._inspect_timer = ctx.reactor.callLater(
-                ctx.settings.inspect_timeout, self._inspection_timed_out
+                self.runtime.inspect_timeout, self._inspection_timed_out
             )
         else:
             transport.pauseProducing()
@@ -355,10 +356,7 @@ class DownstreamProtocol(Protocol):
         route = self.route
         assert route is not None
         ctx = self.ctx
-        observers: Sequence[Any] = ()
-        if ctx.observers_for is not None and (self.listener.protocols or self.listener.port_names):
-            observers = ctx.observers_for(self.listener.protocols, self.listener.port_names)
-        for factory in observers:
+        for factory in self.runtime.observers:
             emit = _emitter(ctx.stats, factory.protocol, self.listener.name)
             try:
                 self.observers.append(factory.new_observer(emit))

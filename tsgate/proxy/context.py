@@ -7,12 +7,14 @@ reloads (only the route table changes).
 from __future__ import annotations
 
 import collections
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Callable, Optional
 
 import attrs
 
 from tsgate.accesslog import AccessLog
+from tsgate.config.knobs import INSPECT_TIMEOUT, OBSERVERS, listener_settings
+from tsgate.routing import Listener
 from tsgate.stats import Stats
 from tsgate.upstream.balancer import Balancer
 
@@ -59,9 +61,41 @@ class ProxyContext:
     inspectors: Sequence[Any] = ()
     #: (protocols, port_names) -> IStreamObserverFactory providers for a listener
     observers_for: Optional[Callable[[Sequence[str], Sequence[str]], Sequence[Any]]] = None
+    #: observer factories by plugin name, for the tsgate.io/observers annotation
+    observers_by_name: Mapping[str, Any] = attrs.field(factory=dict)
     #: live connections (DownstreamProtocol instances), for admin and drain
     connections: set = attrs.field(factory=set)
     recent_errors: collections.deque = attrs.field(factory=lambda: collections.deque(maxlen=50))
 
     def error(self, message: str) -> None:
         self.recent_errors.append((self.reactor.seconds(), message))
+
+    def runtime(self, listener: Listener) -> ListenerRuntime:
+        """What the data path needs per listener, worked out once per table."""
+        knobs = listener_settings(listener.annotations)
+        timeout = knobs.get(INSPECT_TIMEOUT, self.settings.inspect_timeout)
+        names = knobs.get(OBSERVERS)
+        if names is not None:
+            observers = []
+            for name in names:
+                factory = self.observers_by_name.get(name)
+                if factory is None:
+                    self.error(f"listener {listener.name}: {OBSERVERS} names unknown "
+                               f"observer plugin {name!r}; see `tsgate plugins`")
+                else:
+                    observers.append(factory)
+            chosen: Sequence[Any] = tuple(observers)
+        elif self.observers_for is not None and (listener.protocols or listener.port_names):
+            chosen = tuple(self.observers_for(listener.protocols, listener.port_names))
+        else:
+            chosen = ()
+        return ListenerRuntime(listener, timeout, chosen)
+
+
+@attrs.frozen
+class ListenerRuntime:
+    """A listener with its tsgate.io/ knobs resolved and its observers chosen."""
+
+    listener: Listener
+    inspect_timeout: float
+    observers: Sequence[Any] = ()

@@ -1,0 +1,83 @@
+"""
+tsgate-only knobs, as Gateway annotations under ``tsgate.io/``.
+
+Istio-valid YAML must stay valid, so tsgate adds no fields to Istio's kinds;
+anything tsgate-specific is a ``metadata.annotations`` entry on the Gateway
+whose servers make up the listener (Kubernetes and Istio ignore annotations
+they do not know). Each knob is listed here with its parser, so validation,
+the compiler and the data path read one definition.
+
+- ``tsgate.io/inspect-timeout``: a duration (``1s``, ``500ms``): how long
+  the listeners of that Gateway wait for a ClientHello before the TCP
+  fallback route or close (``--inspect-timeout`` otherwise);
+- ``tsgate.io/observers``: comma-separated observer plugin names, or
+  ``none``: the stream observers of those listeners, instead of Istio's
+  selection by port protocol and port-name prefix.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Callable, Optional
+
+from tsgate.config.schema import parse_duration
+
+PREFIX = "tsgate.io/"
+INSPECT_TIMEOUT = PREFIX + "inspect-timeout"
+OBSERVERS = PREFIX + "observers"
+
+
+def _duration(value: str) -> float:
+    seconds = parse_duration(value)
+    if seconds is None or seconds < 0:
+        raise ValueError(f"{value!r} is not a duration (e.g. 1s, 500ms, 2m)")
+    return seconds
+
+
+def _names(value: str) -> tuple[str, ...]:
+    names = tuple(n.strip() for n in value.split(",") if n.strip())
+    if not names:
+        raise ValueError("empty: give plugin names separated by commas, or none")
+    if "none" in names and len(names) > 1:
+        raise ValueError("none cannot be combined with plugin names")
+    return () if names == ("none",) else names
+
+
+KNOWN: Mapping[str, Callable[[str], Any]] = {
+    INSPECT_TIMEOUT: _duration,
+    OBSERVERS: _names,
+}
+
+
+def unknown(key: str) -> Optional[str]:
+    """A warning for a ``tsgate.io/`` key tsgate does not know (a typo, likely)."""
+    if key in KNOWN:
+        return None
+    known = ", ".join(sorted(KNOWN))
+    return f"unknown tsgate annotation {key!r}, ignored (known: {known})"
+
+
+def check(key: str, value: str) -> Optional[str]:
+    """Why a known ``tsgate.io/`` annotation's value is wrong, or None."""
+    parser = KNOWN.get(key)
+    if parser is None:
+        return None
+    try:
+        parser(value)
+    except ValueError as exc:
+        return f"{key}: {exc}"
+    return None
+
+
+def listener_settings(annotations: tuple[tuple[str, str], ...]) -> dict[str, Any]:
+    """The parsed knobs of one listener (invalid ones were refused at load time)."""
+    settings: dict[str, Any] = {}
+    for key, value in annotations:
+        parser = KNOWN.get(key)
+        if parser is None:
+            continue
+        try:
+            settings[key] = parser(value)
+        except ValueError:
+            continue
+    return settings
