@@ -14,8 +14,8 @@
  *       One TCP_NODELAY connection, 64 B ping-pong ROUNDS times after 200
  *       warm-up rounds; percentiles of the round-trip time.
  *   loadgen idle    PORT COUNT MAX_SECONDS
- *       Opens COUNT connections (40 at a time: under the
- *       proxies' listen backlog of 50), each sends 1 B and reads its
+ *       Opens COUNT connections (40 at a time: under any listen
+ *       backlog, Twisted's default of 50 included), each sends 1 B and reads its
  *       echo (so the proxied path is fully set up), then leaves them idle and
  *       prints "OPEN ...". Waits for a line (or EOF) on stdin, at most 300 s,
  *       then closes them all and prints "CLOSED".

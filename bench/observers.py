@@ -15,9 +15,10 @@ would, prefixed and labelled); latency histograms likewise, with
 
 Repeating a capture replays its handshake too; that is fine for MongoDB,
 Kafka and Redis (a hello is just a command) but not for protocols with a
-startup phase: :data:`STEADY_FROM` says from which record a protocol's
-capture may be repeated. An observer that still hits ``decode_error`` is
-flagged in the table: its number then measures a quiet observer.
+startup phase or a goodbye: :data:`CAPTURES` names, per protocol, the
+capture and the records ``[start:end]`` that repeat (those before
+``start`` are played once). An observer that still hits ``decode_error``
+is flagged in the table: its number then measures a quiet observer.
 
 Usage: ``python3 bench/observers.py [--mb 200] [--runs 3] [names...]``
 """
@@ -38,9 +39,14 @@ sys.path.insert(0, os.path.dirname(HERE))
 from tsgate.stats import Stats  # noqa: E402
 
 DATA = os.path.join(os.path.dirname(HERE), "tests", "data")
-#: Records of the capture to replay once before the repeated part; the rest
-#: (from this index) is repeated. 0: the whole capture repeats.
-STEADY_FROM: dict[str, int] = {"mongo": 0, "kafka": 0, "redis": 0}
+#: protocol -> (capture file, first repeated record, end of repeated records).
+#: Protocols not listed use their largest capture, all of it repeated.
+CAPTURES: dict[str, tuple[str, int, int | None]] = {
+    "mongo": ("pymongo_session.trace", 0, None),
+    "kafka": ("kafka_python_producer.trace", 0, None),
+    # startup and SCRAM exchange once; then BEGIN .. DEALLOCATE ALL, not Terminate
+    "postgres": ("psycopg_extended.cap", 6, 23),
+}
 Record = tuple[str, bytes]
 
 
@@ -59,6 +65,9 @@ def find_capture(protocol: str) -> tuple[str, list[Record]] | None:
     folder = os.path.join(DATA, protocol)
     if not os.path.isdir(folder):
         return None
+    if protocol in CAPTURES:
+        name = CAPTURES[protocol][0]
+        return name, read_records(os.path.join(folder, name))
     best: tuple[int, str, list[Record]] | None = None
     for name in sorted(os.listdir(folder)):
         if not name.endswith((".trace", ".cap")):
@@ -158,13 +167,14 @@ def measure(name: str, factory: Any, total: int, chunk: int, runs: int) -> tuple
     if found is None:
         return (name, "-", f"no capture in tests/data/{protocol}/", "", "", "", "", "")
     sample, records = found
-    steady = STEADY_FROM.get(protocol, 0)
+    _, start, end = CAPTURES.get(protocol, (sample, 0, None))
+    once, repeated = records[:start], records[start:end]
 
     def side(direction: str, part: list[Record]) -> bytes:
         return b"".join(b for d, b in part if d == direction)
 
-    client = Stream(side("c", records[:steady]), side("c", records[steady:]), chunk)
-    server = Stream(side("s", records[:steady]), side("s", records[steady:]), chunk)
+    client = Stream(side("c", once), side("c", repeated), chunk)
+    server = Stream(side("s", once), side("s", repeated), chunk)
 
     def reads() -> Iterator[tuple[bool, bytes]]:
         return interleaved(client, server, total)

@@ -9,19 +9,22 @@ prints ``PORT <n>`` once listening. The default reactor (epoll on Linux).
 from __future__ import annotations
 
 import sys
+from typing import Any
 
-from twisted.internet import reactor
+from twisted.internet import reactor as _reactor
 from twisted.protocols.portforward import ProxyFactory
+
+reactor: Any = _reactor
 
 
 def main() -> None:
     backend_port = int(sys.argv[1])
-    # listenTCP's defaults (backlog 50), as tsgate's "tcp:0" endpoint has
-    port = reactor.listenTCP(  # type: ignore[attr-defined]
-        0, ProxyFactory("127.0.0.1", backend_port), interface="127.0.0.1"
-    )
+    # backlog 1024 like tsgate's listeners (Twisted's default of 50 drops SYNs
+    # under bursts); the protocol code is Twisted's, unmodified.
+    factory = ProxyFactory("127.0.0.1", backend_port)
+    port = reactor.listenTCP(0, factory, backlog=1024, interface="127.0.0.1")
     print(f"PORT {port.getHost().port}", flush=True)
-    reactor.run()  # type: ignore[attr-defined]
+    reactor.run()
 
 
 if __name__ == "__main__":

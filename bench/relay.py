@@ -363,7 +363,7 @@ def tsgate_argv(config: Path, runner: Optional[list[str]] = None) -> list[str]:
     # --nodaemon/--pidfile, which are twistd's.
     return [
         sys.executable, *(runner or ["-m", "twisted"]), "--log-format=text", "tsgate",
-        "--config", str(config), "--endpoint", "7000=tcp:0:interface=127.0.0.1",
+        "--config", str(config), "--endpoint", "7000=tcp:0:interface=127.0.0.1:backlog=1024",
         "--admin", "none", "--readiness", "none", "--access-log", "none",
     ]
 
@@ -1010,7 +1010,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         load_before = Path("/proc/loadavg").read_text().split()[:3]
         rounds: list[dict[str, dict[str, float]]] = []
         failures: dict[str, str] = {}
-        for i in range(bench.sizes["rounds"]):
+        for i in range(int(bench.sizes["rounds"])):
             log(f"round {i + 1}/{bench.sizes['rounds']}")
             values: dict[str, dict[str, float]] = {}
             # Rotate the order each round so slow drifts of the machine's load
