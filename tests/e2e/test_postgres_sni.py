@@ -27,6 +27,8 @@ pytestmark = pytest.mark.e2e
 
 PORT = 5432
 HOSTS = ("pg1.example.test", "pg2.example.test")
+#: A server with TLS off, behind an SNI route of its own.
+NO_TLS_HOST = "pg3.example.test"
 
 
 @pytest.fixture(scope="module")
@@ -37,6 +39,7 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[PostgresH
     try:
         for host in HOSTS:
             handles.append(start_postgres(tmp, free_port(), host, ca=ca))
+        handles.append(start_postgres(tmp, free_port(), NO_TLS_HOST, ca=ca, tls=False))
         yield handles
     finally:
         for handle in handles:
@@ -47,7 +50,7 @@ def gateway_config(path: Path, servers: list[PostgresHandle], fallback: bool) ->
     """Istio YAML: a TLS passthrough server for both hosts (and maybe a TCP fallback)."""
     gateway_servers = [{
         "port": {"number": PORT, "name": "postgres-tls", "protocol": "TLS"},
-        "hosts": list(HOSTS),
+        "hosts": [handle.cert_host for handle in servers],
         "tls": {"mode": "PASSTHROUGH"},
     }]
     docs: list[dict] = []
@@ -110,7 +113,7 @@ def test_two_servers_one_port_by_sni(servers, tmp_path):
     config = gateway_config(tmp_path / "pg.yaml", servers, fallback=False)
     with GatewayProcess([str(config)], ports=[PORT]) as gw:
         port = gw.port(PORT)
-        for handle in servers:
+        for handle in servers[:2]:
             result = psql(port, WHO, host=handle.cert_host, sslmode="verify-full",
                           sslrootcert=str(handle.ca_path))
             assert result.returncode == 0, result.stderr + gw.text()
@@ -125,6 +128,13 @@ def test_two_servers_one_port_by_sni(servers, tmp_path):
         plain = psql(port, WHO, host=HOSTS[0], sslmode="disable")
         assert plain.returncode != 0
         assert "closed" in plain.stderr or "terminated" in plain.stderr, plain.stderr
+        # pg3 has TLS off: it answers the replayed SSLRequest with N, the client is closed.
+        refused = psql(port, WHO, host=NO_TLS_HOST, sslmode="require")
+        assert refused.returncode != 0
+        assert "EOF" in refused.stderr or "closed" in refused.stderr, refused.stderr
+        lines = gw.wait_access_lines(5)
+        assert any("upstream_refused" in ln and "pg3.db.local" in ln for ln in lines), lines
+        assert servers[2].psql("SELECT name FROM whoami") == "pg3"  # it is up, just no TLS
         assert gw.process.poll() is None
 
 

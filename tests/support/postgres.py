@@ -173,13 +173,16 @@ def start_postgres(
     cert_host: str,
     name: Optional[str] = None,
     ca: Optional[CertificateAuthority] = None,
+    tls: bool = True,
 ) -> PostgresHandle:
     """
     Start a TLS-enabled PostgreSQL 15 on 127.0.0.1:``port`` whose certificate
     names ``cert_host``, signed by ``ca`` (a new :class:`CertificateAuthority` in
     ``tmpdir`` if not given; share one CA between servers so one
     ``sslrootcert`` verifies both). ``name`` (default: the first label of
-    ``cert_host``) is what ``SELECT name FROM whoami`` returns.
+    ``cert_host``) is what ``SELECT name FROM whoami`` returns. With
+    ``tls=False`` the server runs with ``ssl = off`` and answers an
+    SSLRequest with ``N``.
     """
     tmpdir = Path(tmpdir)
     name = name or cert_host.split(".")[0]
@@ -201,7 +204,8 @@ def start_postgres(
             conf.write(
                 f"\nlisten_addresses = '127.0.0.1'\nport = {port}\n"
                 f"unix_socket_directories = '{root}'\n"
-                "ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n"
+                f"ssl = {'on' if tls else 'off'}\n"
+                "ssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n"
                 "fsync = off\nsynchronous_commit = off\nfull_page_writes = off\n"
                 "max_connections = 20\nshared_buffers = 16MB\n"
             )
