@@ -296,3 +296,18 @@ def test_observer_server_refuses_tls():
     assert counts["backend.encryption_refused"] == 1
     assert counts["sessions_unencrypted"] == 1
     assert attributes["app_name"] == "tsgate-capture"
+
+
+@given(name=st.sampled_from(sorted(OBSERVED)), cut=st.integers(0, 4096),
+       garbage=st.binary(max_size=256))
+def test_observer_truncation_plus_garbage_only_decode_error(name, cut, garbage):
+    """A real conversation cut anywhere, then garbage both ways: never an exception,
+    at most one decode_error, and nothing buffered beyond the body-prefix cap."""
+    flat = [(d, data[i : i + 1]) for d, data in capture(name) for i in range(len(data))]
+    records = [*flat[:cut], ("c", garbage), ("s", garbage)]
+    counts: dict[str, int] = {}
+    obs = PostgresObserver(lambda n, a: counts.__setitem__(n, counts.get(n, 0) + a))
+    for d, data in records:
+        (obs.client_data if d == "c" else obs.server_data)(data)
+    assert counts.get("decode_error", 0) <= 1
+    assert obs.buffered() <= 5 + 10000 + 256

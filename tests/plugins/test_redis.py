@@ -221,3 +221,12 @@ def test_observer_resp3_nested_and_attributes():
     )
     assert counts == {"replies": 4, "pushes": 1, "errors": 2, "error.other": 1,
                       "error.wrongtype": 1}
+
+
+@given(name=st.sampled_from(["redis_cli.cap", "inline_nc.cap"]), cut=st.integers(0, 1024),
+       garbage=st.binary(max_size=256))
+def test_observer_truncation_plus_garbage_only_decode_error(name, cut, garbage):
+    """A real conversation cut anywhere, then garbage both ways: at most one decode_error."""
+    flat = [(d, data[i : i + 1]) for d, data in capture(name) for i in range(len(data))]
+    counts, _ = observe(redis_observer, [*flat[:cut], ("c", garbage), ("s", garbage)])
+    assert counts.get("decode_error", 0) <= 1
