@@ -33,6 +33,14 @@ setup(
             "cryptography",
             "prometheus_client",
         ],
+        # Only for re-recording the protocol samples in tests/data/
+        # (tests/support/capture_samples.py); the tests read committed files.
+        "capture": [
+            "psycopg[binary]",
+            "PyMySQL",
+            "mysql-connector-python",
+            "paho-mqtt",
+        ],
     },
     entry_points={"console_scripts": ["tsgate=tsgate.cli:main"]},
 )
