@@ -10,9 +10,9 @@ client's first message, byte for byte as the client sent it).
 ``samples.json`` in each folder records the command and versions behind
 every file. The files are committed: tests never need to recapture.
 
-Needs: PostgreSQL 15 + psql, psycopg (``pip install 'psycopg[binary]'``),
-redis-server + redis-cli + redis-benchmark, mariadb-server +
-mariadb-client, PyMySQL.
+Needs: PostgreSQL 15 + psql, redis-server + redis-cli + redis-benchmark,
+``apt-get install mariadb-server mariadb-client``, and
+``pip install -e ".[capture]"`` (psycopg, PyMySQL, mysql-connector-python).
 """
 
 from __future__ import annotations
