@@ -232,6 +232,8 @@ BODY_PREFIX = 1024
 #: server's own limit for most messages is 1 GiB, PQ_LARGE_MESSAGE_LIMIT).
 MAX_MESSAGE = 1 << 30
 _SEVERITIES = {"error", "fatal", "panic"}
+_FRONTEND_COUNTERS = {ord(k): f"frontend.{v}" for k, v in FRONTEND_TYPES.items()}
+_BACKEND_COUNTERS = {ord(k): f"backend.{v}" for k, v in BACKEND_TYPES.items()}
 
 
 @implementer(IStreamObserver)
@@ -256,10 +258,10 @@ class PostgresObserver(ObserverBase):
         buf = self.client_buf
         buf.feed(data)
         while not self.quiet and len(buf):
-            if self._client_untyped:
-                if not self._first_message(buf):
-                    return
-            elif not self._typed_message(buf, FRONTEND_TYPES, "frontend"):
+            if not self._client_untyped:
+                self._typed_messages(buf, _FRONTEND_COUNTERS, "frontend")
+                return
+            if not self._first_message(buf):
                 return
 
     def _first_message(self, buf: ByteQueue) -> bool:
@@ -310,35 +312,47 @@ class PostgresObserver(ObserverBase):
                 if reply != b"N":
                     raise DecodeError(f"PostgreSQL encryption reply {reply!r}")
                 self._emit("backend.encryption_refused", 1)
-            elif not self._typed_message(buf, BACKEND_TYPES, "backend"):
+            else:
+                self._typed_messages(buf, _BACKEND_COUNTERS, "backend")
                 return
 
     # both
 
-    def _typed_message(self, buf: ByteQueue, names: dict[str, str], side: str) -> bool:
-        """Consume one typed message if its header (and any needed body) is in."""
-        if len(buf) < 5:
-            return False
-        header = buf.peek(5)
-        kind = chr(header[0])
-        (length,) = struct.unpack_from(">i", header, 1)
-        if length < 4 or length > MAX_MESSAGE:
-            raise DecodeError(f"PostgreSQL {side} message {kind!r} with length {length}")
-        name = names.get(kind)
-        if name is None:
-            raise DecodeError(f"unknown PostgreSQL {side} message type {kind!r}")
-        body_len = length - 4
-        if side == "backend" and kind in ("E", "N"):
-            wanted = min(body_len, BODY_PREFIX)
-            if len(buf) < 5 + wanted:
-                return False
-            body = buf.peek(wanted, 5)
-            if kind == "E":
-                self._count_error(body)
-        buf.discard(1 + length)
-        self._emit(f"messages_{side}", 1)
-        self._emit(f"{side}.{name}", 1)
-        return True
+    def _typed_messages(self, buf: ByteQueue, counters: dict[int, str], side: str) -> None:
+        """
+        Count every complete typed message header in the buffer (bodies are
+        skipped, past the end of the buffer too); walks a snapshot with an
+        index because per-message buffer operations dominate the cost.
+        """
+        b = buf.snapshot()
+        n = len(b)
+        pos = 0
+        total = 0
+        counts = self._counts
+        backend = side == "backend"
+        try:
+            while n - pos >= 5:
+                kind = b[pos]
+                length = int.from_bytes(b[pos + 1 : pos + 5], "big", signed=True)
+                if length < 4 or length > MAX_MESSAGE:
+                    raise DecodeError(
+                        f"PostgreSQL {side} message {chr(kind)!r} with length {length}"
+                    )
+                counter = counters.get(kind)
+                if counter is None:
+                    raise DecodeError(f"unknown PostgreSQL {side} message type {chr(kind)!r}")
+                if backend and kind == 69:  # 'E': read the severity and SQLSTATE
+                    wanted = min(length - 4, BODY_PREFIX)
+                    if n - pos < 5 + wanted:
+                        break
+                    self._count_error(b[pos + 5 : pos + 5 + wanted])
+                pos += 1 + length
+                counts[counter] = counts.get(counter, 0) + 1
+                total += 1
+        finally:
+            buf.discard(pos)
+            if total:
+                self._count(f"messages_{side}", total)
 
     def _count_error(self, body: bytes) -> None:
         fields = {}
@@ -347,9 +361,9 @@ class PostgresObserver(ObserverBase):
                 fields[chr(field[0])] = field[1:].decode("ascii", "replace")
         # 'V' (non-localised severity, 9.6+) is better than 'S' (translated).
         severity = fields.get("V") or fields.get("S") or ""
-        self._emit("errors", 1)
-        self._emit(f"errors.{bounded_name(severity, _SEVERITIES)}", 1)
+        self._count("errors")
+        self._count(f"errors.{bounded_name(severity, _SEVERITIES)}")
         code = fields.get("C", "")
         if len(code) == 5 and code.isalnum():
-            self._emit(f"errors.sqlstate_class.{bounded_name(code[:2])}", 1)
+            self._count(f"errors.sqlstate_class.{bounded_name(code[:2])}")
             self._attributes["last_error"] = code

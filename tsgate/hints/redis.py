@@ -23,7 +23,7 @@ from typing import Union
 
 from zope.interface import implementer
 
-from tsgate.hints.stream import ByteQueue, DecodeError, ObserverBase, bounded_name
+from tsgate.hints.stream import DecodeError, ObserverBase, bounded_name
 from tsgate.interfaces import (
     NEED_MORE,
     Emit,
@@ -187,16 +187,19 @@ class RedisHintParser:
 
 # -- the observer -----------------------------------------------------------
 
-
-def _read_line(buf: ByteQueue) -> Union[bytes, None]:
-    """One CRLF- (or LF-) terminated line from the buffer, or None for more bytes."""
-    end = buf.find(b"\n", 0, min(len(buf), LINE_CAP + 2))
-    if end < 0:
-        if len(buf) > LINE_CAP:
-            raise DecodeError("RESP line longer than 64 KiB")
-        return None
-    line = buf.take(end + 1)
-    return line[:-2] if line.endswith(b"\r\n") else line[:-1]
+#: Reply type bytes: scalars on one line, bulk strings, aggregates.
+_SCALARS = frozenset(b"+:_,#(")
+_BULKS = frozenset(b"$=")
+_AGGREGATES = frozenset(b"*~>%|")
+_PAIRS = frozenset(b"%|")
+#: Precomputed names: the common spellings of every command, and counter names.
+_NAMES = {
+    spelling: name
+    for name in COMMANDS
+    for spelling in (name.encode(), name.upper().encode(), name.replace("_", "-").encode(),
+                     name.upper().replace("_", "-").encode())
+}
+_COMMAND_COUNTERS = {name: f"command.{name}" for name in COMMANDS}
 
 
 def _length(raw: bytes, what: str, limit: int) -> int:
@@ -206,6 +209,19 @@ def _length(raw: bytes, what: str, limit: int) -> int:
     if n < -1 or n > limit:
         raise DecodeError(f"RESP {what} out of range: {n}")
     return n
+
+
+def _line_end(b: bytes, pos: int) -> int:
+    """Index of the LF ending the line at ``pos``, -1 if not here yet (capped)."""
+    end = b.find(b"\n", pos, pos + LINE_CAP + 2)
+    if end < 0 and len(b) - pos > LINE_CAP:
+        raise DecodeError("RESP line longer than 64 KiB")
+    return end
+
+
+def _strip(b: bytes, pos: int, end: int) -> bytes:
+    """The line between ``pos`` and the LF at ``end``, without its CR."""
+    return b[pos : end - 1] if end > pos and b[end - 1] == 13 else b[pos:end]
 
 
 @implementer(IStreamObserver)
@@ -233,104 +249,118 @@ class RedisObserver(ObserverBase):
     def _client(self, data: bytes) -> None:
         buf = self.client_buf
         buf.feed(data)
-        while len(buf) and not self.quiet:
-            if self._c_name_len >= 0:
-                n = self._c_name_len
-                if len(buf) < n + 2:
-                    return
-                self._command(buf.take(n))
-                buf.discard(2)
-                self._c_name_len = -1
-                self._element_done()
-                continue
-            if self._c_elements:
-                line = _read_line(buf)
-                if line is None:
-                    return
-                if line[:1] != b"$":
-                    raise DecodeError(f"RESP request element {line[:1]!r}, not a bulk string")
-                n = _length(line[1:], "bulk length", MAX_BULK)
-                if n < 0:
-                    raise DecodeError("null bulk string in a request")
-                if self._c_name_next and n <= MAX_NAME:
-                    self._c_name_len = n
+        b = buf.snapshot()
+        n = len(b)
+        pos = 0
+        try:
+            while pos < n:
+                if self._c_name_len >= 0:
+                    size = self._c_name_len
+                    if n - pos < size + 2:
+                        break
+                    self._command(b[pos : pos + size])
+                    pos += size + 2
+                    self._c_name_len = -1
+                    self._element_done()
                     continue
-                if self._c_name_next:
-                    self._count_command("unknown")
-                buf.discard(n + 2)
-                self._element_done()
-                continue
-            line = _read_line(buf)
-            if line is None:
-                return
-            if line[:1] == b"*":
-                count = _length(line[1:], "array length", MAX_MULTIBULK)
-                if count > 0:
-                    self._c_elements = count
-                    self._c_name_next = True
-            else:
-                words = line.split()
-                if words:  # Redis ignores empty inline lines
-                    self._command(words[0])
+                end = _line_end(b, pos)
+                if end < 0:
+                    break
+                line = _strip(b, pos, end)
+                pos = end + 1
+                if self._c_elements:
+                    if line[:1] != b"$":
+                        raise DecodeError(f"RESP request element {line[:1]!r}, not a bulk string")
+                    size = _length(line[1:], "bulk length", MAX_BULK)
+                    if size < 0:
+                        raise DecodeError("null bulk string in a request")
+                    if self._c_name_next and size <= MAX_NAME:
+                        self._c_name_len = size
+                        continue
+                    if self._c_name_next:
+                        self._count_command("unknown")
+                    pos += size + 2  # skipped; past the end, future bytes are skipped
+                    self._element_done()
+                elif line[:1] == b"*":
+                    count = _length(line[1:], "array length", MAX_MULTIBULK)
+                    if count > 0:
+                        self._c_elements = count
+                        self._c_name_next = True
+                else:
+                    words = line.split()
+                    if words:  # Redis ignores empty inline lines
+                        self._command(words[0])
+        finally:
+            buf.discard(pos)
 
     def _element_done(self) -> None:
         self._c_name_next = False
         self._c_elements -= 1
 
     def _command(self, raw: bytes) -> None:
-        self._count_command(command_name(raw))
+        name = _NAMES.get(raw)
+        self._count_command(name if name is not None else command_name(raw))
 
     def _count_command(self, name: str) -> None:
-        self._emit("commands", 1)
-        self._emit(f"command.{name}", 1)
-        self._attributes.setdefault("command", name)
+        self._count("commands")
+        self._count(_COMMAND_COUNTERS.get(name) or f"command.{name}")
+        if "command" not in self._attributes:
+            self._attributes["command"] = name
 
     # server -> client
 
     def _server(self, data: bytes) -> None:
         buf = self.server_buf
         buf.feed(data)
-        while len(buf) and not self.quiet:
-            if self._s_blob_error >= 0:
-                n = self._s_blob_error
-                want = min(n, 32)
-                if len(buf) < want:
-                    return
-                self._error(buf.peek(want))
-                buf.discard(n + 2)
-                self._s_blob_error = -1
-                self._value_done(0)
-                continue
-            line = _read_line(buf)
-            if line is None:
-                return
-            kind, rest = line[:1], line[1:]
-            if kind in (b"+", b":", b"_", b",", b"#", b"("):
-                self._value_done(0)
-            elif kind == b"-":
-                self._error(rest)
-                self._value_done(0)
-            elif kind in (b"$", b"="):
-                n = _length(rest, "bulk length", MAX_BULK)
-                if n >= 0:
-                    buf.discard(n + 2)
-                self._value_done(0)
-            elif kind == b"!":
-                self._s_blob_error = _length(rest, "blob error length", MAX_BULK)
-                if self._s_blob_error < 0:
-                    raise DecodeError("null blob error")
-            elif kind in (b"*", b"~", b">", b"%", b"|"):
-                n = _length(rest, "aggregate length", MAX_BULK)
-                if kind in (b"%", b"|") and n > 0:
-                    n *= 2
-                if n <= 0:
+        b = buf.snapshot()
+        n = len(b)
+        pos = 0
+        try:
+            while pos < n:
+                if self._s_blob_error >= 0:
+                    size = self._s_blob_error
+                    want = min(size, 32)
+                    if n - pos < want:
+                        break
+                    self._error(b[pos : pos + want])
+                    pos += size + 2
+                    self._s_blob_error = -1
                     self._value_done(0)
-                elif len(self._stack) >= MAX_DEPTH:
-                    raise DecodeError("RESP replies nested too deep")
+                    continue
+                end = _line_end(b, pos)
+                if end < 0:
+                    break
+                kind = b[pos]
+                rest = _strip(b, pos + 1, end)
+                pos = end + 1
+                if kind in _SCALARS:
+                    self._value_done(0)
+                elif kind == 45:  # '-'
+                    self._error(rest)
+                    self._value_done(0)
+                elif kind in _BULKS:
+                    size = _length(rest, "bulk length", MAX_BULK)
+                    if size >= 0:
+                        pos += size + 2
+                    self._value_done(0)
+                elif kind == 33:  # '!'
+                    self._s_blob_error = _length(rest, "blob error length", MAX_BULK)
+                    if self._s_blob_error < 0:
+                        raise DecodeError("null blob error")
+                elif kind in _AGGREGATES:
+                    size = _length(rest, "aggregate length", MAX_BULK)
+                    if kind in _PAIRS and size > 0:
+                        size *= 2
+                    if size <= 0:
+                        self._value_done(0)
+                    elif len(self._stack) >= MAX_DEPTH:
+                        raise DecodeError("RESP replies nested too deep")
+                    else:
+                        self._stack.append([size, kind])
                 else:
-                    self._stack.append([n, kind[0]])
-            else:
-                raise DecodeError(f"unknown RESP type {kind!r}")
+                    raise DecodeError(f"unknown RESP type {bytes([kind])!r}")
+        finally:
+            buf.discard(pos)
 
     def _value_done(self, kind: int) -> None:
         """One value finished: close the aggregates it completes; count top-level replies."""
@@ -341,11 +371,11 @@ class RedisObserver(ObserverBase):
                 return
             self._stack.pop()
             kind = top[1]
-        if kind == ord("|"):
+        if kind == 124:  # '|'
             return  # an attribute: the reply it annotates follows
-        self._emit("pushes" if kind == ord(">") else "replies", 1)
+        self._count("pushes" if kind == 62 else "replies")
 
     def _error(self, text: bytes) -> None:
         code = text.split(b" ", 1)[0].decode("ascii", "replace").lower()
-        self._emit("errors", 1)
-        self._emit(f"error.{bounded_name(code, ERROR_CODES, 'other')}", 1)
+        self._count("errors")
+        self._count(f"error.{bounded_name(code, ERROR_CODES, 'other')}")

@@ -60,6 +60,14 @@ class ByteQueue:
         """Bytes still to be swallowed from future input."""
         return self._skip
 
+    def snapshot(self) -> bytes:
+        """
+        Everything buffered, as bytes: parsers walk it with an index and
+        then ``discard`` what they consumed once per read, which is much
+        cheaper in Python than taking frames off the front one by one.
+        """
+        return bytes(self._buf)
+
     def peek(self, n: int, start: int = 0) -> bytes:
         return bytes(self._buf[start : start + n])
 
@@ -102,6 +110,10 @@ class ObserverBase:
         self._attributes: dict[str, str] = {}
         self.client_buf = ByteQueue()
         self.server_buf = ByteQueue()
+        # Counts are gathered per read and emitted once per counter at its
+        # end: a 256 KiB read of small commands would otherwise call emit
+        # (a stats-registry update) thousands of times.
+        self._counts: dict[str, int] = {}
 
     def buffered(self) -> int:
         """Bytes held right now (what the memory bound is about)."""
@@ -122,7 +134,21 @@ class ObserverBase:
         try:
             method(data)
         except DecodeError as e:
+            self._flush()
             self._fail(str(e))
+        else:
+            self._flush()
+
+    def _count(self, name: str, amount: int = 1) -> None:
+        """Count ``name``; emitted at the end of the current read."""
+        counts = self._counts
+        counts[name] = counts.get(name, 0) + amount
+
+    def _flush(self) -> None:
+        if self._counts:
+            counts, self._counts = self._counts, {}
+            for name, amount in counts.items():
+                self._emit(name, amount)
 
     def _fail(self, reason: str) -> None:
         self.quiet = True
