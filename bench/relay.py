@@ -435,6 +435,14 @@ class Bench:
                              f"{done.stderr.strip() or done.stdout.strip()}")
         return parse_kv(done.stdout.strip().splitlines()[-1])
 
+    def client_cpu_s(self) -> float:
+        """CPU seconds used so far by the backend and by finished loadgen runs."""
+        import resource
+
+        children = resource.getrusage(resource.RUSAGE_CHILDREN)
+        backend = cpu_ns(self.backend.pid) / 1e9 if self.backend is not None else 0.0
+        return children.ru_utime + children.ru_stime + backend
+
     def bulk(self, port: int, pid: Optional[int]) -> dict[str, float]:
         s = self.sizes
         before = cpu_ns(pid) if pid else 0
@@ -453,7 +461,11 @@ class Bench:
         user_before, sys_before = user_sys_s(pid) if pid else (0.0, 0.0)
         cpu = self.proxy_cpu
         busy_before, wall_before = (cpu_busy_s(cpu), time.monotonic()) if cpu else (0.0, 0.0)
+        client_before = self.client_cpu_s()
         result = self.loadgen("conn", port, s["concurrency"], seconds, timeout=seconds + 30)
+        # Near 100%: the client side (loadgen + backend) limits this run.
+        result["client_cpu_pct"] = ((self.client_cpu_s() - client_before) * 100
+                                    / (time.monotonic() - wall_before))
         proxy_s = (cpu_ns(pid) - before) / 1e9 if pid else 0.0
         if pid and result["done"]:
             result["cpu_us_per_conn"] = proxy_s * 1e6 / result["done"]
@@ -537,7 +549,7 @@ class Bench:
             result["conn_s"] = r["rate"]
             result["conn_errors"] = r["errors"]
             for key in ("cpu_us_per_conn", "user_us_per_conn", "sys_us_per_conn",
-                        "others_cpu0_pct"):
+                        "others_cpu0_pct", "client_cpu_pct"):
                 if key in r:
                     result[key] = r[key]
             if "cpu_us_per_conn" in r:
@@ -581,6 +593,7 @@ DETAIL = [
     ("conn_errors", "conn errors", "{:.0f}"),
     ("idle_open_s", "open 5k idle s", "{:.2f}"),
     ("others_cpu0_pct", "others on CPU 0 %", "{:.0f}"),
+    ("client_cpu_pct", "client CPU %", "{:.0f}"),
 ]
 
 
