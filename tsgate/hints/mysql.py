@@ -54,6 +54,7 @@ COMMANDS = {
     0x1E: "com_binlog_dump_gtid", 0x1F: "com_reset_connection", 0xFA: "com_stmt_bulk_execute",
 }
 COM_CHANGE_USER = 0x11
+_COMMAND_COUNTERS = {code: f"command.{name}" for code, name in COMMANDS.items()}
 
 MAX_PAYLOAD = 0xFFFFFF
 #: Largest greeting or handshake response we decode whole (real ones are
@@ -141,22 +142,29 @@ class MysqlObserver(ObserverBase):
 
     def _packets(self, buf: ByteQueue, data: bytes, side: str) -> None:
         buf.feed(data)
-        while not self.quiet and len(buf) >= 4:
-            header = buf.peek(4)
-            length = header[0] | header[1] << 8 | header[2] << 16
-            seq = header[3]
-            whole = self._needs_whole(side)
-            if whole and length > HANDSHAKE_CAP:
-                raise DecodeError(f"MySQL handshake packet of {length} bytes")
-            want = length if whole else min(length, PREFIX)
-            if len(buf) < 4 + want:
-                return
-            payload = buf.peek(want, 4)
-            buf.discard(4 + length)
-            continued = self._continued[side]
-            self._continued[side] = length == MAX_PAYLOAD
-            if not continued:
-                (self._client_packet if side == "c" else self._server_packet)(seq, payload)
+        b = buf.snapshot()
+        n = len(b)
+        pos = 0
+        handle = self._client_packet if side == "c" else self._server_packet
+        try:
+            while not self.quiet and n - pos >= 4:
+                length = b[pos] | b[pos + 1] << 8 | b[pos + 2] << 16
+                whole = self._needs_whole(side)
+                if whole and length > HANDSHAKE_CAP:
+                    raise DecodeError(f"MySQL handshake packet of {length} bytes")
+                want = length if whole else min(length, PREFIX)
+                if n - pos < 4 + want:
+                    break
+                seq = b[pos + 3]
+                payload = b[pos + 4 : pos + 4 + want]
+                pos += 4 + length
+                continued = self._continued[side]
+                self._continued[side] = length == MAX_PAYLOAD
+                if not continued:
+                    handle(seq, payload)
+        finally:
+            if not self.quiet:
+                buf.discard(pos)
 
     def _needs_whole(self, side: str) -> bool:
         return (side == "s" and self._phase == _GREETING) or (
@@ -211,12 +219,12 @@ class MysqlObserver(ObserverBase):
         )
 
     def _error(self, payload: bytes, sqlstate: bool = True) -> None:
-        self._emit("errors", 1)
+        self._count("errors")
         # ERR: 0xFF, code (2 bytes), then with CLIENT_PROTOCOL_41 '#' + SQLSTATE.
         if sqlstate and len(payload) >= 9 and payload[3:4] == b"#":
             state = payload[4:9].decode("ascii", "replace")
             if state.isalnum():
-                self._emit(f"errors.sqlstate_class.{bounded_name(state[:2])}", 1)
+                self._count(f"errors.sqlstate_class.{bounded_name(state[:2])}")
                 self._attributes["last_error"] = state
 
     # client -> server
@@ -227,11 +235,10 @@ class MysqlObserver(ObserverBase):
         if self._phase == _HANDSHAKE:
             self._handshake_response(payload)
         elif self._phase == _COMMAND and seq == 0 and payload:
-            name = COMMANDS.get(payload[0], "unknown")
-            self._emit("commands", 1)
-            self._emit(f"command.{name}", 1)
+            self._count("commands")
+            self._count(_COMMAND_COUNTERS.get(payload[0], "command.unknown"))
             if payload[0] == COM_CHANGE_USER:
-                self._emit("login_attempts", 1)
+                self._count("login_attempts")
                 self._phase = _AUTH
         # In the auth phase client packets are auth data; with seq > 0 in the
         # command phase they are LOCAL INFILE contents: nothing to count.
