@@ -268,7 +268,7 @@ class DownstreamProtocol(Protocol):
         # connectTCP's), so it is testable and counted like Envoy's.
         self._connect_timer = ctx.reactor.callLater(timeout, self._connect_timed_out)
         self._connector = ctx.reactor.connectTCP(
-            endpoint.address, endpoint.port, _UpstreamFactory(self), timeout=timeout + 1
+            endpoint.address, endpoint.port, _UpstreamFactory(self), timeout=None
         )
 
     def _connect_timed_out(self) -> None:
