@@ -221,7 +221,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("names", nargs="*", help="observer plugin names (default: all)")
     parser.add_argument("--mb", type=float, default=200.0, help="MB fed per run")
     parser.add_argument("--chunk", type=int, default=256 * 1024, help="bytes per read")
-    parser.add_argument("--runs", type=int, default=3, help="best of N runs")
+    parser.add_argument("--runs", type=int, default=2, help="best of N runs")
     args = parser.parse_args(argv)
     total = int(args.mb * 1e6)
     observers = load_observers()
