@@ -230,3 +230,16 @@ def test_observer_truncation_plus_garbage_only_decode_error(name, cut, garbage):
     flat = [(d, data[i : i + 1]) for d, data in capture(name) for i in range(len(data))]
     counts, _ = observe(redis_observer, [*flat[:cut], ("c", garbage), ("s", garbage)])
     assert counts.get("decode_error", 0) <= 1
+
+
+@pytest.mark.parametrize("split", [None, 5, 12])
+def test_observer_array_too_long_is_a_decode_error(split):
+    """More than Redis's 1048576 elements is refused, in one read or split."""
+    counts, obs = _counter()
+    data = b"*9999999\r\n$3\r\nGET\r\n$1\r\nk\r\n"
+    if split is None:
+        obs.client_data(data)
+    else:
+        obs.client_data(data[:split])
+        obs.client_data(data[split:])
+    assert counts == {"decode_error": 1}

@@ -19,6 +19,7 @@ else. Counter names come from a fixed list of Redis commands (Redis 7's
 
 from __future__ import annotations
 
+import re
 from typing import Union
 
 from zope.interface import implementer
@@ -187,6 +188,9 @@ class RedisHintParser:
 
 # -- the observer -----------------------------------------------------------
 
+#: A request array's header and its command name's length; a bulk string header.
+_ARRAY_HEAD = re.compile(rb"\*([1-9][0-9]{0,6})\r\n\$([0-9]{1,2})\r\n")
+_BULK_HEAD = re.compile(rb"\$([0-9]{1,11})\r\n")
 #: Reply type bytes: scalars on one line, bulk strings, aggregates.
 _SCALARS = frozenset(b"+:_,#(")
 _BULKS = frozenset(b"$=")
@@ -254,6 +258,11 @@ class RedisObserver(ObserverBase):
         pos = 0
         try:
             while pos < n:
+                if not self._c_elements and b[pos] == 42:  # '*': try the fast path
+                    fast = self._fast_command(b, pos)
+                    if fast:
+                        pos = fast
+                        continue
                 if self._c_name_len >= 0:
                     size = self._c_name_len
                     if n - pos < size + 2:
@@ -292,6 +301,37 @@ class RedisObserver(ObserverBase):
                         self._command(words[0])
         finally:
             buf.discard(pos)
+
+    def _fast_command(self, b: bytes, pos: int) -> int:
+        """
+        The common request shape (``*N``, a short ``$L`` name, bulk
+        arguments) matched with two compiled patterns instead of line by
+        line; returns the position after what it consumed, or 0 to let the
+        general parser handle it. Same results as the general path, only
+        fewer Python steps per element (tested against it).
+        """
+        m = _ARRAY_HEAD.match(b, pos)
+        if m is None:
+            return 0
+        size = int(m.group(2))
+        start = m.end()
+        if size > MAX_NAME or len(b) - start < size + 2 or int(m.group(1)) > MAX_MULTIBULK:
+            return 0
+        self._command(b[start : start + size])
+        at = start + size + 2
+        remaining = int(m.group(1)) - 1
+        bulk = _BULK_HEAD.match
+        while remaining:
+            m = bulk(b, at)
+            if m is None:
+                break
+            at = m.end() + int(m.group(1)) + 2
+            remaining -= 1
+        # Elements not matched here (not arrived yet, or malformed) go to the
+        # general parser, which waits or raises exactly as it would have.
+        self._c_elements = remaining
+        self._c_name_next = False
+        return at
 
     def _element_done(self) -> None:
         self._c_name_next = False
