@@ -9,4 +9,11 @@ bytes and acts on the answer; plugin registration lives in
 ``tsgate.interfaces`` (NEED_MORE / NotMine / Hint, one error type).
 
 - :mod:`tsgate.hints.tls`: the TLS ClientHello (SNI, ALPN, versions, JA3/JA4).
+- :mod:`tsgate.hints.postgres`: PostgreSQL first messages, the SSLRequest
+  STARTTLS negotiator, and a message/error observer.
+- :mod:`tsgate.hints.redis`: the first RESP or inline command, and a
+  command/error observer.
+- :mod:`tsgate.hints.mysql`: a MySQL observer only (the server speaks first).
+- :mod:`tsgate.hints.stream`: what passive stream observers share (a
+  skipping byte queue, quiet-after-decode-error, per-read counting).
 """
