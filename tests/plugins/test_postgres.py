@@ -184,12 +184,15 @@ OBSERVED = {
         "sessions_unencrypted": 1, "frontend.startup": 1, "frontend.query": 3,
         "frontend.terminate": 1, "backend.data_row": 1, "errors": 2, "errors.error": 2,
         "errors.sqlstate_class.22": 1, "errors.sqlstate_class.42": 1,
+        "statements": 1, "statements_select": 1,
     },
     "psql_no_such_db.cap": {"errors.fatal": 1, "errors.sqlstate_class.3d": 1},
     "psql_cancelled.cap": {"frontend.query": 1, "errors.sqlstate_class.57": 1},
     "psycopg_extended.cap": {
         "frontend.password": 2, "frontend.parse": 3, "frontend.bind": 4, "frontend.execute": 4,
         "frontend.sync": 5, "backend.parse_complete": 3, "errors.sqlstate_class.22": 1,
+        "statements": 6, "statements_select": 3, "statements_other": 3,  # BEGIN, BEGIN, ROLLBACK
+        "transactions": 1, "transactions_rollback": 1,
     },
     "psql_ssl.cap": {"frontend.ssl_request": 1, "sessions_encrypted": 1},
 }

@@ -232,6 +232,13 @@ BODY_PREFIX = 1024
 #: server's own limit for most messages is 1 GiB, PQ_LARGE_MESSAGE_LIMIT).
 MAX_MESSAGE = 1 << 30
 _SEVERITIES = {"error", "fatal", "panic"}
+#: What of a CommandComplete tag we read: its first word is at most 8 bytes.
+TAG_PREFIX = 32
+_STATEMENTS = {
+    b"SELECT": "statements_select", b"INSERT": "statements_insert",
+    b"UPDATE": "statements_update", b"DELETE": "statements_delete",
+}
+_TRANSACTIONS = {b"COMMIT": "transactions_commit", b"ROLLBACK": "transactions_rollback"}
 _FRONTEND_COUNTERS = {ord(k): f"frontend.{v}" for k, v in FRONTEND_TYPES.items()}
 _BACKEND_COUNTERS = {ord(k): f"backend.{v}" for k, v in BACKEND_TYPES.items()}
 
@@ -243,7 +250,9 @@ class PostgresObserver(ObserverBase):
     severity and SQLSTATE class, the way Envoy's postgres_proxy does:
     ``messages_frontend``, ``frontend.<type>``, ``backend.<type>``,
     ``errors``, ``errors.<severity>``, ``errors.sqlstate_class.<XX>``,
-    ``sessions``, ``sessions_encrypted``, ``sessions_unencrypted``.
+    ``sessions``, ``sessions_encrypted``, ``sessions_unencrypted``, and from
+    CommandComplete tags ``statements``, ``statements_<select|insert|update|
+    delete|other>``, ``transactions``, ``transactions_<commit|rollback>``.
     It goes quiet (without an error) once the stream turns into TLS or GSS.
     """
 
@@ -341,11 +350,15 @@ class PostgresObserver(ObserverBase):
                 counter = counters.get(kind)
                 if counter is None:
                     raise DecodeError(f"unknown PostgreSQL {side} message type {chr(kind)!r}")
-                if backend and kind == 69:  # 'E': read the severity and SQLSTATE
-                    wanted = min(length - 4, BODY_PREFIX)
+                if backend and kind in (67, 69):  # 'C' and 'E' bodies are read
+                    wanted = min(length - 4, BODY_PREFIX if kind == 69 else TAG_PREFIX)
                     if n - pos < 5 + wanted:
                         break
-                    self._count_error(b[pos + 5 : pos + 5 + wanted])
+                    body = b[pos + 5 : pos + 5 + wanted]
+                    if kind == 69:
+                        self._count_error(body)
+                    else:
+                        self._count_statement(body)
                 pos += 1 + length
                 counts[counter] = counts.get(counter, 0) + 1
                 total += 1
@@ -353,6 +366,16 @@ class PostgresObserver(ObserverBase):
             buf.discard(pos)
             if total:
                 self._count(f"messages_{side}", total)
+
+    def _count_statement(self, tag: bytes) -> None:
+        """CommandComplete's tag (``SELECT 1``, ``INSERT 0 1``, ``COMMIT``), as Envoy counts it."""
+        word = tag.split(b" ", 1)[0].rstrip(b"\x00")
+        self._count("statements")
+        self._count(_STATEMENTS.get(word, "statements_other"))
+        transaction = _TRANSACTIONS.get(word)
+        if transaction is not None:
+            self._count("transactions")
+            self._count(transaction)
 
     def _count_error(self, body: bytes) -> None:
         fields = {}
