@@ -314,3 +314,27 @@ def test_observer_truncation_plus_garbage_only_decode_error(name, cut, garbage):
         (obs.client_data if d == "c" else obs.server_data)(data)
     assert counts.get("decode_error", 0) <= 1
     assert obs.buffered() <= 5 + 10000 + 256
+
+
+def _kafka_requests() -> list[bytes]:
+    """Every request frame kafka-python sent in the Kafka samples (size-prefixed)."""
+    frames = []
+    for path in sorted((DATA.parent / "kafka").glob("*_client.bin")):
+        data = path.read_bytes()
+        pos = 0
+        while pos + 4 <= len(data):
+            (size,) = struct.unpack_from(">i", data, pos)
+            frames.append(data[pos : pos + 4 + size])
+            pos += 4 + size
+    return frames
+
+
+def test_other_protocols_first_bytes_not_mine():
+    """Real Kafka requests (Metadata's api_key 3 looks like protocol 3.x) and MongoDB
+    messages are not PostgreSQL, and raise nothing."""
+    frames = _kafka_requests()
+    assert any(frame[4:6] == b"\x00\x03" for frame in frames)  # a Metadata request is there
+    others = frames + [p.read_bytes() for p in sorted((DATA.parent / "mongo").glob("*.bin"))]
+    for data in others:
+        assert isinstance(postgres_hints.parse(data), NotMine), data[:16]
+        assert isinstance(postgres_starttls.parse(data), NotMine), data[:16]

@@ -56,6 +56,10 @@ CANCEL_REQUEST_CODE = 80877102
 #: The server's own cap on the first message (src/include/libpq/pqcomm.h).
 MAX_STARTUP_PACKET_LENGTH = 10000
 
+#: Bytes a StartupMessage body may hold: NUL separators, tab/CR/LF and
+#: everything from space up (UTF-8 included); other control bytes mean binary.
+_TEXT_BYTES = bytes([0, 9, 10, 13, *range(32, 256)])
+
 #: Startup parameters copied to hints, under tsgate's well-known keys.
 _HINT_KEYS = {"user": "user", "database": "database", "application_name": "app_name"}
 
@@ -108,11 +112,16 @@ def parse_startup(data: bytes) -> Union[NeedMore, NotMine, StartupPacket]:
         return NotMine(f"not PostgreSQL protocol 3 (code {code})")
     if len(data) < length:
         return NEED_MORE
+    body = bytes(data[8:length])
+    if body.translate(None, _TEXT_BYTES):
+        # Control bytes: binary, not name/value text. A Kafka Metadata
+        # request (api_key 3) has the same first 8 bytes as a v3 startup.
+        return NotMine("binary data where StartupMessage parameters would be")
     return StartupPacket(
         kind="startup",
         length=length,
         version=f"{major}.{minor}",
-        parameters=_parameters(bytes(data[8:length])),
+        parameters=_parameters(body),
     )
 
 
