@@ -724,7 +724,7 @@ def environment(sizes: dict[str, Any], pinned_: bool, nice: int,
         f"python {platform.python_version()}, twisted {twisted.__version__}, {haproxy}",
         f"tsgate: HEAD {command_output(['git', 'rev-parse', '--short', 'HEAD'])}, last "
         f"tsgate/ commit {command_output(['git', 'log', '-1', '--format=%h', '--', 'tsgate'])}"
-        + (f"; uncommitted: {' '.join(line[3:] for line in dirty.splitlines())}"
+        + (f"; uncommitted: {' '.join(line.split(maxsplit=1)[-1] for line in dirty.splitlines())}"
            if dirty and dirty != "?" else ""),
         f"pinning: {'proxy on CPU 0, loadgen + backend on CPU 1 (taskset)' if pinned_ else 'none'}"
         f"; nice {nice}",
