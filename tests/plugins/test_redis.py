@@ -243,3 +243,14 @@ def test_observer_array_too_long_is_a_decode_error(split):
         obs.client_data(data[:split])
         obs.client_data(data[split:])
     assert counts == {"decode_error": 1}
+
+
+def test_other_protocols_first_bytes_not_redis():
+    """Real PostgreSQL, Kafka and MongoDB client bytes are not Redis, and raise nothing."""
+    data_dir = DATA.parent
+    samples = [p.read_bytes() for p in sorted((data_dir / "postgres").glob("*.bin"))]
+    for proto in ("kafka", "mongo"):
+        samples += [p.read_bytes() for p in sorted((data_dir / proto).glob("*_client.bin"))]
+    assert len(samples) > 3
+    for data in samples:
+        assert isinstance(redis_hints.parse(data), NotMine), data[:16]
