@@ -338,3 +338,52 @@ def test_other_protocols_first_bytes_not_mine():
     for data in others:
         assert isinstance(postgres_hints.parse(data), NotMine), data[:16]
         assert isinstance(postgres_starttls.parse(data), NotMine), data[:16]
+
+
+def _timed_run(records, cuts=()):
+    """Feed a conversation to a timed observer whose clock is the record index."""
+    now = [0.0]
+    samples: list[tuple[str, float]] = []
+    counts: dict[str, int] = {}
+    factory = postgres_observer
+    obs = factory.new_timed_observer(
+        lambda n, a: counts.__setitem__(n, counts.get(n, 0) + a),
+        lambda name, value: samples.append((name, value)),
+        lambda: now[0],
+    )
+    for index, (d, data) in enumerate(rechunk(records, cuts) if cuts else records):
+        now[0] = float(index)
+        (obs.client_data if d == "c" else obs.server_data)(data)
+    return counts, samples
+
+
+@pytest.mark.parametrize("name", ["psql_plain.cap", "psycopg_extended.cap"])
+def test_timed_observer_query_durations(name):
+    """One query.duration per Query/Sync, answered by the ReadyForQuery after it."""
+    records = capture(name)
+    counts, samples = _timed_run(records)
+    untimed, _ = observe(postgres_observer, records)
+    assert counts == untimed  # timing changes no counter
+    requests = counts.get("frontend.query", 0) + counts.get("frontend.sync", 0)
+    assert requests > 0
+    assert len(samples) == requests == counts["backend.ready_for_query"] - 1  # not startup's
+    assert all(n == "query.duration" and v > 0 for n, v in samples)
+
+
+@given(cuts=st.lists(st.integers(0, 4096), max_size=20))
+def test_timed_observer_any_chunking_same_sample_count(cuts):
+    records = capture("psycopg_extended.cap")
+    _, samples = _timed_run(records, cuts)
+    assert len(samples) == len(_timed_run(records)[1])
+
+
+def test_timed_observer_bounded_pending():
+    """A client pipelining more than MAX_PENDING syncs unanswered: timing stops, counting not."""
+    from tsgate.hints.postgres import MAX_PENDING
+
+    records = capture("psql_plain.cap")[:2]
+    syncs = (b"S" + struct.pack(">i", 4)) * (MAX_PENDING + 5)
+    counts, samples = _timed_run([*records, ("c", syncs), ("s", b"Z\x00\x00\x00\x05I")])
+    assert counts["frontend.sync"] == MAX_PENDING + 5
+    assert counts["latency_untracked"] == 1
+    assert samples == []

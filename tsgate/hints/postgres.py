@@ -30,8 +30,9 @@ Kerberos ticket, and falls back to SSLRequest when answered ``N``.
 
 from __future__ import annotations
 
+import collections
 import struct
-from typing import Union
+from typing import Callable, Optional, Union
 
 import attrs
 from zope.interface import implementer
@@ -47,6 +48,7 @@ from tsgate.interfaces import (
     IStreamObserver,
     NeedMore,
     NotMine,
+    Observe,
     Preamble,
 )
 
@@ -241,6 +243,10 @@ BODY_PREFIX = 1024
 #: server's own limit for most messages is 1 GiB, PQ_LARGE_MESSAGE_LIMIT).
 MAX_MESSAGE = 1 << 30
 _SEVERITIES = {"error", "fatal", "panic"}
+#: Requests timed (Query, Sync, FunctionCall) and their answer (ReadyForQuery).
+_TIMED = {"frontend": frozenset(b"QSF"), "backend": frozenset(b"Z")}
+#: Requests awaiting their ReadyForQuery that we remember per connection.
+MAX_PENDING = 1024
 #: What of a CommandComplete tag we read: its first word is at most 8 bytes.
 TAG_PREFIX = 32
 _STATEMENTS = {
@@ -263,12 +269,26 @@ class PostgresObserver(ObserverBase):
     CommandComplete tags ``statements``, ``statements_<select|insert|update|
     delete|other>``, ``transactions``, ``transactions_<commit|rollback>``.
     It goes quiet (without an error) once the stream turns into TLS or GSS.
+
+    Given ``observe`` and ``clock`` (``ITimedStreamObserverFactory``), it
+    also times ``query.duration``: from each Query, Sync or FunctionCall to
+    the ReadyForQuery that answers it (the server answers them in order,
+    one each). At most :data:`MAX_PENDING` are tracked; beyond that timing
+    stops for the connection (``latency_untracked``), counting does not.
     """
 
-    def __init__(self, emit: Emit) -> None:
+    def __init__(
+        self,
+        emit: Emit,
+        observe: Optional[Observe] = None,
+        clock: Optional[Callable[[], float]] = None,
+    ) -> None:
         super().__init__(emit)
         self._client_untyped = True  # the next client message is a first message
         self._awaiting_encryption_reply = False
+        self._observe = observe if clock is not None else None
+        self._clock = clock
+        self._pending: collections.deque[float] = collections.deque()
 
     # client -> server
 
@@ -371,10 +391,27 @@ class PostgresObserver(ObserverBase):
                 pos += 1 + length
                 counts[counter] = counts.get(counter, 0) + 1
                 total += 1
+                if self._observe is not None and kind in _TIMED[side]:
+                    self._timed(kind)
         finally:
             buf.discard(pos)
             if total:
                 self._count(f"messages_{side}", total)
+
+    def _timed(self, kind: int) -> None:
+        """A request starts (frontend Q/S/F) or is answered (backend Z)."""
+        clock, observe = self._clock, self._observe
+        if clock is None or observe is None:
+            return
+        if kind != 90:  # 'Z' is the only backend kind in _TIMED
+            if len(self._pending) >= MAX_PENDING:
+                self._count("latency_untracked")
+                self._observe = None
+                self._pending.clear()
+                return
+            self._pending.append(clock())
+        elif self._pending:  # the ReadyForQuery after startup answers nothing
+            observe("query.duration", clock() - self._pending.popleft())
 
     def _count_statement(self, tag: bytes) -> None:
         """CommandComplete's tag (``SELECT 1``, ``INSERT 0 1``, ``COMMIT``), as Envoy counts it."""

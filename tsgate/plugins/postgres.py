@@ -7,16 +7,21 @@ the observer is chosen by the port-name prefix ``postgres-`` (or ``pg-``).
 
 from __future__ import annotations
 
+from typing import Callable
+
 from twisted.plugin import IPlugin
 from zope.interface import alsoProvides, implementer
 
 from tsgate.hints.postgres import PostgresHintParser, PostgresObserver, PostgresStartTlsNegotiator
-from tsgate.interfaces import Emit, IStreamObserver, IStreamObserverFactory
+from tsgate.interfaces import Emit, IStreamObserver, ITimedStreamObserverFactory, Observe
 
 
-@implementer(IPlugin, IStreamObserverFactory)
+@implementer(IPlugin, ITimedStreamObserverFactory)
 class PostgresObserverFactory:
-    """Counts PostgreSQL messages and errors per connection (see PostgresObserver)."""
+    """
+    Counts PostgreSQL messages and errors per connection, and times
+    ``query.duration`` when the data path gives a clock (see PostgresObserver).
+    """
 
     name = "postgres"
     protocol = "postgres"
@@ -25,6 +30,11 @@ class PostgresObserverFactory:
 
     def new_observer(self, emit: Emit) -> IStreamObserver:
         return PostgresObserver(emit)
+
+    def new_timed_observer(
+        self, emit: Emit, observe: Observe, clock: Callable[[], float]
+    ) -> IStreamObserver:
+        return PostgresObserver(emit, observe, clock)
 
 
 postgres_hints = PostgresHintParser()
