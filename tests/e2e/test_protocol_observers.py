@@ -108,7 +108,10 @@ def test_redis_observer_counts_real_traffic(redis_server, tmp_path):
         assert counts["errors"] == counts["error.err"] == 1
         assert counts["replies"] == counts["commands"]
         assert "decode_error" not in counts
-        assert any(line.rstrip().endswith("command=incr") for line in gw.access_lines())
+        # Access-log lines are written at close and read from the gateway's
+        # output by a thread: wait for all five connections' lines.
+        lines = gw.wait_access_lines(5)
+        assert any(line.rstrip().endswith("command=incr") for line in lines), lines
 
 
 def test_postgres_observer_counts_real_traffic(tmp_path):
