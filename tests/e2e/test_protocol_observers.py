@@ -53,6 +53,9 @@ def stats(admin: int, prefix: str) -> dict[str, float]:
         name, _, value = line.rpartition(": ")
         # redis.0.0.0.0_6379.command.get -> command.get
         suffix = name.split("_", 1)[1].split(".", 1)[1] if "_" in name else name
+        if value.startswith("count="):  # a histogram: keep its sample count
+            value = value.split()[0].partition("=")[2]
+            suffix += ".count"
         out[suffix] = out.get(suffix, 0) + float(value)
     return out
 
@@ -138,6 +141,8 @@ def test_postgres_observer_counts_real_traffic(tmp_path):
             assert counts["statements_select"] == 1
             assert counts["errors.sqlstate_class.42"] == 1
             assert "decode_error" not in counts
+            # the timed observer's query latency histogram, one sample per query
+            assert counts["query.duration.count"] == 2
             line = gw.wait_access_lines(1)[-1]
             for attribute in ("user=postgres", "database=postgres", "app_name=e2e-observer"):
                 assert attribute in line, line

@@ -32,7 +32,13 @@ from zope.interface import implementer
 
 from tsgate.accesslog import AccessRecord
 from tsgate.explain import short_trace
-from tsgate.interfaces import Hint, HintParseError, NeedMore, Preamble
+from tsgate.interfaces import (
+    Hint,
+    HintParseError,
+    ITimedStreamObserverFactory,
+    NeedMore,
+    Preamble,
+)
 from tsgate.proxy.context import ListenerRuntime, ProxyContext
 from tsgate.routing import Cluster, Decision, Endpoint, Listener, Route
 
@@ -54,6 +60,11 @@ def _address(addr: Any) -> str:
     return f"{host}:{addr.port}"
 
 
+#: Buckets for observers' request latencies, in seconds.
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+                   2.5, 5.0, 10.0)
+
+
 def _emitter(stats: Any, protocol: str, listener: str) -> Any:
     """An observer's ``emit``: counters named ``<protocol>.<name>`` per listener."""
 
@@ -61,6 +72,15 @@ def _emitter(stats: Any, protocol: str, listener: str) -> Any:
         stats.inc(f"{protocol}.{name}", amount, listener=listener)
 
     return emit
+
+
+def _observer(stats: Any, protocol: str, listener: str) -> Any:
+    """A timed observer's ``observe``: histograms ``<protocol>.<name>`` per listener."""
+
+    def observe(name: str, value: float) -> None:
+        stats.observe(f"{protocol}.{name}", value, LATENCY_BUCKETS, listener=listener)
+
+    return observe
 
 
 @implementer(IHalfCloseableProtocol)
@@ -359,7 +379,12 @@ class DownstreamProtocol(Protocol):
         for factory in self.runtime.observers:
             emit = _emitter(ctx.stats, factory.protocol, self.listener.name)
             try:
-                self.observers.append(factory.new_observer(emit))
+                if ITimedStreamObserverFactory.providedBy(factory):
+                    observe = _observer(ctx.stats, factory.protocol, self.listener.name)
+                    observer = factory.new_timed_observer(emit, observe, ctx.reactor.seconds)
+                else:
+                    observer = factory.new_observer(emit)
+                self.observers.append(observer)
             except Exception:
                 ctx.stats.inc(f"{factory.protocol}.observer_crashed", listener=self.listener.name)
         down_t, up_t = self.transport, upstream.transport
