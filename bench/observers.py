@@ -46,6 +46,8 @@ CAPTURES: dict[str, tuple[str, int, int | None]] = {
     "kafka": ("kafka_python_producer.trace", 0, None),
     # startup and SCRAM exchange once; then BEGIN .. DEALLOCATE ALL, not Terminate
     "postgres": ("psycopg_extended.cap", 6, 23),
+    # greeting and login once; then the queries, not COM_QUIT
+    "mysql": ("mariadb_cli.cap", 3, 9),
 }
 Record = tuple[str, bytes]
 
