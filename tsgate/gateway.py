@@ -179,7 +179,13 @@ class Gateway(service.MultiService):
     def _listen(self, listener: Listener) -> Any:
         description = listener_endpoint(listener, self.bind_override, self.endpoint_overrides)
         factory = ListenerFactory(self.ctx, listener)
-        endpoint = endpoints.serverFromString(self.reactor, description)
+        try:
+            endpoint = endpoints.serverFromString(self.reactor, description)
+        except Exception as exc:  # a bad string, or systemd: with no socket handed over
+            raise ListenError(
+                f"cannot listen for {listener.name} on {description}: "
+                f"{type(exc).__name__}: {exc or 'no such socket'}"
+            ) from None
         result: list[Any] = []
         endpoint.listen(factory).addBoth(result.append)
         if not result:

@@ -178,9 +178,55 @@ def test_tcp6_endpoint_on_ipv6_loopback(tmp_path: Path) -> None:
         server.close()
 
 
+def test_systemd_endpoint_without_a_socket_is_a_clear_error(tmp_path: Path) -> None:
+    config = route_config(tmp_path / "c.yaml", 7800, "x", 1)
+    out = run_twistd(["--config", str(config), "--endpoint", "7800=systemd:domain=INET:index=0",
+                      "--admin", "none", "--readiness", "none"])
+    assert out.returncode != 0
+    text = out.stdout + out.stderr
+    assert "cannot listen for 0.0.0.0_7800 on systemd:domain=INET:index=0" in text
+
+
 @pytest.mark.parametrize("option", ["--inspect-timeout=abc", "--gateway-label=novalue"])
 def test_bad_options_are_usage_errors(option: str, tmp_path: Path) -> None:
     config = route_config(tmp_path / "c.yaml", 7400, "x", 1)
     out = run_twistd(["--config", str(config), option])
     assert out.returncode != 0
     assert option.split("=")[0].lstrip("-") in out.stdout + out.stderr
+
+
+def test_systemd_socket_activation_endpoint(tmp_path: Path) -> None:
+    """
+    `--endpoint PORT=systemd:domain=INET:index=0` serves a socket handed over
+    the way systemd does it (fd 3, LISTEN_FDS, LISTEN_PID).
+    """
+    server = ThreadedServer(echo)
+    listening = socket.socket()
+    listening.bind(("127.0.0.1", 0))
+    listening.listen(16)
+    port = listening.getsockname()[1]
+    try:
+        config = route_config(tmp_path / "c.yaml", 7700, "echo-svc", 9000,
+                              service_entry_port=server.port)
+        fd = listening.fileno()
+        # As systemd does: the socket as fd 3, LISTEN_FDS=1, LISTEN_PID = the server's pid
+        # (the shell's own pid, which exec hands to twistd). bash: dash takes one-digit fds only.
+        move = "" if fd == 3 else f"exec 3<&{fd} {fd}<&-; "
+        script = (f'{move}export LISTEN_FDS=1 LISTEN_FDNAMES=tsgate LISTEN_PID=$$; '
+                  f'exec {twistd()} '
+                  f'--nodaemon --pidfile= tsgate --config {config} '
+                  '--endpoint 7700=systemd:domain=INET:index=0 --admin none --readiness none')
+        process = subprocess.Popen(["bash", "-c", script], pass_fds=(fd,),
+                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        try:
+            listening.close()  # only the gateway holds the socket now
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+                s.sendall(b"activated")
+                assert s.recv(20) == b"activated"
+        finally:
+            process.terminate()
+            out, _ = process.communicate(timeout=20)
+        assert b"tsgate listening: 0.0.0.0_7700" in out, out
+        assert process.returncode == 0, out
+    finally:
+        server.close()

@@ -181,6 +181,8 @@ class InspectionTests(SynchronousTestCase):
         self.assertEqual(protocol.route.name, "default/echo#tcp[0]")
         self.assertEqual(h.ctx.stats.get("listener.downstream_pre_cx_timeout",
                                          listener="0.0.0.0_31400"), 1)
+        self.assertEqual(h.ctx.stats.get("tls_inspector.read_timeout",
+                                         listener="0.0.0.0_31400"), 1)
 
     def test_inspection_timeout_without_fallback_closes(self) -> None:
         h = Harness(TLS_ONLY, inspect_timeout=3)

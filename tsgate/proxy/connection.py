@@ -291,6 +291,7 @@ class DownstreamProtocol(Protocol):
         if self.state is not INSPECTING:
             return
         self.ctx.stats.inc("listener.downstream_pre_cx_timeout", listener=self.listener.name)
+        self.ctx.stats.inc("tls_inspector.read_timeout", listener=self.listener.name)
         self._decide(None, timed_out=True)
 
     def _decide(self, sni: Optional[str], timed_out: bool = False) -> None:
