@@ -36,8 +36,7 @@ JSON_KEYS = (
 
 def format_time(epoch: float) -> str:
     """Envoy's %START_TIME% default: ISO 8601 UTC with milliseconds."""
-    secs = int(epoch)
-    millis = int((epoch - secs) * 1000)
+    secs, millis = divmod(int(round(epoch * 1000)), 1000)
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs)) + f".{millis:03d}Z"
 
 
@@ -74,7 +73,11 @@ class AccessRecord:
             f"{self.requested_server_name} {self.route_name}"
         )
         if self.hints:
-            line += " " + " ".join(f"{k}={_quote(v)}" for k, v in sorted(self.hints.items()))
+            # The full JA3 string (hundreds of characters) stays in JSON; its
+            # md5 and JA4 identify the client in a text line.
+            line += " " + " ".join(
+                f"{k}={_quote(v)}" for k, v in sorted(self.hints.items()) if k != "ja3"
+            )
         return line
 
     def as_dict(self) -> dict[str, object]:
@@ -140,6 +143,11 @@ class AccessLog:
         self.stream = stream
         self.fmt = fmt
         self.listeners: list[Callable[[AccessRecord], None]] = []
+
+    @property
+    def wanted(self) -> bool:
+        """Whether anything reads the records (else the data path skips the extras)."""
+        return self.stream is not None or bool(self.listeners)
 
     def emit(self, record: AccessRecord) -> None:
         if self.stream is not None:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import re
 import struct
+from collections.abc import Iterator, Mapping
 from typing import Optional, Union
 
 import attrs
@@ -487,6 +488,63 @@ def _token(value: bytes) -> str:
     return "0x" + value.hex()
 
 
+_FINGERPRINTS = ("ja3", "ja3_hash", "ja4")
+
+
+class TlsAttributes(Mapping[str, str]):
+    """
+    A ClientHello's Hint attributes, with the fingerprints made on first use.
+
+    Routing needs only ``sni``; JA3/JA4 are for logs and cost about 30 µs of
+    the 45 µs a hello takes to read, so they are computed when something
+    (the access log, ``explain``) first asks for them, and never on a
+    gateway that logs nothing.
+    """
+
+    __slots__ = ("_hello", "_values", "_fingerprinted")
+
+    def __init__(self, hello: ClientHello) -> None:
+        self._hello = hello
+        values: dict[str, str] = {}
+        if hello.server_name is not None:
+            values["sni"] = hello.server_name
+        if hello.alpn:
+            values["alpn"] = ",".join(_token(name) for name in hello.alpn)
+        versions = _no_grease(hello.supported_versions or ())
+        values["versions"] = ",".join(
+            version_name(v) for v in versions or [hello.legacy_version]
+        )
+        self._values = values
+        self._fingerprinted = False
+
+    def _fingerprint(self) -> None:
+        ja3 = ja3_string(self._hello)
+        self._values["ja3"] = ja3
+        self._values["ja3_hash"] = hashlib.md5(
+            ja3.encode("ascii"), usedforsecurity=False
+        ).hexdigest()
+        self._values["ja4"] = ja4_string(self._hello)
+        self._fingerprinted = True
+
+    def __getitem__(self, key: str) -> str:
+        if key in _FINGERPRINTS and not self._fingerprinted:
+            self._fingerprint()
+        return self._values[key]
+
+    def __iter__(self) -> Iterator[str]:
+        yield from [k for k in self._values if k not in _FINGERPRINTS]
+        yield from _FINGERPRINTS
+
+    def __len__(self) -> int:
+        return len([k for k in self._values if k not in _FINGERPRINTS]) + len(_FINGERPRINTS)
+
+    def __contains__(self, key: object) -> bool:
+        return key in _FINGERPRINTS or key in self._values
+
+    def __repr__(self) -> str:
+        return f"TlsAttributes({dict(self)!r})"
+
+
 def hint_attributes(hello: ClientHello) -> dict[str, str]:
     """
     The Hint attributes: ``sni`` (only with a host_name), ``alpn`` (only with
@@ -494,18 +552,7 @@ def hint_attributes(hello: ClientHello) -> dict[str, str]:
     supported_versions, else the legacy version), ``ja3``, ``ja3_hash``,
     ``ja4``.
     """
-    attributes: dict[str, str] = {}
-    if hello.server_name is not None:
-        attributes["sni"] = hello.server_name
-    if hello.alpn:
-        attributes["alpn"] = ",".join(_token(name) for name in hello.alpn)
-    versions = _no_grease(hello.supported_versions or ())
-    attributes["versions"] = ",".join(version_name(v) for v in versions or [hello.legacy_version])
-    ja3 = ja3_string(hello)
-    attributes["ja3"] = ja3
-    attributes["ja3_hash"] = hashlib.md5(ja3.encode("ascii"), usedforsecurity=False).hexdigest()
-    attributes["ja4"] = ja4_string(hello)
-    return attributes
+    return dict(TlsAttributes(hello))
 
 
 def parse_client_hello(
@@ -519,7 +566,7 @@ def parse_client_hello(
     """
     found = read_client_hello(data, max_bytes)
     if isinstance(found, ClientHello):
-        return Hint(protocol="tls", attributes=hint_attributes(found), length=found.length)
+        return Hint(protocol="tls", attributes=TlsAttributes(found), length=found.length)
     return found
 
 

@@ -633,6 +633,22 @@ class DownstreamProtocol(Protocol):
         record.bytes_received = self.bytes_received
         record.bytes_sent = self.bytes_sent
         record.duration_ms = int(duration * 1000)
+        if ctx.access_log.wanted:
+            record.hints = self._hints()
+        cluster = self.cluster
+        if self._counted_active and cluster is not None:
+            state = ctx.balancer.state(cluster)
+            state.active -= 1
+            ctx.stats.gauge_add("cluster.upstream_cx_active", -1, cluster=cluster.name)
+            if previous in (RELAYING, NEGOTIATING) or self.upstream is not None:
+                self.flush_byte_counters()
+                ctx.stats.inc_key(
+                    "istio_tcp_connections_closed_total", state.metric_key(record.response_flags)
+                )
+        ctx.access_log.emit(record)
+
+    def _hints(self) -> Optional[dict[str, str]]:
+        """What the hint parser, STARTTLS and observers learned, for the access log."""
         attributes: dict[str, Any] = {}
         if self.hint is not None:
             attributes.update(self.hint.attributes)
@@ -646,18 +662,7 @@ class DownstreamProtocol(Protocol):
             except Exception:
                 pass
         attributes.pop("sni", None)  # already %REQUESTED_SERVER_NAME%
-        record.hints = {k: str(v) for k, v in attributes.items() if v not in (None, "")} or None
-        cluster = self.cluster
-        if self._counted_active and cluster is not None:
-            state = ctx.balancer.state(cluster)
-            state.active -= 1
-            ctx.stats.gauge_add("cluster.upstream_cx_active", -1, cluster=cluster.name)
-            if previous in (RELAYING, NEGOTIATING) or self.upstream is not None:
-                self.flush_byte_counters()
-                ctx.stats.inc_key(
-                    "istio_tcp_connections_closed_total", state.metric_key(record.response_flags)
-                )
-        ctx.access_log.emit(record)
+        return {k: str(v) for k, v in attributes.items() if v not in (None, "")} or None
 
     def _cancel_timer(self, name: str) -> None:
         timer = getattr(self, name)
