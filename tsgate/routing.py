@@ -166,6 +166,9 @@ class Listener:
     protocols: tuple[str, ...] = ()
     #: port names of the servers on this port, for protocol selection by prefix.
     port_names: tuple[str, ...] = ()
+    #: (protocol, port name) of each server on this port, in order: what
+    #: Istio's protocol selection looks at, one server at a time.
+    servers: tuple[tuple[str, str], ...] = ()
     #: tsgate.io/ annotations that apply to this listener.
     annotations: tuple[tuple[str, str], ...] = ()
 

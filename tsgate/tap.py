@@ -128,56 +128,46 @@ class Options(usage.Options):
             raise usage.UsageError(f"--log-format/--log-level: {exc}") from None
 
 
-def default_inspectors() -> list[Any]:
+def inspectors(plugins: Any) -> list[Any]:
     """TLS hint parsers first, then STARTTLS negotiators, then other hint parsers."""
-    try:
-        from tsgate.plugins import load_plugins
-    except ImportError:  # discovery not built yet: TLS only
-        from tsgate.hints.tls import TlsHintParser
-
-        return [TlsHintParser()]
-    plugins = load_plugins()
     parsers = list(plugins.hint_parsers.values())
     tls = [p for p in parsers if p.protocol == "tls"]
     others = [p for p in parsers if p.protocol != "tls"]
     return tls + list(plugins.preamble_negotiators.values()) + others
 
 
-def observer_selector() -> Any:
-    try:
-        from tsgate.plugins import load_plugins
-    except ImportError:
-        return None
-    plugins = load_plugins()
-    cache: dict[tuple[tuple[str, ...], tuple[str, ...]], list[Any]] = {}
+def observer_selector(plugins: Any) -> Any:
+    """Istio's selection, server by server: ``port.protocol``, else the port-name prefix."""
 
-    def observers_for(protocols: Any, port_names: Any) -> list[Any]:
-        key = (tuple(protocols), tuple(port_names))
-        found = cache.get(key)
-        if found is None:
-            found = []
-            for protocol, port_name in zip(protocols, port_names):
-                for factory in plugins.observers_for(protocol, port_name):
-                    if factory not in found:
-                        found.append(factory)
-            cache[key] = found
+    def observers_for(servers: Any) -> list[Any]:
+        found: list[Any] = []
+        for protocol, port_name in servers:
+            for factory in plugins.observers_for(protocol, port_name):
+                if factory not in found:
+                    found.append(factory)
         return found
 
     return observers_for
 
 
-def observers_by_name() -> dict[str, Any]:
-    try:
-        from tsgate.plugins import load_plugins
-    except ImportError:
-        return {}
-    return dict(load_plugins().observers)
+def default_inspectors() -> list[Any]:
+    """The inspectors of the plugins installed here (for tests and embedding)."""
+    from tsgate.plugins import load_plugins
+
+    return inspectors(load_plugins())
 
 
 def build_gateway(options: Any, reactor: Any, stdout: Any = None) -> Gateway:
     """The Gateway for parsed options; raises SystemExit naming every config error."""
     from tsgate.config import load_config
+    from tsgate.plugins import PluginError, load_plugins
 
+    try:
+        plugins = load_plugins()
+    except PluginError as exc:
+        raise SystemExit(f"tsgate: {exc}") from None
+    for module, why in plugins.broken.items():
+        print(f"tsgate: plugin module {module} not loaded: {why}", file=sys.stderr)
     paths = list(options["config"])
     labels = dict(options["gateway-labels"])
     namespace = options["namespace"]
@@ -211,9 +201,9 @@ def build_gateway(options: Any, reactor: Any, stdout: Any = None) -> Gateway:
             connect_timeout=options["connect-timeout"],
             idle_timeout=options["idle-timeout"],
         ),
-        inspectors=default_inspectors(),
-        observers_for=observer_selector(),
-        observers_by_name=observers_by_name(),
+        inspectors=inspectors(plugins),
+        observers_for=observer_selector(plugins),
+        observers_by_name=dict(plugins.observers),
     )
     return Gateway(
         reactor, ctx, load,

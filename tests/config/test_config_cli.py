@@ -6,7 +6,7 @@ import json
 import subprocess
 import sys
 
-from conftest import EXAMPLES, ROOT
+from tests.config.conftest import EXAMPLES, ROOT
 
 SNI = EXAMPLES / "sni"
 LOCAL = EXAMPLES / "local"

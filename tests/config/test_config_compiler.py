@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from conftest import EXAMPLES
 
+from tests.config.conftest import EXAMPLES
 from tsgate.config import load_config, table_to_dict
 from tsgate.routing import DEFAULT_CONNECT_TIMEOUT, DEFAULT_IDLE_TIMEOUT
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from conftest import EXAMPLES
-
+from tests.config.conftest import EXAMPLES
 from tsgate.config import load_config
 from tsgate.config.loader import expand_paths, load_documents, parse_yaml
 

@@ -312,13 +312,13 @@ class _Factory:
 
 
 OBSERVED = Listener(bind="0.0.0.0", port=6379, tcp_route=route(), protocols=("FAKE",),
-                    port_names=("fake-x",))
+                    port_names=("fake-x",), servers=(("FAKE", "fake-x"),))
 
 
 class ObserverTests(SynchronousTestCase):
     def harness(self, *factories) -> Harness:  # type: ignore[no-untyped-def]
         h = Harness(OBSERVED)
-        h.ctx.observers_for = lambda protocols, names: list(factories)
+        h.ctx.observers_for = lambda servers: list(factories)
         return h
 
     def test_observer_counts_and_attributes_reach_the_access_log(self) -> None:
@@ -375,11 +375,24 @@ class KnobTests(SynchronousTestCase):
         for value, expected in (("fake", [chosen]), ("none", [])):
             listener = Listener(bind="0.0.0.0", port=1, tcp_route=route(),
                                 protocols=("REDIS",), port_names=("redis-x",),
-                                annotations=(("tsgate.io/observers", value),))
+                                servers=(("REDIS", "redis-x"),), annotations=(("tsgate.io/observers", value),))
             h = Harness(listener)
             h.ctx.observers_by_name = {"fake": chosen}
-            h.ctx.observers_for = lambda protocols, names: [_Factory(_CrashingObserver)]
+            h.ctx.observers_for = lambda servers: [_Factory(_CrashingObserver)]
             protocol, down = h.accept()
             h.connect_upstream()
             self.assertEqual([type(o) for o in protocol.observers],
                              [_CountingObserver] * len(expected))
+
+
+class SelectionTests(SynchronousTestCase):
+    def test_istio_selection_is_per_server(self) -> None:
+        """A MONGO server named redis-x gets the mongo observer only (protocol wins)."""
+        from tsgate.plugins import load_plugins
+        from tsgate.tap import observer_selector
+
+        select = observer_selector(load_plugins())
+        servers = (("MONGO", "redis-x"), ("TCP", "kafka-y"))
+        names = [f.name for f in select(servers)]
+        self.assertEqual(names, ["mongo", "kafka"])
+        self.assertEqual([f.name for f in select((("TCP", "plain"),))], [])

@@ -391,6 +391,7 @@ class Compiler:
             return None
         protocols: list[str] = []
         port_names: list[str] = []
+        servers: list[tuple[str, str]] = []
         annotations: dict[str, tuple[str, Gateway]] = {}
         for ref in slot.order:
             port = ref.server.port
@@ -399,6 +400,8 @@ class Compiler:
                 protocols.append(port.protocol)
             if port.name not in port_names:
                 port_names.append(port.name)
+            if (port.protocol, port.name) not in servers:
+                servers.append((port.protocol, port.name))
             for key, value in ref.gateway.meta.annotations:
                 if not key.startswith(ANNOTATION_PREFIX):
                     continue
@@ -412,7 +415,7 @@ class Compiler:
                 annotations.setdefault(key, (value, ref.gateway))
         return Listener(
             bind=slot.bind, port=slot.port, tls_chains=tuple(chains), tcp_route=tcp_route,
-            protocols=tuple(protocols), port_names=tuple(port_names),
+            protocols=tuple(protocols), port_names=tuple(port_names), servers=tuple(servers),
             annotations=tuple((k, v[0]) for k, v in annotations.items()))
 
     def tcp_route(self, ref: _ServerRef) -> Optional[Route]:

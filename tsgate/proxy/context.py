@@ -59,8 +59,8 @@ class ProxyContext:
     #: other hint parsers (which send a recognised non-TLS client to the TCP
     #: fallback route at once instead of after the inspection timeout).
     inspectors: Sequence[Any] = ()
-    #: (protocols, port_names) -> IStreamObserverFactory providers for a listener
-    observers_for: Optional[Callable[[Sequence[str], Sequence[str]], Sequence[Any]]] = None
+    #: a listener's (protocol, port name) servers -> IStreamObserverFactory providers
+    observers_for: Optional[Callable[[Sequence[tuple[str, str]]], Sequence[Any]]] = None
     #: observer factories by plugin name, for the tsgate.io/observers annotation
     observers_by_name: Mapping[str, Any] = attrs.field(factory=dict)
     #: live connections (DownstreamProtocol instances), for admin and drain
@@ -85,8 +85,8 @@ class ProxyContext:
                 else:
                     observers.append(factory)
             chosen: Sequence[Any] = tuple(observers)
-        elif self.observers_for is not None and (listener.protocols or listener.port_names):
-            chosen = tuple(self.observers_for(listener.protocols, listener.port_names))
+        elif self.observers_for is not None and listener.servers:
+            chosen = tuple(self.observers_for(listener.servers))
         else:
             chosen = ()
         return ListenerRuntime(listener, timeout, chosen)
