@@ -375,7 +375,8 @@ class KnobTests(SynchronousTestCase):
         for value, expected in (("fake", [chosen]), ("none", [])):
             listener = Listener(bind="0.0.0.0", port=1, tcp_route=route(),
                                 protocols=("REDIS",), port_names=("redis-x",),
-                                servers=(("REDIS", "redis-x"),), annotations=(("tsgate.io/observers", value),))
+                                servers=(("REDIS", "redis-x"),),
+                                annotations=(("tsgate.io/observers", value),))
             h = Harness(listener)
             h.ctx.observers_by_name = {"fake": chosen}
             h.ctx.observers_for = lambda servers: [_Factory(_CrashingObserver)]
