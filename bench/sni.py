@@ -4,7 +4,7 @@ SNI passthrough benchmark: full TLS 1.3 handshakes per second through tsgate,
 HAProxy and a direct connection, in one run, on loopback.
 
     python bench/sni.py             # 5 rounds, about 2 minutes
-    python bench/sni.py --quick     # 3 rounds, shorter runs, about 40 s
+    python bench/sni.py --quick     # 3 rounds, shorter runs, about 45 s
     python bench/sni.py --profile   # tsgate under py-spy (or cProfile) on this workload
 
 The workload of PERF-ANCHORS.md's "SNI passthrough" table: two TLS backends
@@ -12,7 +12,11 @@ with distinct certificates (``a.bench.test``, ``b.bench.test``, from a CA
 made here with ``cryptography``); 50 concurrent clients, each in a loop:
 connect, a full TLS 1.3 handshake with SNI a or b alternately, the
 certificate verified against the CA and its name against the SNI (a
-misrouted connection is an error), close.
+misrouted connection is an error), close. On two cores the TLS endpoints'
+crypto limits that workload for every proxy (see bench/README.md), so each
+proxy also runs "replayed handshakes": the same connections carrying a real
+recorded ClientHello and TLS-sized flights without crypto, where the proxy
+is the limit.
 
 Built like bench/relay.py (and reusing its process helpers): the clients and
 backends are C with OpenSSL (bench/tlsload.c, compiled here), the proxy runs
