@@ -88,6 +88,14 @@ def listener_endpoint(listener: Listener, bind_override: Optional[str],
     return f"{kind}:port={listener.port}:interface={bind_escaped}:backlog=1024"
 
 
+def _downstream(conn: DownstreamProtocol) -> str:
+    address = conn.record.downstream_remote_address
+    if address == "-" and conn.transport is not None:  # not formatted: no access log
+        peer = conn.transport.getPeer()
+        address = f"{getattr(peer, 'host', '?')}:{getattr(peer, 'port', '?')}"
+    return address
+
+
 class Gateway(service.MultiService):
     """
     The running gateway. ``load`` is a callable returning a config result
@@ -137,7 +145,7 @@ class Gateway(service.MultiService):
                 route=conn.route.name if conn.route else None,
                 cluster=conn.cluster.name if conn.cluster else None,
                 upstream=None if conn.record.upstream_host == "-" else conn.record.upstream_host,
-                downstream=conn.record.downstream_remote_address,
+                downstream=_downstream(conn),
                 sni=None if conn.record.requested_server_name == "-"
                 else conn.record.requested_server_name,
                 started=conn.started,

@@ -68,6 +68,19 @@ class Stats:
         series = self.counters.setdefault(name, {})
         series[key] = series.get(key, 0) + amount
 
+    def gauge_add_key(self, name: str, key: LabelKey, delta: float) -> None:
+        series = self.gauges.setdefault(name, {})
+        series[key] = series.get(key, 0) + delta
+
+    def observe_key(
+        self, name: str, key: LabelKey, value: float, buckets: Optional[tuple[float, ...]] = None
+    ) -> None:
+        series = self.histograms.setdefault(name, {})
+        hist = series.get(key)
+        if hist is None:
+            hist = series[key] = Histogram(buckets or DURATION_BUCKETS)
+        hist.observe(value)
+
     def declare(self, name: str, **labels: str) -> None:
         """Make a counter visible at 0 before anything happens."""
         self.counters.setdefault(name, {}).setdefault(_key(labels), 0)

@@ -203,15 +203,17 @@ class DownstreamProtocol(Protocol):
         now = ctx.reactor.seconds()
         self.started = now
         self.last_activity = now
+        if ctx.access_log.wanted:
+            local, remote = _address(transport.getHost()), _address(transport.getPeer())
+        else:  # nothing reads them: skip the formatting (admin asks the transport)
+            local = remote = "-"
         self.record = AccessRecord(
-            start_time=now,
-            downstream_local_address=_address(transport.getHost()),
-            downstream_remote_address=_address(transport.getPeer()),
+            start_time=now, downstream_local_address=local, downstream_remote_address=remote
         )
         ctx.connections.add(self)
-        name = self.listener.name
-        ctx.stats.inc("listener.downstream_cx_total", listener=name)
-        ctx.stats.gauge_add("listener.downstream_cx_active", 1, listener=name)
+        key = self.runtime.stats_key
+        ctx.stats.inc_key("listener.downstream_cx_total", key)
+        ctx.stats.gauge_add_key("listener.downstream_cx_active", key, 1)
         if self.listener.inspect:
             self._inspect_timer = ctx.reactor.callLater(
                 self.runtime.inspect_timeout, self._inspection_timed_out
@@ -283,15 +285,14 @@ class DownstreamProtocol(Protocol):
 
     def _hinted(self, hint: Hint) -> None:
         self.hint = hint
-        stats, name = self.ctx.stats, self.listener.name
+        stats, key = self.ctx.stats, self.runtime.stats_key
         if hint.protocol == "tls":
-            stats.inc("tls_inspector.tls_found", listener=name)
-            stats.inc(
-                "tls_inspector.sni_found" if hint.sni else "tls_inspector.sni_not_found",
-                listener=name,
+            stats.inc_key("tls_inspector.tls_found", key)
+            stats.inc_key(
+                "tls_inspector.sni_found" if hint.sni else "tls_inspector.sni_not_found", key
             )
-            if hint.attributes.get("alpn"):
-                stats.inc("tls_inspector.alpn_found", listener=name)
+            if "alpn" in hint.attributes:
+                stats.inc_key("tls_inspector.alpn_found", key)
         self._decide(hint.sni)
 
     def _inspection_timed_out(self) -> None:
@@ -349,10 +350,10 @@ class DownstreamProtocol(Protocol):
         self.state = CONNECTING
         self.record.upstream_host = f"{endpoint.address}:{endpoint.port}"
         timeout = ctx.settings.connect_timeout or cluster.connect_timeout
-        ctx.stats.inc("cluster.upstream_cx_total", cluster=cluster.name)
+        ctx.stats.inc_key("cluster.upstream_cx_total", state.cluster_key)
         state.active += 1
         state.total += 1
-        ctx.stats.gauge_add("cluster.upstream_cx_active", 1, cluster=cluster.name)
+        ctx.stats.gauge_add_key("cluster.upstream_cx_active", state.cluster_key, 1)
         self._counted_active = True
         # The connect timeout is our own timer on the injected clock (not
         # connectTCP's), so it is testable and counted like Envoy's.
@@ -632,11 +633,11 @@ class DownstreamProtocol(Protocol):
             up_t.unregisterProducer()
             up_t.loseConnection()
         ctx.connections.discard(self)
-        listener = self.listener.name
-        ctx.stats.gauge_add("listener.downstream_cx_active", -1, listener=listener)
+        key = self.runtime.stats_key
+        ctx.stats.gauge_add_key("listener.downstream_cx_active", key, -1)
         now = ctx.reactor.seconds()
         duration = now - self.started
-        ctx.stats.observe("listener.downstream_cx_length_seconds", duration, listener=listener)
+        ctx.stats.observe_key("listener.downstream_cx_length_seconds", key, duration)
         record = self.record
         record.bytes_received = self.bytes_received
         record.bytes_sent = self.bytes_sent
@@ -647,7 +648,7 @@ class DownstreamProtocol(Protocol):
         if self._counted_active and cluster is not None:
             state = ctx.balancer.state(cluster)
             state.active -= 1
-            ctx.stats.gauge_add("cluster.upstream_cx_active", -1, cluster=cluster.name)
+            ctx.stats.gauge_add_key("cluster.upstream_cx_active", state.cluster_key, -1)
             if previous in (RELAYING, NEGOTIATING) or self.upstream is not None:
                 self.flush_byte_counters()
                 ctx.stats.inc_key(

@@ -89,7 +89,7 @@ class ProxyContext:
             chosen = tuple(self.observers_for(listener.servers))
         else:
             chosen = ()
-        return ListenerRuntime(listener, timeout, chosen)
+        return ListenerRuntime(listener, timeout, chosen, Stats.label_key(listener=listener.name))
 
 
 @attrs.frozen
@@ -99,3 +99,5 @@ class ListenerRuntime:
     listener: Listener
     inspect_timeout: float
     observers: Sequence[Any] = ()
+    #: ``listener=<name>`` as a prebuilt stats key (per-connection counters)
+    stats_key: tuple[tuple[str, str], ...] = ()

@@ -36,6 +36,11 @@ class ClusterState:
     #: the same labels as registry keys, one per response_flags value
     _metric_keys: dict[str, tuple[tuple[str, str], ...]] = attrs.field(factory=dict)
 
+    @property
+    def cluster_key(self) -> tuple[tuple[str, str], ...]:
+        """``cluster=<name>`` as a prebuilt stats key."""
+        return (("cluster", self.name),)
+
     def metric_key(self, response_flags: str = "-") -> tuple[tuple[str, str], ...]:
         """Istio labels plus ``response_flags``, as a prebuilt stats key."""
         key = self._metric_keys.get(response_flags)
