@@ -215,7 +215,7 @@ class DownstreamProtocol(Protocol):
         ctx.stats.inc_key("listener.downstream_cx_total", key)
         ctx.stats.gauge_add_key("listener.downstream_cx_active", key, 1)
         if self.listener.inspect:
-            self._inspect_timer = ctx.reactor.callLater(
+            self._inspect_timer = ctx.timers.schedule(
                 self.runtime.inspect_timeout, self._inspection_timed_out
             )
         else:
@@ -357,7 +357,7 @@ class DownstreamProtocol(Protocol):
         self._counted_active = True
         # The connect timeout is our own timer on the injected clock (not
         # connectTCP's), so it is testable and counted like Envoy's.
-        self._connect_timer = ctx.reactor.callLater(timeout, self._connect_timed_out)
+        self._connect_timer = ctx.timers.schedule(timeout, self._connect_timed_out)
         self._connector = ctx.reactor.connectTCP(
             endpoint.address, endpoint.port, _UpstreamFactory(self), timeout=None
         )
@@ -478,9 +478,9 @@ class DownstreamProtocol(Protocol):
             idle = route.idle_timeout
         self.idle_timeout = idle
         if idle:
-            self._idle_timer = ctx.reactor.callLater(idle, self._idle_check)
+            self._idle_timer = ctx.timers.schedule(idle, self._idle_check)
         if route.max_connection_duration:
-            self._duration_timer = ctx.reactor.callLater(
+            self._duration_timer = ctx.timers.schedule(
                 route.max_connection_duration - (self._now() - self.started),
                 self._duration_exceeded,
             )
@@ -520,7 +520,7 @@ class DownstreamProtocol(Protocol):
             return
         idle_for = self._now() - self.last_activity
         if idle_for < self.idle_timeout:
-            self._idle_timer = self.ctx.reactor.callLater(
+            self._idle_timer = self.ctx.timers.schedule(
                 self.idle_timeout - idle_for, self._idle_check
             )
             return

@@ -14,6 +14,7 @@ import attrs
 
 from tsgate.accesslog import AccessLog
 from tsgate.config.knobs import INSPECT_TIMEOUT, OBSERVERS, listener_settings
+from tsgate.proxy.timers import TimerWheel
 from tsgate.routing import Listener
 from tsgate.stats import Stats
 from tsgate.upstream.balancer import Balancer
@@ -66,6 +67,10 @@ class ProxyContext:
     #: live connections (DownstreamProtocol instances), for admin and drain
     connections: set = attrs.field(factory=set)
     recent_errors: collections.deque = attrs.field(factory=lambda: collections.deque(maxlen=50))
+    #: per-connection deadlines (inspection, connect, idle, duration) on one reactor timer
+    timers: TimerWheel = attrs.field(
+        default=attrs.Factory(lambda self: TimerWheel(self.reactor), takes_self=True)
+    )
 
     def error(self, message: str) -> None:
         self.recent_errors.append((self.reactor.seconds(), message))
