@@ -312,26 +312,30 @@ class DownstreamProtocol(Protocol):
         self.transport.pauseProducing()
         decision = self.listener.route_for_sni(sni)
         if timed_out and decision.route is None:
-            self.record.response_flags = "NR"
-            self.record.response_code_details = "filter_chain_not_found"
+            # Counted as downstream_pre_cx_timeout already, not as a chain miss.
             self.termination = "inspection timed out"
-            self._abort()
+            self._no_route(decision)
             return
         self._route(decision)
+
+    def _no_route(self, decision: Decision) -> None:
+        """No chain for this connection: close it at once, logged ``NR``."""
+        self.record.route_name = short_trace(decision)
+        self.record.response_flags = "NR"
+        self.record.response_code_details = "filter_chain_not_found"
+        self._abort()
 
     # -- routing and connecting -------------------------------------------
 
     def _route(self, decision: Decision) -> None:
         ctx = self.ctx
         self.decision = decision
-        # The decision trace in short (the same token `tsgate explain` prints).
-        self.record.route_name = short_trace(decision)
         if decision.route is None:
             ctx.stats.inc("listener.no_filter_chain_match", listener=self.listener.name)
-            self.record.response_flags = "NR"
-            self.record.response_code_details = "filter_chain_not_found"
-            self._abort()
+            self._no_route(decision)
             return
+        # The decision trace in short (the same token `tsgate explain` prints).
+        self.record.route_name = short_trace(decision)
         route = self.route = decision.route
         cluster = self.cluster = ctx.balancer.pick_cluster(route)
         self.record.upstream_cluster = cluster.name
@@ -406,8 +410,8 @@ class DownstreamProtocol(Protocol):
         except (AttributeError, OSError):
             pass
         transport.bufferSize = self.ctx.settings.read_size
-        host = transport.getHost()
-        self.record.upstream_local_address = _address(host)
+        if self.ctx.access_log.wanted:
+            self.record.upstream_local_address = _address(transport.getHost())
         cluster = self.cluster
         assert cluster is not None
         self.ctx.stats.inc_key(
