@@ -397,3 +397,22 @@ class SelectionTests(SynchronousTestCase):
         names = [f.name for f in select(servers)]
         self.assertEqual(names, ["mongo", "kafka"])
         self.assertEqual([f.name for f in select((("TCP", "plain"),))], [])
+
+
+class MaxDurationTests(SynchronousTestCase):
+    def test_max_connection_duration_closes_with_dt(self) -> None:
+        listener = Listener(bind="0.0.0.0", port=1,
+                            tcp_route=route(max_connection_duration=5.0))
+        h = Harness(listener)
+        protocol, down = h.accept()
+        upstream, up = h.connect_upstream()
+        for _ in range(4):
+            h.reactor.advance(1)
+            protocol.dataReceived(b"busy")  # activity does not extend it
+        self.assertFalse(down.disconnecting)
+        h.reactor.advance(1.2)
+        self.assertTrue(down.disconnecting and up.disconnecting)
+        h.close(protocol)
+        self.assertEqual(h.records[0].response_flags, "DT")
+        self.assertEqual(h.ctx.stats.get("tcp.max_downstream_connection_duration",
+                                         route="default/echo#tcp[0]"), 1)

@@ -532,7 +532,7 @@ class DownstreamProtocol(Protocol):
         self.ctx.stats.inc("tcp.idle_timeout", route=self.route.name)
         self.termination = "idle timeout"
         self.record.connection_termination_details = "tcp_session_idle_timeout"
-        self._abort(both=True)
+        self._abort()
 
     def _duration_exceeded(self) -> None:
         self._duration_timer = None
@@ -541,7 +541,7 @@ class DownstreamProtocol(Protocol):
         assert self.route is not None
         self.ctx.stats.inc("tcp.max_downstream_connection_duration", route=self.route.name)
         self.record.response_flags = "DT"
-        self._abort(both=True)
+        self._abort()
 
     # -- half-close and close ----------------------------------------------
 
@@ -595,7 +595,7 @@ class DownstreamProtocol(Protocol):
         if self.upstream is not None:
             self.upstream.transport.loseConnection()
 
-    def _abort(self, both: bool = False) -> None:
+    def _abort(self) -> None:
         """Close the client now (nothing of ours is left to flush to it)."""
         if self._connector is not None:
             connector, self._connector = self._connector, None
