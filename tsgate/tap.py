@@ -61,6 +61,8 @@ class Options(usage.Options):
     )
     optParameters = [
         ["namespace", "n", "default", "Namespace of resources that name none."],
+        ["gateway-namespace", None, None, "Namespace this gateway runs in, for exportTo "
+         "(Istio: the gateway workload's; default: each Gateway's own)."],
         ["bind", "b", None, "Address to listen on instead of 0.0.0.0 (e.g. 127.0.0.1, ::)."],
         ["inspect-timeout", None, str(DEFAULT_INSPECT_TIMEOUT),
          "Seconds to wait for a ClientHello on TLS ports (Envoy listener_filters_timeout)."],
@@ -172,8 +174,11 @@ def build_gateway(options: Any, reactor: Any, stdout: Any = None) -> Gateway:
     labels = dict(options["gateway-labels"])
     namespace = options["namespace"]
 
+    gateway_namespace = options["gateway-namespace"]
+
     def load() -> Any:
-        return load_config(paths, gateway_labels=labels, default_namespace=namespace)
+        return load_config(paths, gateway_labels=labels, default_namespace=namespace,
+                           gateway_namespace=gateway_namespace)
 
     result = load()
     # sys.__stdout__: under twistd sys.stdout is the log, and access lines must stay
