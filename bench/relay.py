@@ -962,6 +962,51 @@ def profile(bench: Bench, stamp: str, log: Callable[[str], None]) -> list[Path]:
 # -------------------------------------------------------------------- main
 
 
+
+def haproxy_version() -> str:
+    """The installed HAProxy's major.minor, for the table's heading."""
+    if not shutil.which("haproxy"):
+        return "2.6"
+    found = re.search(r"version (\d+\.\d+)", command_output(["haproxy", "-v"]))
+    return found.group(1) if found else "?"
+
+
+def run_rounds(
+    bench: Any, names: list[str], count: int, log: Callable[[str], None]
+) -> tuple[list[dict[str, dict[str, float]]], dict[str, str]]:
+    """
+    ``count`` rounds of ``bench.measure(name, log)`` over ``names``; a proxy
+    that fails once is dropped from the later rounds, its error kept.
+    """
+    rounds: list[dict[str, dict[str, float]]] = []
+    failures: dict[str, str] = {}
+    for i in range(count):
+        log(f"round {i + 1}/{count}")
+        values: dict[str, dict[str, float]] = {}
+        # Rotate the order each round so slow drifts of the machine's load
+        # do not always fall on the same proxy.
+        order = names[i % len(names):] + names[: i % len(names)]
+        for name in order:
+            if name in failures:
+                continue
+            try:
+                values[name] = bench.measure(name, log)
+            except (BenchError, subprocess.SubprocessError, OSError, KeyError) as exc:
+                failures[name] = str(exc)[:2000]
+                log(f"  {name}: FAILED: {exc}")
+        rounds.append(values)
+    return rounds, failures
+
+
+def save_report(report: str, name: str, no_save: bool, log: Callable[[str], None]) -> None:
+    """Print the report and, unless told not to, keep it as results/<name>.txt."""
+    print("\n" + report)
+    if not no_save:
+        RESULTS.mkdir(exist_ok=True)
+        path = RESULTS / f"{name}.txt"
+        path.write_text(report + "\n")
+        log(f"\nwrote {path}")
+
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="2 rounds, shorter workloads (~1 min)")
@@ -1014,30 +1059,11 @@ def main(argv: Optional[list[str]] = None) -> int:
             for path in profile(bench, stamp, log):
                 log(f"wrote {path}")
             return 0
-        haproxy_version = "2.6"
-        if shutil.which("haproxy"):
-            found = re.search(r"version (\d+\.\d+)", command_output(["haproxy", "-v"]))
-            haproxy_version = found.group(1) if found else "?"
+        version = haproxy_version()
         # the tree and settings as run
         env = environment(bench.sizes, not args.no_pin, args.nice, args.tsgate_env)
         load_before = Path("/proc/loadavg").read_text().split()[:3]
-        rounds: list[dict[str, dict[str, float]]] = []
-        failures: dict[str, str] = {}
-        for i in range(int(bench.sizes["rounds"])):
-            log(f"round {i + 1}/{bench.sizes['rounds']}")
-            values: dict[str, dict[str, float]] = {}
-            # Rotate the order each round so slow drifts of the machine's load
-            # do not always fall on the same proxy.
-            order = names[i % len(names):] + names[: i % len(names)]
-            for name in order:
-                if name in failures:
-                    continue
-                try:
-                    values[name] = bench.measure(name, log)
-                except (BenchError, subprocess.SubprocessError, OSError, KeyError) as exc:
-                    failures[name] = str(exc)[:2000]
-                    log(f"  {name}: FAILED: {exc}")
-            rounds.append(values)
+        rounds, failures = run_rounds(bench, names, int(bench.sizes["rounds"]), log)
         load_after = Path("/proc/loadavg").read_text().split()[:3]
         report = "\n\n".join([
             "# tsgate relay benchmark" + (" (--quick)" if args.quick else ""),
@@ -1046,17 +1072,12 @@ def main(argv: Optional[list[str]] = None) -> int:
             + f"\nrun time: {time.monotonic() - started:.0f} s",
             f"Medians of {len(rounds)} round(s); (×) = ratio to HAProxy in the same round "
             "(median of per-round ratios); added p50 = p50 through the proxy minus direct p50.",
-            render(rounds, names, failures, haproxy_version),
+            render(rounds, names, failures, version),
             goals(rounds) if "tsgate" in names else "",
             "Per round:\n" + raw_rounds(rounds),
             *[f"{name} failed:\n{text}" for name, text in failures.items()],
         ])
-        print("\n" + report)
-        if not args.no_save:
-            RESULTS.mkdir(exist_ok=True)
-            path = RESULTS / f"relay-{stamp}{'-quick' if args.quick else ''}.txt"
-            path.write_text(report + "\n")
-            log(f"\nwrote {path}")
+        save_report(report, f"relay-{stamp}{'-quick' if args.quick else ''}", args.no_save, log)
         return 1 if failures else 0
     finally:
         bench.close()

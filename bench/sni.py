@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
-import re
 import resource
 import shutil
 import signal
@@ -687,28 +686,11 @@ def main(argv: Optional[list[str]] = None) -> int:
             for path in profile(bench, stamp, log):
                 log(f"wrote {path}")
             return 0
-        haproxy_version = "2.6"
-        if shutil.which("haproxy"):
-            found = re.search(r"version (\d+\.\d+)", command_output(["haproxy", "-v"]))
-            haproxy_version = found.group(1) if found else "?"
+        version = relay.haproxy_version()
         env = environment(bench.sizes, not args.no_pin, args.nice)
         openssl = command_output(["openssl", "version"])
         load_before = Path("/proc/loadavg").read_text().split()[:3]
-        rounds: list[dict[str, dict[str, float]]] = []
-        failures: dict[str, str] = {}
-        for i in range(int(bench.sizes["rounds"])):
-            log(f"round {i + 1}/{bench.sizes['rounds']}")
-            values: dict[str, dict[str, float]] = {}
-            order = names[i % len(names):] + names[: i % len(names)]
-            for name in order:
-                if name in failures:
-                    continue
-                try:
-                    values[name] = bench.measure(name, log)
-                except (BenchError, subprocess.SubprocessError, OSError, KeyError) as exc:
-                    failures[name] = str(exc)[:2000]
-                    log(f"  {name}: FAILED: {exc}")
-            rounds.append(values)
+        rounds, failures = relay.run_rounds(bench, names, int(bench.sizes["rounds"]), log)
         load_after = Path("/proc/loadavg").read_text().split()[:3]
         report = "\n\n".join([
             "# tsgate SNI passthrough benchmark" + (" (--quick)" if args.quick else ""),
@@ -720,17 +702,13 @@ def main(argv: Optional[list[str]] = None) -> int:
             f"{bench.sizes['concurrency']} concurrent clients; (×) = ratio to HAProxy in the "
             "same round (median of per-round ratios); errors = total over the rounds "
             "(misrouted ones included).",
-            render(rounds, names, failures, haproxy_version),
+            render(rounds, names, failures, version),
             goals(rounds) if "tsgate" in names else "",
             "Per round:\n" + raw_rounds(rounds),
             *[f"{name} failed:\n{text}" for name, text in failures.items()],
         ])
-        print("\n" + report)
-        if not args.no_save:
-            RESULTS.mkdir(exist_ok=True)
-            path = RESULTS / f"sni-{stamp}{'-quick' if args.quick else ''}.txt"
-            path.write_text(report + "\n")
-            log(f"\nwrote {path}")
+        relay.save_report(report, f"sni-{stamp}{'-quick' if args.quick else ''}", args.no_save,
+                          log)
         return 1 if failures else 0
     finally:
         bench.close()
