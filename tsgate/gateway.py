@@ -21,7 +21,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from tsgate.proxy.connection import DownstreamProtocol
+from tsgate.proxy.connection import DownstreamProtocol, format_address
 from tsgate.proxy.context import METRICS_FLUSH_INTERVAL, ProxyContext
 from tsgate.routing import Listener, RouteTable
 
@@ -91,8 +91,7 @@ def listener_endpoint(listener: Listener, bind_override: Optional[str],
 def _downstream(conn: DownstreamProtocol) -> str:
     address = conn.record.downstream_remote_address
     if address == "-" and conn.transport is not None:  # not formatted: no access log
-        peer = conn.transport.getPeer()
-        address = f"{getattr(peer, 'host', '?')}:{getattr(peer, 'port', '?')}"
+        address = format_address(conn.transport.getPeer())
     return address
 
 

@@ -51,7 +51,7 @@ RELAYING = "relaying"
 CLOSED = "closed"
 
 
-def _address(addr: Any) -> str:
+def format_address(addr: Any) -> str:
     host = getattr(addr, "host", None)
     if host is None:
         return str(getattr(addr, "name", "-") or "-")
@@ -204,7 +204,7 @@ class DownstreamProtocol(Protocol):
         self.started = now
         self.last_activity = now
         if ctx.access_log.wanted:
-            local, remote = _address(transport.getHost()), _address(transport.getPeer())
+            local, remote = format_address(transport.getHost()), format_address(transport.getPeer())
         else:  # nothing reads them: skip the formatting (admin asks the transport)
             local = remote = "-"
         self.record = AccessRecord(
@@ -411,7 +411,7 @@ class DownstreamProtocol(Protocol):
             pass
         transport.bufferSize = self.ctx.settings.read_size
         if self.ctx.access_log.wanted:
-            self.record.upstream_local_address = _address(transport.getHost())
+            self.record.upstream_local_address = format_address(transport.getHost())
         cluster = self.cluster
         assert cluster is not None
         self.ctx.stats.inc_key(
@@ -558,18 +558,8 @@ class DownstreamProtocol(Protocol):
         # CONNECTING / NEGOTIATING: forwarded once the relay starts.
 
     def _forward_eof_upstream(self) -> None:
-        upstream = self.upstream
-        assert upstream is not None
-        transport = upstream.transport
-        if not transport.connected:
-            return
-        # A registered producer would stop a paused transport from finishing
-        # its shutdown (Twisted resumes the producer instead); the client
-        # sends nothing more anyway.
-        transport.unregisterProducer()
-        transport.loseWriteConnection()
-        if self.upstream_eof:
-            self._finish()
+        assert self.upstream is not None
+        self._forward_eof(self.upstream.transport, self.upstream_eof)
 
     def upstream_read_lost(self) -> None:
         """The upstream shut its write side: forward the FIN to the client."""
@@ -578,12 +568,21 @@ class DownstreamProtocol(Protocol):
             self.termination = "upstream closed during STARTTLS"
             self._abort()
             return
-        transport = self.transport
+        self._forward_eof(self.transport, self.client_eof)
+
+    def _forward_eof(self, transport: Any, other_direction_done: bool) -> None:
+        """
+        Shut ``transport``'s write side once its buffer is flushed (a FIN for
+        a FIN); when both directions have ended, close both sockets.
+        """
         if not transport.connected:
             return
+        # A registered producer would stop a paused transport from finishing
+        # its shutdown (Twisted resumes the producer instead); the side that
+        # sent the FIN has nothing more to produce anyway.
         transport.unregisterProducer()
         transport.loseWriteConnection()
-        if self.client_eof:
+        if other_direction_done:
             self._finish()
 
     def writeConnectionLost(self) -> None:
