@@ -20,20 +20,9 @@ from tests.e2e.test_protocol_observers import stats, tcp_gateway
 from tests.plugins.test_kafka import TRACES as KAFKA_COUNTERS
 from tests.plugins.test_mongo import SESSION_COUNTERS as MONGO_COUNTERS
 from tests.support.gateway import GatewayProcess, free_port, wait_for_port, write_service_entries
-
-DATA = Path(__file__).resolve().parents[1] / "data"
+from tests.support.traces import DATA, Trace, read_trace
 
 pytestmark = pytest.mark.e2e
-
-
-def records(path: Path) -> list[tuple[str, bytes]]:
-    """A ``.trace`` file: (``C``/``S``, bytes) records in socket order."""
-    data, out, pos = path.read_bytes(), [], 0
-    while pos < len(data):
-        n = int.from_bytes(data[pos + 1 : pos + 5], "big")
-        out.append((chr(data[pos]).lower(), data[pos + 5 : pos + 5 + n]))
-        pos += 5 + n
-    return out
 
 
 def recv_exactly(sock: socket.socket, n: int) -> bytes:
@@ -46,7 +35,7 @@ def recv_exactly(sock: socket.socket, n: int) -> bytes:
     return got
 
 
-def play(sock: socket.socket, trace: list[tuple[str, bytes]], me: str) -> None:
+def play(sock: socket.socket, trace: Trace, me: str) -> None:
     """Send my records, expect the other side's, in the recorded order."""
     for side, data in trace:
         if side == me:
@@ -56,7 +45,7 @@ def play(sock: socket.socket, trace: list[tuple[str, bytes]], me: str) -> None:
 
 
 class ReplayBackend:
-    def __init__(self, trace: list[tuple[str, bytes]]) -> None:
+    def __init__(self, trace: Trace) -> None:
         self.trace = trace
         self.sock = socket.create_server(("127.0.0.1", 0))
         self.port = self.sock.getsockname()[1]
@@ -69,7 +58,7 @@ class ReplayBackend:
         with conn:
             conn.settimeout(20)
             try:
-                play(conn, self.trace, "s")
+                play(conn, self.trace, "S")
             except BaseException as exc:  # reported by the test
                 self.errors.append(exc)
 
@@ -86,7 +75,7 @@ class ReplayBackend:
 def test_replayed_conversation_is_counted_by_the_gateway(
         tmp_path: Path, protocol: str, port_name: str, trace_file: str,
         expected: dict[str, int]) -> None:
-    trace = records(DATA / trace_file)
+    trace = read_trace(DATA / trace_file)
     backend = ReplayBackend(trace)
     admin = free_port()
     try:
@@ -97,7 +86,7 @@ def test_replayed_conversation_is_counted_by_the_gateway(
             wait_for_port(admin)
             with socket.create_connection(("127.0.0.1", gw.port(9092)), timeout=20) as s:
                 try:
-                    play(s, trace, "c")
+                    play(s, trace, "C")
                 except ConnectionError as exc:
                     raise AssertionError(gw.text()) from exc
             backend.close()
@@ -107,6 +96,6 @@ def test_replayed_conversation_is_counted_by_the_gateway(
         for name, value in expected.items():
             assert counts.get(name) == value, (name, counts)
         assert "decode_error" not in counts
-        assert line.split()[9] == str(sum(len(d) for side, d in trace if side == "c"))
+        assert line.split()[9] == str(sum(len(d) for side, d in trace if side == "C"))
     finally:
         backend.sock.close()

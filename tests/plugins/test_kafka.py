@@ -10,6 +10,7 @@ import os
 import struct
 import tracemalloc
 from collections import Counter
+from pathlib import Path
 from typing import Union
 
 import pytest
@@ -18,6 +19,8 @@ from hypothesis import strategies as st
 from twisted.plugin import IPlugin
 from zope.interface.verify import verifyObject
 
+from tests.support.traces import Recorder, Trace, read_trace
+from tests.support.traces import replay as replay_through
 from tsgate.hints import kafka as wire
 from tsgate.interfaces import (
     NEED_MORE,
@@ -39,7 +42,6 @@ from tsgate.plugins.kafka import (
 
 DATA = os.path.join(os.path.dirname(__file__), "..", "data", "kafka")
 MONGO_DATA = os.path.join(os.path.dirname(__file__), "..", "data", "mongo")
-Trace = list[tuple[str, bytes]]
 
 
 def sample(name: str, folder: str = DATA) -> bytes:
@@ -48,13 +50,8 @@ def sample(name: str, folder: str = DATA) -> bytes:
 
 
 def trace(name: str) -> Trace:
-    """A ``.trace`` file: (direction, bytes) records in socket order."""
-    data, out, pos = sample(name), [], 0
-    while pos < len(data):
-        (n,) = struct.unpack_from(">I", data, pos + 1)
-        out.append((chr(data[pos]), data[pos + 5 : pos + 5 + n]))
-        pos += 5 + n
-    return out
+    """A recorded conversation of this protocol (see tests/support/traces.py)."""
+    return read_trace(Path(DATA) / name)
 
 
 def frames(data: bytes) -> list[bytes]:
@@ -67,37 +64,13 @@ def frames(data: bytes) -> list[bytes]:
     return out
 
 
-class Recorder:
-    """An emit/observe sink and a clock the test moves."""
-
-    def __init__(self) -> None:
-        self.counters: Counter[str] = Counter()
-        self.samples: list[tuple[str, float]] = []
-        self.now = 0.0
-
-    def emit(self, name: str, amount: int) -> None:
-        assert isinstance(name, str) and isinstance(amount, int)
-        self.counters[name] += amount
-
-    def observe(self, name: str, value: float) -> None:
-        self.samples.append((name, value))
-
-    def clock(self) -> float:
-        return self.now
-
-
 def timed(rec: Recorder) -> IStreamObserver:
     return KafkaObserverFactory().new_timed_observer(rec.emit, rec.observe, rec.clock)
 
 
 def replay(records: Trace) -> Recorder:
     """Feed a two-way capture through a fresh timed observer, one tick per read."""
-    rec = Recorder()
-    observer = timed(rec)
-    for direction, data in records:
-        rec.now += 1.0
-        (observer.client_data if direction == "C" else observer.server_data)(data)
-    return rec
+    return replay_through(records, KafkaObserverFactory())
 
 
 Outcome = Union[NeedMore, NotMine, Hint, str]

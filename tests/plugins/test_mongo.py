@@ -11,6 +11,7 @@ import struct
 import tracemalloc
 from collections import Counter
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Union
 
 import pytest
@@ -19,6 +20,8 @@ from hypothesis import strategies as st
 from twisted.plugin import IPlugin
 from zope.interface.verify import verifyObject
 
+from tests.support.traces import Recorder, Trace, read_trace
+from tests.support.traces import replay as replay_through
 from tsgate.hints import mongo as wire
 from tsgate.interfaces import (
     NEED_MORE,
@@ -41,7 +44,6 @@ from tsgate.plugins.mongo import (
 
 DATA = os.path.join(os.path.dirname(__file__), "..", "data", "mongo")
 KAFKA_DATA = os.path.join(os.path.dirname(__file__), "..", "data", "kafka")
-Trace = list[tuple[str, bytes]]
 
 
 def sample(name: str, folder: str = DATA) -> bytes:
@@ -50,44 +52,13 @@ def sample(name: str, folder: str = DATA) -> bytes:
 
 
 def trace(name: str) -> Trace:
-    """A ``.trace`` file: (direction, bytes) records in socket order."""
-    data, out, pos = sample(name), [], 0
-    while pos < len(data):
-        (n,) = struct.unpack_from(">I", data, pos + 1)
-        out.append((chr(data[pos]), data[pos + 5 : pos + 5 + n]))
-        pos += 5 + n
-    return out
-
-
-class Recorder:
-    """An emit/observe sink and a clock the test moves."""
-
-    def __init__(self) -> None:
-        self.counters: Counter[str] = Counter()
-        self.samples: list[tuple[str, float]] = []
-        self.now = 0.0
-
-    def emit(self, name: str, amount: int) -> None:
-        assert isinstance(name, str) and isinstance(amount, int)
-        self.counters[name] += amount
-
-    def observe(self, name: str, value: float) -> None:
-        self.samples.append((name, value))
-
-    def clock(self) -> float:
-        return self.now
+    """A recorded conversation of this protocol (see tests/support/traces.py)."""
+    return read_trace(Path(DATA) / name)
 
 
 def replay(records: Trace, factory: MongoObserverFactory | None = None) -> Recorder:
     """Feed a two-way capture through a fresh timed observer, one tick per read."""
-    rec = Recorder()
-    observer = (factory or MongoObserverFactory()).new_timed_observer(
-        rec.emit, rec.observe, rec.clock
-    )
-    for direction, data in records:
-        rec.now += 1.0
-        (observer.client_data if direction == "C" else observer.server_data)(data)
-    return rec
+    return replay_through(records, factory or MongoObserverFactory())
 
 
 Outcome = Union[NeedMore, NotMine, Hint, str]
