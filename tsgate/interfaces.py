@@ -31,6 +31,14 @@ class HintParseError(Exception):
     """
 
 
+class HintTooLarge(HintParseError):
+    """
+    The message would not fit in the parser's ``max_bytes``: a HintParseError
+    the data path counts apart (``<protocol>.too_large``,
+    ``tls_inspector.client_hello_too_large``) from malformed input.
+    """
+
+
 @attrs.frozen
 class NeedMore:
     """Not enough bytes yet to decide; call again with more."""

@@ -18,6 +18,7 @@ from twisted.python import usage
 from twisted.python.failure import Failure
 
 from tsgate.accesslog import AccessLog
+from tsgate.config.schema import parse_duration
 from tsgate.gateway import Gateway, ListenError
 from tsgate.proxy.context import DEFAULT_INSPECT_TIMEOUT, ProxyContext, Settings
 from tsgate.reload import ConfigWatcher
@@ -34,20 +35,15 @@ def _label(value: str) -> tuple[str, str]:
 
 
 def _seconds(name: str, value: Optional[str]) -> Optional[float]:
+    """Seconds from ``15``, ``1.5`` or a duration as the YAML writes them (``500ms``, ``2m``)."""
     if value is None:
         return None
-    text = value.strip()
-    scale = 1.0
-    for suffix, factor in (("ms", 0.001), ("s", 1.0), ("m", 60.0), ("h", 3600.0)):
-        if text.endswith(suffix):
-            text, scale = text[: -len(suffix)], factor
-            break
     try:
-        seconds = float(text) * scale
+        seconds: Optional[float] = float(value)
     except ValueError:
-        raise usage.UsageError(
-            f"--{name} wants seconds (e.g. 15, 1.5, 500ms, 2m), not {value!r}"
-        ) from None
+        seconds = parse_duration(value)
+    if seconds is None:
+        raise usage.UsageError(f"--{name} wants seconds (e.g. 15, 1.5, 500ms, 2m), not {value!r}")
     if seconds < 0:
         raise usage.UsageError(f"--{name} must not be negative")
     return seconds
@@ -150,13 +146,6 @@ def observer_selector(plugins: Any) -> Any:
         return found
 
     return observers_for
-
-
-def default_inspectors() -> list[Any]:
-    """The inspectors of the plugins installed here (for tests and embedding)."""
-    from tsgate.plugins import load_plugins
-
-    return inspectors(load_plugins())
 
 
 def build_gateway(options: Any, reactor: Any, stdout: Any = None) -> Gateway:

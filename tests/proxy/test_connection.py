@@ -206,6 +206,16 @@ class InspectionTests(SynchronousTestCase):
         self.assertEqual(h.ctx.stats.get("listener.no_filter_chain_match",
                                          listener="0.0.0.0_31400"), 1)
 
+    def test_oversized_hello_is_counted_and_treated_as_not_tls(self) -> None:
+        """A hello past 16 KiB: client_hello_too_large, then the TCP fallback (Envoy's default)."""
+        h = Harness(MIXED)
+        protocol, down = h.accept()
+        # a handshake record announcing a ClientHello of 60,000 bytes
+        protocol.dataReceived(b"\x16\x03\x01\x3f\xff\x01\x00\xea\x60")
+        self.assertEqual(h.ctx.stats.get("tls_inspector.client_hello_too_large",
+                                         listener="0.0.0.0_31400"), 1)
+        self.assertEqual(protocol.route.name, "default/echo#tcp[0]")
+
     def test_client_eof_during_inspection_closes_without_upstream(self) -> None:
         h = Harness(MIXED)
         protocol, down = h.accept()

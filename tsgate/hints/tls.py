@@ -30,7 +30,15 @@ from typing import Optional, Union
 import attrs
 from zope.interface import implementer
 
-from tsgate.interfaces import NEED_MORE, Hint, HintParseError, IHintParser, NeedMore, NotMine
+from tsgate.interfaces import (
+    NEED_MORE,
+    Hint,
+    HintParseError,
+    HintTooLarge,
+    IHintParser,
+    NeedMore,
+    NotMine,
+)
 
 __all__ = [
     "MAX_CLIENT_HELLO",
@@ -79,7 +87,7 @@ _PRINTABLE_TOKEN = re.compile(rb"[\x21-\x2b\x2d-\x7e]+")  # printable ASCII but 
 _ALNUM = frozenset(b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
 
 
-class ClientHelloTooLarge(HintParseError):
+class ClientHelloTooLarge(HintTooLarge):
     """
     The ClientHello needs more than the cap. A subclass so the data path can
     count ``client_hello_too_large`` apart from malformed hellos.

@@ -35,6 +35,7 @@ from tsgate.explain import short_trace
 from tsgate.interfaces import (
     Hint,
     HintParseError,
+    HintTooLarge,
     ITimedStreamObserverFactory,
     NeedMore,
     Preamble,
@@ -268,7 +269,7 @@ class DownstreamProtocol(Protocol):
         self._decide(None)
 
     def _count_hello_error(self, parser: Any, exc: Exception) -> None:
-        name = "client_hello_too_large" if "too large" in str(exc) else "parse_error"
+        name = "client_hello_too_large" if isinstance(exc, HintTooLarge) else "parse_error"
         if getattr(parser, "protocol", "") == "tls":
             self.ctx.stats.inc(f"tls_inspector.{name}", listener=self.listener.name)
         else:
