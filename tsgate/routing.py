@@ -195,11 +195,15 @@ class Listener:
         if sni is not None:
             hit = index.exact.get(sni)
             if hit is None and index.wildcard:
-                # Longest wildcard suffix first: "*.b.example.com" before "*.example.com".
-                for i in range(1, len(sni)):
+                # Longest wildcard suffix first: "*.b.example.com" before
+                # "*.example.com". Only suffixes starting at a dot can match,
+                # and the wildcard needs at least one character before it.
+                i = sni.find(".", 1)
+                while i != -1:
                     hit = index.wildcard.get(sni[i:])
                     if hit is not None:
                         break
+                    i = sni.find(".", i + 1)
             if hit is not None:
                 chain, pattern = hit
                 return Decision(chain.route, f"sni:{pattern}", f"SNI {sni} matched {pattern}")
