@@ -157,12 +157,12 @@ class Gateway(service.MultiService):
 
     def privilegedStartService(self) -> None:
         """Bind every listener before the reactor runs (and before dropping privileges)."""
-        self._apply_table(self.table, initial=True)
+        self._apply_table(self.table)
         super().privilegedStartService()
 
     def startService(self) -> None:
         if not self.ports and self.table.listeners:
-            self._apply_table(self.table, initial=True)
+            self._apply_table(self.table)
         super().startService()
         self.ready = True
         self._flusher.start(METRICS_FLUSH_INTERVAL, now=False)
@@ -212,7 +212,7 @@ class Gateway(service.MultiService):
         )
         return factory, outcome
 
-    def _apply_table(self, table: RouteTable, initial: bool = False) -> None:
+    def _apply_table(self, table: RouteTable) -> None:
         wanted = {(listener.bind, listener.port): listener for listener in table.listeners}
         # Bind new listeners first: if one fails, nothing changes.
         new_ports: dict[tuple[str, int], Any] = {}
