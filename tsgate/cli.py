@@ -40,6 +40,11 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     """The options every command that loads configuration takes."""
     parser.add_argument("paths", nargs="+", metavar="PATH",
                         help="YAML file or directory of *.yaml/*.yml (not recursive)")
+    add_gateway_arguments(parser)
+
+
+def add_gateway_arguments(parser: argparse.ArgumentParser) -> None:
+    """Which gateway the configuration is compiled for (labels, namespaces)."""
     parser.add_argument("--gateway-label", action="append", type=parse_label, default=None,
                         metavar="KEY=VALUE",
                         help="a label of this gateway workload, matched against Gateway "

@@ -15,7 +15,7 @@ import json
 import sys
 from typing import Any, Optional, TextIO
 
-from tsgate.cli import parse_label
+from tsgate.cli import add_gateway_arguments
 from tsgate.explain import Explanation, explain
 
 
@@ -43,15 +43,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
                         help="the listener's bind address when a port has several")
     parser.add_argument("--first-bytes", metavar="FILE",
                         help="a captured ClientHello (raw bytes): SNI and ALPN are read from it")
-    parser.add_argument("--gateway-label", action="append", type=parse_label, default=None,
-                        metavar="KEY=VALUE",
-                        help="a label of this gateway workload, matched against Gateway "
-                             "selectors (repeatable; default istio=ingressgateway)")
-    parser.add_argument("--namespace", default="default", metavar="NS",
-                        help="namespace of objects without metadata.namespace (default: "
-                             "%(default)s)")
-    parser.add_argument("--gateway-namespace", default=None, metavar="NS",
-                        help="namespace the gateway runs in, for exportTo")
+    add_gateway_arguments(parser)
     parser.add_argument("--json", action="store_true", help="print the explanation as JSON")
     parser.set_defaults(func=run)
     return parser
