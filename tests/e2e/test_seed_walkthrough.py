@@ -89,12 +89,12 @@ class TestTcpEcho:
         assert out.stdout.endswith(b"hello Sam\n")
 
     def test_access_log_line_is_istio_format(self, tcp_gateway: GatewayProcess) -> None:
-        before = len(tcp_gateway.access_lines())
         with socket.create_connection(("127.0.0.1", tcp_gateway.port(31400)), timeout=5) as s:
+            client = s.getsockname()
             recv_until(s, b"Service default.\n")
             s.sendall(b"abc\n")
             recv_until(s, b"abc\n")
-        line = tcp_gateway.wait_access_lines(before + 1)[-1]
+        line = tcp_gateway.wait_access_line_from(client)
         fields = line.split()
         assert fields[1:4] == ['"-', "-", '-"'] and fields[4] == "0"
         assert fields[9] == "4"  # bytes received from the client

@@ -138,6 +138,20 @@ class GatewayProcess:
             time.sleep(0.05)
         raise TimeoutError(f"wanted {count} access log lines, have: {self.access_lines()}")
 
+    def wait_access_line_from(self, client: tuple[str, int], timeout: float = 10.0) -> str:
+        """The access-log line of the connection whose client address is ``client``.
+
+        Lines of earlier connections may still be arriving, so "the last line" is not enough.
+        """
+        needle = f" {client[0]}:{client[1]} "
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for line in self.access_lines():
+                if needle in line:
+                    return line
+            time.sleep(0.05)
+        raise TimeoutError(f"no access log line from {client}: {self.access_lines()}")
+
     def signal(self, signum: int) -> None:
         self.process.send_signal(signum)
 
