@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import signal
 import socket
 import threading
@@ -358,3 +359,67 @@ def test_workers_auto_is_the_usable_cores() -> None:
 
     assert parse_workers("auto") == usable_cores() >= 1
     assert usable_cores() <= len(os.sched_getaffinity(0))
+
+
+def test_status_page_shows_each_worker_and_the_total(workers: Workers) -> None:
+    """The real status page of a --workers 2 gateway, in headless Chromium."""
+    from tests.admin.test_status_page import run_chromium
+
+    socks = []
+    try:
+        for _ in range(6):
+            s = socket.create_connection(("127.0.0.1", workers.port), timeout=10)
+            assert recv_until(s, b"\n") == b"A\n"
+            socks.append(s)
+        wait_until(lambda: sum(w["active_connections"] for w in workers.workers()) == 6,
+                   what="6 live connections pushed by the workers")
+        out = run_chromium(f"http://127.0.0.1:{workers.admin}/", "--dump-dom")
+        dom = out.stdout
+        rows = re.findall(r'<tr class="worker">(.*?)</tr>', dom)
+        assert len(rows) == 2, dom
+        pids = {w["pid"] for w in workers.workers()}
+        for r in rows:
+            cells = re.findall(r"<td[^>]*>(.*?)</td>", r)
+            assert int(cells[1]) in pids and cells[3] == "ready"
+        total = re.search(r'<tr class="worker-total">(.*?)</tr>', dom)
+        assert total and "2 workers" in total.group(1)
+        assert re.findall(r"<td[^>]*>(.*?)</td>", total.group(1))[4] == "6"
+        assert 'id="total-connections">6<' in dom
+    finally:
+        for s in socks:
+            s.close()
+
+
+def test_tac_file_with_workers(tmp_path: Path) -> None:
+    """``TSGATE_ARGS="--workers 2" twistd -ny tac/tsgate.tac``: the same supervisor."""
+    import subprocess
+
+    from tests.support.gateway import twistd
+
+    server = ThreadedServer(Tagged(b"A"))
+    config = tmp_path / "gateway.yaml"
+    tagged_config(config, server.port)
+    port, admin = free_port(), free_port()
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "TSGATE_CONFIG": str(config),
+           "TSGATE_ARGS": f"--endpoint 7500=tcp:{port}:interface=127.0.0.1 --workers 2 "
+                          f"--admin tcp:{admin}:interface=127.0.0.1 --readiness none"}
+    process = subprocess.Popen([twistd(), "-ny", str(root / "tac" / "tsgate.tac"), "--pidfile="],
+                               env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               cwd=tmp_path)
+    try:
+        def both_ready() -> bool:
+            try:
+                ws = get_json(admin, "/workers")["workers"]
+            except OSError:
+                return False
+            return len(ws) == 2 and all(w["ready"] for w in ws)
+
+        wait_until(both_ready, timeout=30, what="two workers from the .tac file")
+        for _ in range(10):
+            echo_once(port, b"tac\n")
+    finally:
+        process.terminate()
+        out, _ = process.communicate(timeout=30)
+        server.close()
+    assert process.returncode == 0, out
