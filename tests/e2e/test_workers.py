@@ -423,3 +423,49 @@ def test_tac_file_with_workers(tmp_path: Path) -> None:
         out, _ = process.communicate(timeout=30)
         server.close()
     assert process.returncode == 0, out
+
+
+def test_systemd_socket_activation_with_workers(tmp_path: Path) -> None:
+    """
+    A socket handed over by systemd (fd 3, LISTEN_FDS, LISTEN_PID) to a
+    supervisor: it cannot be re-bound per worker, so both workers accept on it.
+    """
+    import subprocess
+
+    from tests.support.gateway import twistd
+
+    server = ThreadedServer(Tagged(b"A"))
+    listening = socket.socket()
+    listening.bind(("127.0.0.1", 0))
+    listening.listen(64)
+    port = listening.getsockname()[1]
+    admin = free_port()
+    config = tmp_path / "gateway.yaml"
+    tagged_config(config, server.port)
+    fd = listening.fileno()
+    move = "" if fd == 3 else f"exec 3<&{fd} {fd}<&-; "
+    script = (f'{move}export LISTEN_FDS=1 LISTEN_FDNAMES=tsgate LISTEN_PID=$$; '
+              f'exec {twistd()} --nodaemon --pidfile= tsgate --config {config} '
+              '--endpoint 7500=systemd:domain=INET:index=0 --workers 2 '
+              f'--admin tcp:{admin}:interface=127.0.0.1 --readiness none')
+    process = subprocess.Popen(["bash", "-c", script], pass_fds=(fd,),
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        listening.close()
+
+        def both_ready() -> bool:
+            try:
+                ws = get_json(admin, "/workers")["workers"]
+            except OSError:
+                return False
+            return len(ws) == 2 and all(w["ready"] for w in ws)
+
+        wait_until(both_ready, timeout=30, what="two workers on the activated socket")
+        for _ in range(20):
+            echo_once(port, b"activated\n")
+    finally:
+        process.terminate()
+        out, _ = process.communicate(timeout=30)
+        server.close()
+    assert b"one socket shared by the workers" in out, out
+    assert process.returncode == 0, out
