@@ -234,6 +234,10 @@ class Gateway(service.MultiService):
         self.factories.update(new_factories)
         self.table = table
 
+    #: whether reload() logs "configuration reloaded" (a worker leaves that to its
+    #: supervisor, which says it once every worker has switched)
+    announce_reloads = True
+
     def reload(self) -> Any:
         """
         Load, validate and compile the configuration again and swap it in.
@@ -261,7 +265,8 @@ class Gateway(service.MultiService):
             return result
         self.config = result
         self.stats.inc("config.reload_success")
-        log.info("configuration reloaded: {n} listener(s)", n=len(result.table.listeners))
+        if self.announce_reloads:
+            log.info("configuration reloaded: {n} listener(s)", n=len(result.table.listeners))
         return result
 
     def drain(self, period: Optional[float] = None) -> defer.Deferred:

@@ -78,6 +78,12 @@ class Options(usage.Options):
          "(Istio's terminationDrainDuration)."],
         ["watch-interval", None, "2", "Seconds between checks of the config files for "
          "changes (0: reload on SIGHUP only)."],
+        ["workers", None, "1", "Worker processes accepting on the same ports, or 'auto' "
+         "(the usable cores, within a cgroup CPU limit); 1: no supervisor."],
+        ["worker-sockets", None, "reuseport", "With --workers: 'reuseport' (a socket per "
+         "worker, SO_REUSEPORT: even spread) or 'shared' (one socket all workers accept on)."],
+        ["worker-id", None, None, "(internal) this process is worker N of a supervisor."],
+        ["worker-channel", None, None, "(internal) file descriptor of the supervisor channel."],
     ]
 
     def __init__(self) -> None:
@@ -116,6 +122,19 @@ class Options(usage.Options):
         self["idle-timeout"] = _seconds("idle-timeout", self["idle-timeout"])
         self["drain-period"] = _seconds("drain-period", self["drain-period"])
         self["watch-interval"] = _seconds("watch-interval", self["watch-interval"])
+        from tsgate.workers.supervisor import parse_workers
+
+        try:
+            self["workers"] = parse_workers(str(self["workers"]))
+        except ValueError as exc:
+            raise usage.UsageError(str(exc)) from None
+        if self["worker-sockets"] not in ("reuseport", "shared"):
+            raise usage.UsageError("--worker-sockets is reuseport or shared")
+        for name in ("worker-id", "worker-channel"):
+            if self[name] is not None:
+                if not str(self[name]).isdigit():
+                    raise usage.UsageError(f"--{name} is internal and wants a number")
+                self[name] = int(self[name])
         if self["access-log-format"] not in ("text", "json"):
             raise usage.UsageError("--access-log-format is text or json")
         from tsgate.logging import install_twistd_logger
@@ -148,17 +167,14 @@ def observer_selector(plugins: Any) -> Any:
     return observers_for
 
 
-def build_gateway(options: Any, reactor: Any, stdout: Any = None) -> Gateway:
-    """The Gateway for parsed options; raises SystemExit naming every config error."""
+def config_loader(options: Any) -> tuple[Any, Any]:
+    """
+    ``(load, result)``: a callable that loads the configuration the options
+    name (reloads call it again) and its first result. Warnings are printed
+    (not by workers: their supervisor did); errors raise SystemExit.
+    """
     from tsgate.config import load_config
-    from tsgate.plugins import PluginError, load_plugins
 
-    try:
-        plugins = load_plugins()
-    except PluginError as exc:
-        raise SystemExit(f"tsgate: {exc}") from None
-    for module, why in plugins.broken.items():
-        print(f"tsgate: plugin module {module} not loaded: {why}", file=sys.stderr)
     paths = list(options["config"])
     labels = dict(options["gateway-labels"])
     namespace = options["namespace"]
@@ -170,15 +186,31 @@ def build_gateway(options: Any, reactor: Any, stdout: Any = None) -> Gateway:
                            gateway_namespace=gateway_namespace)
 
     result = load()
-    # sys.__stdout__: under twistd sys.stdout is the log, and access lines must stay
-    # exactly Istio's format (no log prefix).
-    stream = stdout or sys.__stdout__
-    for diagnostic in result.warnings:
-        print(str(diagnostic), file=sys.stderr)
+    if options.get("worker-id") is None:
+        for diagnostic in result.warnings:
+            print(str(diagnostic), file=sys.stderr)
     if not result.ok:
         for diagnostic in result.errors:
             print(str(diagnostic), file=sys.stderr)
         raise SystemExit(f"tsgate: configuration has {len(result.errors)} error(s); not starting")
+    return load, result
+
+
+def build_gateway(options: Any, reactor: Any, stdout: Any = None) -> Gateway:
+    """The Gateway for parsed options; raises SystemExit naming every config error."""
+    from tsgate.plugins import PluginError, load_plugins
+
+    try:
+        plugins = load_plugins()
+    except PluginError as exc:
+        raise SystemExit(f"tsgate: {exc}") from None
+    if options.get("worker-id") is None:
+        for module, why in plugins.broken.items():
+            print(f"tsgate: plugin module {module} not loaded: {why}", file=sys.stderr)
+    load, result = config_loader(options)
+    # sys.__stdout__: under twistd sys.stdout is the log, and access lines must stay
+    # exactly Istio's format (no log prefix).
+    stream = stdout or sys.__stdout__
     access = options["access-log"]
     if access == "none":
         access_stream = None
@@ -214,9 +246,12 @@ class GatewayService(service.MultiService):
     reloads (SIGHUP, file changes) and graceful drain on stop (SIGTERM).
     """
 
-    def __init__(self, gateway: Gateway, options: Any, reactor: Any) -> None:
+    def __init__(self, gateway: Any, options: Any, reactor: Any, state: Any = None) -> None:
         super().__init__()
+        #: a Gateway, or with --workers a Supervisor (both reload, drain, serve)
         self.gateway = gateway
+        #: what the admin server reads (the Gateway, or the workers added up)
+        self.state = state if state is not None else gateway
         self.options = options
         self.reactor = reactor
         self.watcher = ConfigWatcher(reactor, options["config"], gateway.reload,
@@ -226,6 +261,11 @@ class GatewayService(service.MultiService):
         gateway.setServiceParent(self)
 
     def privilegedStartService(self) -> None:
+        if self.options.get("worker-channel") is not None:
+            from tsgate.workers.channel import start_listening
+            from tsgate.workers.supervisor import FIRST_LISTEN_FD
+
+            start_listening(FIRST_LISTEN_FD, self.options["worker-channel"])
         try:
             super().privilegedStartService()
             self._start_admin()
@@ -244,7 +284,11 @@ class GatewayService(service.MultiService):
                 continue
             result: list[Any] = []
             endpoint = endpoints.serverFromString(self.reactor, description)
-            endpoint.listen(make(self.gateway)).addBoth(result.append)
+            site = make(self.state)
+            extend = getattr(self.state, "extend_site", None)
+            if extend is not None:
+                extend(option, site)
+            endpoint.listen(site).addBoth(result.append)
             if not result or isinstance(result[0], Failure):
                 why = result[0].getErrorMessage() if result else "did not complete"
                 raise ListenError(f"cannot listen for --{option} on {description}: {why}")
@@ -257,6 +301,11 @@ class GatewayService(service.MultiService):
         if not self._bound:  # runners that skip privilegedStartService (`twist`)
             self.privilegedStartService()
         super().startService()
+        if self.options.get("worker-channel") is not None:
+            from tsgate.workers.channel import attach
+
+            attach(self.gateway, self.options["worker-id"] or 0,
+                   self.options["worker-channel"], self.reactor)
         self.watcher.start()
         try:
             self._previous_sighup = signal.signal(signal.SIGHUP, self._sighup)
@@ -305,5 +354,10 @@ def makeService(options: Any, reactor: Any = None) -> service.IService:
         from twisted.internet import reactor as global_reactor
 
         reactor = global_reactor
+    if options.get("workers", 1) > 1 and options.get("worker-channel") is None:
+        from tsgate.workers.supervisor import build_supervisor
+
+        supervisor, state = build_supervisor(options, reactor, Options.optParameters)
+        return GatewayService(supervisor, options, reactor, state=state)
     gateway = build_gateway(options, reactor)
     return GatewayService(gateway, options, reactor)

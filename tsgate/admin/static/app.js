@@ -117,5 +117,36 @@ async function refresh() {
   }
 }
 
+// --workers N: one row per worker process and a total (the section stays hidden
+// on a gateway without workers, whose admin server has no /workers).
+function workerRows(workers) {
+  return workers.map(w => {
+    const accepted = Object.entries(w.counters)
+      .filter(([k]) => k.endsWith("downstream_cx_total")).reduce((a, [, v]) => a + v, 0);
+    const state = w.retiring ? "retiring" : (w.draining ? "draining" : (w.ready ? "ready" : "starting"));
+    const tr = row([el("td", w.id), el("td", w.pid), el("td", w.generation), el("td", state),
+                    el("td", age(w.uptime), "num"), el("td", w.active_connections, "num"),
+                    el("td", accepted, "num")]);
+    tr.className = "worker";
+    return tr;
+  });
+}
+
+async function refreshWorkers() {
+  const r = await fetch("workers", { cache: "no-store" });
+  const section = document.getElementById("workers-section");
+  if (!r.ok) { section.hidden = true; return; }
+  const data = await r.json();
+  section.hidden = false;
+  fill(document.querySelector("#workers tbody"), workerRows(data.workers));
+  const total = row([el("th", "total"), el("td", ""), el("td", ""),
+                     el("td", data.total.workers + " workers"), el("td", ""),
+                     el("td", data.total.active_connections, "num"), el("td", "")]);
+  total.className = "worker-total";
+  fill(document.querySelector("#workers tfoot"), [total]);
+}
+
 refresh();
 setInterval(refresh, REFRESH_MS);
+refreshWorkers().catch(() => {});
+setInterval(() => refreshWorkers().catch(() => {}), REFRESH_MS);

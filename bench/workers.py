@@ -1,0 +1,256 @@
+#!/usr/bin/env python3
+"""
+Multi-core benchmark: ``tsgate --workers N`` against HAProxy ``nbthread N``, in one run.
+
+    python bench/workers.py            # 3 rounds, about 3 minutes
+    python bench/workers.py --quick    # 1 round, shorter workloads
+
+Workloads (the C clients and backend of bench/relay.py):
+
+- **conn/s**: 50 concurrent clients, each connection sends 100 B, reads the
+  echo and closes; with tsgate ``--workers 1`` and ``--workers 2`` and HAProxy
+  ``nbthread 1`` and ``nbthread 2``, plus a direct run (the ceiling). CPU
+  µs per connection adds up every process of the proxy (supervisor and workers).
+- **spread**: how the connections of the conn/s run divided over the workers
+  (from the supervisor's ``/workers``), for ``--worker-sockets reuseport`` and
+  ``shared``.
+- **held**: 10,000 concurrent idle connections opened through ``--workers 2``;
+  how many opened, and how they divided over the workers.
+
+Nothing is pinned: N workers need N cores and this kind of machine has two,
+shared with the client and the backend, so the ratios are what to read
+(same round, same machine). Every wait is bounded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any, Optional
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import relay  # noqa: E402  (bench/relay.py: processes, C load generator, backend)
+
+HAPROXY_CONFIG = """\
+global
+    nbthread {threads}
+    maxconn 9000
+
+defaults
+    mode tcp
+    maxconn 9000
+    timeout connect 5s
+    timeout client 1h
+    timeout server 1h
+
+listen bench
+    bind 127.0.0.1:{port}
+    server backend 127.0.0.1:{backend_port}
+"""
+
+
+def tree_cpu_ns(pid: int) -> int:
+    """On-CPU time of ``pid`` and its children (a supervisor and its workers)."""
+    total = 0
+    todo = [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            total += relay.cpu_ns(p)
+            for task in Path(f"/proc/{p}/task").iterdir():
+                children = (task / "children").read_text().split()
+                todo.extend(int(c) for c in children)
+        except (OSError, ValueError):
+            pass
+    return total
+
+
+class Run:
+    def __init__(self, args: argparse.Namespace) -> None:
+        ns = argparse.Namespace(quick=args.quick, rounds=args.rounds, no_pin=True)
+        self.bench = relay.Bench(ns)
+        self.seconds = 2.0 if args.quick else 5.0
+        self.held = args.held
+        self.notes: list[str] = []
+
+    def start_haproxy(self, threads: int) -> tuple[relay.Proc, int]:
+        port = relay.free_port()
+        cfg = self.bench.workdir / f"haproxy-{threads}.cfg"
+        cfg.write_text(HAPROXY_CONFIG.format(threads=threads, port=port,
+                                             backend_port=self.bench.backend_port))
+        proc = relay.Proc(f"haproxy-{threads}", ["haproxy", "-db", "-f", str(cfg)])
+        relay.wait_connectable(port, 10)
+        return proc, port
+
+    def start_tsgate(self, workers: int, sockets: str = "reuseport") -> tuple[relay.Proc, int, int]:
+        config = self.bench.workdir / "tsgate-bench.yaml"
+        config.write_text(relay.TSGATE_CONFIG.format(backend_port=self.bench.backend_port))
+        admin = relay.free_port()
+        argv = [sys.executable, "-m", "twisted", "--log-format=text", "tsgate",
+                "--config", str(config),
+                "--endpoint", "7000=tcp:0:interface=127.0.0.1:backlog=4096",
+                "--admin", f"tcp:{admin}:interface=127.0.0.1", "--readiness", "none",
+                "--access-log", "none", "--workers", str(workers),
+                "--worker-sockets", sockets]
+        proc = relay.Proc(f"tsgate-{workers}", argv, cwd=self.bench.workdir)
+        port = int(proc.wait_for(r"tsgate listening: \S+ on 127\.0\.0\.1:(\d+)", 60).group(1))
+        if workers > 1:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                try:
+                    with urllib.request.urlopen(f"http://127.0.0.1:{admin}/workers",
+                                                timeout=5) as r:
+                        ws = json.load(r)["workers"]
+                    if len(ws) == workers and all(w["ready"] for w in ws):
+                        break
+                except OSError:
+                    pass
+                time.sleep(0.2)
+        relay.wait_connectable(port, 30)
+        return proc, port, admin
+
+    def per_worker(self, admin: int) -> list[int]:
+        time.sleep(1.2)  # workers push their numbers every 0.5 s
+        with urllib.request.urlopen(f"http://127.0.0.1:{admin}/workers", timeout=5) as r:
+            ws = json.load(r)["workers"]
+        return [int(sum(v for k, v in w["counters"].items()
+                        if k.endswith("downstream_cx_total"))) for w in ws]
+
+    def conn(self, port: int, pid: Optional[int]) -> dict[str, float]:
+        before = tree_cpu_ns(pid) if pid else 0
+        result = self.bench.loadgen("conn", port, 50, self.seconds, timeout=self.seconds + 30)
+        if pid and result["done"]:
+            result["cpu_us_per_conn"] = (tree_cpu_ns(pid) - before) / 1e3 / result["done"]
+        return result
+
+    def round(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        out["direct"] = self.conn(self.bench.backend_port, None)
+        for threads in (1, 2):
+            proc, port = self.start_haproxy(threads)
+            try:
+                out[f"haproxy nbthread {threads}"] = self.conn(port, proc.pid)
+            finally:
+                proc.stop()
+        for workers, sockets in ((1, "reuseport"), (2, "reuseport"), (2, "shared")):
+            proc, port, admin = self.start_tsgate(workers, sockets)
+            try:
+                name = f"tsgate --workers {workers}" + (" (shared socket)"
+                                                        if sockets == "shared" else "")
+                before = self.per_worker(admin) if workers > 1 else []
+                out[name] = self.conn(port, proc.pid)
+                if workers > 1:
+                    after = self.per_worker(admin)
+                    out[name]["spread"] = [b - a for a, b in zip(before, after)]
+            finally:
+                proc.stop()
+        return out
+
+    def held_connections(self) -> dict[str, Any]:
+        proc, port, admin = self.start_tsgate(2)
+        loadgen = str(self.bench.workdir / "loadgen")
+        gen = relay.Proc("idle", [loadgen, "idle", str(port), str(self.held), "60"], stdin=True)
+        try:
+            opened = relay.parse_kv(gen.wait_for(r"^OPEN", 90).string)
+            spread = self.per_worker(admin)
+            with urllib.request.urlopen(f"http://127.0.0.1:{admin}/workers", timeout=10) as r:
+                active = [w["active_connections"] for w in json.load(r)["workers"]]
+            gen.send("\n")
+            gen.wait_for(r"^CLOSED", 60)
+        finally:
+            gen.stop()
+            proc.stop()
+        return {"wanted": self.held, "opened": opened.get("open"),
+                "seconds": opened.get("seconds"), "errors": opened.get("errors", 0),
+                "accepted_per_worker": spread, "active_per_worker": active}
+
+
+def render(rounds: list[dict[str, Any]], held: Optional[dict[str, Any]]) -> str:
+    names = list(rounds[0])
+    key = "rate"  # loadgen conn: connections per second
+    med = {n: statistics.median(r[n][key] for r in rounds) for n in names}
+
+    def ratio(a: str, b: str) -> float:
+        return statistics.median(r[a][key] / r[b][key] for r in rounds if r[b][key])
+
+    lines = ["| proxy | conn/s | ratio to HAProxy, same threads | CPU µs/conn | spread |",
+             "|---|---|---|---|---|"]
+    for n in names:
+        cpu = [r[n]["cpu_us_per_conn"] for r in rounds if "cpu_us_per_conn" in r[n]]
+        peer = None
+        if n.startswith("tsgate"):
+            peer = "haproxy nbthread 2" if "--workers 2" in n else "haproxy nbthread 1"
+        spread = rounds[-1][n].get("spread")
+        lines.append(
+            f"| {n} | {med[n]:,.0f} | {f'{ratio(n, peer):.2f}×' if peer else '—'} | "
+            f"{f'{statistics.median(cpu):.0f}' if cpu else '—'} | "
+            f"{'/'.join(map(str, spread)) if spread else '—'} |")
+    lines.append("")
+    lines.append(f"Scaling, tsgate 1 → 2 workers: {ratio('tsgate --workers 2', 'tsgate --workers 1'):.2f}×; "
+                 f"HAProxy 1 → 2 threads: {ratio('haproxy nbthread 2', 'haproxy nbthread 1'):.2f}×; "
+                 f"direct (the client's ceiling): {med['direct']:,.0f} conn/s.")
+    if held:
+        lines.append("")
+        lines.append(f"Held: {held['opened']:.0f} of {held['wanted']} concurrent connections "
+                     f"opened through --workers 2 in {held['seconds']:.1f} s "
+                     f"({held['errors']:.0f} errors); accepted per worker "
+                     f"{held['accepted_per_worker']}, active per worker {held['active_per_worker']}.")
+    return "\n".join(lines)
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--rounds", type=int, default=0)
+    parser.add_argument("--held", type=int, default=10000)
+    parser.add_argument("--no-save", action="store_true")
+    args = parser.parse_args(argv)
+    run = Run(args)
+    rounds_n = args.rounds or (1 if args.quick else 3)
+    try:
+        run.bench.build()
+        run.bench.start_backend()
+        rounds = []
+        for i in range(rounds_n):
+            print(f"round {i + 1}/{rounds_n}", file=sys.stderr)
+            rounds.append(run.round())
+        held = run.held_connections() if args.held else None
+    finally:
+        run.bench.close()
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H%MZ")
+    report = "\n".join([
+        f"# tsgate --workers, {stamp}",
+        "",
+        f"Machine: {platform.platform()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
+        f"{relay.haproxy_version()}; {rounds_n} round(s), medians; nothing pinned.",
+        "",
+        render(rounds, held),
+        "",
+        "Raw rounds:",
+        "",
+        "```",
+        json.dumps(rounds, indent=1, default=str),
+        "```",
+        "",
+    ])
+    print(report)
+    if not args.no_save:
+        relay.RESULTS.mkdir(exist_ok=True)
+        path = relay.RESULTS / f"workers-{stamp}.txt"
+        path.write_text(report)
+        print(f"saved {path}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
