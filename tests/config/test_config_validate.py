@@ -163,10 +163,6 @@ CASES = [
     ("vs-star-host-on-mesh", [gateway(), set_path(VS_TCP, "spec.gateways", DELETE)],
      "VirtualService", "spec.hosts[0]",
      "wildcard host '*' is not allowed for virtual services bound to the mesh gateway"),
-    ("vs-ip-host-on-mesh",
-     [gateway(), set_path(set_path(VS_TCP, "spec.gateways", ["mesh"]), "spec.hosts", ["10.1.2.3"])],
-     "VirtualService", "spec.hosts[0]",
-     "IP address '10.1.2.3' is only allowed as a host of virtual services bound to gateways"),
     ("vs-overlapping-hosts",
      [TLS_GW, set_path(VS_TLS, "spec.hosts", ["*.example.com", "a.example.com"])],
      "VirtualService", "spec.hosts[1]",
@@ -434,8 +430,20 @@ def test_l4_match_attributes_that_gateways_ignore_are_warned(load):
 
 
 def test_service_entry_hosts_sharing_a_tcp_port_without_addresses(load):
+    """Istio: IST0134 per TCP port without addresses, and (resolution is not NONE) an error
+    for several hosts on a non-HTTP, non-TLS port (validation.go ValidateServiceEntry)."""
     se = se_with("spec.hosts", ["a.example.com", "b.example.com"])
     result = load(yaml.safe_dump_all([se]))
-    assert ("spec.ports", "addresses are required for ports serving TCP (or unset) protocol when "
-            "several hosts share it: without addresses the port matches every IP (sidecars; "
-            "tsgate routes by the VirtualService destination)") in warnings_of(result)
+    [w] = [d for d in result.diagnostics if d.code == "IST0134"]
+    assert w.path == "spec.ports[0]"
+    assert "addresses are required for ports serving TCP (or unset) protocol" in w.message
+    assert ("spec.hosts", "multiple hosts provided with non-HTTP, non-TLS ports") in \
+        [(d.path, d.message) for d in result.errors]
+
+
+def test_ip_host_on_a_mesh_virtual_service_is_accepted(load):
+    """Istio accepts an IP address as a host of a mesh VirtualService (validation.go:
+    a host that fails the domain check is an error only if it is not an IP)."""
+    vs = set_path(set_path(VS_TCP, "spec.gateways", ["mesh"]), "spec.hosts", ["10.1.2.3"])
+    result = load(yaml.safe_dump_all([gateway(), vs]))
+    assert result.ok, "\n".join(str(d) for d in result.errors)
