@@ -330,9 +330,10 @@ def parse_yaml(text: str, file: str) -> tuple[list[Document], list[Diagnostic]]:
     """All documents of one YAML stream; a syntax error or a limit is one diagnostic."""
     docs: list[Document] = []
     diags: list[Diagnostic] = []
-    loader = K8sLoader(text)
+    loader: Optional[K8sLoader] = None
     index = 0
     try:
+        loader = K8sLoader(text)
         while loader.check_node():
             node = loader.get_node()
             if node is None:
@@ -357,6 +358,11 @@ def parse_yaml(text: str, file: str) -> tuple[list[Document], list[Diagnostic]]:
         if exc.context:
             problem = f"{exc.context}, {problem}"
         diags.append(Diagnostic(ERROR, f"YAML syntax error: {problem}", file=file, line=line))
+    except yaml.reader.ReaderError as exc:
+        diags.append(Diagnostic(ERROR, f"not YAML text: {exc.reason} (character "
+                                f"#x{exc.character:04x} at position {exc.position})"
+                                if isinstance(exc.character, int) else f"not YAML text: {exc}",
+                                file=file, line=text.count("\n", 0, exc.position) + 1))
     except yaml.YAMLError as exc:
         diags.append(Diagnostic(ERROR, f"YAML error: {exc}", file=file))
     except (RecursionError, MemoryError, ValueError, OverflowError) as exc:
@@ -364,7 +370,8 @@ def parse_yaml(text: str, file: str) -> tuple[list[Document], list[Diagnostic]]:
         diags.append(Diagnostic(ERROR, f"YAML cannot be loaded: {type(exc).__name__}",
                                 file=file))
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     return docs, diags
 
 

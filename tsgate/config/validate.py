@@ -121,9 +121,9 @@ def _validate_meta(res: Resource, r: Reporter) -> None:
             if problem:
                 r.error(f'metadata.annotations["{key}"]', problem)
             elif warning:
-                r.warn(f'metadata.annotations["{key}"]', warning)
+                r.unserved(f'metadata.annotations["{key}"]', warning)
             elif not isinstance(res, Gateway):
-                r.warn(f'metadata.annotations["{key}"]',
+                r.unserved(f'metadata.annotations["{key}"]',
                        "tsgate annotations take effect on Gateways only; ignored here")
 
 
@@ -724,7 +724,7 @@ def _validate_policy(tp: TrafficPolicy, p: str, r: Reporter, *, top: bool) -> No
         r.error(f"{p}.loadBalancer", "only one of simple or consistentHash may be set")
     http_keys = [k for k in tp.consistent_hash if k != "useSourceIp"]
     if http_keys:
-        r.warn(f"{p}.loadBalancer.consistentHash", f"{http_keys[0]} hashes on HTTP data; "
+        r.unserved(f"{p}.loadBalancer.consistentHash", f"{http_keys[0]} hashes on HTTP data; "
                "at layer 4 only useSourceIp applies")
     if tp.warmup is not None:
         warm = dict(tp.warmup)
@@ -768,8 +768,9 @@ def _validate_policy(tp: TrafficPolicy, p: str, r: Reporter, *, top: bool) -> No
             r.error(f"{p}.tls.mode", f"invalid TLS mode {tp.tls_mode!r} (one of "
                     + ", ".join(CLIENT_TLS_MODES) + ")")
         elif tp.tls_mode != "DISABLE":
-            r.warn(f"{p}.tls", f"tsgate does not originate TLS upstream: tls mode {tp.tls_mode} "
-                   "is ignored (with passthrough routes it would mean double TLS anyway)")
+            r.unserved(f"{p}.tls", "tsgate does not originate TLS upstream: tls mode "
+                       f"{tp.tls_mode} is ignored (with passthrough routes it would mean "
+                       "double TLS anyway)")
     if tp.proxy_protocol is not None and tp.proxy_protocol not in ("V1", "V2"):
         r.error(f"{p}.proxyProtocol.version",
                 f"invalid PROXY protocol version {tp.proxy_protocol!r} (V1 or V2)")
@@ -777,7 +778,7 @@ def _validate_policy(tp: TrafficPolicy, p: str, r: Reporter, *, top: bool) -> No
         if tp.tunnel_protocol not in ("CONNECT", "POST"):
             r.error(f"{p}.tunnel.protocol", f"invalid tunnel protocol {tp.tunnel_protocol!r} "
                     "(CONNECT or POST)")
-        r.warn(f"{p}.tunnel", "tunnel settings are not supported by tsgate and are ignored")
+        r.unserved(f"{p}.tunnel", "tunnel settings are not supported by tsgate and are ignored")
         if tp.proxy_protocol is not None:
             r.error(f"{p}.tunnel", "tunnel cannot be combined with proxyProtocol")
     od = dict(tp.outlier_detection)
