@@ -39,7 +39,8 @@ def parse_label(text: str) -> tuple[str, str]:
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     """The options every command that loads configuration takes."""
     parser.add_argument("paths", nargs="+", metavar="PATH",
-                        help="YAML file or directory of *.yaml/*.yml (not recursive)")
+                        help="YAML file or directory of *.yaml/*.yml (not recursive); "
+                             "- reads standard input")
     add_gateway_arguments(parser)
 
 
@@ -74,7 +75,15 @@ def register(subparsers: Any) -> None:
     validate.add_argument("-q", "--quiet", action="store_true",
                           help="do not print info notices (skipped kinds, DNS fallbacks)")
     validate.add_argument("--json", action="store_true",
-                          help="print files, diagnostics, resources and the table as JSON")
+                          help="print files, diagnostics, resources and the table as JSON "
+                               "(the same as --output json)")
+    validate.add_argument("-o", "--output", choices=("text", "json"), default="text",
+                          help="text (diagnostics on stderr, a summary on stdout) or json "
+                               "(one JSON document on stdout; diagnostics carry their Istio "
+                               "message code)")
+    validate.add_argument("--strict", action="store_true",
+                          help="treat warnings (what tsgate does not serve, what istioctl "
+                               "analyze warns about) as errors: exit 1 if there are any")
     validate.set_defaults(func=run_validate)
 
     routes = subparsers.add_parser(
@@ -117,17 +126,32 @@ def run_validate(args: argparse.Namespace, out: Optional[TextIO] = None,
     out = out or sys.stdout
     err = err or sys.stderr
     result = load_from_args(args)
+    if getattr(args, "strict", False):
+        result = make_strict(result)
+    as_json = args.json or getattr(args, "output", "text") == "json"
     print_diagnostics(result, err, notices=not args.quiet)
-    if args.json:
+    if as_json:
         json.dump(result.to_dict(), out, indent=2, sort_keys=False)
         out.write("\n")
     if not result.ok:
         print(f"tsgate validate: {len(result.errors)} error(s), {len(result.warnings)} "
               "warning(s)", file=err)
         return 1
-    if not args.json:
+    if not as_json:
         out.write(summary(result))
     return 0
+
+
+def make_strict(result: Any) -> Any:
+    """``--strict``: the same result with every warning an error (and no table)."""
+    import attrs
+
+    from tsgate.config.diagnostics import strict
+    from tsgate.routing import RouteTable
+
+    diagnostics = strict(result.diagnostics)
+    table = result.table if not any(d.is_error for d in diagnostics) else RouteTable()
+    return attrs.evolve(result, diagnostics=diagnostics, table=table)
 
 
 def _seconds(value: float) -> str:

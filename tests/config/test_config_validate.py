@@ -132,27 +132,12 @@ CASES = [
     ("gw-simple-without-certs", [set_path(TLS_GW, "spec.servers[0].tls.mode", "SIMPLE")],
      "Gateway", "spec.servers[0].tls",
      "SIMPLE TLS requires serverCertificate and privateKey, credentialName"),
-    ("gw-simple-is-not-supported",
-     [set_path(TLS_GW, "spec.servers[0].tls", {"mode": "SIMPLE", "credentialName": "c"}), VS_TLS],
-     "Gateway", "spec.servers[0].tls.mode",
-     "tsgate does not terminate TLS; server TLS mode SIMPLE is not supported"),
-    ("gw-mutual-is-not-supported",
-     [set_path(TLS_GW, "spec.servers[0].tls", {"mode": "MUTUAL", "credentialName": "c"}), VS_TLS],
-     "Gateway", "spec.servers[0].tls.mode",
-     "tsgate does not terminate TLS; server TLS mode MUTUAL is not supported"),
-    ("gw-auto-passthrough",
-     [set_path(TLS_GW, "spec.servers[0].tls.mode", "AUTO_PASSTHROUGH")],
-     "Gateway", "spec.servers[0].tls.mode", "tsgate does not support AUTO_PASSTHROUGH"),
     ("gw-tls-version-invalid",
      [set_path(TLS_GW, "spec.servers[0].tls.minProtocolVersion", "TLSV9"), VS_TLS],
      "Gateway", "spec.servers[0].tls.minProtocolVersion", "invalid TLS version 'TLSV9'"),
     ("gw-bind-not-ip", [gateway(bind="localhost"), VS_TCP],
      "Gateway", "spec.servers[0].bind",
      "bind 'localhost' must be an IP address or a unix:// path"),
-    ("gw-unix-bind",
-     [gateway(bind="unix:///tmp/gw.sock",
-              port={"number": 0, "name": "tcp", "protocol": "TCP"}), VS_TCP],
-     "Gateway", "spec.servers[0].bind", "tsgate listens on TCP only"),
     ("gw-name-with-dot", [set_path(gateway(), "metadata.name", "g.x")],
      "Gateway", "metadata.name", "Gateway name 'g.x' is not a DNS-1123 label"),
     ("gw-bad-namespace", [set_path(gateway(), "metadata.namespace", "Prod")],
@@ -163,10 +148,6 @@ CASES = [
     ("vs-star-host-on-mesh", [gateway(), set_path(VS_TCP, "spec.gateways", DELETE)],
      "VirtualService", "spec.hosts[0]",
      "wildcard host '*' is not allowed for virtual services bound to the mesh gateway"),
-    ("vs-ip-host-on-mesh",
-     [gateway(), set_path(set_path(VS_TCP, "spec.gateways", ["mesh"]), "spec.hosts", ["10.1.2.3"])],
-     "VirtualService", "spec.hosts[0]",
-     "IP address '10.1.2.3' is only allowed as a host of virtual services bound to gateways"),
     ("vs-overlapping-hosts",
      [TLS_GW, set_path(VS_TLS, "spec.hosts", ["*.example.com", "a.example.com"])],
      "VirtualService", "spec.hosts[1]",
@@ -434,8 +415,20 @@ def test_l4_match_attributes_that_gateways_ignore_are_warned(load):
 
 
 def test_service_entry_hosts_sharing_a_tcp_port_without_addresses(load):
+    """Istio: IST0134 per TCP port without addresses, and (resolution is not NONE) an error
+    for several hosts on a non-HTTP, non-TLS port (validation.go ValidateServiceEntry)."""
     se = se_with("spec.hosts", ["a.example.com", "b.example.com"])
     result = load(yaml.safe_dump_all([se]))
-    assert ("spec.ports", "addresses are required for ports serving TCP (or unset) protocol when "
-            "several hosts share it: without addresses the port matches every IP (sidecars; "
-            "tsgate routes by the VirtualService destination)") in warnings_of(result)
+    [w] = [d for d in result.diagnostics if d.code == "IST0134"]
+    assert w.path == "spec.ports[0]"
+    assert "addresses are required for ports serving TCP (or unset) protocol" in w.message
+    assert ("spec.hosts", "multiple hosts provided with non-HTTP, non-TLS ports") in \
+        [(d.path, d.message) for d in result.errors]
+
+
+def test_ip_host_on_a_mesh_virtual_service_is_accepted(load):
+    """Istio accepts an IP address as a host of a mesh VirtualService (validation.go:
+    a host that fails the domain check is an error only if it is not an IP)."""
+    vs = set_path(set_path(VS_TCP, "spec.gateways", ["mesh"]), "spec.hosts", ["10.1.2.3"])
+    result = load(yaml.safe_dump_all([gateway(), vs]))
+    assert result.ok, "\n".join(str(d) for d in result.errors)

@@ -127,6 +127,7 @@ class _Slot:
     port: int
     tcp: Optional[_ServerRef] = None
     tls: list[_ServerRef] = attrs.field(factory=list)
+    auto: list[_ServerRef] = attrs.field(factory=list)
     order: list[_ServerRef] = attrs.field(factory=list)
 
 
@@ -159,13 +160,14 @@ class Compiler:
     # ------------------------------------------------------------ reporting
 
     def report(self, severity: str, meta: Meta, path: str, message: str,
-               once: Optional[tuple[object, ...]] = None) -> None:
+               once: Optional[tuple[object, ...]] = None, code: str = "") -> None:
         if once is not None:
             if once in self._said:
                 return
             self._said.add(once)
         self.diags.append(Diagnostic(severity, message, meta.file,
-                                     meta.line_of(path) if path else meta.line, meta.ref, path))
+                                     meta.line_of(path) if path else meta.line, meta.ref, path,
+                                     code))
 
     # ------------------------------------------------------------- gateways
 
@@ -200,6 +202,10 @@ class Compiler:
                     continue
                 key = (server.bind or DEFAULT_BIND, ref.port)
                 slot = slots.setdefault(key, _Slot(*key))
+                if kind == "auto":
+                    slot.auto.append(ref)
+                    slot.order.append(ref)
+                    continue
                 if kind == "tcp":
                     if slot.tcp is not None:
                         self.report(WARNING, gw.meta, ref.path,
@@ -241,16 +247,16 @@ class Compiler:
         server, meta = ref.server, ref.gateway.meta
         if server.port is None or server.port.number is None or not server.port.name:
             return None
-        if not 1 <= server.port.number <= 65535 and not server.bind.startswith("unix://"):
+        unix = server.bind.startswith("unix://")
+        if unix:
+            if server.port.number != 0 or H.unix_address_error(server.bind[len("unix://"):]):
+                return None  # validation reports it
+        elif not 1 <= server.port.number <= 65535:
             return None
         protocol = server.port.protocol
         if protocol not in PROTOCOLS:
             return None
-        if server.bind.startswith("unix://"):
-            self.report(ERROR, meta, f"{ref.path}.bind",
-                        "tsgate listens on TCP only: unix:// binds are not supported")
-            return None
-        if server.bind and not H.is_ip(server.bind):
+        if server.bind and not unix and not H.is_ip(server.bind):
             return None
         if protocol in HTTP_FAMILY:
             self.report(WARNING, meta, ref.path,
@@ -266,14 +272,15 @@ class Compiler:
             mode = server.tls.mode
             if mode == "PASSTHROUGH":
                 return "tls"
+            if mode == "AUTO_PASSTHROUGH":
+                return "auto"
+            # --- TLS termination (issue #10 replaces this block by serving it) ---
             if mode in ("SIMPLE", "MUTUAL", "OPTIONAL_MUTUAL", "ISTIO_MUTUAL"):
-                self.report(ERROR, meta, f"{ref.path}.tls.mode",
-                            f"tsgate does not terminate TLS; server TLS mode {mode} is not "
-                            "supported (use mode PASSTHROUGH and terminate TLS in the backend)")
-            elif mode == "AUTO_PASSTHROUGH":
-                self.report(ERROR, meta, f"{ref.path}.tls.mode",
-                            "tsgate does not support AUTO_PASSTHROUGH (SNI-encoded clusters "
-                            "for multi-network meshes); use PASSTHROUGH with tls routes")
+                self.report(WARNING, meta, f"{ref.path}.tls.mode",
+                            f"tls.mode {mode}: tsgate does not terminate TLS yet; this server "
+                            "is skipped (nothing listens for it; use mode PASSTHROUGH and "
+                            "terminate TLS in the backend)")
+            # --- end TLS termination ---
             return None
         if server.tls is not None:
             return None  # validation reports TLS settings on a TCP server
@@ -306,7 +313,8 @@ class Compiler:
                 key = gateway_key(ref, vs.meta.namespace)
                 if key is not None and key not in known:
                     self.report(WARNING, vs.meta, f"spec.gateways[{i}]",
-                                f"gateway {key[0]}/{key[1]} not found in the configuration")
+                                f"gateway {key[0]}/{key[1]} not found in the configuration",
+                                code="IST0101")
 
     def host_binds(self, vs: VirtualService, ref: _ServerRef) -> bool:
         gw_ns = ref.gateway.meta.namespace
@@ -382,12 +390,22 @@ class Compiler:
                 hosts = sorted({h for ref in missed for h in ref.server.hosts})
                 self.report(WARNING, vs.meta, "spec.hosts",
                             "no host matches a host of the servers of the gateways it names ("
-                            + ", ".join(hosts) + "): bound to no server")
+                            + ", ".join(hosts) + "): bound to no server", code="IST0132")
+        self.check_match_ports()
+        if not listeners and gateways and \
+                (self.virtual_services or self.service_entries or self.destination_rules):
+            self.diags.append(Diagnostic(
+                WARNING, "no listeners: no server of a Gateway selecting this gateway ("
+                + (", ".join(f"{k}={v}" for k, v in self.labels.items()) or "no labels")
+                + ") has a route, so tsgate would accept no connections"))
         return RouteTable(tuple(listeners))
 
     def listener(self, slot: _Slot) -> Optional[Listener]:
         tcp_route = self.tcp_route(slot.tcp) if slot.tcp is not None else None
         chains = self.tls_chains(slot)
+        if slot.auto:
+            taken = {n for c in chains for n in c.server_names}
+            chains.extend(auto_passthrough_chains(self, slot.auto, taken))
         if tcp_route is None and not chains:
             return None
         protocols: list[str] = []
@@ -422,7 +440,8 @@ class Compiler:
     def tcp_route(self, ref: _ServerRef) -> Optional[Route]:
         chosen: Optional[tuple[VirtualService, int]] = None
         for vs in self.bound(ref):
-            if vs.tls and not vs.tcp:
+            if vs.tls and not vs.tcp and any(self.rule_passes(vs, rule, ref)
+                                             for rule in vs.tls):
                 self.report(WARNING, vs.meta, "spec.tls",
                             f"tls rules are ignored on the TCP server {ref.describe()}",
                             once=("tls-on-tcp", vs.meta.key, ref.key, ref.index))
@@ -453,7 +472,8 @@ class Compiler:
         for ref in slot.tls:
             found = False
             for vs in self.bound(ref):
-                if vs.tcp and not vs.tls:
+                if vs.tcp and not vs.tls and any(self.rule_passes(vs, rule, ref)
+                                                 for rule in vs.tcp):
                     self.report(WARNING, vs.meta, "spec.tcp",
                                 f"tcp rules are ignored on the TLS PASSTHROUGH server "
                                 f"{ref.describe()}; use tls rules with sniHosts (istio#40511)",
@@ -490,6 +510,27 @@ class Compiler:
                             f"no VirtualService has a tls route for this TLS server (port "
                             f"{ref.port}, hosts " + ", ".join(ref.server.hosts) + ")")
         return chains
+
+    def check_match_ports(self) -> None:
+        """A tcp/tls match on a port that no server of the named Gateways listens on."""
+        ports: dict[tuple[str, str], set[int]] = {}
+        for gw in self.gateways:
+            ports[gw.meta.key[1:]] = {s.port.number for s in gw.servers
+                                      if s.port is not None and s.port.number is not None}
+        for vs in self.virtual_services:
+            for kind, rules in (("tcp", vs.tcp), ("tls", vs.tls)):
+                for i, rule in enumerate(rules):
+                    for j, m in enumerate(rule.match):
+                        if m.port is None:
+                            continue
+                        keys = [k for k in self.gateway_refs(vs, m.gateways or vs.gateways)
+                                if k in ports]
+                        if keys and not any(m.port in ports[k] for k in keys):
+                            self.report(
+                                WARNING, vs.meta, f"spec.{kind}[{i}].match[{j}].port",
+                                "no server of gateway " + ", ".join(f"{k[0]}/{k[1]}"
+                                                                     for k in sorted(keys))
+                                + f" listens on port {m.port}: this match never applies")
 
     # ------------------------------------------------------------------ routes
 
@@ -601,13 +642,14 @@ class Compiler:
             if dr is None:
                 self.report(ERROR, vs.meta, f"{path}.subset",
                             f"subset {dest.subset!r} not found: no DestinationRule for host "
-                            f"{fqdn}")
+                            f"{fqdn}", code="IST0101")
                 return None, None
             subset = next((s for s in dr.subsets if s.name == dest.subset), None)
             if subset is None:
                 self.report(ERROR, vs.meta, f"{path}.subset",
                             f"subset {dest.subset!r} not found in {dr.meta.ref} (subsets: "
-                            + (", ".join(s.name for s in dr.subsets) or "none") + ")")
+                            + (", ".join(s.name for s in dr.subsets) or "none") + ")",
+                            code="IST0101")
                 return None, None
         # Route-level settings (idleTimeout, maxConnectionDuration) come from the
         # DestinationRule's top-level policy, as istiod builds tcp_proxy; cluster
@@ -644,9 +686,11 @@ class Compiler:
                            max_connections=settings.max_connections)
 
         if found is None:
+            how = "as written (an IP address)" if H.is_ip(dest.host) else \
+                "resolved by DNS as written"
             self.report(INFO, vs.meta, f"{path}.host",
                         f"no ServiceEntry names host {fqdn}: connecting to {dest.host!r} "
-                        f"port {port} resolved by DNS as written",
+                        f"port {port} {how}",
                         once=("hostname", vs.meta.key, dest.host, port))
             return make("HOSTNAME", (Endpoint(dest.host, port),))
         se, se_host = found
@@ -728,9 +772,19 @@ def _merge(base: Optional[TrafficPolicy], override: Optional[TrafficPolicy]) -> 
                             base.use_source_ip and override.lb_simple is None))
 
 
+def auto_passthrough_chains(compiler: Compiler, refs: list[_ServerRef],
+                            taken: set[str]) -> list[SniChain]:
+    """Hook for :mod:`tsgate.config.auto_passthrough` (kept there, see its docstring)."""
+    from tsgate.config.auto_passthrough import chains
+
+    return chains(compiler, refs, taken)
+
+
 def compile_table(resources: list[Resource], gateway_labels: Mapping[str, str],
                   gateway_namespace: Optional[str] = None) -> tuple[RouteTable, list[Diagnostic]]:
     """The route table of ``resources`` for a gateway with ``gateway_labels``."""
     compiler = Compiler(resources, gateway_labels, gateway_namespace)
     table = compiler.compile()
-    return table, compiler.diags
+    from tsgate.config.analyze import analyze
+
+    return table, compiler.diags + analyze(resources, compiler._bound)

@@ -30,6 +30,9 @@ class Diagnostic:
     line: int = 0
     resource: str = ""  # "VirtualService default/foo"
     path: str = ""  # "spec.tls[0].match[0].sniHosts[1]"
+    #: Istio's message code when Istio reports the same thing ("IST0145"),
+    #: see https://istio.io/latest/docs/reference/config/analysis/
+    code: str = ""
 
     @property
     def is_error(self) -> bool:
@@ -43,10 +46,18 @@ class Diagnostic:
         if self.path:
             parts.append(f" {self.path}:")
         parts.append(f" {self.message}")
+        if self.code:
+            parts.append(f" [{self.code}]")
         return "".join(parts)
 
     def to_dict(self) -> dict[str, object]:
         return attrs.asdict(self)
+
+
+def strict(diagnostics: Iterable[Diagnostic]) -> tuple[Diagnostic, ...]:
+    """``--strict``: every warning becomes an error (notices stay notices)."""
+    return tuple(attrs.evolve(d, severity=ERROR) if d.severity == WARNING else d
+                 for d in diagnostics)
 
 
 class ConfigError(Exception):

@@ -120,3 +120,108 @@ def subset_of(a: str, b: str) -> bool:
         body = a[1:] if a.startswith("*.") else a
         return body.endswith(b[1:]) and len(body) > len(b) - 1 or a == b
     return False
+
+
+# ------------------------------------------- Istio's own host rules, exactly
+
+_WILDCARD_LABEL = re.compile(r"^(\*|(\*|\*-)?[a-z0-9]([-a-z0-9]*[a-z0-9])?)$")
+#: The SNI Istio generates for mesh mTLS: outbound_.<port>_.<subset>_.<host>
+AUTO_SNI_PREFIX = "outbound_"
+
+
+def istio_labels_error(domain: str) -> Optional[str]:
+    """Istio's ValidateDNS1123Labels: labels, a non-numeric TLD, a trailing dot allowed."""
+    return _labels_error(domain, domain)
+
+
+def _labels_error(domain: str, whole: str) -> Optional[str]:
+    parts = domain.split(".")
+    if parts[-1].isdigit():
+        return f"host {whole!r} is invalid: the top-level domain {parts[-1]!r} cannot be " \
+               "all-numeric"
+    for i, part in enumerate(parts):
+        if i == len(parts) - 1 and part == "":
+            return None
+        if len(part) > DNS1123_LABEL_MAX or not _LABEL.match(part):
+            return f"host {whole!r} is invalid: label {part!r} is not a DNS-1123 label"
+    return None
+
+
+def _preconditions(domain: str) -> Optional[str]:
+    if len(domain) > 255:
+        return f"host {domain!r} is too long (max 255)"
+    if not domain:
+        return "host must not be empty"
+    return None
+
+
+def istio_wildcard_domain_error(domain: str) -> Optional[str]:
+    """
+    Istio's ValidateWildcardDomain: the first label may be ``*``, ``*x`` or
+    ``*-x`` (a partial wildcard, which some kinds then refuse or warn about),
+    the other labels DNS-1123, lower case.
+    """
+    problem = _preconditions(domain)
+    if problem:
+        return problem
+    first, dot, rest = domain.partition(".")
+    if len(first) > DNS1123_LABEL_MAX or not _WILDCARD_LABEL.match(first):
+        if "*" in first:
+            return f"host {domain!r} is invalid: a wildcard is only allowed as the whole " \
+                   "first label ('*.') or its start ('*x')"
+        return f"host {domain!r} is invalid: label {first!r} is not a DNS-1123 label"
+    return _labels_error(rest, domain) if dot else None
+
+
+def istio_fqdn_error(domain: str) -> Optional[str]:
+    """Istio's ValidateFQDN (no wildcard at all)."""
+    return _preconditions(domain) or istio_labels_error(domain)
+
+
+def partial_wildcard(host: str) -> bool:
+    """``*x.com`` or ``*x``: a ``*`` that is neither ``*`` alone nor a ``*.`` label."""
+    return "*" in host and host != "*" and not host.startswith("*.")
+
+
+def parse_auto_sni(domain: str) -> Optional[tuple[int, str, str]]:
+    """``outbound_.15010_._.istiod.istio-system.svc.cluster.local`` -> (port, subset, host)."""
+    if not domain.startswith(AUTO_SNI_PREFIX):
+        return None
+    parts = domain.split("_", 3)
+    if len(parts) < 4 or parts[0] != "outbound":
+        return None
+    port, subset, host = parts[1].strip("."), parts[2].strip("."), parts[3].strip(".")
+    if not port.isdigit() or not host:
+        return None
+    return int(port), subset, host
+
+
+def auto_sni_error(domain: str) -> Optional[str]:
+    """Istio's check of an auto-generated SNI name in a gateway-bound tls route."""
+    problem = _preconditions(domain)
+    if problem:
+        return problem
+    parts = domain.split("_")
+    if len(parts) < 4:
+        return f"domain name {domain} invalid, should follow 'outbound_.<PORT>_._.<HOSTNAME>' " \
+               "format"
+    if parts[0] != "outbound":
+        return f"domain name {domain!r} invalid (label {parts[0]!r} invalid)"
+    if not re.search(r"[0-9]", parts[1].strip(".")):
+        return f"domain name {domain!r} invalid (label {parts[1]!r} invalid). should follow " \
+               "outbound_.<PORT>_._.<HOSTNAME> format"
+    if not re.search(r"[a-zA-Z]", parts[3].strip(".")):
+        return f"domain name {domain!r} invalid (label {parts[3]!r} invalid). should follow " \
+               "outbound_.<PORT>_._.<HOSTNAME> format"
+    return None
+
+
+def unix_address_error(addr: str) -> Optional[str]:
+    """Istio's ValidateUnixAddress (the part after ``unix://``)."""
+    if not addr:
+        return "unix address must not be empty"
+    if addr.startswith("@"):
+        return None
+    if not addr.startswith("/") or addr.endswith("/"):
+        return f"{addr} is not an absolute path to a file"
+    return None

@@ -209,6 +209,14 @@ class TrafficPolicy:
     port_level: tuple[tuple[int, TrafficPolicy], ...] = ()
     #: the top-level fields that were set (an empty policy is an error)
     set_fields: tuple[str, ...] = ()
+    #: the fields set under tls (caCertificates, credentialName, ...), for IST0128/IST0129
+    tls_fields: tuple[str, ...] = ()
+    #: loadBalancer.warmup as written, None when absent (validated, not acted on)
+    warmup: Optional[tuple[tuple[str, Any], ...]] = None
+    #: the fields set under connectionPool, None when absent (empty is an error)
+    connection_pool_fields: Optional[tuple[str, ...]] = None
+    #: loadBalancer.consistentHash.maglev.tableSize (0 when maglev has none), None if no maglev
+    maglev_table_size: Optional[int] = None
 
 
 @attrs.frozen

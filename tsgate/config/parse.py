@@ -290,7 +290,13 @@ def build_traffic_policy(tp: Optional[dict[str, Any]]) -> Optional[TrafficPolicy
                                                                 or "CONNECT"),
         outlier_detection=tuple((tp.get("outlierDetection") or {}).items()),
         port_level=tuple(port_level),
-        set_fields=tuple(k for k, v in tp.items() if v is not None))
+        set_fields=tuple(k for k, v in tp.items() if v is not None),
+        tls_fields=tuple(k for k, v in (tp.get("tls") or {}).items() if v),
+        warmup=None if lb.get("warmup") is None else tuple((lb["warmup"] or {}).items()),
+        connection_pool_fields=None if tp.get("connectionPool") is None else tuple(
+            k for k, v in (tp["connectionPool"] or {}).items() if v is not None),
+        maglev_table_size=None if hashing.get("maglev") is None else int(
+            (hashing["maglev"] or {}).get("tableSize") or 0))
 
 
 def build_destination_rule(meta: Meta, spec: dict[str, Any]) -> DestinationRule:

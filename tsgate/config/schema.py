@@ -259,7 +259,10 @@ _CONSISTENT_HASH = Obj("ConsistentHashLB", {
 })
 _LOAD_BALANCER = Obj("LoadBalancerSettings", {
     "simple": Str(), "consistentHash": _CONSISTENT_HASH, "localityLbSetting": Anything(),
-    "warmupDurationSecs": Duration(), "warmup": Anything(),
+    "warmupDurationSecs": Duration(),
+    "warmup": Obj("WarmupConfiguration", {"duration": Duration(), "minimumPercent": Num(),
+                                          "aggression": Num()}),
+    "zoneAwareLbSetting": Anything(),
 })
 _CONNECTION_POOL = Obj("ConnectionPoolSettings", {
     "tcp": Obj("TCPSettings", {

@@ -15,7 +15,7 @@ from typing import Any, Optional
 
 from tsgate.config import hosts as H
 from tsgate.config import knobs
-from tsgate.config.diagnostics import ERROR, WARNING, Diagnostic
+from tsgate.config.diagnostics import ERROR, INFO, WARNING, Diagnostic
 from tsgate.config.loader import join_path
 from tsgate.config.model import (
     DestinationRule,
@@ -50,6 +50,14 @@ MAX_UINT32 = 2**32 - 1
 MIN_DURATION = 0.001
 
 
+#: istioctl's codes for what the validation webhook reports
+SCHEMA_ERROR = "IST0106"  # SchemaValidationError
+SCHEMA_WARNING = "IST0133"  # SchemaWarning
+UNREACHABLE_RULE = "IST0130"  # VirtualServiceUnreachableRule
+INEFFECTIVE_MATCH = "IST0131"  # VirtualServiceIneffectiveMatch
+ADDRESSES_REQUIRED = "IST0134"  # ServiceEntryAddressesRequired
+
+
 class Reporter:
     """Collects diagnostics about one resource."""
 
@@ -57,14 +65,20 @@ class Reporter:
         self.meta = meta
         self.out = out
 
-    def add(self, severity: str, path: str, message: str) -> None:
+    def add(self, severity: str, path: str, message: str, code: str = "") -> None:
         self.out.append(Diagnostic(severity, message, self.meta.file, self.meta.line_of(path),
-                                   self.meta.ref, path))
+                                   self.meta.ref, path, code))
 
-    def error(self, path: str, message: str) -> None:
-        self.add(ERROR, path, message)
+    def error(self, path: str, message: str, code: str = SCHEMA_ERROR) -> None:
+        """What Istio's validation rejects."""
+        self.add(ERROR, path, message, code)
 
-    def warn(self, path: str, message: str) -> None:
+    def warn(self, path: str, message: str, code: str = SCHEMA_WARNING) -> None:
+        """What Istio's validation warns about."""
+        self.add(WARNING, path, message, code)
+
+    def unserved(self, path: str, message: str) -> None:
+        """Valid Istio that tsgate does not serve: a warning saying what it does instead."""
         self.add(WARNING, path, message)
 
 
@@ -83,7 +97,7 @@ def validate(resources: Iterable[Resource]) -> list[Diagnostic]:
         elif isinstance(res, DestinationRule):
             validate_destination_rule(res, r)
         elif isinstance(res, WorkloadEntry):
-            _validate_workload(res.spec, "spec", r, None, "STATIC")
+            _validate_workload(res.spec, "spec", r, None, fqdn=True)
     return out
 
 
@@ -107,9 +121,9 @@ def _validate_meta(res: Resource, r: Reporter) -> None:
             if problem:
                 r.error(f'metadata.annotations["{key}"]', problem)
             elif warning:
-                r.warn(f'metadata.annotations["{key}"]', warning)
+                r.unserved(f'metadata.annotations["{key}"]', warning)
             elif not isinstance(res, Gateway):
-                r.warn(f'metadata.annotations["{key}"]',
+                r.unserved(f'metadata.annotations["{key}"]',
                        "tsgate annotations take effect on Gateways only; ignored here")
 
 
@@ -121,13 +135,17 @@ def _port(r: Reporter, path: str, number: Optional[int], *, allow_zero: bool = F
         r.error(path, f"port number {number} is out of range {low}-65535")
 
 
-def _export_to(r: Reporter, path: str, values: tuple[str, ...]) -> None:
+def _export_to(r: Reporter, path: str, values: tuple[str, ...], *,
+               service_entry: bool = False) -> None:
     seen: set[str] = set()
     for i, value in enumerate(values):
         p = f"{path}[{i}]"
         if value in seen:
             r.error(p, f"duplicate exportTo entry {value!r}")
         seen.add(value)
+        if value == "~" and not service_entry:
+            r.error(p, "exportTo ~ (none) is not allowed for Istio configuration objects")
+            continue
         if value in (".", "*", "~"):
             continue
         problem = H.label_error(value)
@@ -154,15 +172,30 @@ def _labels(r: Reporter, path: str, labels: tuple[tuple[str, str], ...]) -> None
 
 
 def _gateway_host_error(host: str) -> Optional[str]:
-    namespace, slash, name = host.rpartition("/")
-    if slash:
-        if namespace not in ("*", "."):
-            problem = H.label_error(namespace)
-            if problem:
-                return f"namespace part of host {host!r}: {problem}"
-    if name != "*" and H.is_ip(name):
-        return None
-    return H.domain_error(name)
+    """Istio's ValidateNamespaceSlashWildcardHostname for a Gateway server host."""
+    namespace, slash, name = host.partition("/")
+    if not slash:
+        return _gateway_hostname_error(host)
+    if not namespace or not name:
+        return "config namespace and dnsName in host entry cannot be empty"
+    if namespace not in ("*", "."):
+        problem = H.label_error(namespace)
+        if problem:
+            return f"namespace part of host {host!r}: {problem}"
+    return _gateway_hostname_error(name)
+
+
+def _gateway_hostname_error(name: str) -> Optional[str]:
+    if name != "*" and "." not in name:
+        return f"short names (non FQDN) are not allowed: {name!r} (write the full name, " \
+               "e.g. name.namespace.svc.cluster.local)"
+    problem = H.istio_wildcard_domain_error(name)
+    if problem and not H.is_ip(name):
+        return problem
+    if H.partial_wildcard(name):
+        return f"host {name!r} is invalid: a wildcard is only allowed as the whole first " \
+               "label ('*.'); partial wildcards are not allowed in Gateway hosts"
+    return None
 
 
 def validate_gateway(gw: Gateway, r: Reporter) -> None:
@@ -174,7 +207,11 @@ def validate_gateway(gw: Gateway, r: Reporter) -> None:
     for i, server in enumerate(gw.servers):
         p = f"spec.servers[{i}]"
         unix = server.bind.startswith("unix://")
-        if server.bind and not unix and not H.is_ip(server.bind):
+        if unix:
+            problem = H.unix_address_error(server.bind[len("unix://"):])
+            if problem:
+                r.error(f"{p}.bind", problem)
+        elif server.bind and not H.is_ip(server.bind):
             r.error(f"{p}.bind", f"bind {server.bind!r} must be an IP address or a unix:// path")
         port = server.port
         protocol = ""
@@ -224,7 +261,8 @@ def _validate_server_tls(tls: Any, protocol: str, p: str, r: Reporter) -> None:
         return
     t = f"{p}.tls"
     if protocol in HTTP_FAMILY:
-        if not tls.https_redirect:
+        if tls.mode not in ("PASSTHROUGH", "AUTO_PASSTHROUGH") or \
+                {"caCertificates", "privateKey", "serverCertificate"} & set(tls.cert_fields):
             r.error(t, f"server cannot have TLS settings for plain text {protocol} ports "
                     "(only httpsRedirect)")
     elif protocol and protocol not in TLS_PROTOCOLS:
@@ -289,37 +327,59 @@ def gateway_ref_error(ref: str) -> Optional[str]:
     return f"gateway {ref!r}: {problem}" if problem else None
 
 
+def _vs_host_error(vs: VirtualService, host: str, *, sni: bool) -> Optional[str]:
+    """Istio's host check: gateway-bound VSs with sniHosts may use outbound_ names."""
+    applies_to_gateway = bool(vs.gateways) and "mesh" not in vs.gateways
+    if applies_to_gateway and sni and host.startswith(H.AUTO_SNI_PREFIX):
+        return H.auto_sni_error(host)
+    return H.istio_wildcard_domain_error(host)
+
+
+def _has_sni(vs: VirtualService) -> bool:
+    return any(m.sni_hosts for rule in vs.tls for m in rule.match)
+
+
 def validate_virtual_service(vs: VirtualService, r: Reporter) -> None:
     if not vs.hosts:
-        r.error("spec.hosts", "at least one host is required")
-    mesh = not vs.gateways or "mesh" in vs.gateways
+        # a delegate: Istio allows only http routes and no gateways
+        if vs.gateways:
+            r.error("spec.hosts", "at least one host is required: without hosts this is a "
+                    "delegate, and a delegate virtual service must have no gateways specified")
+        if vs.tls:
+            r.error("spec.tls", "delegate virtual service (no hosts) must have no tls route "
+                    "specified")
+        if vs.tcp:
+            r.error("spec.tcp", "delegate virtual service (no hosts) must have no tcp route "
+                    "specified")
+    applies_to_gateway = bool(vs.gateways) and "mesh" not in vs.gateways
+    mesh = not applies_to_gateway
+    sni = _has_sni(vs)
+    all_valid = True
     for i, host in enumerate(vs.hosts):
         p = f"spec.hosts[{i}]"
-        if H.is_ip(host) and mesh:
-            r.error(p, f"IP address {host!r} is only allowed as a host of virtual services "
-                    "bound to gateways (not the mesh)")
-            continue
-        if host == "*" and mesh:
+        problem = _vs_host_error(vs, host, sni=sni)
+        if problem:
+            if not H.is_ip(host):
+                r.error(p, problem)
+                all_valid = False
+        elif mesh and host == "*":
             r.error(p, "wildcard host '*' is not allowed for virtual services bound to the "
                     "mesh gateway (list a gateway in spec.gateways)")
-            continue
-        if not H.is_ip(host):
-            problem = H.domain_error(host)
-            if problem:
-                r.error(p, problem)
-                continue
-        for j in range(i):
-            if H.matches(host, vs.hosts[j]):
-                r.error(p, f"duplicate or overlapping host {host!r}: overlaps "
-                        f"spec.hosts[{j}] {vs.hosts[j]!r}")
-                break
+            all_valid = False
+    if all_valid:
+        for i, host in enumerate(vs.hosts):
+            for j in range(i + 1, len(vs.hosts)):
+                if H.matches(host, vs.hosts[j]):
+                    r.error(f"spec.hosts[{j}]", f"duplicate or overlapping host "
+                            f"{vs.hosts[j]!r}: overlaps spec.hosts[{i}] {host!r}")
     for i, ref in enumerate(vs.gateways):
         problem = gateway_ref_error(ref)
         if problem:
             r.error(f"spec.gateways[{i}]", problem)
         elif "." in ref and "/" not in ref:
-            r.warn(f"spec.gateways[{i}]", f"gateway {ref!r} uses the legacy FQDN form; "
-                   "write namespace/name")
+            parts = ref.split(".")
+            r.warn(f"spec.gateways[{i}]", f"using legacy gatewayName format {ref!r}; prefer the "
+                   f"<namespace>/<name> format: \"{parts[1]}/{parts[0]}\"")
     if not (vs.tcp or vs.tls or vs.http_count):
         r.error("spec", "http, tcp or tls must be provided in virtual service")
     _export_to(r, "spec.exportTo", vs.export_to)
@@ -328,8 +388,8 @@ def validate_virtual_service(vs: VirtualService, r: Reporter) -> None:
 
 
 def _validate_rules(vs: VirtualService, kind: str, rules: tuple[L4Route, ...], r: Reporter) -> None:
-    catch_all: Optional[int] = None
-    seen: dict[L4Match, str] = {}
+    empty: Optional[int] = None
+    seen: dict[L4Match, tuple[int, int]] = {}
     for i, rule in enumerate(rules):
         p = f"spec.{kind}[{i}]"
         if kind == "tls" and not rule.match:
@@ -337,19 +397,33 @@ def _validate_rules(vs: VirtualService, kind: str, rules: tuple[L4Route, ...], r
         if not rule.route:
             r.error(f"{p}.route" if kind == "tcp" else p,
                     "TCP route is required" if kind == "tcp" else "TLS route is required")
-        if catch_all is not None:
-            r.warn(p, f"unreachable rule: spec.{kind}[{catch_all}] before it matches every "
-                   "connection (first match wins)")
-        if kind == "tcp" and (not rule.match or any(m == L4Match() for m in rule.match)):
-            catch_all = i if catch_all is None else catch_all
+        for j, match in enumerate(rule.match):
+            _validate_match(vs, kind, match, f"{p}.match[{j}]", r)
+        _validate_destinations(rule.route, f"{p}.route", r)
+        # Istio's analyzeUnreachableTCPRules / analyzeUnreachableTLSRules
+        if not rule.match:
+            if empty is not None:
+                r.warn(p, f"unreachable rule: spec.{kind}[{empty}] before it matches every "
+                       "connection (only the last rule can have no matches)", UNREACHABLE_RULE)
+            empty = i
+            continue
+        if empty is not None:
+            r.warn(p, f"unreachable rule: spec.{kind}[{empty}] before it matches every "
+                   "connection (first match wins)", UNREACHABLE_RULE)
+            continue
+        duplicates = 0
         for j, match in enumerate(rule.match):
             mp = f"{p}.match[{j}]"
-            _validate_match(vs, kind, match, mp, r)
             if match in seen:
-                r.warn(mp, f"ineffective match: the same as {seen[match]}")
+                di, dj = seen[match]
+                r.warn(mp, f"ineffective match: the same as spec.{kind}[{di}].match[{dj}]",
+                       INEFFECTIVE_MATCH)
+                duplicates += 1
             else:
-                seen[match] = mp
-        _validate_destinations(rule.route, f"{p}.route", r)
+                seen[match] = (i, j)
+        if duplicates == len(rule.match):
+            r.warn(p, "unreachable rule: all its matches are used by rules before it",
+                   UNREACHABLE_RULE)
 
 
 def _validate_match(vs: VirtualService, kind: str, match: L4Match, mp: str, r: Reporter) -> None:
@@ -359,8 +433,8 @@ def _validate_match(vs: VirtualService, kind: str, match: L4Match, mp: str, r: R
                              ("sourceNamespace", match.source_namespace),
                              ("destinationSubnets", match.destination_subnets)):
             if value:
-                r.warn(f"{mp}.{field}", f"{field} is not evaluated at gateways (Istio ignores "
-                       "it there; so does tsgate): the match ignores it")
+                r.unserved(f"{mp}.{field}", f"{field} is not evaluated at gateways (Istio "
+                           "ignores it there; so does tsgate): the match ignores it")
     for k, subnet in enumerate(match.destination_subnets):
         problem = H.subnet_error(subnet)
         if problem:
@@ -370,23 +444,26 @@ def _validate_match(vs: VirtualService, kind: str, match: L4Match, mp: str, r: R
         if problem:
             r.error(f"{mp}.gateways[{k}]", problem)
     _labels(r, f"{mp}.sourceLabels", match.source_labels)
-    if match.source_namespace:
-        problem = H.label_error(match.source_namespace)
-        if problem:
-            r.error(f"{mp}.sourceNamespace", f"sourceNamespace {problem}")
     if kind != "tls":
         return
     if not match.sni_hosts:
         r.error(mp, "at least one sniHosts entry is required in a TLS match")
+    gateway = "mesh" not in vs.gateways
     for k, sni in enumerate(match.sni_hosts):
         sp = f"{mp}.sniHosts[{k}]"
-        if H.is_ip(sni):
-            r.warn(sp, f"sniHost {sni!r} is an IP address; clients do not send IPs as SNI")
-            continue
-        problem = H.domain_error(sni)
+        if gateway and sni.startswith(H.AUTO_SNI_PREFIX):
+            problem = H.auto_sni_error(sni)
+        else:
+            problem = H.istio_wildcard_domain_error(sni)
         if problem:
-            r.error(sp, problem)
+            if H.is_ip(sni):
+                r.warn(sp, f"sniHost {sni!r} is an IP address; clients do not send IPs as SNI")
+            else:
+                r.error(sp, problem)
             continue
+        if H.partial_wildcard(sni):
+            r.unserved(sp, f"partial wildcard sniHost {sni!r}: Envoy refuses such server "
+                       "names and so does tsgate; this sniHost is skipped")
         if vs.hosts and not any(H.subset_of(sni, host) for host in vs.hosts):
             r.error(sp, f"SNI host {sni!r} is not a compatible subset of any of the virtual "
                     "service hosts: [" + ", ".join(vs.hosts) + "]")
@@ -401,9 +478,12 @@ def _validate_destinations(route: tuple[RouteDestination, ...], p: str, r: Repor
             r.error(dp, "destination host is required")
         elif d.host == "*":
             r.error(f"{dp}.host", "destination host must not be '*'")
-        elif not H.is_ip(d.host):
-            problem = H.domain_error(d.host)
+        else:
+            problem = H.istio_wildcard_domain_error(d.host)
             if problem:
+                if H.is_ip(d.host):
+                    problem += " (Istio takes no IP address here: name the host in a " \
+                               "ServiceEntry with STATIC endpoints)"
                 r.error(f"{dp}.host", problem)
         if d.subset:
             problem = H.label_error(d.subset)
@@ -425,18 +505,27 @@ def _validate_destinations(route: tuple[RouteDestination, ...], p: str, r: Repor
 
 
 def validate_service_entry(se: ServiceEntry, r: Reporter) -> None:
+    """Istio's ValidateServiceEntry, rule for rule."""
+    if se.workload_selector is not None:
+        _labels(r, "spec.workloadSelector.labels", se.workload_selector)
+        if not se.workload_selector:
+            r.warn("spec.workloadSelector", "service entry: workload selector has no labels, "
+                   "will be applied to all services in namespace")
+    if se.endpoints and se.workload_selector is not None:
+        r.error("spec.workloadSelector", "only one of endpoints or workloadSelector may be set")
     if not se.hosts:
         r.error("spec.hosts", "at least one host is required")
     for i, host in enumerate(se.hosts):
-        problem = H.domain_error(host, star=False)
+        p = f"spec.hosts[{i}]"
+        if host == "*":
+            r.error(p, "host '*' is not allowed here")
+            continue
+        problem = H.istio_wildcard_domain_error(host)
         if problem:
-            r.error(f"spec.hosts[{i}]", problem)
-    if se.resolution not in RESOLUTIONS:
-        r.error("spec.resolution", f"invalid resolution {se.resolution!r} (one of "
-                + ", ".join(RESOLUTIONS) + ")")
-    if se.location not in LOCATIONS:
-        r.error("spec.location", f"invalid location {se.location!r} (one of "
-                + ", ".join(LOCATIONS) + ")")
+            r.error(p, problem)
+        elif se.resolution != "DYNAMIC_DNS" and H.partial_wildcard(host):
+            r.warn(p, f"partial wildcard {host!r} not allowed (Istio warns; tsgate matches "
+                   "it as a suffix of destination hosts)")
     for i, address in enumerate(se.addresses):
         problem = H.subnet_error(address)
         if problem:
@@ -446,77 +535,137 @@ def validate_service_entry(se: ServiceEntry, r: Reporter) -> None:
                     "resolution NONE or STATIC")
     numbers: dict[int, int] = {}
     names: dict[str, int] = {}
+    warned_addresses = False
     for i, port in enumerate(se.ports):
         p = f"spec.ports[{i}]"
+        if port.name in names:
+            r.error(f"{p}.name", f"port name {port.name!r} is not unique: also "
+                    f"spec.ports[{names[port.name]}]")
+        names.setdefault(port.name, i)
+        number = port.number or 0
+        if number in numbers:
+            r.error(f"{p}.number", f"port number {number} is not unique: also "
+                    f"spec.ports[{numbers[number]}]")
+        numbers.setdefault(number, i)
+        if port.target_port:
+            _port(r, f"{p}.targetPort", port.target_port)
+        if not se.addresses and port.protocol in ("", "TCP") and not warned_addresses:
+            warned_addresses = True
+            # istioctl analyze warns (sidecars match TCP by destination IP); a gateway
+            # routes by the VirtualService destination, so for tsgate it is a notice.
+            r.add(INFO, p, "addresses are required for ports serving TCP (or unset) protocol "
+                  "when IP Autoallocation is not enabled (for sidecars; tsgate routes by the "
+                  "VirtualService destination and does not need them)", ADDRESSES_REQUIRED)
+        if not port.name:
+            r.error(p, "port name is required")
+        elif H.label_error(port.name):
+            r.error(f"{p}.name", f"port name {H.label_error(port.name)}")
+        if port.protocol and port.protocol not in PROTOCOLS:
+            r.error(f"{p}.protocol", f"invalid protocol {port.protocol!r} (one of "
+                    + ", ".join(PROTOCOLS) + ")")
         if port.number is None:
             r.error(p, "port number is required")
         else:
             _port(r, f"{p}.number", port.number)
-            if port.number in numbers:
-                r.error(f"{p}.number", f"port number {port.number} is not unique: also "
-                        f"spec.ports[{numbers[port.number]}]")
-            numbers[port.number] = i
-        if not port.name:
-            r.error(p, "port name is required")
-        else:
-            problem = H.label_error(port.name)
-            if problem:
-                r.error(f"{p}.name", f"port name {problem}")
-            if port.name in names:
-                r.error(f"{p}.name", f"port name {port.name!r} is not unique: also "
-                        f"spec.ports[{names[port.name]}]")
-            names[port.name] = i
-        if not port.protocol:
-            r.error(p, "port protocol is required")
-        elif port.protocol not in PROTOCOLS:
-            r.error(f"{p}.protocol", f"invalid protocol {port.protocol!r} (one of "
-                    + ", ".join(PROTOCOLS) + ")")
-        _port(r, f"{p}.targetPort", port.target_port)
-    tcp_ports = [p.number for p in se.ports if p.protocol not in HTTP_FAMILY + TLS_PROTOCOLS]
-    if len(se.hosts) > 1 and not se.addresses and tcp_ports:
-        r.warn("spec.ports", "addresses are required for ports serving TCP (or unset) protocol "
-               "when several hosts share it: without addresses the port matches every IP "
-               "(sidecars; tsgate routes by the VirtualService destination)")
-    if se.endpoints and se.workload_selector is not None:
-        r.error("spec.workloadSelector", "only one of endpoints or workloadSelector may be set")
-    if se.resolution == "NONE" and se.endpoints:
-        r.error("spec.endpoints", "no endpoints should be provided for resolution NONE")
-    if se.resolution == "DNS_ROUND_ROBIN" and len(se.endpoints) > 1:
-        r.error("spec.endpoints", "resolution DNS_ROUND_ROBIN allows at most one endpoint")
-    if se.resolution in ("DNS", "DNS_ROUND_ROBIN") and not se.endpoints:
+    if se.location not in LOCATIONS:
+        r.error("spec.location", f"invalid location {se.location!r} (one of "
+                + ", ".join(LOCATIONS) + ")")
+    port_names = set(names)
+    if se.resolution == "NONE":
+        if se.endpoints:
+            r.error("spec.endpoints", "no endpoints should be provided for resolution NONE")
+        if se.workload_selector is not None:
+            r.warn("spec.workloadSelector", "workloadSelector should not be set when resolution "
+                   "mode is NONE")
+    elif se.resolution == "STATIC":
+        for i, ep in enumerate(se.endpoints):
+            _validate_workload(ep, f"spec.endpoints[{i}]", r, port_names, fqdn=False)
+    elif se.resolution in ("DNS", "DNS_ROUND_ROBIN"):
+        if not se.endpoints:
+            for i, host in enumerate(se.hosts):
+                problem = H.istio_fqdn_error(host)
+                if problem:
+                    what = f"wildcard host {host!r} needs endpoints" if host.startswith("*") \
+                        else f"host {host!r} must be an FQDN without endpoints"
+                    r.error(f"spec.hosts[{i}]", f"{what} with resolution {se.resolution} "
+                            f"(Istio: {problem})")
+                    break
+        if se.resolution == "DNS_ROUND_ROBIN" and len(se.endpoints) > 1:
+            r.error("spec.endpoints", "resolution DNS_ROUND_ROBIN allows at most one endpoint")
+        for i, ep in enumerate(se.endpoints):
+            p = f"spec.endpoints[{i}]"
+            if not H.is_ip(ep.address) and H.istio_fqdn_error(ep.address):
+                r.error(f"{p}.address", f"endpoint address {ep.address!r} is not a valid FQDN "
+                        "or an IP address")
+            _labels(r, f"{p}.labels", ep.labels)
+            _endpoint_ports(ep, p, r, port_names)
+        if se.addresses and len(se.hosts) > 1 and \
+                any(pt.protocol in ("", "TCP", "MONGO", "REDIS", "MYSQL") for pt in se.ports):
+            r.warn("spec.hosts", "service entry can not have more than one host specified "
+                   "simultaneously with address and tcp port")
+    elif se.resolution == "DYNAMIC_DNS":
         for i, host in enumerate(se.hosts):
-            if host.startswith("*"):
-                r.error(f"spec.hosts[{i}]", f"wildcard host {host!r} needs endpoints with "
-                        f"resolution {se.resolution}")
-    if se.resolution == "STATIC" and not se.endpoints and se.workload_selector is None:
-        r.warn("spec", "resolution STATIC without endpoints or workloadSelector: "
-               "the service has no endpoints")
-    for i, ep in enumerate(se.endpoints):
-        _validate_workload(ep, f"spec.endpoints[{i}]", r, names, se.resolution)
-    if se.workload_selector is not None:
-        _labels(r, "spec.workloadSelector.labels", se.workload_selector)
-    _export_to(r, "spec.exportTo", se.export_to)
+            if not host.startswith("*"):
+                r.error(f"spec.hosts[{i}]", "host must be wildcarded for resolution mode "
+                        "DYNAMIC_DNS")
+        if se.addresses:
+            r.error("spec.addresses", "addresses cannot be set for resolution type DYNAMIC_DNS")
+        if se.endpoints:
+            r.error("spec.endpoints", "endpoints cannot be set for resolution type DYNAMIC_DNS")
+        for i, port in enumerate(se.ports):
+            if port.protocol not in ("HTTP", "TLS", "GRPC", "HTTP2"):
+                r.error(f"spec.ports[{i}].protocol", "only HTTP, TLS, GRPC, and HTTP2 protocols "
+                        "are supported for resolution type DYNAMIC_DNS")
+    else:
+        r.error("spec.resolution", f"invalid resolution {se.resolution!r} (one of "
+                + ", ".join(RESOLUTIONS) + ")")
+    if se.resolution != "NONE" and len(se.hosts) > 1:
+        for port in se.ports:
+            if port.protocol not in HTTP_FAMILY + TLS_PROTOCOLS:
+                r.error("spec.hosts", "multiple hosts provided with non-HTTP, non-TLS ports")
+                break
+    _export_to(r, "spec.exportTo", se.export_to, service_entry=True)
 
 
-def _validate_workload(ep: WorkloadSpec, p: str, r: Reporter,
-                       port_names: Optional[dict[str, int]], resolution: str) -> None:
-    if not ep.address:
-        r.error(p, "endpoint address is required")
-    elif ep.address.startswith("unix://"):
-        pass
-    elif resolution == "STATIC" and not H.is_ip(ep.address):
-        r.error(f"{p}.address", f"address {ep.address!r} must be an IP address with "
-                "resolution STATIC")
-    elif not H.is_ip(ep.address):
-        problem = H.domain_error(ep.address, wildcard=False, star=False)
-        if problem:
-            r.error(f"{p}.address", problem)
+def _endpoint_ports(ep: WorkloadSpec, p: str, r: Reporter,
+                    port_names: Optional[set[str]]) -> None:
     for name, number in ep.ports:
         pp = join_path(f"{p}.ports", name)
         if port_names is not None and name not in port_names:
             r.error(pp, f"endpoint port name {name!r} is not a port name of the service ("
                     + ", ".join(sorted(port_names)) + ")")
-        _port(r, pp, number)
+        if H.label_error(name):
+            r.error(pp, f"invalid port name: {name}")
+        if not 1 <= number <= 65535:
+            r.error(pp, f"port number {number} must be in the range 1..65535")
+
+
+def _validate_workload(ep: WorkloadSpec, p: str, r: Reporter,
+                       port_names: Optional[set[str]], *, fqdn: bool) -> None:
+    """Istio's validateWorkloadEntry (``fqdn``: a name is allowed as the address)."""
+    addr = ep.address
+    if not addr:
+        if not ep.network:
+            r.error(p, "address is required")
+            return
+        r.warn(p, f"address is unset with network {ep.network!r} (tsgate cannot connect to "
+               "it: the endpoint is skipped)")
+    if addr.startswith("unix://"):
+        problem = H.unix_address_error(addr[len("unix://"):])
+        if problem:
+            r.error(f"{p}.address", problem)
+        if ep.ports:
+            r.error(f"{p}.ports", f"unix endpoint {addr} must not include ports")
+        if port_names is not None and len(port_names) != 1:
+            r.error(f"{p}.address", "exactly 1 service port required for unix endpoints")
+    elif addr and not H.is_ip(addr):
+        if not fqdn:
+            r.error(f"{p}.address", f"address {addr!r} must be an IP address with resolution "
+                    "STATIC")
+        elif H.istio_fqdn_error(addr):
+            r.error(f"{p}.address", f"endpoint address {addr!r} is not a valid FQDN or an IP "
+                    "address")
+    _endpoint_ports(ep, p, r, port_names)
     if ep.weight is not None and not 0 <= ep.weight <= MAX_UINT32:
         r.error(f"{p}.weight", f"weight {ep.weight} is out of range 0-{MAX_UINT32}")
     _labels(r, f"{p}.labels", ep.labels)
@@ -575,8 +724,33 @@ def _validate_policy(tp: TrafficPolicy, p: str, r: Reporter, *, top: bool) -> No
         r.error(f"{p}.loadBalancer", "only one of simple or consistentHash may be set")
     http_keys = [k for k in tp.consistent_hash if k != "useSourceIp"]
     if http_keys:
-        r.warn(f"{p}.loadBalancer.consistentHash", f"{http_keys[0]} hashes on HTTP data; "
+        r.unserved(f"{p}.loadBalancer.consistentHash", f"{http_keys[0]} hashes on HTTP data; "
                "at layer 4 only useSourceIp applies")
+    if tp.warmup is not None:
+        warm = dict(tp.warmup)
+        wp = f"{p}.loadBalancer.warmup"
+        if warm.get("duration") is None:
+            r.error(wp, "warmup duration is required")
+        else:
+            _duration(r, f"{wp}.duration", parse_duration(warm["duration"]))
+        if isinstance(warm.get("minimumPercent"), (int, float)) and warm["minimumPercent"] > 100:
+            r.error(f"{wp}.minimumPercent", "minimumPercent value should be less than or equal "
+                    "to 100")
+        if isinstance(warm.get("aggression"), (int, float)) and warm["aggression"] <= 0:
+            r.error(f"{wp}.aggression", "aggression should be greater than 0")
+        r.unserved(wp, "warmup (slow start) is not implemented by tsgate: new endpoints get "
+                   "their full share at once")
+    if tp.maglev_table_size is not None:
+        size = tp.maglev_table_size
+        mp = f"{p}.loadBalancer.consistentHash.maglev.tableSize"
+        if size == 0:
+            r.error(mp, "tableSize must be set for maglev")
+        elif size >= 5000011:
+            r.error(mp, "tableSize must be less than 5000011 for maglev")
+        elif size >= 4 and any(size % k == 0 for k in range(2, int(size ** 0.5) + 1)):
+            r.error(mp, "tableSize must be a prime number for maglev")
+    if tp.connection_pool_fields is not None and not tp.connection_pool_fields:
+        r.error(f"{p}.connectionPool", "connection pool must have at least one field")
     tcp = tp.tcp
     if tcp is not None:
         cp = f"{p}.connectionPool.tcp"
@@ -594,8 +768,9 @@ def _validate_policy(tp: TrafficPolicy, p: str, r: Reporter, *, top: bool) -> No
             r.error(f"{p}.tls.mode", f"invalid TLS mode {tp.tls_mode!r} (one of "
                     + ", ".join(CLIENT_TLS_MODES) + ")")
         elif tp.tls_mode != "DISABLE":
-            r.warn(f"{p}.tls", f"tsgate does not originate TLS upstream: tls mode {tp.tls_mode} "
-                   "is ignored (with passthrough routes it would mean double TLS anyway)")
+            r.unserved(f"{p}.tls", "tsgate does not originate TLS upstream: tls mode "
+                       f"{tp.tls_mode} is ignored (with passthrough routes it would mean "
+                       "double TLS anyway)")
     if tp.proxy_protocol is not None and tp.proxy_protocol not in ("V1", "V2"):
         r.error(f"{p}.proxyProtocol.version",
                 f"invalid PROXY protocol version {tp.proxy_protocol!r} (V1 or V2)")
@@ -603,7 +778,7 @@ def _validate_policy(tp: TrafficPolicy, p: str, r: Reporter, *, top: bool) -> No
         if tp.tunnel_protocol not in ("CONNECT", "POST"):
             r.error(f"{p}.tunnel.protocol", f"invalid tunnel protocol {tp.tunnel_protocol!r} "
                     "(CONNECT or POST)")
-        r.warn(f"{p}.tunnel", "tunnel settings are not supported by tsgate and are ignored")
+        r.unserved(f"{p}.tunnel", "tunnel settings are not supported by tsgate and are ignored")
         if tp.proxy_protocol is not None:
             r.error(f"{p}.tunnel", "tunnel cannot be combined with proxyProtocol")
     od = dict(tp.outlier_detection)
