@@ -78,6 +78,8 @@ def listener_endpoint(listener: Listener, bind_override: Optional[str],
     """The Twisted endpoint string a listener listens on."""
     if listener.port in overrides:
         return overrides[listener.port]
+    if listener.bind.startswith("unix://"):
+        return unix_endpoint(listener.bind)
     bind = listener.bind
     if bind_override and bind in ("0.0.0.0", "::"):
         bind = bind_override
@@ -86,6 +88,16 @@ def listener_endpoint(listener: Listener, bind_override: Optional[str],
     # A deep accept queue: Twisted's default of 50 drops SYNs under a burst of
     # connections (each drop costs the client a 1 s retransmit).
     return f"{kind}:port={listener.port}:interface={bind_escaped}:backlog=1024"
+
+
+def unix_endpoint(bind: str) -> str:
+    """``unix:///run/gw.sock`` / ``unix://@name`` (Linux abstract socket) as an endpoint."""
+    path = bind[len("unix://"):]
+    lockfile = 1  # path.lock beside the socket: a stale socket file is then replaced
+    if path.startswith("@"):
+        path, lockfile = "\0" + path[1:], 0
+    escaped = path.replace("\\", "\\\\").replace(":", "\\:").replace("=", "\\=")
+    return f"unix:address={escaped}:lockfile={lockfile}:backlog=1024"
 
 
 def _downstream(conn: DownstreamProtocol) -> str:
