@@ -29,6 +29,12 @@ class ApiMeta(Meta):
     def key(self) -> tuple[str, str, str]:
         return (f"{self.kind}.{GROUP}", self.namespace, self.name)
 
+    @property
+    def ref(self) -> str:
+        if self.kind == "GatewayClass":  # cluster-scoped
+            return f"GatewayClass {self.name}"
+        return f"{self.kind} {self.namespace}/{self.name}"
+
 
 @attrs.frozen
 class GatewayClass:
