@@ -323,3 +323,11 @@ def test_cli_validate_and_routes_print_the_status(tmp_path: Path, capsys):
     assert '"gateway_api"' in capsys.readouterr().out
     with pytest.raises(SystemExit):
         main(["routes", str(p), "--namespace-label", "nocolon"])
+
+
+def test_tsgate_annotations_apply_to_gateway_api_gateways(load):
+    gw = GW.replace("namespace: infra}", "namespace: infra, annotations: "
+                    "{tsgate.io/inspect-timeout: 3s}}")
+    r = load(gw, ROUTE)
+    assert r.ok and not r.warnings, r.diagnostics
+    assert r.table.listeners[0].annotations == (("tsgate.io/inspect-timeout", "3s"),)

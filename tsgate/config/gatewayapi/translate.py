@@ -249,6 +249,9 @@ class Translation:
 
     def gateway_listeners(self, gw: Gateway) -> list[_Listener]:
         states = []
+        if gw.addresses:
+            self.report(WARNING, gw.meta, "spec.addresses",
+                        "spec.addresses is not used: tsgate listens on 0.0.0.0 or --bind")
         for i, li in enumerate(gw.listeners):
             st = _Listener(gw, i, li)
             default: list[str] = []
