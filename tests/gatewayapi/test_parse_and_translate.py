@@ -331,3 +331,45 @@ def test_tsgate_annotations_apply_to_gateway_api_gateways(load):
     r = load(gw, ROUTE)
     assert r.ok and not r.warnings, r.diagnostics
     assert r.table.listeners[0].annotations == (("tsgate.io/inspect-timeout", "3s"),)
+
+
+def test_single_label_hostnames_across_namespaces(load):
+    gw = """\
+    apiVersion: gateway.networking.k8s.io/v1
+    kind: Gateway
+    metadata: {name: gw, namespace: infra}
+    spec:
+      gatewayClassName: istio
+      listeners:
+      - {name: db, protocol: TLS, port: 9443, hostname: db, tls: {mode: Passthrough},
+         allowedRoutes: {namespaces: {from: All}}}
+    ---
+    apiVersion: gateway.networking.k8s.io/v1alpha2
+    kind: TLSRoute
+    metadata: {name: db, namespace: apps}
+    spec:
+      parentRefs: [{name: gw, namespace: infra}]
+      hostnames: [db]
+      rules: [{backendRefs: [{name: db, port: 5432}]}]
+    """
+    r = load(gw)
+    assert r.ok, r.diagnostics
+    (chain,) = r.table.listeners[0].tls_chains
+    assert chain.server_names == ("db",)
+
+
+def test_twistd_options(tmp_path: Path):
+    from twisted.python import usage
+
+    from tsgate.tap import Options
+
+    opts = Options()
+    opts.parseOptions(["--config", str(tmp_path), "--gateway-class", "a", "--gateway-class", "b",
+                       "--namespace-label", "apps:team=x", "--namespace-label", "apps:env=y"])
+    assert opts["gateway-classes"] == ["a", "b"]
+    assert opts["namespace-labels"] == {"apps": {"team": "x", "env": "y"}}
+    opts = Options()
+    opts.parseOptions(["--config", str(tmp_path)])
+    assert opts["gateway-classes"] == ["istio"]
+    with pytest.raises(usage.UsageError, match="NAMESPACE:KEY=VALUE"):
+        Options().parseOptions(["--config", str(tmp_path), "--namespace-label", "team=x"])

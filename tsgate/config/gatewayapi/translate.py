@@ -536,8 +536,9 @@ class Translation:
                                                               route.hostnames)),
                         gateways=(st.synthetic_ref,))
                 for st in attached)
-            hosts = tuple(dict.fromkeys(h for m in matches for h in m.sni_hosts))
-            vs = VirtualService(_as_vs_meta(meta, positions), hosts=hosts, gateways=refs,
+            # hosts "*": the attachment (hostname intersection) is decided above, per
+            # listener, in each match's sniHosts and gateways
+            vs = VirtualService(_as_vs_meta(meta, positions), hosts=("*",), gateways=refs,
                                 tls=(L4Route(matches, tuple(destinations)),))
         self.synthetic.append(vs)
         self.rewrites[vs.meta.ref] = _Rewrite(meta, renames)
