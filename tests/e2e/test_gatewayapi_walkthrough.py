@@ -159,3 +159,80 @@ def test_the_gateway_api_walkthrough_script(tmp_path) -> None:
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0
+
+
+def test_reload_updates_routes_and_status(tmp_path) -> None:
+    """A TLSRoute added and SIGHUP: traffic and /config_dump's status follow, live."""
+    from tests.support.backends import ThreadedServer
+
+    def identity(name: bytes):
+        def handler(conn: socket.socket) -> None:
+            conn.sendall(name)
+            while conn.recv(4096):
+                pass
+
+        return handler
+
+    one = ThreadedServer(identity(b"one\n"))
+    config = tmp_path / "config"
+    config.mkdir()
+    (config / "gateway.yaml").write_text(f"""\
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {{name: gw}}
+spec:
+  gatewayClassName: mine
+  listeners:
+  - {{name: tcp, protocol: TCP, port: 9000}}
+---
+apiVersion: gateway.networking.k8s.io/v1alpha2
+kind: TCPRoute
+metadata: {{name: first}}
+spec:
+  parentRefs: [{{name: gw}}]
+  rules: [{{backendRefs: [{{name: one, port: 1}}]}}]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: one}}
+spec:
+  hosts: [one.default.svc.cluster.local]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{{number: 1, name: tcp, protocol: TCP, targetPort: {one.port}}}]
+  endpoints: [{{address: 127.0.0.1}}]
+""")
+    admin = free_port()
+    try:
+        with GatewayProcess([str(config)], ports=[9000],
+                            extra=["--gateway-class", "mine", "--watch-interval", "0",
+                                   "--admin", f"tcp:{admin}:interface=127.0.0.1"]) as gw:
+            with socket.create_connection(("127.0.0.1", gw.port(9000)), timeout=5) as s:
+                assert recv_until(s, b"\n") == b"one\n"
+
+            def routes() -> dict:
+                url = f"http://127.0.0.1:{admin}/config_dump"
+                with urllib.request.urlopen(url, timeout=10) as r:
+                    status = json.load(r)["config"]["gateway_api"]
+                return {r["resource"]: [c["reason"] for c in r["parents"][0]["conditions"]]
+                        for r in status["routes"]}
+
+            assert routes() == {"TCPRoute default/first": ["Accepted", "ResolvedRefs"]}
+            (config / "second.yaml").write_text("""\
+apiVersion: gateway.networking.k8s.io/v1alpha2
+kind: TCPRoute
+metadata: {name: second}
+spec:
+  parentRefs: [{name: gw, sectionName: nope}]
+  rules: [{backendRefs: [{name: one, port: 1}]}]
+""")
+            gw.signal(signal.SIGHUP)
+            deadline = time.monotonic() + 10
+            while "TCPRoute default/second" not in routes():
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
+            assert routes()["TCPRoute default/second"] == ["NoMatchingParent", "ResolvedRefs"]
+            with socket.create_connection(("127.0.0.1", gw.port(9000)), timeout=5) as s:
+                assert recv_until(s, b"\n") == b"one\n"
+    finally:
+        one.close()
