@@ -56,6 +56,38 @@ def add_gateway_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--gateway-namespace", default=None, metavar="NS",
                         help="namespace the gateway runs in, for exportTo (default: each "
                              "Gateway's own namespace)")
+    add_gateway_api_arguments(parser)
+
+
+def add_gateway_api_arguments(parser: argparse.ArgumentParser) -> None:
+    """Which Kubernetes Gateway API Gateways are served, and namespace labels."""
+    parser.add_argument("--gateway-class", action="append", default=None, metavar="NAME",
+                        help="serve Gateway API Gateways with this gatewayClassName "
+                             "(repeatable; default istio)")
+    parser.add_argument("--namespace-label", action="append", type=parse_namespace_label,
+                        default=None, metavar="NS:KEY=VALUE",
+                        help="a label of namespace NS, for allowedRoutes namespace selectors "
+                             "(repeatable; adds to Namespace objects in the config)")
+
+
+def parse_namespace_label(text: str) -> tuple[str, str, str]:
+    from tsgate.config.gatewayapi import parse_namespace_label as parse
+
+    try:
+        return parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def gateway_api_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """load_config's Gateway API arguments from parsed options."""
+    from tsgate.config.gatewayapi import DEFAULT_GATEWAY_CLASSES
+
+    labels: dict[str, dict[str, str]] = {}
+    for ns, key, value in getattr(args, "namespace_label", None) or ():
+        labels.setdefault(ns, {})[key] = value
+    classes = getattr(args, "gateway_class", None) or DEFAULT_GATEWAY_CLASSES
+    return {"gateway_classes": tuple(classes), "namespace_labels": labels}
 
 
 def load_from_args(args: argparse.Namespace) -> Any:
@@ -63,7 +95,7 @@ def load_from_args(args: argparse.Namespace) -> Any:
 
     labels = dict(args.gateway_label) if args.gateway_label else dict(DEFAULT_GATEWAY_LABELS)
     return load_config(args.paths, gateway_labels=labels, default_namespace=args.namespace,
-                       gateway_namespace=args.gateway_namespace)
+                       gateway_namespace=args.gateway_namespace, **gateway_api_kwargs(args))
 
 
 def register(subparsers: Any) -> None:
@@ -139,6 +171,7 @@ def run_validate(args: argparse.Namespace, out: Optional[TextIO] = None,
         return 1
     if not as_json:
         out.write(summary(result))
+        out.write(format_gateway_api_status(result))
     return 0
 
 
@@ -152,6 +185,15 @@ def make_strict(result: Any) -> Any:
     diagnostics = strict(result.diagnostics)
     table = result.table if not any(d.is_error for d in diagnostics) else RouteTable()
     return attrs.evolve(result, diagnostics=diagnostics, table=table)
+
+
+def format_gateway_api_status(result: Any) -> str:
+    """The Gateway API objects' status (conditions), or nothing without such objects."""
+    status = getattr(result, "gateway_api", None)
+    if not status:
+        return ""
+    return "Gateway API status:\n" + "".join(
+        f"  {line}\n" for line in status.format().splitlines())
 
 
 def _seconds(value: float) -> str:
@@ -219,6 +261,7 @@ def run_routes(args: argparse.Namespace, out: Optional[TextIO] = None,
         out.write("\n")
     else:
         out.write(format_table(result.table))
+        out.write(format_gateway_api_status(result))
     return 0
 
 

@@ -120,8 +120,10 @@ def run(args: Any, out: Optional[TextIO] = None, err: Optional[TextIO] = None) -
         print(f"tsgate explain: {e}", file=err)
         return 2
 
+    from tsgate.cli import gateway_api_kwargs
+
     result = load_config(paths, gateway_labels=labels, default_namespace=args.namespace,
-                         gateway_namespace=args.gateway_namespace)
+                         gateway_namespace=args.gateway_namespace, **gateway_api_kwargs(args))
     if not result.ok:
         for diag in result.errors:
             print(str(diag), file=err)

@@ -91,6 +91,8 @@ class Options(usage.Options):
         self["config"] = []
         self["gateway-labels"] = {}
         self["endpoints"] = {}
+        self["gateway-classes"] = []
+        self["namespace-labels"] = {}
 
     def opt_config(self, path: str) -> None:
         """A YAML file or directory of Istio resources (repeatable)."""
@@ -103,6 +105,24 @@ class Options(usage.Options):
         apply (repeatable; default istio=ingressgateway)."""
         key, val = _label(value)
         self["gateway-labels"][key] = val
+
+    def opt_gateway_class(self, value: str) -> None:
+        """Serve Kubernetes Gateway API Gateways with this gatewayClassName
+        (repeatable; default istio)."""
+        if not value:
+            raise usage.UsageError("--gateway-class wants a GatewayClass name")
+        self["gateway-classes"].append(value)
+
+    def opt_namespace_label(self, value: str) -> None:
+        """NS:KEY=VALUE: a label of namespace NS, for Gateway API allowedRoutes
+        namespace selectors (repeatable)."""
+        from tsgate.config.gatewayapi import parse_namespace_label
+
+        try:
+            ns, key, val = parse_namespace_label(value)
+        except ValueError as exc:
+            raise usage.UsageError(f"--namespace-label: {exc}") from None
+        self["namespace-labels"].setdefault(ns, {})[key] = val
 
     def opt_endpoint(self, value: str) -> None:
         """PORT=ENDPOINT: listen for that port on a Twisted endpoint string instead
@@ -117,6 +137,8 @@ class Options(usage.Options):
             raise usage.UsageError("--config PATH is required")
         if not self["gateway-labels"]:
             self["gateway-labels"] = {"istio": "ingressgateway"}
+        if not self["gateway-classes"]:
+            self["gateway-classes"] = ["istio"]
         self["inspect-timeout"] = _seconds("inspect-timeout", self["inspect-timeout"])
         self["connect-timeout"] = _seconds("connect-timeout", self["connect-timeout"])
         self["idle-timeout"] = _seconds("idle-timeout", self["idle-timeout"])
@@ -180,10 +202,13 @@ def config_loader(options: Any) -> tuple[Any, Any]:
     namespace = options["namespace"]
 
     gateway_namespace = options["gateway-namespace"]
+    gateway_classes = tuple(options.get("gateway-classes") or ("istio",))
+    namespace_labels = dict(options.get("namespace-labels") or {})
 
     def load() -> Any:
         return load_config(paths, gateway_labels=labels, default_namespace=namespace,
-                           gateway_namespace=gateway_namespace)
+                           gateway_namespace=gateway_namespace, gateway_classes=gateway_classes,
+                           namespace_labels=namespace_labels)
 
     result = load()
     if options.get("worker-id") is None:

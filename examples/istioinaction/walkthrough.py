@@ -186,7 +186,8 @@ def wait_for_port(port: int, proc: subprocess.Popen[bytes], name: str, timeout: 
 
 
 def rewrite_configs(
-    sources: Sequence[Path], out_dir: Path, port_map: dict[int, int], gateway_port: int
+    sources: Sequence[Path], out_dir: Path, port_map: dict[int, int], gateway_port: int,
+    base: Path = HERE,
 ) -> list[Path]:
     """Copy the YAML with the gateway and backend ports moved; return the new paths.
 
@@ -204,7 +205,7 @@ def rewrite_configs(
         for doc in docs:
             if isinstance(doc, dict):
                 _rewrite_doc(doc, port_map, gateway_port)
-        dst = out_dir / src.relative_to(HERE)
+        dst = out_dir / (src.relative_to(base) if src.is_relative_to(base) else src.name)
         dst.parent.mkdir(parents=True, exist_ok=True)
         dst.write_text(yaml.safe_dump_all(docs, sort_keys=False), encoding="utf-8")
         written.append(dst)
@@ -218,6 +219,13 @@ def _rewrite_doc(doc: dict[str, Any], port_map: dict[int, int], gateway_port: in
             port = server.get("port") or {}
             if port.get("number") == GATEWAY_PORT:
                 port["number"] = gateway_port
+        for listener in spec.get("listeners") or []:  # the Kubernetes Gateway API's
+            if listener.get("port") == GATEWAY_PORT:
+                listener["port"] = gateway_port
+    elif kind in ("TCPRoute", "TLSRoute"):
+        for ref in spec.get("parentRefs") or []:
+            if ref.get("port") == GATEWAY_PORT:
+                ref["port"] = gateway_port
     elif kind == "VirtualService":
         for section in ("tcp", "tls"):
             for rule in spec.get(section) or []:
@@ -254,11 +262,13 @@ def _say(text: str) -> None:
     print(text, flush=True)
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace, config_files: Sequence[str] = CONFIG_FILES,
+        base: Path = HERE) -> int:
+    """The walkthrough; ``config_files`` (relative to ``base``) are the gateway's YAML."""
     workdir = Path(args.workdir).resolve()
     echo_port = args.echo_port
     service_ports = tuple(args.service_ports)
-    config_paths = [HERE / name for name in CONFIG_FILES]
+    config_paths = [(base / name).resolve() for name in config_files]
     if not args.no_gateway:
         missing = [str(p) for p in config_paths if not p.is_file()]
         if missing:
@@ -317,7 +327,7 @@ def run(args: argparse.Namespace) -> int:
             port_map = {ECHO_PORT: echo_port, **dict(zip(SERVICE_PORTS, service_ports))}
             if args.port != GATEWAY_PORT or any(k != v for k, v in port_map.items()):
                 config_paths = rewrite_configs(
-                    config_paths, workdir / "config", port_map, args.port
+                    config_paths, workdir / "config", port_map, args.port, base
                 )
             argv = ["twistd", "-n", "--pidfile=", "tsgate"]
             for path in config_paths:
@@ -369,10 +379,11 @@ def _raise_stop(signum: int, frame: object) -> None:
     raise Stop(signal.Signals(signum).name)
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(
-        description="Run Istio in Action ch.4 locally: backends + tsgate with the book's YAML"
-    )
+def main(argv: Optional[Sequence[str]] = None, config_files: Sequence[str] = CONFIG_FILES,
+         base: Path = HERE,
+         description: str = "Run Istio in Action ch.4 locally: backends + tsgate with the "
+                            "book's YAML") -> int:
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument(
         "--workdir",
         default=os.path.join("run", "istioinaction"),
@@ -412,7 +423,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, _raise_stop)
     signal.signal(signal.SIGHUP, _raise_stop)
-    return run(args)
+    return run(args, config_files, base)
 
 
 if __name__ == "__main__":

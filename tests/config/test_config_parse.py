@@ -158,18 +158,18 @@ def test_istio_defaults_are_applied(load):
     assert (se.location, se.resolution) == ("MESH_EXTERNAL", "NONE")
 
 
-def test_gateway_api_and_other_istio_kinds_are_skipped(load):
+def test_gateway_api_http_kinds_and_other_istio_kinds_are_skipped(load):
     r = load("""\
         apiVersion: gateway.networking.k8s.io/v1
-        kind: Gateway
-        metadata: {name: g}
+        kind: HTTPRoute
+        metadata: {name: h}
         ---
         apiVersion: networking.istio.io/v1
         kind: Sidecar
         metadata: {name: s}
         """)
     assert r.ok and r.resources == ()
-    assert "Kubernetes Gateway API is not supported" in r.notices[0].message
+    assert "serves TCPRoute and TLSRoute" in r.notices[0].message
     assert "tsgate does not use this kind" in r.notices[1].message
 
 

@@ -19,6 +19,7 @@ import attrs
 from tsgate.config.compiler import compile_table
 from tsgate.config.diagnostics import ERROR, INFO, WARNING, ConfigError, Diagnostic
 from tsgate.config.dump import table_to_dict
+from tsgate.config.gatewayapi import DEFAULT_GATEWAY_CLASSES, ApiStatus, translate
 from tsgate.config.loader import load_documents
 from tsgate.config.model import Resource, resource_to_dict
 from tsgate.config.parse import merge_duplicates, parse_documents
@@ -36,6 +37,8 @@ class ConfigResult:
     diagnostics: tuple[Diagnostic, ...]
     resources: tuple[Resource, ...]
     files: tuple[str, ...]
+    #: the status of the Kubernetes Gateway API objects, as a controller would set it
+    gateway_api: ApiStatus = ApiStatus()
 
     @property
     def errors(self) -> tuple[Diagnostic, ...]:
@@ -64,6 +67,7 @@ class ConfigResult:
             "diagnostics": [d.to_dict() for d in self.diagnostics],
             "resources": self.resources_to_dicts(),
             "table": table_to_dict(self.table),
+            "gateway_api": self.gateway_api.to_dict(),
         }
 
 
@@ -80,6 +84,8 @@ def load_config(
     gateway_labels: Mapping[str, str] = DEFAULT_GATEWAY_LABELS,
     default_namespace: str = "default",
     gateway_namespace: Optional[str] = None,
+    gateway_classes: Sequence[str] = DEFAULT_GATEWAY_CLASSES,
+    namespace_labels: Mapping[str, Mapping[str, str]] = {},
 ) -> ConfigResult:
     """
     Load, validate and compile the Istio YAML at ``paths`` (files or
@@ -88,6 +94,10 @@ def load_config(
     ``gateway_namespace`` is the namespace tsgate runs in, for ``exportTo``
     (Istio uses the gateway workload's namespace); None means each Gateway's
     own namespace. Never raises for bad configuration.
+
+    Gateway API Gateways are served when their ``gatewayClassName`` is in
+    ``gateway_classes``; ``namespace_labels`` adds namespace labels (for
+    ``allowedRoutes`` selectors) to those of ``Namespace`` objects in the files.
     """
     if isinstance(paths, str):
         paths = [paths]
@@ -98,12 +108,16 @@ def load_config(
     resources, found = merge_duplicates(parsed)
     diags.extend(found)
     diags.extend(validate(resources))
-    table, found = compile_table(resources, gateway_labels, gateway_namespace)
+    api = translate(resources, loaded.documents, gateway_classes, namespace_labels,
+                    default_namespace)
+    diags.extend(api.diags)
+    table, found = compile_table(resources + api.synthetic, gateway_labels, gateway_namespace)
+    table, found = api.finish(table, found)
     diags.extend(found)
     ordered = _in_file_order(diags, loaded.files)
     if any(d.severity == ERROR for d in ordered):
         table = RouteTable()
-    return ConfigResult(table, ordered, tuple(resources), loaded.files)
+    return ConfigResult(table, ordered, tuple(resources), loaded.files, api.status(table))
 
 
 def load_config_or_raise(paths: Sequence[str], **kwargs: Any) -> ConfigResult:

@@ -42,6 +42,8 @@ from tsgate.config.model import (
 from tsgate.config.schema import METADATA, SPECS, TOP_LEVEL, parse_duration, schema_errors, suggest
 
 ISTIO_GROUP = "networking.istio.io"
+#: Kubernetes Gateway API kinds: tsgate.config.gatewayapi
+GATEWAY_API_GROUP = "gateway.networking.k8s.io"
 ISTIO_VERSIONS = ("v1alpha3", "v1beta1", "v1")
 #: The other kinds of networking.istio.io: valid, not used by tsgate.
 OTHER_ISTIO_KINDS = ("Sidecar", "EnvoyFilter", "WorkloadGroup", "ProxyConfig")
@@ -106,6 +108,10 @@ def parse_document(doc: Document, default_namespace: str,
     metadata = data.get("metadata")
     name = metadata.get("name") if isinstance(metadata, dict) else None
     label = f"{kind} {name}" if isinstance(name, str) else kind
+    if group == GATEWAY_API_GROUP:
+        from tsgate.config.gatewayapi.parse import parse_api_object
+
+        return parse_api_object(doc, kind, api_version, default_namespace, diags, label)
     if group != ISTIO_GROUP:
         note = "not an Istio networking kind"
         if kind in SPECS or kind in ("TCPRoute", "TLSRoute", "HTTPRoute", "GRPCRoute"):

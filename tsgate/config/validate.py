@@ -122,7 +122,7 @@ def _validate_meta(res: Resource, r: Reporter) -> None:
                 r.error(f'metadata.annotations["{key}"]', problem)
             elif warning:
                 r.unserved(f'metadata.annotations["{key}"]', warning)
-            elif not isinstance(res, Gateway):
+            elif not isinstance(res, Gateway) and meta.kind != "Gateway":  # or Gateway API's
                 r.unserved(f'metadata.annotations["{key}"]',
                        "tsgate annotations take effect on Gateways only; ignored here")
 
