@@ -17,7 +17,7 @@ matching ClientHello); a *cluster* is ``outbound|port|subset|fqdn``.
 from __future__ import annotations
 
 import weakref
-from typing import Optional
+from typing import Any, Optional
 
 import attrs
 
@@ -171,6 +171,10 @@ class Listener:
     servers: tuple[tuple[str, str], ...] = ()
     #: tsgate.io/ annotations that apply to this listener.
     annotations: tuple[tuple[str, str], ...] = ()
+    #: (kind, namespace, name) of the Gateways whose servers make up this listener
+    gateways: tuple[tuple[str, str, str], ...] = ()
+    #: tsgate.authz.engine.ListenerAuthz: policies and limits; None: none apply
+    authz: Optional[Any] = attrs.field(default=None, eq=False, repr=False)
 
     @property
     def name(self) -> str:

@@ -16,6 +16,7 @@ from typing import Any, Optional
 
 import attrs
 
+from tsgate.config.authz import DEFAULT_ROOT_NAMESPACE, validate_policies
 from tsgate.config.compiler import compile_table
 from tsgate.config.diagnostics import ERROR, INFO, WARNING, ConfigError, Diagnostic
 from tsgate.config.dump import table_to_dict
@@ -80,6 +81,7 @@ def load_config(
     gateway_labels: Mapping[str, str] = DEFAULT_GATEWAY_LABELS,
     default_namespace: str = "default",
     gateway_namespace: Optional[str] = None,
+    root_namespace: str = DEFAULT_ROOT_NAMESPACE,
 ) -> ConfigResult:
     """
     Load, validate and compile the Istio YAML at ``paths`` (files or
@@ -87,7 +89,9 @@ def load_config(
 
     ``gateway_namespace`` is the namespace tsgate runs in, for ``exportTo``
     (Istio uses the gateway workload's namespace); None means each Gateway's
-    own namespace. Never raises for bad configuration.
+    own namespace. ``root_namespace`` is Istio's root namespace: its
+    AuthorizationPolicies apply to every workload. Never raises for bad
+    configuration.
     """
     if isinstance(paths, str):
         paths = [paths]
@@ -99,6 +103,11 @@ def load_config(
     diags.extend(found)
     diags.extend(validate(resources))
     table, found = compile_table(resources, gateway_labels, gateway_namespace)
+    diags.extend(found)
+    diags.extend(validate_policies(resources))  # AuthorizationPolicy (tsgate.authz)
+    from tsgate.authz.compile import attach as attach_authz  # imports tsgate.config
+    table, found = attach_authz(table, resources, gateway_labels=gateway_labels,
+                                gateway_namespace=gateway_namespace, root_namespace=root_namespace)
     diags.extend(found)
     ordered = _in_file_order(diags, loaded.files)
     if any(d.severity == ERROR for d in ordered):

@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Callable, Optional
 
+from tsgate.authz.limits import KNOWN as LIMIT_KNOBS
 from tsgate.config.schema import parse_duration
 
 PREFIX = "tsgate.io/"
@@ -46,6 +47,7 @@ def _names(value: str) -> tuple[str, ...]:
 KNOWN: Mapping[str, Callable[[str], Any]] = {
     INSPECT_TIMEOUT: _duration,
     OBSERVERS: _names,
+    **LIMIT_KNOBS,  # tsgate.io/max-connections, -per-ip, rate, inspecting (tsgate.authz.limits)
 }
 
 
