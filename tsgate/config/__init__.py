@@ -105,10 +105,12 @@ def load_config(
     table, found = compile_table(resources, gateway_labels, gateway_namespace)
     diags.extend(found)
     diags.extend(validate_policies(resources))  # AuthorizationPolicy (tsgate.authz)
-    from tsgate.authz.compile import attach as attach_authz  # imports tsgate.config
-    table, found = attach_authz(table, resources, gateway_labels=gateway_labels,
-                                gateway_namespace=gateway_namespace, root_namespace=root_namespace)
-    diags.extend(found)
+    if not any(d.severity == ERROR for d in diags):
+        from tsgate.authz.compile import attach as attach_authz  # imports tsgate.config
+        table, found = attach_authz(table, resources, gateway_labels=gateway_labels,
+                                    gateway_namespace=gateway_namespace,
+                                    root_namespace=root_namespace)
+        diags.extend(found)
     ordered = _in_file_order(diags, loaded.files)
     if any(d.severity == ERROR for d in ordered):
         table = RouteTable()
