@@ -59,6 +59,8 @@ class Options(usage.Options):
         ["namespace", "n", "default", "Namespace of resources that name none."],
         ["gateway-namespace", None, None, "Namespace this gateway runs in, for exportTo "
          "(Istio: the gateway workload's; default: each Gateway's own)."],
+        ["root-namespace", None, "istio-system", "Istio's root namespace: its "
+         "AuthorizationPolicies apply to every gateway."],
         ["bind", "b", None, "Address to listen on instead of 0.0.0.0 (e.g. 127.0.0.1, ::)."],
         ["inspect-timeout", None, str(DEFAULT_INSPECT_TIMEOUT),
          "Seconds to wait for a ClientHello on TLS ports (Envoy listener_filters_timeout)."],
@@ -167,7 +169,8 @@ def build_gateway(options: Any, reactor: Any, stdout: Any = None) -> Gateway:
 
     def load() -> Any:
         return load_config(paths, gateway_labels=labels, default_namespace=namespace,
-                           gateway_namespace=gateway_namespace)
+                           gateway_namespace=gateway_namespace,
+                           root_namespace=options["root-namespace"])
 
     result = load()
     # sys.__stdout__: under twistd sys.stdout is the log, and access lines must stay

@@ -31,6 +31,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from tsgate.accesslog import AccessRecord
+from tsgate.authz import gate as authz_gate
 from tsgate.explain import short_trace
 from tsgate.interfaces import (
     Hint,
@@ -149,6 +150,7 @@ class DownstreamProtocol(Protocol):
         "endpoint", "upstream", "preamble", "hint", "idle_timeout", "_inspect_timer",
         "_connect_timer", "_idle_timer", "_duration_timer", "_connector", "_counted_active",
         "_now", "_up_write", "_down_write", "dataReceived", "transport", "connected", "factory",
+        "admission",
     )
 
     #: a TCP transport (ITCPTransport + IProducer + IConsumer + half-close)
@@ -190,6 +192,7 @@ class DownstreamProtocol(Protocol):
         self.observers: list[Any] = []
         self.last_activity = 0.0
         self.termination = "-"
+        self.admission: Optional[authz_gate.Admission] = None
 
     # -- accept ----------------------------------------------------------
 
@@ -215,6 +218,8 @@ class DownstreamProtocol(Protocol):
         key = self.runtime.stats_key
         ctx.stats.inc_key("listener.downstream_cx_total", key)
         ctx.stats.gauge_add_key("listener.downstream_cx_active", key, 1)
+        if self.listener.authz is not None and self._refused_at_accept(now):
+            return
         if self.listener.inspect:
             self._inspect_timer = ctx.timers.schedule(
                 self.runtime.inspect_timeout, self._inspection_timed_out
@@ -222,6 +227,26 @@ class DownstreamProtocol(Protocol):
         else:
             transport.pauseProducing()
             self._route(Decision(self.listener.tcp_route, "tcp", "TCP route"))
+
+    def _refused_at_accept(self, now: float) -> bool:
+        """AuthorizationPolicy IP/port rules and per-source limits, before any upstream."""
+        transport = self.transport
+        peer = getattr(transport.getPeer(), "host", None)
+        self.admission, refusal = authz_gate.admit(
+            self.ctx.guards, self.ctx.stats, self.listener, peer=peer, remote=peer,
+            local=getattr(transport.getHost(), "host", None), now=now)
+        if refusal is None:
+            return False
+        self._refuse(refusal)
+        return True
+
+    def _refuse(self, details: str) -> None:
+        """Close a client that policy or a limit refuses: no upstream, no byte to it."""
+        self.termination = details
+        self.record.connection_termination_details = details
+        self.state = CLOSED  # nothing it sends is inspected or routed
+        self.transport.pauseProducing()
+        self._abort()
 
     # -- inspection ------------------------------------------------------
 
@@ -311,6 +336,12 @@ class DownstreamProtocol(Protocol):
         if sni:
             self.record.requested_server_name = sni
         self.transport.pauseProducing()
+        if self.admission is not None:
+            refusal = authz_gate.inspected(self.admission, self.ctx.guards, self.ctx.stats,
+                                           sni or None, self.ctx.reactor.seconds())
+            if refusal is not None:
+                self._refuse(refusal)
+                return
         decision = self.listener.route_for_sni(sni)
         if timed_out and decision.route is None:
             # Counted as downstream_pre_cx_timeout already, not as a chain miss.
@@ -637,6 +668,8 @@ class DownstreamProtocol(Protocol):
             up_t.unregisterProducer()
             up_t.loseConnection()
         ctx.connections.discard(self)
+        if self.admission is not None:
+            authz_gate.closed(self.admission)
         key = self.runtime.stats_key
         ctx.stats.gauge_add_key("listener.downstream_cx_active", key, -1)
         now = ctx.reactor.seconds()

@@ -13,6 +13,7 @@ from typing import Any, Callable, Optional
 import attrs
 
 from tsgate.accesslog import AccessLog
+from tsgate.authz.limits import Guards
 from tsgate.config.knobs import INSPECT_TIMEOUT, OBSERVERS, listener_settings
 from tsgate.proxy.timers import TimerWheel
 from tsgate.routing import Listener
@@ -67,6 +68,8 @@ class ProxyContext:
     #: live connections (DownstreamProtocol instances), for admin and drain
     connections: set = attrs.field(factory=set)
     recent_errors: collections.deque = attrs.field(factory=lambda: collections.deque(maxlen=50))
+    #: per-listener source limits and recent denials (tsgate.authz), kept across reloads
+    guards: Guards = attrs.field(factory=Guards)
     #: per-connection deadlines (inspection, connect, idle, duration) on one reactor timer
     timers: TimerWheel = attrs.field(
         default=attrs.Factory(lambda self: TimerWheel(self.reactor), takes_self=True)
