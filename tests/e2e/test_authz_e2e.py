@@ -22,11 +22,9 @@ from typing import Optional
 import pytest
 import yaml
 
-from tests.e2e.conftest import EXAMPLE, HOSTS  # noqa: F401  (EXAMPLE puts certs on the path)
+from tests.e2e.conftest import certs
 from tests.support.backends import ThreadedServer
 from tests.support.gateway import GatewayProcess, free_port, wait_for_port
-
-import certs  # noqa: E402,I001
 
 BANNER = b"WELCOME server-first\n"
 TCP_PORT = 7600
