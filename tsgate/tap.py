@@ -18,6 +18,7 @@ from twisted.python import usage
 from twisted.python.failure import Failure
 
 from tsgate.accesslog import AccessLog
+from tsgate.authz import stages as authz_stages
 from tsgate.config.schema import parse_duration
 from tsgate.gateway import Gateway, ListenError
 from tsgate.proxy.context import DEFAULT_INSPECT_TIMEOUT, ProxyContext, Settings
@@ -202,6 +203,8 @@ def build_gateway(options: Any, reactor: Any, stdout: Any = None) -> Gateway:
         observers_for=observer_selector(plugins),
         observers_by_name=dict(plugins.observers),
     )
+    # AuthorizationPolicy and per-source limits: accept/decision/close stages
+    ctx.stage_providers.append(authz_stages.provider)
     return Gateway(
         reactor, ctx, load,
         bind_override=options["bind"],

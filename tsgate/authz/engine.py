@@ -127,6 +127,9 @@ class Facts:
         self.principal = principal
         self._ips: dict[str, IpValue] = {}
 
+    def forget_ips(self) -> None:
+        self._ips.clear()
+
     def ip(self, which: str) -> IpValue:
         value = self._ips.get(which, UNKNOWN)
         if value is UNKNOWN:

@@ -43,16 +43,21 @@ def limit_details(reason: str) -> str:
 class Admission:
     """One connection's standing with its listener's policies and limits."""
 
-    __slots__ = ("authz", "facts", "listener", "tracker", "address", "inspecting", "decided",
-                 "shadowed", "verdict")
+    __slots__ = ("authz", "facts", "listener", "inspect", "tracker", "address", "inspecting",
+                 "source_counted", "remote_known", "decided", "shadowed", "verdict")
 
-    def __init__(self, authz: ListenerAuthz, facts: Facts, listener: str) -> None:
+    def __init__(self, authz: ListenerAuthz, facts: Facts, listener: str,
+                 inspect: bool) -> None:
         self.authz = authz
         self.facts = facts
         self.listener = listener
+        self.inspect = inspect
+        #: the listener's tracker when its caps counted this connection
         self.tracker: Optional[SourceTracker] = None
         self.address = ""
         self.inspecting = False
+        self.source_counted = False
+        self.remote_known = True
         self.decided = False
         self.shadowed = False
         self.verdict: Optional[Verdict] = None
@@ -101,36 +106,72 @@ def _shadow(adm: Admission, guards: Guards, stats: Any, now: float, final: bool)
 
 def admit(guards: Guards, stats: Any, listener: Any, *, peer: Optional[str],
           remote: Optional[str], local: Optional[str], now: float,
+          remote_known: bool = True,
           principal: Optional[str] = None) -> tuple[Optional[Admission], Optional[str]]:
     """
     At accept: (the connection's admission, or None when the listener has no
     policies or limits; the termination details of a refusal, or None).
+
     ``peer`` is the socket peer's address, ``remote`` the PROXY protocol
     source (None: the peer), ``local`` the address the client connected to.
+    ``remote_known`` False: a PROXY header is still to come, so only the
+    listener-wide caps are applied now and :func:`remote_found` does the rest.
+    A refused connection must still be given to :func:`closed`.
     """
     authz: Optional[ListenerAuthz] = listener.authz
     if authz is None:
         return None, None
     facts = Facts(peer, remote, local, UNKNOWN if listener.inspect else None, principal)
-    adm = Admission(authz, facts, listener.name)
+    adm = Admission(authz, facts, listener.name, listener.inspect)
+    limits = authz.limits
+    if limits is not None and (limits.max_connections is not None
+                               or limits.max_inspecting is not None or limits.tracks_sources):
+        tracker = guards.tracker(listener.name)
+        reason = tracker.admit_listener(facts.remote or "-", now, limits, listener.inspect)
+        if reason is not None:
+            return adm, _limited(stats, listener.name, reason)
+        adm.tracker = tracker
+        adm.inspecting = listener.inspect
+    if not remote_known:
+        adm.remote_known = False
+        return adm, None
+    return adm, _admit_remote(adm, guards, stats, now)
+
+
+def _limited(stats: Any, listener: str, reason: str) -> str:
+    stats.inc(LIMIT_REFUSED, reason=reason)
+    if reason == REASON_MAX_CONNECTIONS:
+        stats.inc("listener.downstream_cx_overflow", listener=listener)
+    return limit_details(reason)
+
+
+def _admit_remote(adm: Admission, guards: Guards, stats: Any, now: float) -> Optional[str]:
+    """The policies (as far as they can be decided) and the per-address limits."""
+    adm.remote_known = True
     refusal = _enforce(adm, guards, stats, now)
     _shadow(adm, guards, stats, now, final=refusal is not None)
     if refusal is not None:
-        return adm, refusal
-    limits = authz.limits
-    if limits is not None:
-        tracker = guards.tracker(listener.name)
-        address = facts.remote or "-"
-        reason = tracker.admit(address, now, limits, listener.inspect)
+        return refusal
+    limits = adm.authz.limits
+    if adm.tracker is not None and limits is not None and limits.tracks_sources:
+        address = adm.facts.remote or "-"
+        reason = adm.tracker.admit_source(address, now, limits)
         if reason is not None:
-            stats.inc(LIMIT_REFUSED, reason=reason)
-            if reason == REASON_MAX_CONNECTIONS:
-                stats.inc("listener.downstream_cx_overflow", listener=listener.name)
-            return adm, limit_details(reason)
-        adm.tracker = tracker
+            return _limited(stats, adm.listener, reason)
         adm.address = address
-        adm.inspecting = listener.inspect
-    return adm, None
+        adm.source_counted = True
+    return None
+
+
+def remote_found(adm: Optional[Admission], guards: Guards, stats: Any,
+                 remote: Optional[str], now: float) -> Optional[str]:
+    """The PROXY header's client address is known: policies and per-address limits."""
+    if adm is None or adm.remote_known:
+        return None
+    if remote:
+        adm.facts.remote = remote
+        adm.facts.forget_ips()
+    return _admit_remote(adm, guards, stats, now)
 
 
 def inspected(adm: Optional[Admission], guards: Guards, stats: Any, sni: Optional[str],
@@ -141,7 +182,10 @@ def inspected(adm: Optional[Admission], guards: Guards, stats: Any, sni: Optiona
     if adm.inspecting and adm.tracker is not None:
         adm.tracker.inspected()
         adm.inspecting = False
-    adm.facts.sni = sni
+    if adm.decided and adm.shadowed:
+        return None
+    if adm.facts.sni is UNKNOWN:
+        adm.facts.sni = sni
     refusal = None if adm.decided else _enforce(adm, guards, stats, now)
     _shadow(adm, guards, stats, now, final=True)
     return refusal
@@ -151,8 +195,9 @@ def closed(adm: Optional[Admission]) -> None:
     """The connection ended: give back what it counted."""
     if adm is None or adm.tracker is None:
         return
-    if adm.inspecting:
-        adm.tracker.inspected()
-        adm.inspecting = False
-    adm.tracker.release(adm.address)
-    adm.tracker = None
+    tracker, adm.tracker = adm.tracker, None
+    tracker.release_listener(adm.inspecting)
+    adm.inspecting = False
+    if adm.source_counted:
+        adm.source_counted = False
+        tracker.release_source(adm.address)

@@ -158,12 +158,35 @@ class SourceTracker:
 
     def admit(self, address: str, now: float, limits: Limits, inspecting: bool) -> Optional[str]:
         """Count a new connection in, or the reason it is refused (nothing counted)."""
+        reason = self.admit_listener(address, now, limits, inspecting)
+        if reason is not None:
+            return reason
+        reason = self.admit_source(address, now, limits)
+        if reason is not None:
+            self.release_listener(inspecting)
+        return reason
+
+    def admit_listener(self, address: str, now: float, limits: Limits,
+                       inspecting: bool) -> Optional[str]:
+        """The listener-wide caps (no per-address state): count in, or why not."""
         if limits.max_connections is not None and self.active >= limits.max_connections:
             return self._refuse(address, REASON_MAX_CONNECTIONS, now)
         if inspecting and limits.max_inspecting is not None \
                 and self.inspecting >= limits.max_inspecting:
             return self._refuse(address, REASON_MAX_INSPECTING, now)
-        entry = None
+        self.active += 1
+        if inspecting:
+            self.inspecting += 1
+        return None
+
+    def release_listener(self, inspecting: bool) -> None:
+        if self.active > 0:
+            self.active -= 1
+        if inspecting:
+            self.inspected()
+
+    def admit_source(self, address: str, now: float, limits: Limits) -> Optional[str]:
+        """The per-address limits: count ``address`` in, or why not (nothing counted)."""
         if limits.tracks_sources:
             entry = self.sources.get(address)
             if entry is None:
@@ -183,9 +206,6 @@ class SourceTracker:
                     return self._refuse(address, REASON_RATE, now)
                 entry.tokens = tokens - 1.0
             entry.active += 1
-        self.active += 1
-        if inspecting:
-            self.inspecting += 1
         return None
 
     def _evict(self) -> bool:
@@ -221,6 +241,9 @@ class SourceTracker:
         """A counted connection closed."""
         if self.active > 0:
             self.active -= 1
+        self.release_source(address)
+
+    def release_source(self, address: str) -> None:
         entry = self.sources.get(address)
         if entry is not None and entry.active > 0:
             entry.active -= 1
