@@ -56,6 +56,9 @@ def add_gateway_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--gateway-namespace", default=None, metavar="NS",
                         help="namespace the gateway runs in, for exportTo (default: each "
                              "Gateway's own namespace)")
+    parser.add_argument("--root-namespace", default="istio-system", metavar="NS",
+                        help="Istio's root namespace, whose AuthorizationPolicies apply to "
+                             "every gateway (default: %(default)s)")
     add_gateway_api_arguments(parser)
 
 
@@ -95,7 +98,8 @@ def load_from_args(args: argparse.Namespace) -> Any:
 
     labels = dict(args.gateway_label) if args.gateway_label else dict(DEFAULT_GATEWAY_LABELS)
     return load_config(args.paths, gateway_labels=labels, default_namespace=args.namespace,
-                       gateway_namespace=args.gateway_namespace, **gateway_api_kwargs(args))
+                       gateway_namespace=args.gateway_namespace,
+                       root_namespace=args.root_namespace, **gateway_api_kwargs(args))
 
 
 def register(subparsers: Any) -> None:

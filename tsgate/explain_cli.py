@@ -38,7 +38,11 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--port", type=int, required=True, help="the port the client connects to")
     parser.add_argument("--sni", help="server name in the ClientHello (none: plaintext or no SNI)")
     parser.add_argument("--alpn", help="ALPN protocols offered, comma-separated")
-    parser.add_argument("--source", metavar="IP", help="the client's address")
+    parser.add_argument("--source", metavar="IP",
+                        help="the client's address: AuthorizationPolicies are evaluated for it")
+    parser.add_argument("--remote", metavar="IP",
+                        help="the client address a PROXY protocol header carries "
+                             "(remoteIpBlocks, remote.ip); default: --source")
     parser.add_argument("--bind", metavar="ADDR",
                         help="the listener's bind address when a port has several")
     parser.add_argument("--first-bytes", metavar="FILE",
@@ -123,7 +127,8 @@ def run(args: Any, out: Optional[TextIO] = None, err: Optional[TextIO] = None) -
     from tsgate.cli import gateway_api_kwargs
 
     result = load_config(paths, gateway_labels=labels, default_namespace=args.namespace,
-                         gateway_namespace=args.gateway_namespace, **gateway_api_kwargs(args))
+                         gateway_namespace=args.gateway_namespace,
+                         root_namespace=args.root_namespace, **gateway_api_kwargs(args))
     if not result.ok:
         for diag in result.errors:
             print(str(diag), file=err)
@@ -132,10 +137,23 @@ def run(args: Any, out: Optional[TextIO] = None, err: Optional[TextIO] = None) -
         return 2
     found = explain(result.table, args.port, sni=sni, alpn=alpn, source=args.source,
                     bind=args.bind)
+    authz = None
+    if found.listener is not None:
+        from tsgate.authz import explain as authz_explain
+
+        authz = authz_explain.authorization(found.listener, args.source, sni,
+                                            getattr(args, "remote", None))
     if args.json:
-        json.dump(explanation_to_dict(found), out, indent=2)
+        data = explanation_to_dict(found)
+        data["authorization"] = authz
+        json.dump(data, out, indent=2)
         out.write("\n")
     else:
         for line in found.lines():
             print(line, file=out)
+        if authz is not None:
+            for line in authz_explain.lines(authz):
+                print(line, file=out)
+    if authz is not None and authz["decision"] == "denied":
+        return 1
     return 0 if found.route is not None else 1

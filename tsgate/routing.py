@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import re
 import weakref
-from typing import Optional
+from typing import Any, Optional
 
 import attrs
 
@@ -196,6 +196,10 @@ class Listener:
     #: ... and ``tsgate.io/observers`` (None: Istio's selection by port
     #: protocol and port-name prefix; ``()``: no observers)
     observer_names: Optional[tuple[str, ...]] = None
+    #: (kind, namespace, name) of the Gateways whose servers make up this listener
+    gateways: tuple[tuple[str, str, str], ...] = ()
+    #: tsgate.authz.engine.ListenerAuthz: policies and limits; None: none apply
+    authz: Optional[Any] = attrs.field(default=None, eq=False, repr=False)
 
     @property
     def name(self) -> str:

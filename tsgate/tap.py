@@ -18,6 +18,7 @@ from twisted.python import usage
 from twisted.python.failure import Failure
 
 from tsgate.accesslog import AccessLog
+from tsgate.authz import stages as authz_stages
 from tsgate.config.schema import parse_duration
 from tsgate.gateway import Gateway, ListenError
 from tsgate.proxy.context import DEFAULT_INSPECT_TIMEOUT, ProxyContext, Settings
@@ -59,6 +60,8 @@ class Options(usage.Options):
         ["namespace", "n", "default", "Namespace of resources that name none."],
         ["gateway-namespace", None, None, "Namespace this gateway runs in, for exportTo "
          "(Istio: the gateway workload's; default: each Gateway's own)."],
+        ["root-namespace", None, "istio-system", "Istio's root namespace: its "
+         "AuthorizationPolicies apply to every gateway."],
         ["bind", "b", None, "Address to listen on instead of 0.0.0.0 (e.g. 127.0.0.1, ::)."],
         ["inspect-timeout", None, str(DEFAULT_INSPECT_TIMEOUT),
          "Seconds to wait for a ClientHello on TLS ports (Envoy listener_filters_timeout)."],
@@ -208,7 +211,8 @@ def config_loader(options: Any) -> tuple[Any, Any]:
     def load() -> Any:
         return load_config(paths, gateway_labels=labels, default_namespace=namespace,
                            gateway_namespace=gateway_namespace, gateway_classes=gateway_classes,
-                           namespace_labels=namespace_labels)
+                           namespace_labels=namespace_labels,
+                           root_namespace=options["root-namespace"])
 
     result = load()
     if options.get("worker-id") is None:
@@ -256,6 +260,8 @@ def build_gateway(options: Any, reactor: Any, stdout: Any = None) -> Gateway:
         observers_for=observer_selector(plugins),
         observers_by_name=dict(plugins.observers),
     )
+    # AuthorizationPolicy and per-source limits: accept/decision/close stages
+    ctx.stage_providers.append(authz_stages.provider)
     return Gateway(
         reactor, ctx, load,
         bind_override=options["bind"],

@@ -466,6 +466,11 @@ class AdminResources:
     def help(self, request: Request) -> bytes:
         return _text(request, HELP)
 
+    def authz(self, request: Request) -> bytes:
+        from tsgate.admin.authz_view import authz_view
+
+        return _json(request, authz_view(self.gateway))
+
 
 HELP = """admin commands are:
   /                    status page
@@ -476,6 +481,7 @@ HELP = """admin commands are:
   /clusters            clusters, endpoints, active connections, last errors (?format=json)
   /connections         live connections (JSON)
   /errors              recent errors (JSON)
+  /authz               authorization policies, limits, recent denials and limited sources (JSON)
   /ready               200 LIVE when ready, else 503
   POST /drain          stop accepting, drain connections, then exit
   POST /reload         reload the configuration now
@@ -503,6 +509,7 @@ def make_admin_site(gateway: GatewayState, allowed_hosts: Sequence[str] = (),
     root.putChild(b"drain", _Endpoint(r.drain, methods=(b"POST",)))
     root.putChild(b"reload", _Endpoint(r.reload, methods=(b"POST",)))
     root.putChild(b"help", _Endpoint(r.help))
+    root.putChild(b"authz", _Endpoint(r.authz))
     for path, name in ((b"", "index.html"), (b"app.js", "app.js"), (b"style.css", "style.css")):
         root.putChild(path, _static(name))
     site = _QuietSite(root)

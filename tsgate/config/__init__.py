@@ -16,6 +16,7 @@ from typing import Any, Optional
 
 import attrs
 
+from tsgate.config.authz import DEFAULT_ROOT_NAMESPACE, validate_policies
 from tsgate.config.compiler import compile_table
 from tsgate.config.diagnostics import ERROR, INFO, WARNING, ConfigError, Diagnostic
 from tsgate.config.dump import table_to_dict
@@ -86,6 +87,7 @@ def load_config(
     gateway_namespace: Optional[str] = None,
     gateway_classes: Sequence[str] = DEFAULT_GATEWAY_CLASSES,
     namespace_labels: Mapping[str, Mapping[str, str]] = {},
+    root_namespace: str = DEFAULT_ROOT_NAMESPACE,
 ) -> ConfigResult:
     """
     Load, validate and compile the Istio YAML at ``paths`` (files or
@@ -93,7 +95,9 @@ def load_config(
 
     ``gateway_namespace`` is the namespace tsgate runs in, for ``exportTo``
     (Istio uses the gateway workload's namespace); None means each Gateway's
-    own namespace. Never raises for bad configuration.
+    own namespace. ``root_namespace`` is Istio's root namespace: its
+    AuthorizationPolicies apply to every workload. Never raises for bad
+    configuration.
 
     Gateway API Gateways are served when their ``gatewayClassName`` is in
     ``gateway_classes``; ``namespace_labels`` adds namespace labels (for
@@ -114,6 +118,13 @@ def load_config(
     table, found = compile_table(resources + api.synthetic, gateway_labels, gateway_namespace)
     table, found = api.finish(table, found)
     diags.extend(found)
+    diags.extend(validate_policies(resources))  # AuthorizationPolicy (tsgate.authz)
+    if not any(d.severity == ERROR for d in diags):
+        from tsgate.authz.compile import attach as attach_authz  # imports tsgate.config
+        table, found = attach_authz(table, resources, gateway_labels=gateway_labels,
+                                    gateway_namespace=gateway_namespace,
+                                    root_namespace=root_namespace)
+        diags.extend(found)
     ordered = _in_file_order(diags, loaded.files)
     if any(d.severity == ERROR for d in ordered):
         table = RouteTable()

@@ -435,7 +435,8 @@ class Compiler:
         return knobs.apply(Listener(
             bind=slot.bind, port=slot.port, tls_chains=tuple(chains), tcp_route=tcp_route,
             protocols=tuple(protocols), port_names=tuple(port_names), servers=tuple(servers),
-            annotations=tuple((k, v[0]) for k, v in annotations.items())))
+            annotations=tuple((k, v[0]) for k, v in annotations.items()),
+            gateways=tuple(dict.fromkeys(ref.gateway.meta.key for ref in slot.order))))
 
     def tcp_route(self, ref: _ServerRef) -> Optional[Route]:
         chosen: Optional[tuple[VirtualService, int]] = None

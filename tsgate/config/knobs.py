@@ -22,6 +22,7 @@ from typing import Any, Callable, Optional
 
 import attrs
 
+from tsgate.authz.limits import KNOWN as LIMIT_KNOBS
 from tsgate.config.schema import parse_duration
 from tsgate.routing import Listener
 
@@ -49,6 +50,7 @@ def _names(value: str) -> tuple[str, ...]:
 KNOWN: Mapping[str, Callable[[str], Any]] = {
     INSPECT_TIMEOUT: _duration,
     OBSERVERS: _names,
+    **LIMIT_KNOBS,  # tsgate.io/max-connections, -per-ip, rate, inspecting (tsgate.authz.limits)
 }
 
 

@@ -237,7 +237,74 @@ class DestinationRule:
     workload_selector: Optional[Labels] = None
 
 
-Resource = Union[Gateway, VirtualService, ServiceEntry, WorkloadEntry, DestinationRule]
+# ----------------------------------------------------- AuthorizationPolicy
+
+
+@attrs.frozen
+class AuthzSource:
+    """``from[].source``: each field is a list of values, ``None`` when not set."""
+
+    fields: tuple[tuple[str, tuple[str, ...]], ...] = ()
+
+    def get(self, name: str) -> Optional[tuple[str, ...]]:
+        for key, values in self.fields:
+            if key == name:
+                return values
+        return None
+
+
+@attrs.frozen
+class AuthzOperation:
+    """``to[].operation``: fields set, each a list of values."""
+
+    fields: tuple[tuple[str, tuple[str, ...]], ...] = ()
+
+    def get(self, name: str) -> Optional[tuple[str, ...]]:
+        for key, values in self.fields:
+            if key == name:
+                return values
+        return None
+
+
+@attrs.frozen
+class AuthzCondition:
+    key: str
+    values: Optional[tuple[str, ...]] = None
+    not_values: Optional[tuple[str, ...]] = None
+
+
+@attrs.frozen
+class AuthzRule:
+    #: ``from``: None when absent (any source); each entry a Source (None: no ``source``)
+    sources: Optional[tuple[Optional[AuthzSource], ...]] = None
+    operations: Optional[tuple[Optional[AuthzOperation], ...]] = None
+    when: tuple[AuthzCondition, ...] = ()
+
+
+@attrs.frozen
+class TargetRef:
+    kind: str = ""
+    name: str = ""
+    group: str = ""
+    namespace: str = ""
+
+
+@attrs.frozen
+class AuthorizationPolicy:
+    """security.istio.io AuthorizationPolicy (v1 / v1beta1), see tsgate.config.authz."""
+
+    meta: Meta
+    #: selector.matchLabels; None when no selector (every workload of the namespace)
+    selector: Optional[Labels] = None
+    target_refs: tuple[TargetRef, ...] = ()
+    action: str = "ALLOW"
+    provider: str = ""
+    #: None: ``rules`` absent (the policy matches nothing)
+    rules: Optional[tuple[AuthzRule, ...]] = None
+
+
+Resource = Union[Gateway, VirtualService, ServiceEntry, WorkloadEntry, DestinationRule,
+                 AuthorizationPolicy]
 
 
 def resource_to_dict(resource: Resource) -> dict[str, Any]:

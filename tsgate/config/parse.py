@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any, Optional
 
+from tsgate.config.authz import build_authorization_policy
 from tsgate.config.diagnostics import ERROR, INFO, WARNING, Diagnostic
 from tsgate.config.loader import Document, join_path
 from tsgate.config.model import (
@@ -45,6 +46,10 @@ ISTIO_GROUP = "networking.istio.io"
 #: Kubernetes Gateway API kinds: tsgate.config.gatewayapi
 GATEWAY_API_GROUP = "gateway.networking.k8s.io"
 ISTIO_VERSIONS = ("v1alpha3", "v1beta1", "v1")
+#: Kinds tsgate reads from other Istio API groups: kind -> (group, versions).
+OTHER_GROUPS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "AuthorizationPolicy": ("security.istio.io", ("v1beta1", "v1")),
+}
 #: The other kinds of networking.istio.io: valid, not used by tsgate.
 OTHER_ISTIO_KINDS = ("Sidecar", "EnvoyFilter", "WorkloadGroup", "ProxyConfig")
 #: Server TLS fields that carry certificates (ignored with PASSTHROUGH).
@@ -112,9 +117,12 @@ def parse_document(doc: Document, default_namespace: str,
         from tsgate.config.gatewayapi.parse import parse_api_object
 
         return parse_api_object(doc, kind, api_version, default_namespace, diags, label)
-    if group != ISTIO_GROUP:
+    home, versions = OTHER_GROUPS.get(kind, (ISTIO_GROUP, ISTIO_VERSIONS))
+    if group != home:
         note = "not an Istio networking kind"
-        if kind in SPECS or kind in ("TCPRoute", "TLSRoute", "HTTPRoute", "GRPCRoute"):
+        if kind in OTHER_GROUPS:
+            note = f"{api_version} is not {home} (AuthorizationPolicy is {home})"
+        elif kind in SPECS or kind in ("TCPRoute", "TLSRoute", "HTTPRoute", "GRPCRoute"):
             note = (f"{api_version} is not {ISTIO_GROUP} "
                     "(the Kubernetes Gateway API is not supported)")
         at(INFO, "", f"skipped {label} ({api_version}): {note}")
@@ -126,9 +134,9 @@ def parse_document(doc: Document, default_namespace: str,
             known = {k: 1 for k in (*SPECS, *OTHER_ISTIO_KINDS)}
             at(ERROR, "kind", f"unknown kind {kind!r} in {ISTIO_GROUP}" + suggest(kind, known))
         return None
-    if version not in ISTIO_VERSIONS:
+    if version not in versions:
         at(ERROR, "apiVersion", f"unsupported apiVersion {api_version!r} for {kind}; use "
-           + ", ".join(f"{ISTIO_GROUP}/{v}" for v in ISTIO_VERSIONS))
+           + ", ".join(f"{home}/{v}" for v in versions))
         return None
 
     namespace = default_namespace
@@ -323,6 +331,7 @@ BUILDERS: dict[str, Any] = {
     "ServiceEntry": build_service_entry,
     "WorkloadEntry": build_workload_entry,
     "DestinationRule": build_destination_rule,
+    "AuthorizationPolicy": build_authorization_policy,
 }
 
 

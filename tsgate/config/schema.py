@@ -302,12 +302,40 @@ DESTINATION_RULE = Obj("DestinationRule", {
     "workloadSelector": Obj("WorkloadSelector", {"matchLabels": LABELS}),
 })
 
+#: AuthorizationPolicy (security.istio.io): the Source and Operation field names.
+AUTHZ_SOURCE_FIELDS = (
+    "principals", "notPrincipals", "requestPrincipals", "notRequestPrincipals",
+    "namespaces", "notNamespaces", "serviceAccounts", "notServiceAccounts",
+    "ipBlocks", "notIpBlocks", "remoteIpBlocks", "notRemoteIpBlocks",
+)
+AUTHZ_OPERATION_FIELDS = (
+    "hosts", "notHosts", "ports", "notPorts", "methods", "notMethods", "paths", "notPaths",
+)
+_TARGET_REF = Obj("PolicyTargetReference", {
+    "group": Str(), "kind": Str(), "name": Str(), "namespace": Str()})
+AUTHORIZATION_POLICY = Obj("AuthorizationPolicy", {
+    "selector": Obj("WorkloadSelector", {"matchLabels": LABELS}),
+    "targetRef": _TARGET_REF,
+    "targetRefs": ListOf(_TARGET_REF),
+    "rules": ListOf(Obj("Rule", {
+        "from": ListOf(Obj("Rule.From", {
+            "source": Obj("Source", {f: ListOf(Str()) for f in AUTHZ_SOURCE_FIELDS})})),
+        "to": ListOf(Obj("Rule.To", {
+            "operation": Obj("Operation", {f: ListOf(Str()) for f in AUTHZ_OPERATION_FIELDS})})),
+        "when": ListOf(Obj("Condition", {
+            "key": Str(), "values": ListOf(Str()), "notValues": ListOf(Str())})),
+    })),
+    "action": Str(),
+    "provider": Obj("ExtensionProvider", {"name": Str()}),
+})
+
 SPECS: dict[str, Obj] = {
     "Gateway": GATEWAY,
     "VirtualService": VIRTUAL_SERVICE,
     "ServiceEntry": SERVICE_ENTRY,
     "WorkloadEntry": WORKLOAD_ENTRY,
     "DestinationRule": DESTINATION_RULE,
+    "AuthorizationPolicy": AUTHORIZATION_POLICY,
 }
 
 TOP_LEVEL = {"apiVersion", "kind", "metadata", "spec", "status"}

@@ -83,6 +83,11 @@ class DownstreamProtocol(InspectStage):
         key = self.runtime.stats_key
         ctx.stats.inc_key("listener.downstream_cx_total", key)
         ctx.stats.gauge_add_key("listener.downstream_cx_active", key, 1)
+        for check in self.runtime.accept_checks:
+            ending = check(self)
+            if ending is not None:
+                self.end(ending)  # before any read or upstream connect
+                return
         self.start_listener_stages()
 
     # -- the client's half-close and close ----------------------------------

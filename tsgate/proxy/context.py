@@ -13,6 +13,7 @@ from typing import Any, Callable, Optional
 import attrs
 
 from tsgate.accesslog import AccessLog
+from tsgate.authz.limits import Guards
 from tsgate.proxy.stages import Connect, StageProvider, connect_tcp
 from tsgate.proxy.timers import TimerWheel
 from tsgate.routing import Listener
@@ -68,6 +69,8 @@ class ProxyContext:
     #: live connections (DownstreamProtocol instances), for admin and drain
     connections: set = attrs.field(factory=set)
     recent_errors: collections.deque = attrs.field(factory=lambda: collections.deque(maxlen=50))
+    #: per-listener source limits and recent denials (tsgate.authz), kept across reloads
+    guards: Guards = attrs.field(factory=Guards)
     #: features' stages, asked once per listener per table (tsgate.proxy.stages)
     stage_providers: list[StageProvider] = attrs.field(factory=list)
     #: per-connection deadlines (inspection, connect, idle, duration) on one reactor timer
@@ -111,6 +114,7 @@ class ProxyContext:
             listener, timeout, chosen, Stats.label_key(listener=listener.name),
             listener_stages=tuple(s for extra in stages for s in extra.listener),
             decision_checks=tuple(c for extra in stages for c in extra.decision),
+            accept_checks=tuple(a for extra in stages for a in extra.accept),
             upstream_stages=tuple(u for extra in stages for u in extra.upstream),
             close_hooks=tuple(h for extra in stages for h in extra.close),
             connect=connect,
@@ -129,6 +133,7 @@ class ListenerRuntime:
     #: the pipeline's hooks (tsgate.proxy.stages), in provider order
     listener_stages: tuple[Any, ...] = ()
     decision_checks: tuple[Any, ...] = ()
+    accept_checks: tuple[Any, ...] = ()
     upstream_stages: tuple[Any, ...] = ()
     close_hooks: tuple[Any, ...] = ()
     connect: Connect = connect_tcp

@@ -13,6 +13,8 @@ plug in through the hooks below, chosen once per listener when a route table
 is applied (:class:`tsgate.proxy.context.ListenerRuntime`), never per
 connection:
 
+- :data:`AcceptCheck`: at accept, before anything is read or connected
+  (authorization by address, per-source and listener limits);
 - :class:`ListenerStage`: reads the first client bytes before inspection
   (the PROXY protocol header in);
 - :data:`DecisionCheck`: after the route is chosen, before anything is
@@ -81,6 +83,11 @@ class ListenerStage(Protocol):
         ...
 
 
+#: (connection) -> None to go on, or an Ending. Runs at accept, before the
+#: listener stages and before any upstream connect; ``conn.peer_address`` is
+#: known, ``conn.remote_address`` only if no listener stage is to read it.
+AcceptCheck = Callable[["ConnectionState"], Optional[Ending]]
+
 #: (connection, decision) -> None to go on, or an Ending. Runs after the
 #: route is chosen and before the balancer; ``conn.remote_address`` and
 #: ``conn.record.requested_server_name`` are known.
@@ -110,6 +117,7 @@ class Stages:
 
     listener: tuple[ListenerStage, ...] = ()
     decision: tuple[DecisionCheck, ...] = ()
+    accept: tuple[AcceptCheck, ...] = ()
     upstream: tuple[UpstreamStage, ...] = ()
     close: tuple[CloseHook, ...] = ()
     connect: Optional[Connect] = None

@@ -62,7 +62,7 @@ class ConnectionState(Protocol):
         "observers", "last_activity", "termination", "started", "record", "decision", "route",
         "cluster", "endpoint", "upstream", "preamble", "hint", "idle_timeout", "inspect_timer",
         "connect_timer", "idle_timer", "duration_timer", "connector", "counted_active",
-        "now", "up_write", "down_write", "_peer", "_remote",
+        "now", "up_write", "down_write", "_peer", "_remote", "authz",
         "dataReceived", "transport", "connected", "factory",
     )
 
@@ -115,6 +115,8 @@ class ConnectionState(Protocol):
         self.counted_active = False
         self._peer: Optional[str] = None
         self._remote: Optional[str] = None
+        #: the connection's standing with policies and limits (tsgate.authz.gate)
+        self.authz: Any = None
 
     # -- addresses -----------------------------------------------------------
 

@@ -150,3 +150,31 @@ refresh();
 setInterval(refresh, REFRESH_MS);
 refreshWorkers().catch(() => {});
 setInterval(() => refreshWorkers().catch(() => {}), REFRESH_MS);
+
+// Authorization (AuthorizationPolicy denials, per-source limits): its own
+// refresh, so a gateway without /authz leaves the other tables working.
+function authzRows(view) {
+  const rows = view.denied.map(d => [d.listener, d.source, "policy " + d.policy, d.count, d.iso])
+    .concat(view.limited.map(d => [d.listener, d.source, "limit " + d.reason, d.count, d.iso]));
+  if (rows.length === 0) return [row([el("td", "none", "muted")])];
+  return rows.slice(0, MAX_ROWS).map(cells => {
+    const tr = row(cells.slice(0, 3));
+    tr.appendChild(el("td", cells[3], "num"));
+    tr.appendChild(el("td", cells[4]));
+    return tr;
+  });
+}
+
+async function refreshAuthz() {
+  try {
+    const view = await getJSON("authz");
+    fill(document.querySelector("#authz tbody"), authzRows(view));
+    document.getElementById("authz-counters").textContent = Object.entries(view.counters)
+      .map(([k, v]) => k + " " + v).join(" · ");
+  } catch (err) {
+    document.getElementById("authz-counters").textContent = "authz: " + err.message;
+  }
+}
+
+refreshAuthz();
+setInterval(refreshAuthz, REFRESH_MS);
