@@ -99,7 +99,8 @@ def load_from_args(args: argparse.Namespace) -> Any:
     labels = dict(args.gateway_label) if args.gateway_label else dict(DEFAULT_GATEWAY_LABELS)
     return load_config(args.paths, gateway_labels=labels, default_namespace=args.namespace,
                        gateway_namespace=args.gateway_namespace,
-                       root_namespace=args.root_namespace, **gateway_api_kwargs(args))
+                       root_namespace=getattr(args, "root_namespace", "istio-system"),
+                       **gateway_api_kwargs(args))
 
 
 def register(subparsers: Any) -> None:
