@@ -372,7 +372,6 @@ class GatewayService(service.MultiService):
         except ListenError as exc:
             raise SystemExit(f"tsgate: {exc}") from None
         self._bound = True
-        self._log_summary()
 
     def _log_summary(self) -> None:
         """One line saying what runs: version, files, listeners (real addresses), routes."""
@@ -436,6 +435,8 @@ class GatewayService(service.MultiService):
                 signal.signal(signum, self._stop_signal)
         except ValueError:
             pass
+        # Said once everything is in place: a SIGTERM from here on drains and exits 0.
+        self._log_summary()
 
     def _stop_signal(self, signum: int, frame: Any) -> None:
         log.info("{signal}: draining, then stopping",
