@@ -41,6 +41,7 @@ def bad_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
         "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: g}\n"
         "spec: {servers: 7}\n")
     (d / "empty.bin").write_bytes(b"")
+    (d / "control.yaml").write_text('kind: Gateway\nmetadata: {name: "a\x07"}\n')
     return {p.name: str(p) for p in d.iterdir()}
 
 
@@ -53,6 +54,7 @@ CLI_CASES = [
     ["validate", "{broken.yaml}"],
     ["validate", "--json", "{binary.yaml}"],
     ["validate", "{wrongtype.yaml}"],
+    ["validate", "{control.yaml}"],  # found by tests/fuzz: was a ReaderError traceback
     ["validate", "--gateway-label", "novalue", *SEED],
     ["validate", "--gateway-label", "=x", *SEED],
     ["routes", "/nonexistent/dir"],

@@ -146,7 +146,13 @@ def parse_yaml(text: str, file: str) -> tuple[list[Document], list[Diagnostic]]:
     """All documents of one YAML stream; a syntax error is one diagnostic."""
     docs: list[Document] = []
     diags: list[Diagnostic] = []
-    loader = yaml.SafeLoader(text)
+    try:
+        loader = yaml.SafeLoader(text)
+    except yaml.reader.ReaderError as exc:  # a control character YAML does not allow
+        line = text.count("\n", 0, exc.position) + 1
+        return docs, [Diagnostic(ERROR, f"YAML error: character #x{exc.character:04x} is not "
+                                        "allowed in YAML (a control character)", file=file,
+                                 line=line)]
     index = 0
     try:
         while loader.check_node():
