@@ -73,9 +73,12 @@ def test_command_is_valid_tsgate_options():
     assert options["config"] == ["/etc/tsgate"]
     assert options["admin"] == "tcp:15000:interface=127.0.0.1"
     assert options["readiness"] == "tcp:15021"
+    assert options["metrics"] == "tcp:15090"  # metrics-only, on the pod IP for Prometheus
     assert options["gateway-labels"] == {"istio": "ingressgateway"}
     ports = {p["containerPort"] for p in container()["ports"]}
-    assert ports == {31400, 15021}  # 15000 (admin) is not a container port
+    assert ports == {31400, 15021, 15090}  # 15000 (admin) is not a container port
+    annotations = documents()["Deployment"]["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/port"] == "15090"
 
 
 def test_service_is_a_load_balancer_on_31400():

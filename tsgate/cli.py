@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import sys
 from collections import Counter
 from collections.abc import Sequence
@@ -34,6 +35,17 @@ def parse_label(text: str) -> tuple[str, str]:
     if not sep or not key:
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
     return key, value
+
+
+def parse_ip(text: str) -> str:
+    """An IP address option (``--source``, ``--bind``), checked; returned as given."""
+    import ipaddress
+
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an IP address, got {text!r}") from None
+    return text
 
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
@@ -286,6 +298,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _stdout_gone() -> int:
+    """
+    The reader of our output went away (``tsgate routes --json | head``): stop
+    quietly as other CLIs do when SIGPIPE kills them, with status 128+SIGPIPE.
+    stdout is pointed at /dev/null so the interpreter's final flush cannot raise.
+    """
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
+    return 128 + 13  # SIGPIPE
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -293,7 +320,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if func is None:
         parser.print_help(sys.stderr)
         return 2
-    return int(func(args) or 0)
+    try:
+        status = int(func(args) or 0)
+        sys.stdout.flush()  # a broken pipe shows here, not at exit
+        return status
+    except BrokenPipeError:
+        return _stdout_gone()
+    except KeyboardInterrupt:
+        print("tsgate: interrupted", file=sys.stderr)
+        return 130
+    except OSError as exc:  # an unreadable file the loader did not catch, a full disk
+        where = f" {exc.filename}" if exc.filename else ""
+        print(f"tsgate {args.command}:{where}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -15,7 +15,7 @@ import json
 import sys
 from typing import Any, Optional, TextIO
 
-from tsgate.cli import add_gateway_arguments
+from tsgate.cli import add_gateway_arguments, parse_ip
 from tsgate.explain import Explanation, explain
 
 
@@ -38,12 +38,12 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--port", type=int, required=True, help="the port the client connects to")
     parser.add_argument("--sni", help="server name in the ClientHello (none: plaintext or no SNI)")
     parser.add_argument("--alpn", help="ALPN protocols offered, comma-separated")
-    parser.add_argument("--source", metavar="IP",
+    parser.add_argument("--source", metavar="IP", type=parse_ip,
                         help="the client's address: AuthorizationPolicies are evaluated for it")
-    parser.add_argument("--remote", metavar="IP",
+    parser.add_argument("--remote", metavar="IP", type=parse_ip,
                         help="the client address a PROXY protocol header carries "
                              "(remoteIpBlocks, remote.ip); default: --source")
-    parser.add_argument("--bind", metavar="ADDR",
+    parser.add_argument("--bind", metavar="ADDR", type=parse_ip,
                         help="the listener's bind address when a port has several")
     parser.add_argument("--first-bytes", metavar="FILE",
                         help="a captured ClientHello (raw bytes): SNI and ALPN are read from it")

@@ -163,6 +163,20 @@ class Gateway(service.MultiService):
                 state=conn.state,
             )
 
+    def bound_addresses(self) -> dict[str, str]:
+        """Listener name -> the address its socket really has (``127.0.0.1:31400``)."""
+        out: dict[str, str] = {}
+        for key, port in list(self.ports.items()):
+            factory = self.factories.get(key)
+            name = factory.listener.name if factory is not None else f"{key[0]}_{key[1]}"
+            host = port.getHost()
+            addr = getattr(host, "host", None)
+            if addr is None:  # a UNIX socket and the like
+                out[name] = str(getattr(host, "name", host))
+            else:
+                out[name] = f"[{addr}]:{host.port}" if ":" in addr else f"{addr}:{host.port}"
+        return out
+
     # -- lifecycle ----------------------------------------------------------
 
     def privilegedStartService(self) -> None:

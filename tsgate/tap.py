@@ -7,8 +7,11 @@ both end here, so the two ways of running tsgate cannot drift apart.
 
 from __future__ import annotations
 
+import ipaddress
+import os
 import signal
 import sys
+import time
 from typing import Any, Optional
 
 from twisted.application import service
@@ -17,10 +20,12 @@ from twisted.logger import Logger
 from twisted.python import usage
 from twisted.python.failure import Failure
 
+from tsgate import __version__
 from tsgate.accesslog import AccessLog
 from tsgate.authz import stages as authz_stages
 from tsgate.config.schema import parse_duration
 from tsgate.gateway import Gateway, ListenError
+from tsgate.logging import AccessLogFile
 from tsgate.proxy.context import DEFAULT_INSPECT_TIMEOUT, ProxyContext, Settings
 from tsgate.reload import ConfigWatcher
 from tsgate.stats import Stats
@@ -47,7 +52,58 @@ def _seconds(name: str, value: Optional[str]) -> Optional[float]:
         raise usage.UsageError(f"--{name} wants seconds (e.g. 15, 1.5, 500ms, 2m), not {value!r}")
     if seconds < 0:
         raise usage.UsageError(f"--{name} must not be negative")
+    if seconds != seconds or seconds == float("inf"):
+        raise usage.UsageError(f"--{name} wants a finite number of seconds, not {value!r}")
     return seconds
+
+
+def check_endpoint(option: str, description: str) -> None:
+    """
+    Parse a Twisted server endpoint string now, so a typo is a usage error
+    before anything listens, not a traceback after the listeners started.
+    Only whether it *can* listen (port in use, no systemd socket) waits for
+    the listen itself, which fails startup with a message naming it.
+    """
+    if not description:
+        raise usage.UsageError(f"--{option} wants a Twisted endpoint string (e.g. tcp:15000)")
+    kind = description.split(":", 1)[0].strip().lower()
+    if kind == "systemd":
+        return  # whether the socket was handed over is for the listen to say
+    try:
+        endpoint = endpoints.serverFromString(_NoReactor(), description)
+    except Exception as exc:  # ValueError, KeyError, TypeError, OSError (ssl: files)...
+        why = str(exc) or type(exc).__name__
+        raise usage.UsageError(f"--{option}: bad endpoint {description!r}: {why} "
+                               "(e.g. tcp:15000:interface=127.0.0.1)") from None
+    port = getattr(endpoint, "_port", None)
+    if isinstance(port, int) and not 0 <= port <= 65535:
+        raise usage.UsageError(f"--{option}: port {port} in {description!r} is not 0-65535")
+    address = getattr(endpoint, "_address", None)  # unix:PATH
+    if isinstance(address, str) and not os.path.isdir(os.path.dirname(address) or "."):
+        raise usage.UsageError(f"--{option}: no directory for the socket {address!r}")
+
+
+class _NoReactor:
+    """Stands in for the reactor while endpoint strings are only parsed, never listened on."""
+
+
+def check_writable_file(option: str, path: str) -> None:
+    """The file can be opened for appending (its directory exists and is writable)."""
+    directory = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise usage.UsageError(f"--{option}: {path!r} is a directory, not a file")
+    if not os.path.isdir(directory):
+        raise usage.UsageError(f"--{option}: directory {directory!r} does not exist")
+    if os.path.exists(path):
+        if not os.access(path, os.W_OK):
+            raise usage.UsageError(f"--{option}: {path!r} is not writable")
+    elif not os.access(directory, os.W_OK | os.X_OK):
+        raise usage.UsageError(f"--{option}: cannot create {path!r}: directory not writable")
+
+
+def _doc(text: str) -> str:
+    """One line for twistd's --help, which wraps it itself (docstrings keep their indents)."""
+    return " ".join(text.split())
 
 
 class Options(usage.Options):
@@ -75,6 +131,9 @@ class Options(usage.Options):
         ["log-level", None, "info", "Minimum level of the gateway's own log."],
         ["admin", None, "tcp:15000:interface=127.0.0.1",
          "Admin endpoint (Twisted endpoint string, or 'none')."],
+        ["metrics", None, "tcp:15090",
+         "Metrics-only endpoint serving /stats/prometheus (Istio's :15090; all interfaces "
+         "by default; 'none' disables)."],
         ["readiness", None, "tcp:15021:interface=127.0.0.1",
          "Readiness endpoint serving /healthz/ready (or 'none')."],
         ["drain-period", None, "5", "Seconds connections may finish after SIGTERM "
@@ -98,16 +157,18 @@ class Options(usage.Options):
         self["namespace-labels"] = {}
 
     def opt_config(self, path: str) -> None:
-        """A YAML file or directory of Istio resources (repeatable)."""
+        # a missing path is the loader's error (file named, exit 1), not checked here
         self["config"].append(path)
 
+    opt_config.__doc__ = "A YAML file or directory of Istio resources (repeatable)."
     opt_c = opt_config
 
     def opt_gateway_label(self, value: str) -> None:
-        """KEY=VALUE label of this gateway workload; Gateways whose selector matches
-        apply (repeatable; default istio=ingressgateway)."""
         key, val = _label(value)
         self["gateway-labels"][key] = val
+
+    opt_gateway_label.__doc__ = _doc("""KEY=VALUE label of this gateway workload; Gateways
+        whose selector matches apply (repeatable; default istio=ingressgateway).""")
 
     def opt_gateway_class(self, value: str) -> None:
         """Serve Kubernetes Gateway API Gateways with this gatewayClassName
@@ -128,12 +189,25 @@ class Options(usage.Options):
         self["namespace-labels"].setdefault(ns, {})[key] = val
 
     def opt_endpoint(self, value: str) -> None:
-        """PORT=ENDPOINT: listen for that port on a Twisted endpoint string instead
-        (e.g. 31400=systemd:domain=INET:index=0, 31400=tcp6:31400)."""
         port, sep, description = value.partition("=")
-        if not sep or not port.isdigit():
-            raise usage.UsageError(f"--endpoint wants PORT=ENDPOINT, not {value!r}")
+        if not sep or not port.isdigit() or not 0 < int(port) <= 65535:
+            raise usage.UsageError(f"--endpoint wants PORT=ENDPOINT (PORT 1-65535), "
+                                   f"not {value!r}")
+        check_endpoint(f"endpoint {port}=", description)
         self["endpoints"][int(port)] = description
+
+    opt_endpoint.__doc__ = _doc("""PORT=ENDPOINT: listen for that port on a Twisted
+        endpoint string instead (e.g. 31400=systemd:domain=INET:index=0,
+        31400=tcp6:31400).""")
+
+    def opt_version(self) -> None:
+        import twisted
+
+        print(f"tsgate {__version__} (Twisted {twisted.__version__}, Python "
+              f"{sys.version.split()[0]})")
+        sys.exit(0)
+
+    opt_version.__doc__ = "Print tsgate's version and exit."
 
     def postOptions(self) -> None:
         if not self["config"]:
@@ -162,6 +236,17 @@ class Options(usage.Options):
                 self[name] = int(self[name])
         if self["access-log-format"] not in ("text", "json"):
             raise usage.UsageError("--access-log-format is text or json")
+        if self["access-log"] not in ("-", "none"):
+            check_writable_file("access-log", self["access-log"])
+        for option in ("admin", "readiness", "metrics"):
+            if self[option] != "none":
+                check_endpoint(option, self[option])
+        if self["bind"] is not None:
+            try:
+                ipaddress.ip_address(self["bind"])
+            except ValueError:
+                raise usage.UsageError(f"--bind wants an IP address (e.g. 127.0.0.1, ::), "
+                                       f"not {self['bind']!r}") from None
         from tsgate.logging import install_twistd_logger
 
         try:
@@ -195,7 +280,7 @@ def observer_selector(plugins: Any) -> Any:
 def config_loader(options: Any) -> tuple[Any, Any]:
     """
     ``(load, result)``: a callable that loads the configuration the options
-    name (reloads call it again) and its first result. Warnings are printed
+    name (reloads call it again) and its first result. Warnings are logged
     (not by workers: their supervisor did); errors raise SystemExit.
     """
     from tsgate.config import load_config
@@ -215,13 +300,13 @@ def config_loader(options: Any) -> tuple[Any, Any]:
                            root_namespace=options["root-namespace"])
 
     result = load()
-    if options.get("worker-id") is None:
-        for diagnostic in result.warnings:
-            print(str(diagnostic), file=sys.stderr)
     if not result.ok:
-        for diagnostic in result.errors:
+        # The log is not started yet when startup fails: plain stderr, everything at once.
+        for diagnostic in list(result.warnings) + list(result.errors):
             print(str(diagnostic), file=sys.stderr)
         raise SystemExit(f"tsgate: configuration has {len(result.errors)} error(s); not starting")
+    if options.get("worker-id") is None:  # a worker's supervisor logged them already
+        log_warnings(result, "startup")
     return load, result
 
 
@@ -233,20 +318,24 @@ def build_gateway(options: Any, reactor: Any, stdout: Any = None) -> Gateway:
         plugins = load_plugins()
     except PluginError as exc:
         raise SystemExit(f"tsgate: {exc}") from None
-    if options.get("worker-id") is None:
+    if options.get("worker-id") is None:  # a worker's supervisor said it already
         for module, why in plugins.broken.items():
-            print(f"tsgate: plugin module {module} not loaded: {why}", file=sys.stderr)
+            log.warn("plugin module {module} not loaded: {why}", module=module, why=why)
     load, result = config_loader(options)
     # sys.__stdout__: under twistd sys.stdout is the log, and access lines must stay
     # exactly Istio's format (no log prefix).
     stream = stdout or sys.__stdout__
     access = options["access-log"]
+    access_stream: Any
     if access == "none":
         access_stream = None
     elif access == "-":
         access_stream = stream
     else:
-        access_stream = open(access, "a", encoding="utf-8")  # noqa: SIM115 (lives as long as the process)
+        try:
+            access_stream = AccessLogFile(access)  # reopened on SIGUSR1 (logrotate)
+        except OSError as exc:
+            raise SystemExit(f"tsgate: --access-log {access}: {exc.strerror or exc}") from None
     ctx = ProxyContext(
         reactor=reactor,
         stats=Stats(),
@@ -271,6 +360,19 @@ def build_gateway(options: Any, reactor: Any, stdout: Any = None) -> Gateway:
     )
 
 
+def log_warnings(result: Any, when: str) -> None:
+    """Every configuration warning through the gateway's log (JSON with --log-format json)."""
+    for diagnostic in getattr(result, "warnings", ()) or ():
+        log.warn("config warning ({when}): {diagnostic}", when=when,
+                 diagnostic=str(diagnostic))
+
+
+def _routes(table: Any) -> set[str]:
+    names = {c.route.name for li in table.listeners for c in li.tls_chains}
+    names |= {li.tcp_route.name for li in table.listeners if li.tcp_route is not None}
+    return names
+
+
 class GatewayService(service.MultiService):
     """
     The whole process: the gateway, its admin and readiness servers, config
@@ -285,11 +387,53 @@ class GatewayService(service.MultiService):
         self.state = state if state is not None else gateway
         self.options = options
         self.reactor = reactor
-        self.watcher = ConfigWatcher(reactor, options["config"], gateway.reload,
+        # Every reload (file watcher, SIGHUP, admin POST /reload) goes through
+        # self.reload: it logs the warnings, declares the new series at 0 and
+        # records the outcome for the status page.
+        self._gateway_reload = gateway.reload
+        gateway.reload = self.reload  # type: ignore[method-assign]
+        gateway.last_reload = None  # type: ignore[attr-defined]
+        gateway.started_at = time.time()  # type: ignore[attr-defined]
+        self.watcher = ConfigWatcher(reactor, options["config"], self.reload,
                                      options["watch-interval"])
         self._previous_sighup: Any = None
+        self._previous_sigusr1: Any = None
         self._admin_ports: list[Any] = []
+        declare_metrics(gateway.stats, gateway.table)
         gateway.setServiceParent(self)
+
+    def reload(self) -> Any:
+        result = self._gateway_reload()
+        ok = bool(getattr(result, "ok", False)) and result is self.gateway.config
+        if result is not None and self.options.get("worker-id") is None:
+            log_warnings(result, "reload")  # (a worker's supervisor logs them once)
+        if ok:
+            declare_metrics(self.gateway.stats, self.gateway.table)
+        self.gateway.last_reload = {  # type: ignore[attr-defined]
+            "time": time.time(),
+            "ok": ok,
+            "errors": len(getattr(result, "errors", ()) or ()) if result is not None else 1,
+            "warnings": len(getattr(result, "warnings", ()) or ()) if result is not None else 0,
+        }
+        return result
+
+    def reopen_access_log(self) -> None:
+        """SIGUSR1 (logrotate's postrotate): reopen the access-log file by its name."""
+        forward = getattr(self.gateway, "reopen_access_logs", None)
+        if forward is not None:  # a supervisor: each worker writes the log
+            forward()
+            return
+        stream = self.gateway.ctx.access_log.stream
+        if not isinstance(stream, AccessLogFile):
+            log.info("SIGUSR1: the access log is not a file; nothing to reopen")
+            return
+        try:
+            stream.reopen()
+        except OSError as exc:
+            log.error("SIGUSR1: cannot reopen the access log {path}: {error}",
+                      path=stream.path, error=exc.strerror or str(exc))
+            return
+        log.info("SIGUSR1: access log reopened: {path}", path=stream.path)
 
     def privilegedStartService(self) -> None:
         if self.options.get("worker-channel") is not None:
@@ -304,17 +448,36 @@ class GatewayService(service.MultiService):
             raise SystemExit(f"tsgate: {exc}") from None
         self._bound = True
 
+    def _log_summary(self) -> None:
+        """One line saying what runs: version, files, listeners (real addresses), routes."""
+        config = self.gateway.config
+        table = self.gateway.table
+        bound = self.gateway.bound_addresses()
+        listeners = ", ".join(bound.get(li.name, f"{li.bind}:{li.port}")
+                              for li in table.listeners) or "none"
+        log.info("tsgate {version} started: {files} file(s), {n_listeners} listener(s) "
+                 "({listeners}), {routes} route(s), {warnings} warning(s)",
+                 version=__version__, files=len(getattr(config, "files", ()) or ()),
+                 n_listeners=len(table.listeners), listeners=listeners,
+                 routes=len(_routes(table)),
+                 warnings=len(getattr(config, "warnings", ()) or ()))
+
     _bound = False
 
     def _start_admin(self) -> None:
-        from tsgate.admin.server import make_admin_site, make_readiness_site
+        from tsgate.admin.server import make_admin_site, make_metrics_site, make_readiness_site
 
-        for option, make in (("admin", make_admin_site), ("readiness", make_readiness_site)):
-            description = self.options[option]
+        for option, make in (("admin", make_admin_site), ("readiness", make_readiness_site),
+                             ("metrics", make_metrics_site)):
+            description = self.options.get(option)
             if not description or description == "none":
                 continue
             result: list[Any] = []
-            endpoint = endpoints.serverFromString(self.reactor, description)
+            try:
+                endpoint = endpoints.serverFromString(self.reactor, description)
+            except Exception as exc:
+                raise ListenError(f"cannot listen for --{option} on {description}: "
+                                  f"{exc or type(exc).__name__}") from None
             site = make(self.state)
             extend = getattr(self.state, "extend_site", None)
             if extend is not None:
@@ -340,6 +503,7 @@ class GatewayService(service.MultiService):
         self.watcher.start()
         try:
             self._previous_sighup = signal.signal(signal.SIGHUP, self._sighup)
+            self._previous_sigusr1 = signal.signal(signal.SIGUSR1, self._sigusr1)
         except ValueError:  # not the main thread (embedded use): no signal handler
             self._previous_sighup = None
         # After the reactor's own handlers are in place, take SIGTERM/SIGINT:
@@ -355,6 +519,8 @@ class GatewayService(service.MultiService):
                 signal.signal(signum, self._stop_signal)
         except ValueError:
             pass
+        # Said once everything is in place: a SIGTERM from here on drains and exits 0.
+        self._log_summary()
 
     def _stop_signal(self, signum: int, frame: Any) -> None:
         log.info("{signal}: draining, then stopping",
@@ -363,13 +529,18 @@ class GatewayService(service.MultiService):
 
     def _sighup(self, signum: int, frame: Any) -> None:
         log.info("SIGHUP: reloading configuration")
-        self.reactor.callFromThread(self.gateway.reload)
+        self.reactor.callFromThread(self.reload)
+
+    def _sigusr1(self, signum: int, frame: Any) -> None:
+        self.reactor.callFromThread(self.reopen_access_log)
 
     def stopService(self) -> defer.Deferred:
         """SIGTERM: drain (stop accepting, fail readiness, wait), then stop."""
         self.watcher.stop()
         if self._previous_sighup is not None:
             signal.signal(signal.SIGHUP, self._previous_sighup)
+        if self._previous_sigusr1 is not None:
+            signal.signal(signal.SIGUSR1, self._previous_sigusr1)
         drained = self.gateway.drain()
 
         def stop_rest(cut: int) -> defer.Deferred:
@@ -378,6 +549,13 @@ class GatewayService(service.MultiService):
             return defer.gatherResults(waits)
 
         return drained.addCallback(stop_rest)
+
+
+def declare_metrics(stats: Stats, table: Any) -> None:
+    """Every series the table can produce, at 0 (see tsgate.admin.catalog)."""
+    from tsgate.admin.catalog import declare_table
+
+    declare_table(stats, table)
 
 
 def makeService(options: Any, reactor: Any = None) -> service.IService:

@@ -333,7 +333,8 @@ def run(args: argparse.Namespace, config_files: Sequence[str] = CONFIG_FILES,
             for path in config_paths:
                 argv += ["--config", str(path)]
             # Loopback only, like the backends: the book's commands use 127.0.0.1.
-            argv += ["--inspect-timeout", INSPECT_TIMEOUT, "--bind", "127.0.0.1"]
+            argv += ["--inspect-timeout", INSPECT_TIMEOUT, "--bind", "127.0.0.1",
+                     "--metrics", "tcp:15090:interface=127.0.0.1"]
             argv += args.gateway_arg
             _say("Starting the gateway: " + " ".join(argv))
             # The same twistd, run by this interpreter (no reliance on PATH).

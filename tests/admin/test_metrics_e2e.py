@@ -156,9 +156,11 @@ def test_scrape_counts_the_traffic_sent(gateway):
     assert total(fams, "envoy_cluster_upstream_cx_total") == opened
     assert total(fams, "envoy_cluster_upstream_cx_active") == 0
     assert total(fams, "envoy_cluster_upstream_cx_connect_fail") == 0
-    (count,) = [s.value for s in fams["envoy_listener_downstream_cx_length_seconds"].samples
-                if s.name.endswith("_count")]
+    # Envoy's name and unit: milliseconds
+    lengths = fams["envoy_listener_downstream_cx_length_ms"].samples
+    (count,) = [s.value for s in lengths if s.name.endswith("_count")]
     assert count == opened
+    assert {s.labels["le"] for s in lengths if s.name.endswith("_bucket")} >= {"1000.0", "+Inf"}
 
     status, body = get(admin, "/stats?filter=upstream_cx_total")
     assert status == 200

@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
-from tsgate.admin.prometheus import metric_name, render
+from tsgate.admin.prometheus import ISTIO_STANDARD_LABELS, metric_name, render
 from tsgate.stats import Stats
 
 ISTIO_LABELS = dict(
@@ -45,7 +45,11 @@ def test_istio_tcp_metrics_keep_their_names_and_labels():
     assert opened.type == "counter"
     by_flags = {x.labels["response_flags"]: x.value for x in opened.samples}
     assert by_flags == {"-": 3, "UF": 1}
-    assert opened.samples[0].labels == {**ISTIO_LABELS, "response_flags": "-"}
+    # Istio's whole standard label set: the registry's values, "unknown" for the rest
+    full = {**dict.fromkeys(ISTIO_STANDARD_LABELS, "unknown"), **ISTIO_LABELS}
+    assert opened.samples[0].labels == {**full, "response_flags": "-"}
+    assert set(ISTIO_STANDARD_LABELS) >= {"destination_workload", "source_principal",
+                                          "destination_canonical_service", "source_cluster"}
     assert fams["istio_tcp_sent_bytes"].samples[0].value == 98765
     assert fams["istio_tcp_received_bytes"].samples[0].value == 1234
     assert fams["istio_tcp_connections_closed"].samples[0].value == 2

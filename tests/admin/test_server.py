@@ -246,3 +246,47 @@ def test_config_dump_of_a_real_config(admin, gateway, tmp_path):
     assert len(dump["config"]["resources"]) == 2
     (listener,) = dump["table"]["listeners"]
     assert listener["tcp_route"]["name"] == "default/tcp-echo-vs-from-gw#tcp[0]"
+
+
+@pytest_twisted.inlineCallbacks
+def test_connections_are_paged_server_side(admin, gateway):
+    """/connections sends one bounded page, oldest first; totals count them all."""
+    from tsgate.admin.server import MAX_PAGE
+
+    gateway.add_connection(TCP_ROUTE, 1500, upstream="10.9.9.9:2701")
+    r = yield fetch(admin, "/connections")
+    data = json.loads(r.body)
+    assert data["total"] == 1511 and len(data["connections"]) == 100
+    starts = [c["started"] for c in data["connections"]]
+    assert starts == sorted(starts) and starts[0] == min(c.started for c in gateway.live)
+    r = yield fetch(admin, "/connections?limit=100000&offset=1500")
+    data = json.loads(r.body)
+    assert data["limit"] == MAX_PAGE and len(data["connections"]) == 11
+    r = yield fetch(admin, "/connections?limit=x")
+    assert r.code == 400
+
+
+@pytest_twisted.inlineCallbacks
+def test_status_totals_and_rates(admin, gateway):
+    """/status: totals from the counters; rates from the previous request's totals."""
+    gateway.stats.inc("listener.downstream_cx_total", 10, listener="0.0.0.0_31400")
+    r = yield fetch(admin, "/status")
+    first = json.loads(r.body)
+    assert first["totals"]["connections"] == 10
+    assert first["rates_per_second"]["connections"] is None  # nothing to compare with yet
+    assert first["active_connections"] == 11
+    (sni1,) = [c for c in first["clusters"] if c["name"] == SNI1.name]
+    assert sni1["bytes_received"] == 300 and sni1["bytes_sent"] == 3000
+    assert [e["active_connections"] for e in sni1["endpoints"]] == [0, 2]
+    gateway.now += 2
+    gateway.stats.inc("listener.downstream_cx_total", 30, listener="0.0.0.0_31400")
+    r = yield fetch(admin, "/status")
+    assert json.loads(r.body)["rates_per_second"]["connections"] == 15.0
+
+
+@pytest_twisted.inlineCallbacks
+def test_help_says_drain_keeps_running(admin):
+    r = yield fetch(admin, "/help")
+    text = r.body.decode()
+    assert "connections, then exit" not in text
+    assert "the process keeps running" in text and "/status" in text

@@ -95,3 +95,40 @@ def test_status_page_in_headless_chromium(admin, gateway):
                                  "--window-size=1200,800", "--hide-scrollbars")
     assert result.returncode == 0, result.stderr[-2000:]
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest_twisted.inlineCallbacks
+def test_status_page_summary_endpoints_and_bounded_connections(gateway):
+    """
+    Version, uptime, last reload, totals, per-endpoint live counts and bytes;
+    with 1,011 connections open the page receives and shows only the 100 oldest.
+    """
+    from tsgate import __version__
+
+    gateway.add_connection(TCP_ROUTE, 1000, upstream="10.9.9.9:2701")
+    gateway.stats.inc("listener.downstream_cx_total", 1234, listener="0.0.0.0_31400")
+    gateway.last_reload = {"time": gateway.now - 30, "ok": False, "errors": 2, "warnings": 1}
+    gateway.started_at = gateway.now - 7200
+    port = listen(make_admin_site(gateway, now=lambda: gateway.now))
+    try:
+        url = f"http://127.0.0.1:{port.getHost().port}/"
+        result = yield deferToThread(run_chromium, url, "--dump-dom")
+    finally:
+        yield close(port)
+    dom = result.stdout
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert f'id="version" class="muted">{__version__}<' in dom
+    assert 'id="uptime">2.0 h<' in dom
+    assert "REFUSED (2 error(s)), 1 warning(s)" in dom
+    assert "<td>connections accepted</td><td class=\"num\">1234</td>" in dom
+    assert 'id="total-connections">1011<' in dom
+    assert dom.count('<tr class="connection">') == 100
+    assert "showing the 100 oldest of 1011" in dom
+    # per endpoint: SNI1's two endpoints (2 live on .12), and the DNS-resolved echo upstream
+    assert re.findall(r'data-endpoint="outbound\|80\|\|simple-tls-service-1 10.0.0.12:8080">'
+                      r'(\d+)<', dom) == ["2"]
+    assert re.findall(r'data-endpoint="outbound\|80\|\|simple-tls-service-1 10.0.0.11:8080">'
+                      r'(\d+)<', dom) == ["0"]
+    assert re.findall(r'data-endpoint="outbound\|2701\|\|tcp-echo-service 10.9.9.9:2701">'
+                      r'(\d+)<', dom) == ["1007"]
+    assert "refresh failed" not in dom

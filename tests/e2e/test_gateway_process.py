@@ -88,7 +88,7 @@ def test_tac_file_runs_the_same_service(backends: Backends, tmp_path: Path) -> N
     env = {**os.environ,
            "TSGATE_CONFIG": os.pathsep.join(TCP_FILES + [str(backends.service_entries)]),
            "TSGATE_ARGS": f"--endpoint 31400=tcp:{port}:interface=127.0.0.1 "
-                          "--admin none --readiness none"}
+                          "--admin none --readiness none --metrics none"}
     process = subprocess.Popen([twistd(), "-ny", str(ROOT / "tac" / "tsgate.tac"), "--pidfile="],
                                env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                cwd=tmp_path)
@@ -215,7 +215,8 @@ def test_systemd_socket_activation_endpoint(tmp_path: Path) -> None:
         script = (f'{move}export LISTEN_FDS=1 LISTEN_FDNAMES=tsgate LISTEN_PID=$$; '
                   f'exec {twistd()} '
                   f'--nodaemon --pidfile= tsgate --config {config} '
-                  '--endpoint 7700=systemd:domain=INET:index=0 --admin none --readiness none')
+                  '--endpoint 7700=systemd:domain=INET:index=0 --admin none --readiness none '
+                  '--metrics none')
         process = subprocess.Popen(["bash", "-c", script], pass_fds=(fd,),
                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         try:

@@ -87,7 +87,8 @@ class GatewayProcess:
             args += ["--config", str(config)]
         for port in ports:
             args += ["--endpoint", f"{port}=tcp:0:interface=127.0.0.1:backlog=1024"]
-        args += ["--admin", "none", "--readiness", "none"]
+        # no fixed ports: tests run side by side (an explicit option in extra wins)
+        args += ["--admin", "none", "--readiness", "none", "--metrics", "none"]
         if access_log is not None:
             args += ["--access-log", str(access_log)]
         args += list(extra)

@@ -18,18 +18,25 @@ Endpoints (``GET /help`` lists them):
 - ``/stats/prometheus`` Prometheus text format 0.0.4;
 - ``/config_dump`` loaded files, diagnostics, resources and the compiled table (JSON);
 - ``/listeners``, ``/clusters`` Envoy-like text, or JSON with ``?format=json``;
-- ``/connections`` live connections, per listener and per route (JSON);
+- ``/connections`` live connections, per listener and per route (JSON), oldest first,
+  one page at a time (``?limit=`` up to :data:`MAX_PAGE`, ``?offset=``);
+- ``/status`` what the status page shows, in one JSON: version, uptime, last
+  reload, totals and rates, listeners, clusters and endpoints with live counts;
 - ``/errors`` recent errors, newest first (JSON);
 - ``/ready`` 200 ``LIVE`` or 503; ``POST /drain``; ``POST /reload``.
+
+:func:`make_metrics_site` is the separate, read-only metrics listener
+(``--metrics``, Istio's ``:15090``): ``/stats/prometheus`` and nothing else.
 """
 
 from __future__ import annotations
 
+import heapq
 import ipaddress
 import json
 import os
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Iterable, Sequence
 from typing import Any, Callable, Optional, Union
 from urllib.parse import urlsplit
@@ -52,6 +59,10 @@ STATIC_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static")
 
 #: How many recent errors a cluster shows in ``/clusters``.
 CLUSTER_ERRORS = 5
+
+#: ``/connections`` page size: the default, and the most one request may ask for.
+DEFAULT_PAGE = 100
+MAX_PAGE = 1000
 
 Handler = Callable[[Request], Union[bytes, int]]
 
@@ -226,8 +237,17 @@ def _route_view(route: Route, active: int) -> dict[str, Any]:
     }
 
 
-def listeners_view(gateway: GatewayState) -> list[dict[str, Any]]:
-    conns = list(gateway.connections())
+def bound_addresses(gateway: GatewayState) -> dict[str, str]:
+    """Listener name -> the address its socket really has (``--bind``, ``--endpoint``)."""
+    method = getattr(gateway, "bound_addresses", None)
+    return dict(method()) if callable(method) else {}
+
+
+def listeners_view(gateway: GatewayState,
+                   conns: Optional[list[ConnectionInfo]] = None) -> list[dict[str, Any]]:
+    if conns is None:
+        conns = list(gateway.connections())
+    bound = bound_addresses(gateway)
     by_listener = Counter(c.listener for c in conns)
     # per (listener, route): one route can serve several listeners
     by_route = Counter((c.listener, c.route) for c in conns if c.route)
@@ -239,10 +259,13 @@ def listeners_view(gateway: GatewayState) -> list[dict[str, Any]]:
              "route": _route_view(chain.route, by_route[listener.name, chain.route.name])}
             for chain in listener.tls_chains
         ]
+        address = bound.get(listener.name)
         out.append({
             "name": listener.name,
             "bind": listener.bind,
             "port": listener.port,
+            # where the socket really listens: --bind and --endpoint change it
+            "address": address or f"{listener.bind}:{listener.port}",
             "inspect": listener.inspect,
             "protocols": list(listener.protocols),
             "active_connections": by_listener.get(listener.name, 0),
@@ -268,16 +291,30 @@ def _cluster_stats(gateway: GatewayState, name: str) -> dict[str, float]:
     return dict(sorted(out.items()))
 
 
-def clusters_view(gateway: GatewayState) -> list[dict[str, Any]]:
-    conns = list(gateway.connections())
+def clusters_view(gateway: GatewayState,
+                  conns: Optional[list[ConnectionInfo]] = None) -> list[dict[str, Any]]:
+    if conns is None:
+        conns = list(gateway.connections())
     errors = list(gateway.recent_errors)
+    by_cluster: dict[str, list[ConnectionInfo]] = {}
+    for c in conns:
+        if c.cluster:
+            by_cluster.setdefault(c.cluster, []).append(c)
     out = []
     for cluster in _clusters(gateway.table):
-        mine = [c for c in conns if c.cluster == cluster.name]
+        mine = by_cluster.get(cluster.name, [])
         upstreams = Counter(c.upstream for c in mine if c.upstream)
+        ep_bytes: dict[str, list[int]] = {}
+        for c in mine:
+            if c.upstream:
+                pair = ep_bytes.setdefault(c.upstream, [0, 0])
+                pair[0] += c.bytes_received
+                pair[1] += c.bytes_sent
         endpoints = [
             {"address": ep.address, "port": ep.port, "weight": ep.weight,
-             "active_connections": upstreams.get(f"{ep.address}:{ep.port}", 0)}
+             "active_connections": upstreams.get(f"{ep.address}:{ep.port}", 0),
+             "bytes_received": ep_bytes.get(f"{ep.address}:{ep.port}", [0, 0])[0],
+             "bytes_sent": ep_bytes.get(f"{ep.address}:{ep.port}", [0, 0])[1]}
             for ep in cluster.endpoints
         ]
         last = [(t, m) for t, m in errors if cluster.name in m][-CLUSTER_ERRORS:]
@@ -292,19 +329,35 @@ def clusters_view(gateway: GatewayState) -> list[dict[str, Any]]:
             "max_connections": cluster.max_connections,
             "endpoints": endpoints,
             "active_connections": len(mine),
+            # bytes of the connections open now (from clients / to clients)
+            "bytes_received": sum(c.bytes_received for c in mine),
+            "bytes_sent": sum(c.bytes_sent for c in mine),
             "upstreams": dict(sorted(upstreams.items())),
+            "upstream_bytes": {a: {"bytes_received": b[0], "bytes_sent": b[1]}
+                               for a, b in sorted(ep_bytes.items())},
             "stats": _cluster_stats(gateway, cluster.name),
             "last_errors": [{"time": t, "message": m} for t, m in reversed(last)],
         })
     return out
 
 
-def connections_view(gateway: GatewayState, now: float) -> dict[str, Any]:
-    conns: list[ConnectionInfo] = sorted(gateway.connections(), key=lambda c: c.started)
+def connections_view(gateway: GatewayState, now: float, limit: int = DEFAULT_PAGE,
+                     offset: int = 0) -> dict[str, Any]:
+    """
+    One page of live connections, oldest first. Only the page is sorted and
+    serialised (``heapq.nsmallest``), so 50,000 connections cost a scan, not
+    a sort and 19 MB of JSON.
+    """
+    everything = list(gateway.connections())
+    limit = max(0, min(limit, MAX_PAGE))
+    offset = max(0, offset)
+    page = heapq.nsmallest(offset + limit, everything, key=lambda c: c.started)[offset:]
     return {
-        "total": len(conns),
-        "by_listener": dict(sorted(Counter(c.listener for c in conns).items())),
-        "by_route": dict(sorted(Counter(c.route or "(choosing)" for c in conns).items())),
+        "total": len(everything),
+        "offset": offset,
+        "limit": limit,
+        "by_listener": dict(sorted(Counter(c.listener for c in everything).items())),
+        "by_route": dict(sorted(Counter(c.route or "(choosing)" for c in everything).items())),
         "connections": [
             {"listener": c.listener, "route": c.route, "cluster": c.cluster,
              "upstream": c.upstream, "downstream": c.downstream, "sni": c.sni,
@@ -312,7 +365,7 @@ def connections_view(gateway: GatewayState, now: float) -> dict[str, Any]:
              "bytes_received": c.bytes_received, "bytes_sent": c.bytes_sent,
              # optional: the real gateway says "inspecting", "connecting", "relaying"...
              "state": getattr(c, "state", None)}
-            for c in conns
+            for c in page
         ],
     }
 
@@ -349,7 +402,12 @@ def config_dump(gateway: GatewayState) -> dict[str, Any]:
         }
         if error:
             loaded["dump_error"] = error
-    return {"config": loaded, "table": table_to_dict(gateway.table)}
+    table = table_to_dict(gateway.table)
+    bound = bound_addresses(gateway)
+    for listener in table.get("listeners", ()):
+        if isinstance(listener, dict) and listener.get("name") in bound:
+            listener["address"] = bound[listener["name"]]  # the real socket's address
+    return {"config": loaded, "table": table}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -357,7 +415,7 @@ def config_dump(gateway: GatewayState) -> dict[str, Any]:
 
 
 def listeners_text(views: list[dict[str, Any]]) -> str:
-    return "".join(f"{v['name']}::{v['bind']}:{v['port']}\n" for v in views)
+    return "".join(f"{v['name']}::{v['address']}\n" for v in views)
 
 
 def clusters_text(views: list[dict[str, Any]]) -> str:
@@ -393,6 +451,9 @@ class AdminResources:
         self.gateway = gateway
         self.now = now
         self.draining = False
+        self.created = now()
+        #: (time, totals) of recent /status requests, for the rates
+        self._samples: deque[tuple[float, dict[str, float]]] = deque(maxlen=64)
 
     def stats(self, request: Request) -> bytes:
         filter_re = _arg(request, "filter")
@@ -407,7 +468,7 @@ class AdminResources:
             return _text(request, f"bad request: {e}\n", http.BAD_REQUEST)
 
     def prometheus(self, request: Request) -> bytes:
-        return _text(request, prometheus.render(self.gateway.stats),
+        return _text(request, prometheus.render_all(self.gateway.stats),
                      content_type=prometheus.CONTENT_TYPE.encode())
 
     def config_dump(self, request: Request) -> bytes:
@@ -426,7 +487,50 @@ class AdminResources:
         return _text(request, clusters_text(views))
 
     def connections(self, request: Request) -> bytes:
-        return _json(request, connections_view(self.gateway, self.now()))
+        try:
+            limit = int(_arg(request, "limit") or DEFAULT_PAGE)
+            offset = int(_arg(request, "offset") or 0)
+        except ValueError:
+            return _text(request, "bad request: limit and offset are integers\n",
+                         http.BAD_REQUEST)
+        return _json(request, connections_view(self.gateway, self.now(), limit, offset))
+
+    def status(self, request: Request) -> bytes:
+        return _json(request, self.status_view())
+
+    def status_view(self) -> dict[str, Any]:
+        """Everything the status page shows but the connection list, from one pass."""
+        from tsgate import __version__
+
+        now = self.now()
+        conns = list(self.gateway.connections())
+        stats = self.gateway.stats
+        totals = {
+            "connections": stats.total("listener.downstream_cx_total"),
+            "bytes_received": stats.total("istio_tcp_received_bytes_total"),
+            "bytes_sent": stats.total("istio_tcp_sent_bytes_total"),
+            "upstream_connect_failures": stats.total("cluster.upstream_cx_connect_fail"),
+            "no_route": stats.total("listener.no_filter_chain_match"),
+        }
+        rates: dict[str, Optional[float]] = dict.fromkeys(totals)
+        # the oldest sample of the last minute at least 0.5 s old
+        base = next(((t, v) for t, v in self._samples if 0.5 <= now - t <= 60.0), None)
+        if base is not None:
+            span = now - base[0]
+            rates = {k: round((totals[k] - base[1].get(k, 0)) / span, 3) for k in totals}
+        self._samples.append((now, totals))
+        started = getattr(self.gateway, "started_at", None) or self.created
+        return {
+            "version": __version__,
+            "started": started,
+            "uptime": max(0.0, now - started),
+            "last_reload": getattr(self.gateway, "last_reload", None),
+            "active_connections": len(conns),
+            "totals": totals,
+            "rates_per_second": rates,
+            "listeners": listeners_view(self.gateway, conns),
+            "clusters": clusters_view(self.gateway, conns),
+        }
 
     def errors(self, request: Request) -> bytes:
         return _json(request, {"errors": errors_view(self.gateway)})
@@ -479,11 +583,14 @@ HELP = """admin commands are:
   /config_dump         loaded config and compiled route table (JSON)
   /listeners           listeners (?format=json)
   /clusters            clusters, endpoints, active connections, last errors (?format=json)
-  /connections         live connections (JSON)
+  /connections         live connections, oldest first (JSON; ?limit=N up to 1000, ?offset=N)
+  /status              version, uptime, last reload, totals, rates, live counts (JSON)
   /errors              recent errors (JSON)
   /authz               authorization policies, limits, recent denials and limited sources (JSON)
   /ready               200 LIVE when ready, else 503
-  POST /drain          stop accepting, drain connections, then exit
+  POST /drain          stop accepting, fail readiness, let connections finish for the
+                       drain period, then close the rest; the process keeps running
+                       (SIGTERM drains the same way and then exits)
   POST /reload         reload the configuration now
 """
 
@@ -504,6 +611,7 @@ def make_admin_site(gateway: GatewayState, allowed_hosts: Sequence[str] = (),
     root.putChild(b"listeners", _Endpoint(r.listeners))
     root.putChild(b"clusters", _Endpoint(r.clusters))
     root.putChild(b"connections", _Endpoint(r.connections))
+    root.putChild(b"status", _Endpoint(r.status))
     root.putChild(b"errors", _Endpoint(r.errors))
     root.putChild(b"ready", _Endpoint(r.ready))
     root.putChild(b"drain", _Endpoint(r.drain, methods=(b"POST",)))
@@ -515,6 +623,22 @@ def make_admin_site(gateway: GatewayState, allowed_hosts: Sequence[str] = (),
     site = _QuietSite(root)
     site.displayTracebacks = False
     site.admin = r  # type: ignore[attr-defined]  # for tests and the lead's wiring
+    return site
+
+
+def make_metrics_site(gateway: GatewayState) -> Site:
+    """
+    The metrics listener (``--metrics``, Istio's ``:15090``): read-only
+    ``/stats/prometheus`` and nothing else, so it can listen on the pod IP for
+    Prometheus without exposing ``POST /drain`` or ``/config_dump``.
+    """
+    r = AdminResources(gateway)
+    root = _Dir()
+    stats = _Dir()
+    stats.putChild(b"prometheus", _Endpoint(r.prometheus))
+    root.putChild(b"stats", stats)
+    site = _QuietSite(root)
+    site.displayTracebacks = False
     return site
 
 

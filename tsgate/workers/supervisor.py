@@ -679,6 +679,16 @@ class Supervisor(service.Service):
         ended.addBoth(_cancel_then_pass, kill)
         return ended
 
+    def reopen_access_logs(self) -> None:
+        """SIGUSR1 to the supervisor: every worker reopens its access-log file."""
+        log.info("SIGUSR1: asking {n} worker(s) to reopen the access log",
+                 n=len(self.everyone()))
+        for worker in self.everyone():
+            try:
+                worker.process.signalProcess("USR1")
+            except (error.ProcessExitedAlready, AttributeError):
+                pass
+
     def _kill_stragglers(self) -> None:
         for worker in self.everyone():
             log.warn("worker {id} (pid {pid}) did not stop: killing it",
@@ -695,6 +705,13 @@ class Aggregate:
     def __init__(self, supervisor: Supervisor) -> None:
         self.supervisor = supervisor
         self.last_connections: list[WorkerConnection] = []
+
+    def __getattr__(self, name: str) -> Any:
+        # What the admin views read besides the GatewayState protocol
+        # (started_at, last_reload, ...) is the supervisor's.
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return getattr(self.supervisor, name)
 
     @property
     def stats(self) -> Stats:

@@ -1,10 +1,13 @@
-// tsgate status page: fetches the admin JSON endpoints every 2 s and fills the
-// tables. Everything is inserted with textContent (never innerHTML): SNI names
-// and error messages come from clients and must not become markup.
+// tsgate status page: fetches /status (one summary: version, uptime, last reload,
+// totals and rates, listeners, clusters, endpoints), one bounded page of
+// /connections and /errors every 2 s, and fills the tables. The server sends at
+// most MAX_ROWS connections, however many are open. Everything is inserted with
+// textContent (never innerHTML): SNI names and error messages come from clients
+// and must not become markup.
 "use strict";
 
 const REFRESH_MS = 2000;
-const MAX_ROWS = 200;
+const MAX_ROWS = 100;
 
 function el(tag, text, cls) {
   const e = document.createElement(tag);
@@ -59,6 +62,17 @@ function age(seconds) {
   return (seconds / 3600).toFixed(1) + " h";
 }
 
+function bytes(n) {
+  if (n < 1024) return n + " B";
+  if (n < 1048576) return (n / 1024).toFixed(1) + " KiB";
+  if (n < 1073741824) return (n / 1048576).toFixed(1) + " MiB";
+  return (n / 1073741824).toFixed(2) + " GiB";
+}
+
+function rate(value, unit) {
+  return value === null || value === undefined ? "–" : value.toFixed(1) + " " + unit + "/s";
+}
+
 function connectionRows(conns) {
   return conns.slice(0, MAX_ROWS).map(c => {
     const route = c.route || "(choosing)";
@@ -72,14 +86,76 @@ function connectionRows(conns) {
 }
 
 function clusterRows(clusters) {
-  return clusters.map(c => {
-    const eps = c.endpoints.map(e => e.address + ":" + e.port);
-    for (const addr of Object.keys(c.upstreams)) if (!eps.includes(addr)) eps.push(addr);
+  const rows = [];
+  for (const c of clusters) {
     const fails = c.stats.upstream_cx_connect_fail || 0;
     const live = el("td", c.active_connections, "num");
     live.dataset.cluster = c.name;
-    return row([el("td", c.name), c.resolution, eps.join(", ") || "(DNS at connect)",
-                live, el("td", fails, "num")]);
+    const tr = row([el("td", c.name), c.resolution, el("td", "all endpoints", "muted"),
+                    live, el("td", bytes(c.bytes_received || 0), "num"),
+                    el("td", bytes(c.bytes_sent || 0), "num"),
+                    el("td", c.stats.upstream_cx_total || 0, "num"), el("td", fails, "num")]);
+    tr.className = "cluster";
+    rows.push(tr);
+    // one row per endpoint: the table's, then DNS-resolved ones seen on live connections
+    const eps = c.endpoints.map(e => ({ addr: e.address + ":" + e.port,
+                                        live: e.active_connections,
+                                        rx: e.bytes_received || 0, tx: e.bytes_sent || 0 }));
+    for (const [addr, n] of Object.entries(c.upstreams)) {
+      if (eps.some(e => e.addr === addr)) continue;
+      const b = (c.upstream_bytes || {})[addr] || {};
+      eps.push({ addr: addr, live: n, rx: b.bytes_received || 0, tx: b.bytes_sent || 0 });
+    }
+    if (eps.length === 0) {
+      rows.push(row(["", "", el("td", "(DNS at connect, none open)", "muted"), "", "", "",
+                     "", ""]));
+    }
+    for (const e of eps) {
+      const n = el("td", e.live, "num");
+      n.dataset.endpoint = c.name + " " + e.addr;
+      const er = row(["", "", el("td", e.addr), n, el("td", bytes(e.rx), "num"),
+                      el("td", bytes(e.tx), "num"), "", ""]);
+      er.className = "endpoint";
+      rows.push(er);
+    }
+  }
+  return rows;
+}
+
+function summary(s) {
+  document.getElementById("version").textContent = s.version;
+  document.getElementById("uptime").textContent = age(s.uptime);
+  const r = s.last_reload;
+  const reload = document.getElementById("last-reload");
+  if (!r) {
+    reload.textContent = "none since start";
+    reload.className = "muted";
+  } else {
+    reload.textContent = (r.ok ? "ok" : "REFUSED (" + r.errors + " error(s))") + ", " +
+      r.warnings + " warning(s), " + new Date(r.time * 1000).toLocaleTimeString();
+    reload.className = r.ok ? "" : "error";
+  }
+  const t = s.totals, k = s.rates_per_second;
+  fill(document.querySelector("#totals tbody"), [
+    row(["connections accepted", el("td", t.connections, "num"),
+         el("td", rate(k.connections, "conn"), "num")]),
+    row(["bytes from clients", el("td", bytes(t.bytes_received), "num"),
+         el("td", rate(k.bytes_received === null ? null : k.bytes_received / 1024, "KiB"),
+            "num")]),
+    row(["bytes to clients", el("td", bytes(t.bytes_sent), "num"),
+         el("td", rate(k.bytes_sent === null ? null : k.bytes_sent / 1024, "KiB"), "num")]),
+    row(["upstream connect failures", el("td", t.upstream_connect_failures, "num"),
+         el("td", rate(k.upstream_connect_failures, "fail"), "num")]),
+    row(["no route (NR)", el("td", t.no_route, "num"), el("td", rate(k.no_route, "conn"),
+                                                          "num")]),
+  ]);
+}
+
+function listenerRows(listeners) {
+  return listeners.map(l => {
+    const n = el("td", l.active_connections, "num");
+    n.dataset.listenerLive = l.name;
+    return row([el("td", l.name), el("td", l.address), l.protocols.join(","), n]);
   });
 }
 
@@ -96,19 +172,21 @@ function errorItems(errors) {
 async function refresh() {
   const status = document.getElementById("status");
   try {
-    const [l, c, conn, errs] = await Promise.all([
-      getJSON("listeners?format=json"), getJSON("clusters?format=json"),
-      getJSON("connections"), getJSON("errors"),
+    const [s, conn, errs] = await Promise.all([
+      getJSON("status"), getJSON("connections?limit=" + MAX_ROWS), getJSON("errors"),
     ]);
-    fill(document.querySelector("#routes tbody"), routeRows(l.listeners));
+    summary(s);
+    fill(document.querySelector("#listeners tbody"), listenerRows(s.listeners));
+    fill(document.querySelector("#routes tbody"), routeRows(s.listeners));
     fill(document.querySelector("#connections tbody"), connectionRows(conn.connections));
     document.getElementById("connections-more").textContent =
-      conn.total > MAX_ROWS ? "showing " + MAX_ROWS + " of " + conn.total : "";
-    fill(document.querySelector("#clusters tbody"), clusterRows(c.clusters));
+      conn.total > conn.connections.length
+        ? "showing the " + conn.connections.length + " oldest of " + conn.total : "";
+    fill(document.querySelector("#clusters tbody"), clusterRows(s.clusters));
     document.getElementById("errors").replaceChildren(...errorItems(errs.errors));
-    document.getElementById("total-connections").textContent = conn.total;
-    document.getElementById("total-listeners").textContent = l.listeners.length;
-    document.getElementById("total-clusters").textContent = c.clusters.length;
+    document.getElementById("total-connections").textContent = s.active_connections;
+    document.getElementById("total-listeners").textContent = s.listeners.length;
+    document.getElementById("total-clusters").textContent = s.clusters.length;
     status.textContent = "updated " + new Date().toLocaleTimeString();
     status.className = "muted";
   } catch (err) {
