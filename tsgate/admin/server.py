@@ -364,7 +364,9 @@ def connections_view(gateway: GatewayState, now: float, limit: int = DEFAULT_PAG
              "started": c.started, "duration": max(0.0, now - c.started),
              "bytes_received": c.bytes_received, "bytes_sent": c.bytes_sent,
              # optional: the real gateway says "inspecting", "connecting", "relaying"...
-             "state": getattr(c, "state", None)}
+             "state": getattr(c, "state", None),
+             # with --workers: the worker process that holds the connection
+             "worker": getattr(c, "worker", None)}
             for c in page
         ],
     }

@@ -11,7 +11,7 @@ from twisted.web import server
 from twisted.web.resource import Resource
 from twisted.web.server import Request
 
-from tsgate.admin.server import connections_view
+from tsgate.admin.server import DEFAULT_PAGE, connections_view
 
 
 def _write_json(request: Request, payload: Any) -> None:
@@ -39,14 +39,16 @@ class ConnectionsResource(Resource):
 
         request.notifyFinish().addBoth(gone)
 
+        try:
+            limit = int(request.args.get(b"limit", [str(DEFAULT_PAGE).encode()])[0])
+            offset = int(request.args.get(b"offset", [b"0"])[0])
+        except ValueError:
+            request.setResponseCode(400)
+            return b"bad request: limit and offset are integers\n"
+
         def answer(_: Any) -> None:
             if not finished:
-                view = connections_view(self.aggregate, time.time())
-                for item, conn in zip(view["connections"],
-                                      sorted(self.aggregate.connections(),
-                                             key=lambda c: c.started)):
-                    item["worker"] = conn.worker
-                _write_json(request, view)
+                _write_json(request, connections_view(self.aggregate, time.time(), limit, offset))
 
         def failed(f: Failure) -> None:
             if not finished:
