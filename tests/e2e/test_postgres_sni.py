@@ -1,6 +1,6 @@
 """
-Two real PostgreSQL 15 servers with TLS behind one gateway port, chosen by
-SNI: psql's SSLRequest is answered by the gateway (the ``postgres-starttls``
+Two real PostgreSQL servers (the installed version) with TLS behind one
+gateway port, chosen by SNI: psql's SSLRequest is answered by the gateway (the ``postgres-starttls``
 negotiator), its ClientHello routed by SNI like any TLS passthrough, the
 chosen server sent its own SSLRequest; the client then verifies the
 server's certificate end to end (``sslmode=verify-full``) and the query
