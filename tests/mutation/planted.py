@@ -86,4 +86,52 @@ DATAPATH: tuple[Plant, ...] = (
           (f"{CLOSE}::test_every_close_is_counted_with_its_response_flags",)),
 )
 
-CI: tuple[Plant, ...] = ()
+ROUTING_TESTS = ("tests/test_routing.py", "tests/config/test_config_sni_index.py")
+TLS_TESTS = ("tests/hints/test_tls.py",)
+BALANCER_TESTS = ("tests/upstream/test_balancer.py",)
+COMPILER_TESTS = ("tests/config/test_config_compiler.py",)
+
+CI: tuple[Plant, ...] = (
+    Plant("SNI exact names ignored", "tsgate/routing.py",
+          "hit = index.exact.get(sni)", "hit = None", ROUTING_TESTS),
+    Plant("SNI shortest wildcard suffix wins (inverted precedence)", "tsgate/routing.py",
+          "hit = index.wildcard.get(sni[i:])\n"
+          "                    if hit is not None:\n"
+          "                        break\n",
+          "hit = index.wildcard.get(sni[i:]) or hit\n", ROUTING_TESTS),
+    Plant("SNI: the last chain naming a name wins", "tsgate/routing.py",
+          "self.exact.setdefault(lowered, (chain, pattern))",
+          "self.exact[lowered] = (chain, pattern)", ROUTING_TESTS),
+    Plant("SNI compared case-sensitively", "tsgate/routing.py",
+          'sni = sni.lower().rstrip(".")', 'sni = sni.rstrip(".")', ROUTING_TESTS),
+    Plant("ClientHello SNI keeps its trailing dot", "tsgate/hints/tls.py",
+          'return name[:-1] if name.endswith(".") else name', "return name", TLS_TESTS),
+    Plant("ClientHello server_name types not checked", "tsgate/hints/tls.py",
+          "if name_type == 0:", "if True:", TLS_TESTS),
+    Plant("ClientHello second host_name accepted", "tsgate/hints/tls.py",
+          "            if host is not None:\n"
+          '                raise HintParseError("more than one host_name in server_name")\n',
+          "", TLS_TESTS),
+    Plant("ClientHello session id of 33 bytes accepted", "tsgate/hints/tls.py",
+          "if sid_len > 32:", "if sid_len > 33:", TLS_TESTS),
+    Plant("weighted pick: a boundary goes to the earlier cluster", "tsgate/upstream/balancer.py",
+          "if point < 0:", "if point <= 0:", BALANCER_TESTS),
+    Plant("round robin stuck on the first endpoint", "tsgate/upstream/balancer.py",
+          "state.next_index += 1", "state.next_index += 0", BALANCER_TESTS),
+    Plant("Istio namespace label from the wrong label", "tsgate/upstream/balancer.py",
+          'namespace = parts[1] if len(parts) >= 3 and parts[2] == "svc" else "unknown"',
+          'namespace = parts[0] if len(parts) >= 3 and parts[2] == "svc" else "unknown"',
+          BALANCER_TESTS),
+    Plant("DestinationRule maxConnections dropped", "tsgate/config/compiler.py",
+          "max_connections=tcp.max_connections if tcp is not None else None,",
+          "max_connections=None,", COMPILER_TESTS),
+    Plant("DestinationRule connectTimeout ignored", "tsgate/config/compiler.py",
+          "connect_timeout=(tcp.connect_timeout if tcp is not None",
+          "connect_timeout=(DEFAULT_CONNECT_TIMEOUT if tcp is not None", COMPILER_TESTS),
+    Plant("DestinationRule idleTimeout ignored", "tsgate/config/compiler.py",
+          "idle = tcp.idle_timeout if tcp.idle_timeout is not None else DEFAULT_IDLE_TIMEOUT",
+          "idle = DEFAULT_IDLE_TIMEOUT", COMPILER_TESTS),
+    Plant("a zero weight still gets traffic", "tsgate/config/compiler.py",
+          "if cluster is not None and weight > 0:", "if cluster is not None and weight >= 0:",
+          COMPILER_TESTS),
+)
