@@ -33,6 +33,8 @@ setup(
             "cryptography",
             "prometheus_client",
         ],
+        # Mutation testing (tests/mutation/run, docs/testing.md).
+        "mutation": ["mutmut>=3"],
         # Only for re-recording the protocol samples in tests/data/
         # (tests/support/capture_samples.py); the tests read committed files.
         "capture": [

@@ -79,7 +79,12 @@ DATAPATH: tuple[Plant, ...] = (
     Plant("periodic byte-counter flush does nothing", "tsgate/gateway.py",
           "            conn.flush_byte_counters()", "            pass",
           (f"{CLOSE}::test_byte_counters_move_while_the_connection_is_open",)),
-    Plant("failed connections not counted closed", CONNECTION,
+    Plant("failed connections not counted closed (unit)", CONNECTION,
+          "        self._count_closed(record.response_flags)\n",
+          "        if self.upstream is not None:\n"
+          "            self._count_closed(record.response_flags)\n",
+          ("tests/proxy/test_close_metrics.py",)),
+    Plant("failed connections not counted closed (e2e)", CONNECTION,
           "        self._count_closed(record.response_flags)\n",
           "        if self.upstream is not None:\n"
           "            self._count_closed(record.response_flags)\n",
