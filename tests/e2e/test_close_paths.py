@@ -19,8 +19,8 @@ port       destination
            DestinationRule says connectTimeout 30s, ``--connect-timeout 1``
 7405       ``noep``: a STATIC ServiceEntry without endpoints (UH)
 7406       TLS passthrough for one SNI only, no TCP route (NR)
-7407       ``talker``: only the server talks; idleTimeout 1s
-7408       ``silent``: nothing talks; idleTimeout 1s
+7407       ``talker``: only the server talks; idleTimeout 2s
+7408       ``silent``: nothing talks; idleTimeout 2s
 7409       ``held``: echo, for the periodic byte-counter flush
 =========  ==========================================================
 """
@@ -51,7 +51,7 @@ MAX_CONNECTIONS = 2
 #: so a swapped local/remote address shows.
 CLIENT_IP = "127.0.0.7"
 ASYM_DELAY = 0.4
-TICKS, TICK = 12, 0.2  # the talker: 12 bytes, one per 0.2 s (2.4 s > idle timeout 1 s)
+TICKS, TICK = 14, 0.25  # the talker: 14 bytes, one per 0.25 s (3.5 s > idle timeout 2 s)
 
 
 # -- backends -----------------------------------------------------------------
@@ -125,8 +125,8 @@ def config(path: Path, backend_ports: dict[str, Optional[int]], dead_port: int) 
     tcp_policy: dict[str, dict[str, Any]] = {
         "limited": {"maxConnections": MAX_CONNECTIONS},
         "blackhole": {"connectTimeout": "30s"},
-        "talker": {"idleTimeout": "1s"},
-        "silent": {"idleTimeout": "1s"},
+        "talker": {"idleTimeout": "2s"},
+        "silent": {"idleTimeout": "2s"},
     }
     for port, name in zip(PORTS, ("asym", "limited", "dead", "blackhole", "noep", None,
                                   "talker", "silent", "held")):
@@ -438,8 +438,8 @@ def test_every_close_is_counted_with_its_response_flags(setup: Setup) -> None:
 def test_server_only_traffic_is_activity(setup: Setup) -> None:
     """
     Catches: upstream-to-client bytes not counted as activity for the idle
-    timeout. The server sends a byte every 0.2 s for 2.4 s and the client
-    never speaks; with idleTimeout 1s the stream must still arrive whole. A
+    timeout. The server sends a byte every 0.25 s for 3.5 s and the client
+    never speaks; with idleTimeout 2s the stream must still arrive whole. A
     silent connection on the same timeout is cut (the timeout does work).
     """
     with socket.create_connection(("127.0.0.1", setup.port(TALKER)), timeout=10) as s:
@@ -452,7 +452,7 @@ def test_server_only_traffic_is_activity(setup: Setup) -> None:
     with socket.create_connection(("127.0.0.1", setup.port(SILENT)), timeout=10) as s:
         client = s.getsockname()[:2]
         assert s.recv(10) == b""
-    assert 0.9 <= time.monotonic() - started < 5
+    assert 1.9 <= time.monotonic() - started < 6
     record = setup.wait_record(client)
     assert record["connection_termination_details"] == "tcp_session_idle_timeout"
 
