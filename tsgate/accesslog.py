@@ -1,7 +1,8 @@
 """
 The per-connection access log, in Istio's default format.
 
-Istio's default text format (ISTIO-L4.md §8) is one string for HTTP and TCP;
+Istio's default text format (https://istio.io/latest/docs/tasks/observability/logs/access-log/)
+is one string for HTTP and TCP;
 for a TCP connection the HTTP operators render ``-`` and the response code
 is 0, so a line reads::
 

@@ -1,6 +1,6 @@
 """
-Two real PostgreSQL 15 servers with TLS behind one gateway port, chosen by
-SNI: psql's SSLRequest is answered by the gateway (the ``postgres-starttls``
+Two real PostgreSQL servers (the installed version) with TLS behind one
+gateway port, chosen by SNI: psql's SSLRequest is answered by the gateway (the ``postgres-starttls``
 negotiator), its ClientHello routed by SNI like any TLS passthrough, the
 chosen server sent its own SSLRequest; the client then verifies the
 server's certificate end to end (``sslmode=verify-full``) and the query
@@ -13,7 +13,10 @@ is one (the README's fallback rule) and is closed when there is none.
 
 from __future__ import annotations
 
+import socket
+import struct
 import subprocess
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,6 +25,7 @@ import yaml
 
 from tests.support.gateway import GatewayProcess, free_port
 from tests.support.postgres import CertificateAuthority, PostgresHandle, start_postgres
+from tests.support.samples import client_hello
 
 pytestmark = pytest.mark.e2e
 
@@ -150,3 +154,78 @@ def test_plain_client_takes_the_tcp_fallback(servers, tmp_path):
                    sslrootcert=str(servers[1].ca_path))
         assert tls.returncode == 0, tls.stderr + gw.text()
         assert tls.stdout.strip() == "pg2 true"
+
+
+#: PostgreSQL's SSLRequest: length 8, code 80877103.
+SSL_REQUEST = struct.pack("!II", 8, 80877103)
+
+
+class RefusesTls:
+    """
+    A plaintext PostgreSQL server as seen on the wire: it answers the
+    SSLRequest with ``N`` and records every byte it gets after that, until
+    the gateway closes the connection.
+    """
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.port = self.sock.getsockname()[1]
+        self.first = b""
+        self.after = b""
+        self.done = threading.Event()
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        conn, _ = self.sock.accept()
+        with conn:
+            conn.settimeout(15)
+            while len(self.first) < len(SSL_REQUEST):
+                chunk = conn.recv(len(SSL_REQUEST) - len(self.first))
+                if not chunk:
+                    break
+                self.first += chunk
+            conn.sendall(b"N")
+            try:
+                while chunk := conn.recv(65536):
+                    self.after += chunk
+            except OSError:
+                pass
+        self.done.set()
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def test_server_answering_n_gets_no_client_hello(tmp_path):
+    """
+    Catches: the client not being closed when the server answers ``N`` to the
+    gateway's SSLRequest (the relay carrying on and replaying the client's
+    ClientHello to a plaintext server). The server here is a socket that
+    records what reaches it: exactly one SSLRequest, then nothing, and the
+    client sees the connection closed.
+    """
+    server = RefusesTls()
+    try:
+        # gateway_config reads only name, cert_host and port
+        handle = PostgresHandle(name="pgn", port=server.port, cert_host="pgn.example.test",
+                                ca_path=tmp_path, datadir=tmp_path)
+        config = gateway_config(tmp_path / "pg.yaml", [handle], fallback=False)
+        with GatewayProcess([str(config)], ports=[PORT]) as gw:
+            with socket.create_connection(("127.0.0.1", gw.port(PORT)), timeout=15) as s:
+                s.sendall(SSL_REQUEST)
+                assert s.recv(1) == b"S"  # the gateway's own answer
+                s.sendall(client_hello("pgn.example.test"))
+                try:
+                    rest = s.recv(65536)
+                except ConnectionResetError:
+                    rest = b""
+                assert rest == b""  # closed, nothing relayed back
+            assert server.done.wait(15), "the gateway kept the server connection open"
+            assert server.first == SSL_REQUEST
+            assert server.after == b"", f"{len(server.after)} client bytes reached the server"
+            lines = gw.wait_access_lines(1)
+            assert any("postgres_upstream_refused_tls" in ln for ln in lines), lines
+    finally:
+        server.close()

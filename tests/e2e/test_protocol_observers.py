@@ -2,7 +2,7 @@
 The built-in observers inside the real gateway (``twistd -n tsgate``),
 selected Istio's way by the Gateway port's name, with real clients and
 servers: redis-benchmark and redis-cli against redis-server on a
-``redis-cache`` port, psql against PostgreSQL 15 on a ``postgres-main``
+``redis-cache`` port, psql against the installed PostgreSQL on a ``postgres-main``
 port. The counters read from the admin ``/stats`` endpoint and the access
 log attributes are what the traffic sent.
 """

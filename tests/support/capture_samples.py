@@ -10,7 +10,7 @@ client's first message, byte for byte as the client sent it).
 ``samples.json`` in each folder records the command and versions behind
 every file. The files are committed: tests never need to recapture.
 
-Needs: PostgreSQL 15 + psql, redis-server + redis-cli + redis-benchmark,
+Needs: PostgreSQL (any installed version) + psql, redis-server + redis-cli + redis-benchmark,
 ``apt-get install mariadb-server mariadb-client``, and
 ``pip install -e ".[capture]"`` (psycopg, PyMySQL, mysql-connector-python).
 """
@@ -90,12 +90,12 @@ def _first(records: list[Record], direction: str) -> bytes:
 
 
 def capture_postgres() -> None:
-    from tests.support.postgres import SCRAM_PASSWORD, SCRAM_USER, start_postgres
+    from tests.support.postgres import PG_BIN, SCRAM_PASSWORD, SCRAM_USER, start_postgres
 
     m = Manifest(DATA / "postgres")
     versions = {
         "psql": _version(["psql", "--version"]),
-        "server": _version(["/usr/lib/postgresql/15/bin/postgres", "--version"]),
+        "server": _version([str(PG_BIN / "postgres"), "--version"]),
     }
     tmp = Path(tempfile.mkdtemp())
     pg = start_postgres(tmp, free_port(), "pg1.example.test")

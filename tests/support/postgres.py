@@ -1,5 +1,5 @@
 """
-A real PostgreSQL 15 server for tests: TLS on, a server certificate for a
+A real PostgreSQL server (the installed version) for tests: TLS on, a server certificate for a
 chosen host name signed by a throw-away test CA, and a table telling which
 server answered (``SELECT name FROM whoami`` returns the server's name).
 
@@ -14,7 +14,9 @@ reach (pytest's ``tmp_path`` is private to root); certificates and the CA
 go in ``tmpdir``. Authentication: ``trust`` on loopback for everyone but
 ``scram_user`` (password ``scram-secret``), which must use SCRAM, so
 captures include the password exchange. Needs the Debian ``postgresql``
-package (binaries in ``/usr/lib/postgresql/15/bin``) and ``cryptography``.
+package and ``cryptography``. The server binaries are found, not assumed:
+``$TSGATE_PG_BIN``, else the newest ``/usr/lib/postgresql/<version>/bin``,
+else ``pg_config --bindir``, else ``initdb`` on ``PATH`` (see :func:`find_pg_bin`).
 """
 
 from __future__ import annotations
@@ -31,7 +33,51 @@ from typing import Optional
 
 import attrs
 
-PG_BIN = Path(os.environ.get("TSGATE_PG_BIN", "/usr/lib/postgresql/15/bin"))
+
+def _version_key(bindir: Path) -> tuple[int, ...]:
+    """``/usr/lib/postgresql/15/bin`` -> (15,); 9.6 -> (9, 6)."""
+    return tuple(int(part) for part in bindir.parent.name.split(".") if part.isdigit())
+
+
+def find_pg_bin() -> Path:
+    """
+    The directory of the installed server's ``initdb``/``pg_ctl``/``postgres``:
+    ``$TSGATE_PG_BIN``; else the newest Debian ``/usr/lib/postgresql/<N>/bin``
+    that has ``initdb``; else ``pg_config --bindir``; else where ``initdb`` is on
+    ``PATH``. Raises RuntimeError naming where it looked.
+    """
+    explicit = os.environ.get("TSGATE_PG_BIN")
+    if explicit:
+        return Path(explicit)
+    debian = sorted((p.parent for p in Path("/usr/lib/postgresql").glob("*/bin/initdb")),
+                    key=_version_key)
+    if debian:
+        return debian[-1]
+    pg_config = shutil.which("pg_config")
+    if pg_config:
+        bindir = subprocess.run([pg_config, "--bindir"], capture_output=True, text=True,
+                                check=False).stdout.strip()
+        if bindir and (Path(bindir) / "initdb").exists():
+            return Path(bindir)
+    initdb = shutil.which("initdb")
+    if initdb:
+        return Path(initdb).parent
+    raise RuntimeError("no PostgreSQL server found: set TSGATE_PG_BIN, or install the "
+                       "postgresql package (looked in /usr/lib/postgresql/*/bin, "
+                       "pg_config --bindir and PATH)")
+
+
+class _PgBin:
+    """``PG_BIN / "initdb"``, with the directory found on first use (not at import)."""
+
+    def __truediv__(self, name: str) -> Path:
+        return find_pg_bin() / name
+
+    def __fspath__(self) -> str:
+        return str(find_pg_bin())
+
+
+PG_BIN = _PgBin()
 PG_USER = "postgres"
 SCRAM_USER = "scram_user"
 SCRAM_PASSWORD = "scram-secret"
@@ -176,7 +222,7 @@ def start_postgres(
     tls: bool = True,
 ) -> PostgresHandle:
     """
-    Start a TLS-enabled PostgreSQL 15 on 127.0.0.1:``port`` whose certificate
+    Start a TLS-enabled PostgreSQL (the installed version) on 127.0.0.1:``port`` whose certificate
     names ``cert_host``, signed by ``ca`` (a new :class:`CertificateAuthority` in
     ``tmpdir`` if not given; share one CA between servers so one
     ``sslrootcert`` verifies both). ``name`` (default: the first label of

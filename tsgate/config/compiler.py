@@ -1,7 +1,7 @@
 """
 The model to a route table: which servers listen, which routes they take.
 
-The steps follow istiod's gateway code (ISTIO-L4.md §1-§3) with the
+The steps follow istiod's gateway code (istio/istio pilot/pkg/networking/core) with the
 decisions written down in docs/design.md where Istio is order-dependent:
 
 1. Gateways whose ``selector`` is a subset of our labels are ours; their

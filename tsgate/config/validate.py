@@ -1,5 +1,6 @@
 """
-Istio's validation rules (ISTIO-L4.md §1, §2, §4, §5) over the model.
+Istio's validation rules (istio/istio pkg/config/validation; the API reference at
+https://istio.io/latest/docs/reference/config/networking/) over the model.
 
 What ``istioctl validate`` / the admission webhook would reject is an error
 here; what Istio accepts but that cannot do what the author meant (a rule

@@ -17,9 +17,19 @@ from typing import Any, Optional
 
 from twisted.logger import Logger
 
-from tsgate.proxy.state import NEGOTIATING, RELAYING, ConnectionState
+from tsgate.proxy.state import ConnectionState
+from tsgate.upstream.balancer import ClusterState
 
 log = Logger(namespace="tsgate.proxy")
+
+#: Istio metric labels of a connection that no route took (``NR``): the
+#: destination is unknown, as Istio labels what it does not know.
+UNROUTED = ClusterState("-", metric_labels={
+    "reporter": "source", "source_workload": "tsgate", "source_workload_namespace": "unknown",
+    "destination_service": "unknown", "destination_service_name": "unknown",
+    "destination_service_namespace": "unknown", "request_protocol": "tcp",
+    "connection_security_policy": "unknown",
+})
 
 
 class CloseRecord(ConnectionState):
@@ -54,12 +64,26 @@ class CloseRecord(ConnectionState):
             state = ctx.balancer.state(cluster)
             state.active -= 1
             ctx.stats.gauge_add_key("cluster.upstream_cx_active", state.cluster_key, -1)
-            if previous in (RELAYING, NEGOTIATING) or self.upstream is not None:
-                self.flush_byte_counters()
-                ctx.stats.inc_key(
-                    "istio_tcp_connections_closed_total", state.metric_key(record.response_flags)
-                )
+        self.count_closed(record.response_flags)
         ctx.access_log.emit(record)
+
+    def count_closed(self, response_flags: str) -> None:
+        """
+        Istio's connection counters for a closing connection: every one is
+        counted closed with its response flags (``UF``, ``UH``, ``UO``, ``NR``,
+        ...). One whose upstream never opened is counted opened now, as
+        Istio's stats filter counts a connection opened at its first report
+        (at the latest its close), so opened minus closed is what is open.
+        Without a cluster (``NR``) the destination labels are ``unknown``.
+        """
+        cluster = self.cluster
+        state = self.ctx.balancer.state(cluster) if cluster is not None else UNROUTED
+        stats = self.ctx.stats
+        if self.upstream is None:
+            stats.inc_key("istio_tcp_connections_opened_total", state.metric_key())
+        else:
+            self.flush_byte_counters()
+        stats.inc_key("istio_tcp_connections_closed_total", state.metric_key(response_flags))
 
     def hints(self) -> Optional[dict[str, str]]:
         """What the hint parser, STARTTLS and observers learned, for the access log."""

@@ -1,0 +1,128 @@
+"""
+The route-table contract (tsgate.routing), value by value: names, the
+decision each kind of chain gives (route, chain token, reason in words),
+the SNI index's handling of duplicates, and table lookups. The choice itself
+is checked against Envoy's rules in tests/config/test_config_sni_index.py.
+"""
+
+from __future__ import annotations
+
+from tsgate.routing import (
+    DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_IDLE_TIMEOUT,
+    Cluster,
+    Listener,
+    Route,
+    RouteTable,
+    SniChain,
+    SourceRef,
+    WeightedCluster,
+    sni_specificity,
+)
+
+
+def route(name: str) -> Route:
+    return Route(name, ())
+
+
+def test_defaults_are_envoy_and_istio_defaults():
+    assert DEFAULT_IDLE_TIMEOUT == 3600.0 and DEFAULT_CONNECT_TIMEOUT == 10.0
+    c = Cluster(name="outbound|1||h", host="h", port=1)
+    assert (c.subset, c.resolution, c.endpoints, c.connect_timeout, c.lb_policy,
+            c.max_connections) == ("", "STATIC", (), 10.0, "ROUND_ROBIN", None)
+    r = route("r")
+    assert (r.idle_timeout, r.max_connection_duration, r.source) == (3600.0, None, None)
+
+
+def test_source_ref_reads_like_a_diagnostic():
+    ref = SourceRef("vs.yaml", 12, "VirtualService default/echo", "spec.tcp[0]")
+    assert str(ref) == "VirtualService default/echo spec.tcp[0] (vs.yaml:12)"
+
+
+def test_stat_prefix_is_the_cluster_or_the_route_when_weighted():
+    a = Cluster(name="outbound|1||a", host="a", port=1)
+    b = Cluster(name="outbound|1||b", host="b", port=1)
+    assert Route("ns/vs#tcp[0]", (WeightedCluster(a, 100),)).stat_prefix == "outbound|1||a"
+    assert Route("ns/vs#tcp[0]", (WeightedCluster(a, 50), WeightedCluster(b, 50))
+                 ).stat_prefix == "ns/vs#tcp[0]"
+
+
+def test_listener_name_and_inspection():
+    assert Listener("0.0.0.0", 31400).name == "0.0.0.0_31400"
+    assert Listener("::1", 443).name == "::1_443"
+    assert not Listener("0.0.0.0", 1, tcp_route=route("t")).inspect
+    assert Listener("0.0.0.0", 1, (SniChain(("a",), route("a")),)).inspect
+
+
+def test_decisions_name_the_chain_and_say_why():
+    listener = Listener("0.0.0.0", 1, (
+        SniChain(("Exact.Example.COM",), route("exact")),
+        SniChain(("*.Example.com",), route("wild")),
+    ), route("tcp"))
+    d = listener.route_for_sni("exact.example.com.")
+    assert (d.route.name, d.chain, d.reason) == (
+        "exact", "sni:Exact.Example.COM", "SNI exact.example.com matched Exact.Example.COM")
+    assert listener.route_for_sni("EXACT.example.Com").route.name == "exact"  # DNS ignores case
+    assert listener.route_for_sni("A.EXAMPLE.COM.").route.name == "wild"
+    d = listener.route_for_sni("a.b.example.com")
+    assert (d.route.name, d.chain, d.reason) == (
+        "wild", "sni:*.Example.com", "SNI a.b.example.com matched *.Example.com")
+    d = listener.route_for_sni("example.com")
+    assert (d.route.name, d.chain, d.reason) == (
+        "tcp", "tcp", "SNI example.com matched no TLS chain; TCP route")
+    d = listener.route_for_sni(None)
+    assert (d.route.name, d.chain, d.reason) == (
+        "tcp", "tcp", "SNI (none) matched no TLS chain; TCP route")
+    with_catch_all = Listener("0.0.0.0", 1, listener.tls_chains + (SniChain((), route("any")),),
+                              route("tcp"))
+    d = with_catch_all.route_for_sni("example.org")
+    assert (d.route.name, d.chain, d.reason) == (
+        "any", "sni:*", "SNI example.org matched catch-all")
+    assert with_catch_all.route_for_sni(None).reason == "SNI (none) matched catch-all"
+    alone = Listener("0.0.0.0", 1, listener.tls_chains)
+    d = alone.route_for_sni("example.org")
+    assert (d.route, d.chain, d.reason) == (None, "none", "SNI example.org matched no chain")
+    assert alone.route_for_sni(None).reason == "SNI (none) matched no chain"
+    assert alone.route_for_sni("").reason == "SNI (none) matched no chain"
+
+
+def test_the_first_chain_naming_a_pattern_keeps_it():
+    """istiod de-duplicates SNI across chains; of duplicates, the first chain's wins."""
+    listener = Listener("0.0.0.0", 1, (
+        SniChain(("a.example.com", "*.example.com"), route("first")),
+        SniChain(("A.example.com", "*.EXAMPLE.com"), route("second")),
+        SniChain((), route("any")), SniChain((), route("second-any")),
+    ))
+    assert listener.route_for_sni("a.example.com").route.name == "first"
+    assert listener.route_for_sni("b.example.com").route.name == "first"
+    assert listener.route_for_sni("x.org").route.name == "any"
+
+
+def test_a_wildcard_needs_a_whole_label():
+    listener = Listener("0.0.0.0", 1, (SniChain(("*.example.com",), route("wild")),))
+    for sni in ("example.com", "xexample.com", ".example.com", "example.com.evil"):
+        assert listener.route_for_sni(sni).route is None, sni
+    for sni in ("a.example.com", "a.b.c.example.com", "-.example.com"):
+        assert listener.route_for_sni(sni).route is not None, sni
+
+
+def test_sni_specificity_orders_exact_then_longer_suffixes():
+    """explain's per-candidate ranking (the data path uses the index)."""
+    assert sni_specificity("www.example.com", "www.example.com") == 1_000_000
+    assert sni_specificity("WWW.example.com", "www.example.com") == 1_000_000
+    assert sni_specificity("www.example.com", "api.example.com") is None
+    assert sni_specificity("*.example.com", "www.example.com") == len(".example.com")
+    assert sni_specificity("*.com", "www.example.com") == len(".com")
+    assert sni_specificity("*.example.com", "example.com") is None
+    assert sni_specificity("*.example.com", ".example.com") is None
+    assert sni_specificity("*.example.com", "wwwexample.com") is None
+
+
+def test_route_table_finds_a_listener_by_bind_and_port():
+    a, b = Listener("0.0.0.0", 1), Listener("127.0.0.1", 1)
+    table = RouteTable((a, b))
+    assert table.listener("0.0.0.0", 1) is a
+    assert table.listener("127.0.0.1", 1) is b
+    assert table.listener("0.0.0.0", 2) is None
+    assert table.listener("::", 1) is None
+    assert RouteTable().listeners == ()
