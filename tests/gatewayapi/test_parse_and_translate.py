@@ -409,3 +409,15 @@ def test_reference_grant_is_per_name_kind_and_namespace(load):
     r = load(GW, route, grant.replace("kind: TCPRoute", "kind: TLSRoute"))
     assert r.gateway_api.condition("TCPRoute infra/r", "ResolvedRefs").reason == \
         "RefNotPermitted"
+
+
+def test_cli_validate_with_errors_still_prints_the_status(tmp_path: Path, capsys):
+    p = tmp_path / "c.yaml"
+    p.write_text(GW + "---\n" + ROUTE + "---\n" + ROUTE.replace("name: r,", "name: bad,")
+                 .replace("port: 7}", "}"))
+    assert main(["validate", str(p)]) == 1
+    captured = capsys.readouterr()
+    assert "Must have port for Service reference" in captured.err
+    assert "spec.rules[0].backendRefs[0]" in captured.err
+    assert "TCPRoute infra/r" in captured.out
+    assert "Programmed=False (Pending)" in captured.out
