@@ -469,3 +469,34 @@ def test_systemd_socket_activation_with_workers(tmp_path: Path) -> None:
         server.close()
     assert b"one socket shared by the workers" in out, out
     assert process.returncode == 0, out
+
+
+def test_post_reload_and_file_watch_reach_every_worker(tmp_path: Path) -> None:
+    """POST /reload on the supervisor's admin, and a watched file change, switch both workers."""
+    w = Workers(tmp_path)
+    other = ThreadedServer(Tagged(b"B"))
+    try:
+        tagged_config(w.config, other.port)
+        request = urllib.request.Request(f"http://127.0.0.1:{w.admin}/reload", method="POST",
+                                         data=b"")
+        with urllib.request.urlopen(request, timeout=20) as r:
+            assert json.load(r)["ok"] is True
+        wait_log(w.gw, "configuration reloaded", 1)
+        for _ in range(10):
+            with socket.create_connection(("127.0.0.1", w.port), timeout=10) as s:
+                assert recv_until(s, b"\n") == b"B\n"
+    finally:
+        w.close()
+    # the supervisor watches the files (its workers do not)
+    (tmp_path / "watched").mkdir()
+    w = Workers(tmp_path / "watched", "--watch-interval", "0.2")
+    try:
+        tagged_config(w.config, other.port)
+        wait_log(w.gw, "configuration reloaded", 1)
+        for _ in range(10):
+            with socket.create_connection(("127.0.0.1", w.port), timeout=10) as s:
+                assert recv_until(s, b"\n") == b"B\n"
+        assert w.gw.text().count("configuration reloaded") == 1
+    finally:
+        w.close()
+        other.close()
