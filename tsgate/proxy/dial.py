@@ -31,12 +31,21 @@ from tsgate.proxy.transport import LeanTransport, close_quietly
 _IN_PROGRESS = (errno.EINPROGRESS, errno.EWOULDBLOCK, errno.EAGAIN, errno.EINTR)
 
 
+_FAMILIES: dict[str, int] = {}
+
+
 def _family(address: str) -> int:
-    """AF_INET / AF_INET6 for an IP literal; 0 for a host name."""
-    try:
-        return socket.AF_INET6 if ipaddress.ip_address(address).version == 6 else socket.AF_INET
-    except ValueError:
-        return 0
+    """AF_INET / AF_INET6 for an IP literal; 0 for a host name (memoized: endpoints repeat)."""
+    family = _FAMILIES.get(address)
+    if family is None:
+        try:
+            version = ipaddress.ip_address(address).version
+            family = socket.AF_INET6 if version == 6 else socket.AF_INET
+        except ValueError:
+            family = 0
+        if len(_FAMILIES) < 65536:
+            _FAMILIES[address] = family
+    return family
 
 
 @implementer(IWriteDescriptor)

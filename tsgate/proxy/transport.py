@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import errno
 import socket
-from collections import deque
 from typing import Any, Optional
 
 from twisted.internet import error, main
@@ -68,7 +67,9 @@ class LeanTransport:
         self.disconnecting = False
         self.disconnected = False
         self.bufferSize = 65536
-        self.queue: deque[bytes] = deque()
+        # Bytes the socket did not take yet: a list only while there are any
+        # (an idle connection holds none; a deque would be 600 bytes each).
+        self.queue: Optional[list[bytes]] = None
         self.queued = 0
         self.reading = False
         self.writing = False
@@ -123,8 +124,10 @@ class LeanTransport:
 
     def doWrite(self) -> None:
         queue = self.queue
-        sock = self.socket
-        while queue:
+        if queue:
+            sock = self.socket
+            if len(queue) > 1:  # one send for all of it (bounded by the high-water mark)
+                queue[:] = [b"".join(queue)]
             data = queue[0]
             try:
                 sent = sock.send(data)
@@ -137,7 +140,7 @@ class LeanTransport:
             if sent < len(data):
                 queue[0] = data[sent:]
                 return None
-            queue.popleft()
+            self.queue = None
         self._stop_writing()
         if self.producer is not None and self.producer_paused:
             self.producer_paused = False
@@ -157,21 +160,19 @@ class LeanTransport:
     def write(self, data: bytes) -> None:
         if not self.connected or self.write_closed or self.write_closing or not data:
             return
-        if not self.queue:
+        queue = self.queue
+        if queue is None:
             try:
                 sent = self.socket.send(data)
-            except OSError as exc:
-                if exc.errno not in _RETRY:  # doWrite reports it on the next turn
-                    self.queue.append(data)
-                    self.queued += len(data)
-                    self._start_writing()
-                    return
+            except OSError:  # EAGAIN; or an error doWrite reports on the next turn
                 sent = 0
             if sent == len(data):
                 return
-            data = data[sent:]
+            if sent:
+                data = data[sent:]
+            queue = self.queue = []
             self._start_writing()
-        self.queue.append(data)
+        queue.append(data)
         self.queued += len(data)
         if self.producer is not None and not self.producer_paused and \
                 self.queued > self.bufferSize:
@@ -191,7 +192,7 @@ class LeanTransport:
 
     def abortConnection(self) -> None:
         if self.connected:
-            self.queue.clear()
+            self.queue = None
             self.queued = 0
             self.disconnecting = True
             self._stop_reading()
@@ -202,7 +203,7 @@ class LeanTransport:
         if not self.connected or self.write_closing or self.write_closed:
             return
         self.write_closing = True
-        if self.queue:
+        if self.queue is not None:
             return
         self._shutdown_write()
 
@@ -302,7 +303,8 @@ class LeanTransport:
         producer, self.producer = self.producer, None
         if producer is not None:
             producer.stopProducing()
-        self.queue.clear()
+        self.queue = None
+        self.queued = 0
         try:
             self.socket.close()
         except OSError:
