@@ -89,7 +89,7 @@ WRITE_BUFFER_FIELDS = ("_tempDataBuffer", "dataBuffer", "offset", "_writeDisconn
 def write_through(transport: Any) -> Callable[[bytes], None]:
     """The fastest correct ``write`` for a relayed transport (see WriteThrough)."""
     if type(transport) is LeanTransport:
-        return transport.write  # writes through already
+        return transport  # writes through already; calling it writes (no bound method to keep)
     if getattr(transport, "socket", None) is None or not all(
         hasattr(transport, name) for name in WRITE_BUFFER_FIELDS
     ):
@@ -133,7 +133,7 @@ class RelayStage(CloseRecord):
         # one side pauses reading on the other (bounded memory both ways).
         down_t.registerProducer(up_t, True)
         up_t.registerProducer(down_t, True)
-        self.now = ctx.reactor.seconds
+        self.now = ctx.now  # one bound method for every connection
         self.last_activity = self.now()
         self.up_write = write_through(up_t)
         self.down_write = write_through(down_t)

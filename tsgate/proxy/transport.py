@@ -174,6 +174,10 @@ class LeanTransport:
             self.producer_paused = True
             self.producer.pauseProducing()
 
+    #: ``transport(data)`` is ``transport.write(data)``: the relay keeps the
+    #: transport itself as its write function (no bound method per connection)
+    __call__ = write
+
     def writeSequence(self, data: Any) -> None:
         self.write(b"".join(data))
 
