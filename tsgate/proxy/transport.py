@@ -314,6 +314,7 @@ class LeanTransport:
             producer.stopProducing()
         self.queue = None
         self.queued = 0
+        self.fd = -1  # the reactor skips events still queued for the old descriptor
         try:
             self.socket.close()
         except OSError:
