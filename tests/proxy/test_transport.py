@@ -333,3 +333,18 @@ def test_which_endpoints_get_the_lean_port(description: str, expected: Any) -> N
     from tsgate.gateway import plain_tcp
 
     assert plain_tcp(description) == expected
+
+
+def test_read_now_reads_what_is_waiting_without_a_turn() -> None:
+    reactor = SelectReactor()
+    transport, protocol, peer = pair(reactor)
+    transport.pauseProducing()
+    peer.sendall(b"early")
+    time.sleep(0.01)
+    transport.read_now()  # paused: nothing read
+    assert protocol.data == b""
+    transport.resumeProducing()
+    transport.read_now()
+    assert protocol.data == b"early"
+    transport.read_now()  # nothing waiting: EAGAIN, no error
+    assert transport.connected and protocol.events == []
