@@ -344,6 +344,8 @@ def build_gateway(options: Any, reactor: Any, stdout: Any = None) -> Gateway:
             inspect_timeout=options["inspect-timeout"],
             connect_timeout=options["connect-timeout"],
             idle_timeout=options["idle-timeout"],
+            # TSGATE_TRANSPORT=twisted: Twisted's tcp transports (bench comparisons)
+            lean=os.environ.get("TSGATE_TRANSPORT", "lean") != "twisted",
         ),
         inspectors=inspectors(plugins),
         observers_for=observer_selector(plugins),
