@@ -24,7 +24,7 @@ from twisted.python.failure import Failure
 
 from tsgate.proxy.connection import DownstreamProtocol
 from tsgate.proxy.context import METRICS_FLUSH_INTERVAL, ProxyContext
-from tsgate.proxy.listen import lean_listen, max_backlog
+from tsgate.proxy.listen import lean_adopt, lean_listen, max_backlog
 from tsgate.routing import Listener, RouteTable
 
 log = Logger(namespace="tsgate.gateway")
@@ -246,6 +246,11 @@ class Gateway(service.MultiService):
             port = self._listen_lean(listener, factory, description, *plain)
             if port is not None:
                 return factory, port
+        elif self.ctx.settings.lean:  # a socket handed over (systemd, --workers)
+            adopted = lean_adopt(self.reactor, factory, description)
+            if adopted is not None:
+                self._log_listening(listener, adopted.getHost())
+                return factory, adopted
         try:
             endpoint = endpoints.serverFromString(self.reactor, description)
         except Exception as exc:  # a bad string, or systemd: with no socket handed over
@@ -263,14 +268,17 @@ class Gateway(service.MultiService):
                 f"cannot listen for {listener.name} on {description}: "
                 f"{outcome.getErrorMessage()}"
             )
-        address = outcome.getHost()
+        self._log_listening(listener, outcome.getHost())
+        return factory, outcome
+
+    @staticmethod
+    def _log_listening(listener: Listener, address: Any) -> None:
         log.info(
             "tsgate listening: {listener} on {address} ({kind})",
             listener=listener.name,
             address=f"{getattr(address, 'host', address)}:{getattr(address, 'port', '')}",
             kind="inspects ClientHello" if listener.inspect else "plain TCP",
         )
-        return factory, outcome
 
     def _listen_lean(self, listener: Listener, factory: ListenerFactory, description: str,
                      number: int, interface: str, backlog: Optional[int]) -> Any:
@@ -281,12 +289,7 @@ class Gateway(service.MultiService):
             raise ListenError(
                 f"cannot listen for {listener.name} on {description}: {exc}") from None
         if port is not None:
-            address = port.getHost()
-            log.info(
-                "tsgate listening: {listener} on {address} ({kind})",
-                listener=listener.name, address=f"{address.host}:{address.port}",
-                kind="inspects ClientHello" if listener.inspect else "plain TCP",
-            )
+            self._log_listening(listener, port.getHost())
         return port
 
     def _apply_table(self, table: RouteTable) -> None:

@@ -141,3 +141,49 @@ def lean_listen(reactor: Any, factory: Any, port: int, interface: str,
     lean = LeanPort(reactor, sock, factory)
     lean.startListening()
     return lean
+
+
+def inherited_socket(description: str) -> Optional[socket.socket]:
+    """
+    The TCP socket a ``systemd:domain=INET|INET6:index=N`` (or ``name=``)
+    endpoint names, as a new descriptor of it (the inherited one stays, as
+    Twisted's own systemd endpoint would find it), or None: another kind of
+    endpoint or socket, or nothing handed over (Twisted's endpoint then says
+    why). Socket activation and ``--workers`` both hand sockets over this way.
+    """
+    import os
+
+    from twisted.python.systemd import ListenFDs
+
+    kind, _, rest = description.partition(":")
+    if kind != "systemd":
+        return None
+    options = dict(field.split("=", 1) for field in rest.split(":") if "=" in field)
+    if options.get("domain") not in ("INET", "INET6"):
+        return None
+    inherited = ListenFDs.fromEnvironment()
+    try:
+        if "index" in options:
+            fd = inherited.inheritedDescriptors()[int(options["index"])]
+        else:
+            fd = inherited.inheritedNamedDescriptors()[options["name"]]
+    except (KeyError, IndexError, ValueError):
+        return None
+    sock = socket.socket(fileno=os.dup(fd))
+    if sock.type != socket.SOCK_STREAM or sock.family not in (socket.AF_INET, socket.AF_INET6):
+        sock.close()
+        return None
+    sock.setblocking(False)
+    return sock
+
+
+def lean_adopt(reactor: Any, factory: Any, description: str) -> Optional[LeanPort]:
+    """A :class:`LeanPort` on an inherited socket (see :func:`inherited_socket`), or None."""
+    if not IReactorFDSet.providedBy(reactor):
+        return None
+    sock = inherited_socket(description)
+    if sock is None:
+        return None
+    lean = LeanPort(reactor, sock, factory)
+    lean.startListening()
+    return lean

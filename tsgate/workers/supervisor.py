@@ -176,36 +176,17 @@ def _domain(port: Any) -> str:
     return {socket.AF_INET6: "INET6", socket.AF_UNIX: "UNIX"}.get(family, "INET")
 
 
-def _split_endpoint(description: str) -> list[str]:
-    """Twisted's endpoint-string fields (``:`` separated, ``\\:`` escaped)."""
-    fields, current, chars = [], "", iter(description)
-    for c in chars:
-        if c == "\\":
-            current += next(chars, "")
-        elif c == ":":
-            fields.append(current)
-            current = ""
-        else:
-            current += c
-    fields.append(current)
-    return fields
+def tcp_address(description: str) -> Optional[tuple[int, str, int]]:
+    """``(family, host, port)`` of a plain ``tcp:``/``tcp6:`` endpoint string, else None."""
+    from tsgate.gateway import plain_tcp
 
-
-def tcp_address(description: str) -> Optional[tuple[int, str, int, int]]:
-    """``(family, host, port, backlog)`` of a ``tcp:``/``tcp6:`` endpoint string, else None."""
-    kind, *args = _split_endpoint(description)
-    if kind not in ("tcp", "tcp6"):
+    plain = plain_tcp(description)
+    if plain is None:
         return None
-    named = dict(a.split("=", 1) for a in args if "=" in a)
-    positional = [a for a in args if "=" not in a]
-    try:
-        port = int(named.get("port", positional[0] if positional else ""))
-        backlog = int(named.get("backlog", "50"))
-    except ValueError:
-        return None
-    host = named.get("interface", "::" if kind == "tcp6" else "")
-    family = socket.AF_INET6 if kind == "tcp6" or ":" in host else socket.AF_INET
-    return family, host, port, backlog
+    port, host, _backlog = plain
+    family = socket.AF_INET6 if description.startswith("tcp6:") or ":" in host \
+        else socket.AF_INET
+    return family, host, port
 
 
 def reuseport_socket(family: int, address: tuple[str, int]) -> socket.socket:
@@ -222,14 +203,6 @@ def reuseport_socket(family: int, address: tuple[str, int]) -> socket.socket:
     return sock
 
 
-def _somaxconn() -> int:
-    try:
-        with open("/proc/sys/net/core/somaxconn", encoding="ascii") as f:
-            return int(f.read())
-    except (OSError, ValueError):
-        return 1024
-
-
 def hold_socket(reactor: Any, key: tuple[str, int], description: str, name: str,
                 shared: bool = False) -> HeldSocket:
     """Bind and listen on ``description``, but let no one accept here (the workers will)."""
@@ -237,7 +210,7 @@ def hold_socket(reactor: Any, key: tuple[str, int], description: str, name: str,
 
     tcp = tcp_address(description) if hasattr(socket, "SO_REUSEPORT") else None
     if tcp is not None and not shared:
-        family, host, port, _backlog = tcp
+        family, host, port = tcp
         try:
             anchor = reuseport_socket(family, (host, port))
         except OSError as exc:
