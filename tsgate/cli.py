@@ -55,6 +55,9 @@ def add_gateway_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--gateway-namespace", default=None, metavar="NS",
                         help="namespace the gateway runs in, for exportTo (default: each "
                              "Gateway's own namespace)")
+    parser.add_argument("--credentials", default=None, metavar="DIR",
+                        help="directory of TLS credentials: DIR/<credentialName>/tls.crt, "
+                             "tls.key, ca.crt (a mounted Kubernetes Secret)")
 
 
 def load_from_args(args: argparse.Namespace) -> Any:
@@ -62,7 +65,8 @@ def load_from_args(args: argparse.Namespace) -> Any:
 
     labels = dict(args.gateway_label) if args.gateway_label else dict(DEFAULT_GATEWAY_LABELS)
     return load_config(args.paths, gateway_labels=labels, default_namespace=args.namespace,
-                       gateway_namespace=args.gateway_namespace)
+                       gateway_namespace=args.gateway_namespace,
+                       credentials_dir=getattr(args, "credentials", None))
 
 
 def register(subparsers: Any) -> None:

@@ -23,6 +23,7 @@ from tsgate.gateway import Gateway, ListenError
 from tsgate.proxy.context import DEFAULT_INSPECT_TIMEOUT, ProxyContext, Settings
 from tsgate.reload import ConfigWatcher
 from tsgate.stats import Stats
+from tsgate.tls.watch import CertificateWatcher
 
 log = Logger(namespace="tsgate")
 
@@ -78,6 +79,9 @@ class Options(usage.Options):
          "(Istio's terminationDrainDuration)."],
         ["watch-interval", None, "2", "Seconds between checks of the config files for "
          "changes (0: reload on SIGHUP only)."],
+        ["credentials", None, None, "Directory of TLS credentials: DIR/<credentialName>/"
+         "tls.crt, tls.key, ca.crt (a mounted Kubernetes Secret); certificate files are "
+         "watched and reloaded like the config."],
     ]
 
     def __init__(self) -> None:
@@ -167,7 +171,8 @@ def build_gateway(options: Any, reactor: Any, stdout: Any = None) -> Gateway:
 
     def load() -> Any:
         return load_config(paths, gateway_labels=labels, default_namespace=namespace,
-                           gateway_namespace=gateway_namespace)
+                           gateway_namespace=gateway_namespace,
+                           credentials_dir=options.get("credentials"))
 
     result = load()
     # sys.__stdout__: under twistd sys.stdout is the log, and access lines must stay
@@ -221,6 +226,7 @@ class GatewayService(service.MultiService):
         self.reactor = reactor
         self.watcher = ConfigWatcher(reactor, options["config"], gateway.reload,
                                      options["watch-interval"])
+        self.cert_watcher = CertificateWatcher(reactor, gateway, options["watch-interval"])
         self._previous_sighup: Any = None
         self._admin_ports: list[Any] = []
         gateway.setServiceParent(self)
@@ -258,6 +264,7 @@ class GatewayService(service.MultiService):
             self.privilegedStartService()
         super().startService()
         self.watcher.start()
+        self.cert_watcher.start()
         try:
             self._previous_sighup = signal.signal(signal.SIGHUP, self._sighup)
         except ValueError:  # not the main thread (embedded use): no signal handler
@@ -288,6 +295,7 @@ class GatewayService(service.MultiService):
     def stopService(self) -> defer.Deferred:
         """SIGTERM: drain (stop accepting, fail readiness, wait), then stop."""
         self.watcher.stop()
+        self.cert_watcher.stop()
         if self._previous_sighup is not None:
             signal.signal(signal.SIGHUP, self._previous_sighup)
         drained = self.gateway.drain()

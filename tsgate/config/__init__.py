@@ -80,6 +80,7 @@ def load_config(
     gateway_labels: Mapping[str, str] = DEFAULT_GATEWAY_LABELS,
     default_namespace: str = "default",
     gateway_namespace: Optional[str] = None,
+    credentials_dir: Optional[str] = None,
 ) -> ConfigResult:
     """
     Load, validate and compile the Istio YAML at ``paths`` (files or
@@ -87,7 +88,9 @@ def load_config(
 
     ``gateway_namespace`` is the namespace tsgate runs in, for ``exportTo``
     (Istio uses the gateway workload's namespace); None means each Gateway's
-    own namespace. Never raises for bad configuration.
+    own namespace. ``credentials_dir`` is ``--credentials DIR``, where
+    ``credentialName`` certificates are read (``DIR/<name>/tls.crt``, ...).
+    Never raises for bad configuration.
     """
     if isinstance(paths, str):
         paths = [paths]
@@ -98,7 +101,7 @@ def load_config(
     resources, found = merge_duplicates(parsed)
     diags.extend(found)
     diags.extend(validate(resources))
-    table, found = compile_table(resources, gateway_labels, gateway_namespace)
+    table, found = compile_table(resources, gateway_labels, gateway_namespace, credentials_dir)
     diags.extend(found)
     ordered = _in_file_order(diags, loaded.files)
     if any(d.severity == ERROR for d in ordered):

@@ -24,7 +24,7 @@ from __future__ import annotations
 from typing import Any, Callable, Optional
 
 from twisted.internet import error as ierror
-from twisted.internet.interfaces import IHalfCloseableProtocol
+from twisted.internet.interfaces import IHalfCloseableProtocol, IHandshakeListener
 from twisted.internet.protocol import ClientFactory, Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -42,6 +42,7 @@ from tsgate.interfaces import (
 )
 from tsgate.proxy.context import ListenerRuntime, ProxyContext
 from tsgate.routing import Cluster, Decision, Endpoint, Listener, Route
+from tsgate.tls import stage as tls_stage
 
 log = Logger(namespace="tsgate.proxy")
 
@@ -111,7 +112,8 @@ class WriteThrough:
 
 def write_through(transport: Any) -> Callable[[bytes], None]:
     """The fastest correct ``write`` for a relayed transport (see WriteThrough)."""
-    if getattr(transport, "socket", None) is None or not hasattr(transport, "_tempDataBuffer"):
+    if getattr(transport, "socket", None) is None or not hasattr(transport, "_tempDataBuffer") \
+            or getattr(transport, "TLS", False):
         return transport.write  # type: ignore[no-any-return]  # not a plain TCP socket
     return WriteThrough(transport)
 
@@ -134,7 +136,7 @@ def _observer(stats: Any, protocol: str, listener: str) -> Any:
     return observe
 
 
-@implementer(IHalfCloseableProtocol)
+@implementer(IHalfCloseableProtocol, IHandshakeListener)
 class DownstreamProtocol(Protocol):
     """The client side of one proxied connection; owns the connection's state."""
 
@@ -149,6 +151,7 @@ class DownstreamProtocol(Protocol):
         "endpoint", "upstream", "preamble", "hint", "idle_timeout", "_inspect_timer",
         "_connect_timer", "_idle_timer", "_duration_timer", "_connector", "_counted_active",
         "_now", "_up_write", "_down_write", "dataReceived", "transport", "connected", "factory",
+        "tls",
     )
 
     #: a TCP transport (ITCPTransport + IProducer + IConsumer + half-close)
@@ -167,6 +170,8 @@ class DownstreamProtocol(Protocol):
         self.preamble: Optional[Preamble] = None
         self.hint: Optional[Hint] = None
         self.decision: Optional[Decision] = None
+        #: a tsgate.tls.server.TlsSession once the gateway terminates this client's TLS
+        self.tls: Any = None
         self._inspect_timer: Any = None
         self._connect_timer: Any = None
         self._idle_timer: Any = None
@@ -337,6 +342,10 @@ class DownstreamProtocol(Protocol):
             return
         # The decision trace in short (the same token `tsgate explain` prints).
         self.record.route_name = short_trace(decision)
+        if decision.termination is not None and self.tls is None:
+            # Terminate the client's TLS first; routing continues in handshakeCompleted.
+            tls_stage.start_termination(self, decision)
+            return
         route = self.route = decision.route
         cluster = self.cluster = ctx.balancer.pick_cluster(route)
         self.record.upstream_cluster = cluster.name
@@ -366,6 +375,10 @@ class DownstreamProtocol(Protocol):
         self._connector = ctx.reactor.connectTCP(
             endpoint.address, endpoint.port, _UpstreamFactory(self), timeout=None
         )
+
+    def handshakeCompleted(self) -> None:  # noqa: N802 (IHandshakeListener)
+        """The client's TLS handshake (termination) completed."""
+        tls_stage.handshake_completed(self)
 
     def _connect_timed_out(self) -> None:
         self._connect_timer = None
@@ -418,7 +431,15 @@ class DownstreamProtocol(Protocol):
         self.ctx.stats.inc_key(
             "istio_tcp_connections_opened_total", self.ctx.balancer.state(cluster).metric_key()
         )
-        if self.preamble is not None:
+        if cluster.tls is not None and upstream.tls is None:
+            tls_stage.start_origination(self, upstream)  # relay after its handshake
+            return
+        self.upstream_ready()
+
+    def upstream_ready(self) -> None:
+        """The upstream is connected (and its TLS handshake done, when originating)."""
+        transport = self.upstream.transport  # type: ignore[union-attr]
+        if self.preamble is not None and self.tls is None:
             self.state = NEGOTIATING
             transport.write(self.preamble.upstream_request)
             return
@@ -578,6 +599,12 @@ class DownstreamProtocol(Protocol):
         """
         if not transport.connected:
             return
+        if tls_stage.is_tls(transport):
+            transport.unregisterProducer()
+            tls_stage.half_close(transport)
+            if other_direction_done:
+                self._finish()
+            return
         # A registered producer would stop a paused transport from finishing
         # its shutdown (Twisted resumes the producer instead); the side that
         # sent the FIN has nothing more to produce anyway.
@@ -617,6 +644,10 @@ class DownstreamProtocol(Protocol):
         """The upstream connection is fully gone."""
         if self.state is CLOSED:
             return
+        upstream = self.upstream
+        if upstream is not None and upstream.tls is not None and not upstream.tls.done:
+            tls_stage.origination_failed(self, upstream, reason)
+            return
         if self.state is NEGOTIATING:
             self.termination = "upstream closed during STARTTLS"
         # Close the client after flushing what the upstream sent.
@@ -626,6 +657,8 @@ class DownstreamProtocol(Protocol):
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         ctx = self.ctx
+        if self.tls is not None and not self.tls.done:
+            tls_stage.termination_lost(self, reason)
         previous, self.state = self.state, CLOSED
         for name in ("_inspect_timer", "_connect_timer", "_idle_timer", "_duration_timer"):
             self._cancel_timer(name)
@@ -674,6 +707,10 @@ class DownstreamProtocol(Protocol):
                 attributes.update(observer.attributes())
             except Exception:
                 pass
+        if self.tls is not None:
+            attributes.update(self.tls.facts)
+        if self.upstream is not None and self.upstream.tls is not None:
+            attributes.update(self.upstream.tls.facts)
         attributes.pop("sni", None)  # already %REQUESTED_SERVER_NAME%
         return {k: str(v) for k, v in attributes.items() if v not in (None, "")} or None
 
@@ -700,11 +737,11 @@ class DownstreamProtocol(Protocol):
         self.reported_sent = self.bytes_sent
 
 
-@implementer(IHalfCloseableProtocol)
+@implementer(IHalfCloseableProtocol, IHandshakeListener)
 class UpstreamProtocol(Protocol):
     """The upstream side; everything is decided by its DownstreamProtocol."""
 
-    __slots__ = ("downstream", "reply", "dataReceived", "transport", "connected")
+    __slots__ = ("downstream", "reply", "dataReceived", "transport", "connected", "tls")
 
     transport: Any
 
@@ -714,9 +751,15 @@ class UpstreamProtocol(Protocol):
         self.dataReceived = self._before_relay  # type: ignore[method-assign]
         self.downstream = downstream
         self.reply = b""
+        #: a tsgate.tls.server.TlsSession when the gateway originates TLS upstream
+        self.tls: Any = None
 
     def connectionMade(self) -> None:
         self.downstream.upstream_connected(self)
+
+    def handshakeCompleted(self) -> None:  # noqa: N802 (IHandshakeListener)
+        """The upstream TLS handshake (origination) completed and verified."""
+        tls_stage.origination_done(self)
 
     def _before_relay(self, data: bytes) -> None:
         """Before relaying: only a STARTTLS reply is expected. (``dataReceived``.)"""

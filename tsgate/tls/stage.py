@@ -1,0 +1,241 @@
+"""
+TLS in the data path: termination of the client's TLS and origination of
+TLS to the upstream, as steps of one proxied connection.
+
+Termination runs after inspection: the ClientHello that chose the chain (by
+SNI) is already buffered, so the connection's transport is switched to
+Twisted's TLS layer (``ITLSTransport.startTLS``: a ``TLSMemoryBIOProtocol``
+over the same socket) and the buffered bytes are replayed into it. The
+upstream is connected once the handshake completes (a failed handshake
+costs no upstream connection); from then on the relay moves plaintext, and
+writes to the client go through the TLS layer.
+
+Origination runs after the upstream TCP connect: the upstream transport is
+switched to TLS as a client; the relay starts when the handshake (and the
+server's verification) succeeds, and a failure closes the client with
+``UF`` and ``upstream_transport_failure_reason``.
+
+Counters are Envoy's ``ssl.*`` names, labelled by listener (termination)
+or cluster (origination).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from OpenSSL import SSL
+from twisted.internet.abstract import FileDescriptor
+from twisted.python.failure import Failure
+
+from tsgate.tls import credentials as C
+from tsgate.tls.server import TlsSession
+
+#: Istio's PILOT_GATEWAY_TRANSPORT_SOCKET_CONNECT_TIMEOUT (15 s): a client
+#: that does not finish its handshake in this time is closed.
+HANDSHAKE_TIMEOUT = 15.0
+
+HANDSHAKING = "handshaking"
+
+
+def _peer_facts(conn: Any, prefix: str) -> dict[str, str]:
+    facts: dict[str, str] = {}
+    version = conn.get_protocol_version_name()
+    cipher = conn.get_cipher_name()
+    if version:
+        facts[f"{prefix}tls_version"] = version
+    if cipher:
+        facts[f"{prefix}tls_cipher"] = cipher
+    peer = conn.get_peer_certificate(as_cryptography=True)
+    if peer is not None:
+        facts[f"{prefix}peer_subject"] = peer.subject.rfc4514_string()
+        sans = C.all_sans(peer)
+        if sans:
+            facts[f"{prefix}peer_san"] = ",".join(sans)
+    return facts
+
+
+def failure_reason(session: Any, reason: Any) -> str:
+    """
+    One token in the shape of Envoy's ``%UPSTREAM_TRANSPORT_FAILURE_REASON%``:
+    ``TLS_error:|SSL_routines:CERTIFICATE_VERIFY_FAILED:<detail>:TLS_error_end``.
+    """
+    parts: list[str] = []
+    value = getattr(reason, "value", reason)
+    if isinstance(value, SSL.Error) and value.args and isinstance(value.args[0], list):
+        for entry in value.args[0]:
+            if isinstance(entry, tuple) and len(entry) == 3:
+                lib, _func, why = entry
+                parts.append(f"{lib}:{why.upper()}")
+    elif value is not None:
+        parts.append(str(value) or type(value).__name__)
+    detail = session.facts.get("verify_error") if session is not None else None
+    if detail:
+        parts.append(detail)
+    text = "TLS_error:|" + ":".join(parts or ["connection_closed"]) + ":TLS_error_end"
+    return "_".join(text.replace('"', "'").split())
+
+
+def _count_failure(stats: Any, session: Any, reason: Any, **labels: str) -> None:
+    stats.inc("ssl.connection_error", **labels)
+    failure = session.failure if session is not None else None
+    text = str(getattr(reason, "value", reason)).lower()
+    if failure is None and "peer did not return a certificate" in text:
+        failure = "fail_verify_no_cert"
+        stats.inc("ssl.no_certificate", **labels)
+    if failure is not None:
+        stats.inc(f"ssl.{failure}", **labels)
+
+
+# ------------------------------------------------------------- termination
+
+
+def start_termination(down: Any, decision: Any) -> None:
+    """Switch the client connection to TLS and replay the buffered ClientHello."""
+    termination = decision.termination
+    ctx = down.ctx
+    session = TlsSession(down)
+    session.facts["tls_mode"] = termination.mode
+    down.tls = session
+    down.state = HANDSHAKING
+    buffered, down.buffer = down.buffer, b""
+    transport = down.transport
+    transport.startTLS(termination.creator, True)
+    down._inspect_timer = ctx.timers.schedule(HANDSHAKE_TIMEOUT,
+                                              lambda: _handshake_timed_out(down))
+    transport.resumeProducing()
+    if buffered:
+        transport.protocol.dataReceived(buffered)
+
+
+def _handshake_timed_out(down: Any) -> None:
+    down._inspect_timer = None
+    session = down.tls
+    if session is None or session.done or down.state != HANDSHAKING:
+        return
+    down.ctx.stats.inc("ssl.handshake_timeout", listener=down.listener.name)
+    down.termination = "TLS handshake timed out"
+    down.record.connection_termination_details = "downstream_tls_handshake_timeout"
+    session.failure = session.failure or "handshake_timeout"
+    down._abort()
+
+
+def handshake_completed(down: Any) -> None:
+    """The client's handshake succeeded: count it, note the facts, connect upstream."""
+    session = down.tls
+    if session is None or session.done:
+        return
+    session.done = True
+    if down._inspect_timer is not None:
+        down._inspect_timer.cancel()
+        down._inspect_timer = None
+    stats, name = down.ctx.stats, down.listener.name
+    stats.inc("ssl.handshake", listener=name)
+    conn = down.transport.getHandle()
+    facts = _peer_facts(conn, "")
+    session.facts.update(facts)
+    if "tls_version" in facts:
+        stats.inc(f"ssl.versions.{facts['tls_version']}", listener=name)
+    if "tls_cipher" in facts:
+        stats.inc(f"ssl.ciphers.{facts['tls_cipher']}", listener=name)
+    if conn.get_session_reused() if hasattr(conn, "get_session_reused") else False:
+        stats.inc("ssl.session_reused", listener=name)
+    if session.facts.get("tls_mode") in ("MUTUAL", "OPTIONAL_MUTUAL") and \
+            "peer_subject" not in facts:
+        stats.inc("ssl.no_certificate", listener=name)
+    down.transport.pauseProducing()
+    down._route(down.decision)
+
+
+def termination_lost(down: Any, reason: Failure) -> None:
+    """The client went away before its handshake completed."""
+    session = down.tls
+    _count_failure(down.ctx.stats, session, reason, listener=down.listener.name)
+    if down.record.connection_termination_details == "-":
+        down.record.connection_termination_details = "downstream_tls_handshake_failed"
+    session.facts["downstream_transport_failure_reason"] = failure_reason(session, reason)
+    if down.termination == "-":
+        down.termination = "TLS handshake failed"
+
+
+# ------------------------------------------------------------- origination
+
+
+def start_origination(down: Any, upstream: Any) -> None:
+    """Switch the new upstream connection to TLS (client side); relay after the handshake."""
+    cluster = down.cluster
+    session = TlsSession(upstream)
+    upstream.tls = session
+    upstream.transport.startTLS(cluster.tls.creator, True)
+    down._connect_timer = down.ctx.timers.schedule(
+        HANDSHAKE_TIMEOUT, lambda: _origination_timed_out(down, upstream))
+
+
+def _origination_timed_out(down: Any, upstream: Any) -> None:
+    down._connect_timer = None
+    session = upstream.tls
+    if session is None or session.done or down.state == "closed":
+        return
+    origination_failed(down, upstream, Failure(TimeoutError("TLS handshake timeout")))
+
+
+def origination_done(upstream: Any) -> None:
+    session = upstream.tls
+    down = upstream.downstream
+    if session is None or session.done:
+        return
+    session.done = True
+    if down._connect_timer is not None:
+        down._connect_timer.cancel()
+        down._connect_timer = None
+    stats = down.ctx.stats
+    cluster = down.cluster
+    stats.inc("ssl.handshake", cluster=cluster.name)
+    session.facts.update(_peer_facts(upstream.transport.getHandle(), "upstream_"))
+    if down.state == "closed":
+        upstream.transport.loseConnection()
+        return
+    down.upstream_ready()
+
+
+def origination_failed(down: Any, upstream: Any, reason: Any) -> None:
+    """The upstream TLS handshake or its verification failed: ``UF``, client closed."""
+    session = upstream.tls
+    if session is not None:
+        session.done = True  # reported once
+    cluster = down.cluster
+    stats = down.ctx.stats
+    _count_failure(stats, session, reason, cluster=cluster.name)
+    stats.inc("cluster.upstream_cx_connect_fail", cluster=cluster.name)
+    token = failure_reason(session, reason)
+    down.record.response_flags = "UF"
+    down.record.upstream_transport_failure_reason = token
+    message = f"{cluster.name} {down.record.upstream_host}: upstream TLS failed: {token}"
+    down.ctx.balancer.state(cluster).recent_errors.append((down.ctx.reactor.seconds(), message))
+    down.ctx.error(message)
+    down.termination = "upstream TLS handshake failed"
+    down._abort()
+
+
+# ----------------------------------------------------------------- helpers
+
+
+def is_tls(transport: Any) -> bool:
+    return bool(getattr(transport, "TLS", False))
+
+
+def half_close(transport: Any) -> None:
+    """
+    Our end of a TLS connection is done writing: send close_notify after
+    what is queued, then shut the TCP write side, and keep reading (TLS 1.3
+    half-close). Before the handshake completed: close the connection.
+    """
+    tls = transport.protocol
+    if not getattr(tls, "_handshakeDone", False) or getattr(tls, "_appSendBuffer", None):
+        transport.loseConnection()
+        return
+    try:
+        tls._tlsConnection.shutdown()
+    except SSL.Error:
+        pass
+    tls._flushSendBIO()
+    FileDescriptor.loseWriteConnection(transport)
