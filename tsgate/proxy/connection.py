@@ -637,8 +637,7 @@ class DownstreamProtocol(Protocol):
         self.record.connection_termination_details = why
         for protocol in (self, self.upstream):
             if protocol is not None and protocol.transport is not None:
-                protocol.transport.unregisterProducer()
-                protocol.transport.loseConnection()
+                tls_stage.release(protocol.transport)
 
     def upstream_lost(self, reason: Failure) -> None:
         """The upstream connection is fully gone."""
@@ -666,9 +665,7 @@ class DownstreamProtocol(Protocol):
             connector, self._connector = self._connector, None
             connector.stopConnecting()
         if self.upstream is not None:
-            up_t = self.upstream.transport
-            up_t.unregisterProducer()
-            up_t.loseConnection()
+            tls_stage.release(self.upstream.transport)
         ctx.connections.discard(self)
         key = self.runtime.stats_key
         ctx.stats.gauge_add_key("listener.downstream_cx_active", key, -1)

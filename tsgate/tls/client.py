@@ -24,7 +24,7 @@ from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
 from zope.interface import implementer
 
 from tsgate.tls import credentials as C
-from tsgate.tls.server import Report, TlsSession, verify_error_string
+from tsgate.tls.server import Report, TlsSession, session_of, verify_error_string
 
 
 def identity_matches(x509cert: Any, names: Sequence[str]) -> bool:
@@ -58,8 +58,7 @@ class ClientConnectionCreator:
 
     def clientConnectionForTLS(self, tlsProtocol: Any) -> SSL.Connection:  # noqa: N802
         conn = SSL.Connection(self.context, None)
-        session = getattr(tlsProtocol.wrappedProtocol, "tls", None)
-        conn.set_app_data(session if session is not None else TlsSession(None))
+        conn.set_app_data(tlsProtocol)  # as Twisted does; session_of() finds the session
         if self.sni:
             conn.set_tlsext_host_name(self.sni)
         return conn
@@ -92,7 +91,7 @@ def _verifier(names: Sequence[str]) -> Any:
     wanted = tuple(names)
 
     def verify(conn: Any, x509cert: Any, errno: int, depth: int, ok: int) -> bool:
-        session = conn.get_app_data()
+        session = session_of(conn)
         if not ok:
             if isinstance(session, TlsSession) and session.failure is None:
                 session.failure = "fail_verify_error"

@@ -68,6 +68,19 @@ class TlsSession:
         self.facts: dict[str, str] = {}
 
 
+def session_of(conn: Any) -> Optional[TlsSession]:
+    """
+    The :class:`TlsSession` of a pyOpenSSL connection: Twisted's TLS layer
+    sets itself as the connection's app data; the session hangs on the
+    protocol it wraps (``DownstreamProtocol.tls`` / ``UpstreamProtocol.tls``).
+    """
+    data = conn.get_app_data()
+    if isinstance(data, TlsSession):
+        return data
+    session = getattr(getattr(data, "wrappedProtocol", None), "tls", None)
+    return session if isinstance(session, TlsSession) else None
+
+
 def verify_error_string(errno: int) -> str:
     """OpenSSL's words for an X509_V_ERR_* code ("certificate has expired")."""
     try:
@@ -100,7 +113,7 @@ def make_verifier(sans: Sequence[str], spkis: Sequence[str], hashes: Sequence[st
     wanted_hash = {normal_hash(h) for h in hashes}
 
     def verify(conn: Any, x509cert: Any, errno: int, depth: int, ok: int) -> bool:
-        session = conn.get_app_data()
+        session = session_of(conn)
         if isinstance(session, TlsSession):
             session.peer_presented = True
         if not ok:
@@ -134,8 +147,7 @@ class ServerConnectionCreator:
 
     def serverConnectionForTLS(self, tlsProtocol: Any) -> SSL.Connection:  # noqa: N802
         conn = SSL.Connection(self.context, None)
-        session = getattr(tlsProtocol.wrappedProtocol, "tls", None)
-        conn.set_app_data(session if session is not None else TlsSession(None))
+        conn.set_app_data(tlsProtocol)  # as Twisted does; session_of() finds the session
         return conn
 
 

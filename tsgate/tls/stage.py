@@ -223,6 +223,14 @@ def is_tls(transport: Any) -> bool:
     return bool(getattr(transport, "TLS", False))
 
 
+def release(transport: Any) -> None:
+    """Unregister the producer and close, also for a TLS transport already gone."""
+    if is_tls(transport) and not hasattr(transport, "protocol"):
+        return  # closed: Twisted has dropped its TLS layer
+    transport.unregisterProducer()
+    transport.loseConnection()
+
+
 def half_close(transport: Any) -> None:
     """
     Our end of a TLS connection is done writing: send close_notify after
