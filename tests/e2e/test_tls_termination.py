@@ -415,3 +415,87 @@ def test_bad_key_is_a_startup_error_naming_the_field(setup: Any, tmp_path: Path)
     assert "spec.servers[0].tls.privateKey" in text
     assert "does not match the certificate" in text
     assert "tsgate listening" not in text
+
+
+def admin_get(port: int, path: str) -> str:
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request("GET", path)
+        return conn.getresponse().read().decode()
+    finally:
+        conn.close()
+
+
+def ssl_stats(admin: int) -> dict[str, float]:
+    """``listener.<name>.ssl.X`` counters by ``ssl.X``, summed over listeners."""
+    out: dict[str, float] = {}
+    for line in admin_get(admin, "/stats?filter=ssl").splitlines():
+        name, _, value = line.rpartition(": ")
+        if ".ssl." in name and name.startswith("listener."):
+            key = "ssl." + name.split(".ssl.", 1)[1]
+            out[key] = out.get(key, 0) + float(value)
+    return out
+
+
+def test_ssl_counters_expiry_gauge_and_config_dump(setup: Any, tmp_path: Path) -> None:
+    from tests.support.gateway import free_port
+    from tsgate.tls.server import spki_pin
+
+    pinned = setup.ca.issue("client-1", uris=["spiffe://test/client-1"], client=True)
+    docs = mutual_docs(setup, tmp_path, "MUTUAL", subjectAltNames=["spiffe://test/client-1"],
+                       verifyCertificateSpki=[spki_pin(pinned.cert)])
+    admin = free_port()
+    with setup.gateway(docs, "--admin", f"tcp:{admin}:interface=127.0.0.1") as gw:
+        port = gw.port(PORT)
+        talk(port, client_context(setup.ca, pinned, tmp_path), HOST_A)
+        for client in (None,  # no certificate
+                       CA.create("x").issue("client-1", client=True),  # unknown CA
+                       setup.ca.issue("client-2", uris=["spiffe://test/client-2"],
+                                      client=True),  # SAN not listed (and not pinned)
+                       setup.ca.issue("client-1", uris=["spiffe://test/client-1"],
+                                      client=True)):  # right SAN, not pinned
+            with pytest.raises((ssl.SSLError, ConnectionError, OSError)):
+                talk(port, client_context(setup.ca, client, tmp_path), HOST_A)
+        deadline = time.monotonic() + 10
+        want = {"ssl.handshake": 1, "ssl.connection_error": 4, "ssl.fail_verify_no_cert": 1,
+                "ssl.fail_verify_error": 1, "ssl.fail_verify_cert_hash": 2}
+        while True:
+            found = ssl_stats(admin)
+            if all(found.get(k) == v for k, v in want.items()) or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        assert {k: found.get(k) for k in want} == want, found
+        gauge = admin_get(admin, "/stats?filter=days_until_first_cert_expiring")
+        days = float(gauge.strip().rpartition(": ")[2])
+        assert 88 < days < 91
+        dump = admin_get(admin, "/config_dump")
+        assert "BEGIN" not in dump and "PRIVATE" not in dump
+        assert "spiffe://test/client-1" in dump and HOST_A in dump
+
+
+def test_validate_warns_about_names_expiry_and_shared_certificates(setup: Any,
+                                                                   tmp_path: Path) -> None:
+    """`tsgate validate --credentials`: warnings, not errors."""
+    write_credential(setup.creds, "cred-a", setup.ca.issue(
+        HOST_A, dns=[HOST_A, HOST_P], days=10))
+    setup.backend("backend-a", b"a")
+    setup.backend("backend-p", b"p")
+    docs = [gateway_doc([
+        tls_server("tls-a", [HOST_A, "c.example.test"],
+                   {"mode": "SIMPLE", "credentialName": "cred-a"}),
+        tls_server("tls-p", [HOST_P], {"mode": "PASSTHROUGH"})]),
+        vs_tcp("vs-a", [HOST_A], "backend-a"), vs_tls("vs-p", HOST_P, "backend-p")]
+    path = setup.config(docs)
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "tsgate", "validate", str(path),
+                          "--credentials", str(setup.creds)], capture_output=True, text=True,
+                         timeout=60)
+    text = out.stdout + out.stderr
+    assert out.returncode == 0, text
+    assert "spec.servers[0].tls" in text
+    assert "does not cover host 'c.example.test'" in text
+    assert "expires in 9 days" in text or "expires in 10 days" in text
+    assert f"also covers the passthrough host(s) {HOST_P}" in text

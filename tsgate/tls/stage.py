@@ -15,8 +15,9 @@ switched to TLS as a client; the relay starts when the handshake (and the
 server's verification) succeeds, and a failure closes the client with
 ``UF`` and ``upstream_transport_failure_reason``.
 
-Counters are Envoy's ``ssl.*`` names, labelled by listener (termination)
-or cluster (origination).
+Counters are Envoy's ``ssl.*`` names under the listener (termination:
+``listener.<name>.ssl.handshake``) or the cluster (origination:
+``cluster.<name>.ssl.handshake``), as Envoy scopes them.
 """
 
 from __future__ import annotations
@@ -75,15 +76,15 @@ def failure_reason(session: Any, reason: Any) -> str:
     return "_".join(text.replace('"', "'").split())
 
 
-def _count_failure(stats: Any, session: Any, reason: Any, **labels: str) -> None:
-    stats.inc("ssl.connection_error", **labels)
+def _count_failure(stats: Any, prefix: str, session: Any, reason: Any, **labels: str) -> None:
+    stats.inc(f"{prefix}ssl.connection_error", **labels)
     failure = session.failure if session is not None else None
     text = str(getattr(reason, "value", reason)).lower()
     if failure is None and "peer did not return a certificate" in text:
         failure = "fail_verify_no_cert"
-        stats.inc("ssl.no_certificate", **labels)
+        stats.inc(f"{prefix}ssl.no_certificate", **labels)
     if failure is not None:
-        stats.inc(f"ssl.{failure}", **labels)
+        stats.inc(f"{prefix}ssl.{failure}", **labels)
 
 
 # ------------------------------------------------------------- termination
@@ -112,7 +113,7 @@ def _handshake_timed_out(down: Any) -> None:
     session = down.tls
     if session is None or session.done or down.state != HANDSHAKING:
         return
-    down.ctx.stats.inc("ssl.handshake_timeout", listener=down.listener.name)
+    down.ctx.stats.inc("listener.ssl.handshake_timeout", listener=down.listener.name)
     down.termination = "TLS handshake timed out"
     down.record.connection_termination_details = "downstream_tls_handshake_timeout"
     session.failure = session.failure or "handshake_timeout"
@@ -129,19 +130,19 @@ def handshake_completed(down: Any) -> None:
         down._inspect_timer.cancel()
         down._inspect_timer = None
     stats, name = down.ctx.stats, down.listener.name
-    stats.inc("ssl.handshake", listener=name)
+    stats.inc("listener.ssl.handshake", listener=name)
     conn = down.transport.getHandle()
     facts = _peer_facts(conn, "")
     session.facts.update(facts)
     if "tls_version" in facts:
-        stats.inc(f"ssl.versions.{facts['tls_version']}", listener=name)
+        stats.inc(f"listener.ssl.versions.{facts['tls_version']}", listener=name)
     if "tls_cipher" in facts:
-        stats.inc(f"ssl.ciphers.{facts['tls_cipher']}", listener=name)
+        stats.inc(f"listener.ssl.ciphers.{facts['tls_cipher']}", listener=name)
     if conn.get_session_reused() if hasattr(conn, "get_session_reused") else False:
-        stats.inc("ssl.session_reused", listener=name)
+        stats.inc("listener.ssl.session_reused", listener=name)
     if session.facts.get("tls_mode") in ("MUTUAL", "OPTIONAL_MUTUAL") and \
             "peer_subject" not in facts:
-        stats.inc("ssl.no_certificate", listener=name)
+        stats.inc("listener.ssl.no_certificate", listener=name)
     down.transport.pauseProducing()
     down._route(down.decision)
 
@@ -149,7 +150,7 @@ def handshake_completed(down: Any) -> None:
 def termination_lost(down: Any, reason: Failure) -> None:
     """The client went away before its handshake completed."""
     session = down.tls
-    _count_failure(down.ctx.stats, session, reason, listener=down.listener.name)
+    _count_failure(down.ctx.stats, "listener.", session, reason, listener=down.listener.name)
     if down.record.connection_termination_details == "-":
         down.record.connection_termination_details = "downstream_tls_handshake_failed"
     session.facts["downstream_transport_failure_reason"] = failure_reason(session, reason)
@@ -189,7 +190,7 @@ def origination_done(upstream: Any) -> None:
         down._connect_timer = None
     stats = down.ctx.stats
     cluster = down.cluster
-    stats.inc("ssl.handshake", cluster=cluster.name)
+    stats.inc("cluster.ssl.handshake", cluster=cluster.name)
     session.facts.update(_peer_facts(upstream.transport.getHandle(), "upstream_"))
     if down.state == "closed":
         upstream.transport.loseConnection()
@@ -204,7 +205,7 @@ def origination_failed(down: Any, upstream: Any, reason: Any) -> None:
         session.done = True  # reported once
     cluster = down.cluster
     stats = down.ctx.stats
-    _count_failure(stats, session, reason, cluster=cluster.name)
+    _count_failure(stats, "cluster.", session, reason, cluster=cluster.name)
     stats.inc("cluster.upstream_cx_connect_fail", cluster=cluster.name)
     token = failure_reason(session, reason)
     down.record.response_flags = "UF"
