@@ -60,6 +60,9 @@ class AccessRecord:
     requested_server_name: str = "-"
     route_name: str = "-"
     hints: Optional[Mapping[str, str]] = None
+    #: the socket peer (Envoy's %DOWNSTREAM_PEER_ADDRESS%); differs from
+    #: downstream_remote_address when a PROXY protocol header named the client
+    downstream_peer_address: str = "-"
 
     def text(self) -> str:
         """The Istio default text line (without the newline)."""
@@ -111,6 +114,8 @@ class AccessRecord:
             "downstream_remote_address": self.downstream_remote_address,
             "requested_server_name": dash(self.requested_server_name),
             "route_name": dash(self.route_name),
+            # not in Istio's default format: after its keys
+            "downstream_peer_address": dash(self.downstream_peer_address),
         }
         if self.hints:
             record["hints"] = dict(self.hints)

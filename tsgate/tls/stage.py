@@ -101,7 +101,7 @@ def start_termination(down: Any, decision: Any) -> None:
     buffered, down.buffer = down.buffer, b""
     transport = down.transport
     transport.startTLS(termination.creator, True)
-    down._inspect_timer = ctx.timers.schedule(HANDSHAKE_TIMEOUT,
+    down.inspect_timer = ctx.timers.schedule(HANDSHAKE_TIMEOUT,
                                               lambda: _handshake_timed_out(down))
     transport.resumeProducing()
     if buffered:
@@ -109,7 +109,7 @@ def start_termination(down: Any, decision: Any) -> None:
 
 
 def _handshake_timed_out(down: Any) -> None:
-    down._inspect_timer = None
+    down.inspect_timer = None
     session = down.tls
     if session is None or session.done or down.state != HANDSHAKING:
         return
@@ -117,7 +117,7 @@ def _handshake_timed_out(down: Any) -> None:
     down.termination = "TLS handshake timed out"
     down.record.connection_termination_details = "downstream_tls_handshake_timeout"
     session.failure = session.failure or "handshake_timeout"
-    down._abort()
+    down.abort()
 
 
 def handshake_completed(down: Any) -> None:
@@ -126,9 +126,9 @@ def handshake_completed(down: Any) -> None:
     if session is None or session.done:
         return
     session.done = True
-    if down._inspect_timer is not None:
-        down._inspect_timer.cancel()
-        down._inspect_timer = None
+    if down.inspect_timer is not None:
+        down.inspect_timer.cancel()
+        down.inspect_timer = None
     stats, name = down.ctx.stats, down.listener.name
     stats.inc("listener.ssl.handshake", listener=name)
     conn = down.transport.getHandle()
@@ -144,7 +144,7 @@ def handshake_completed(down: Any) -> None:
             "peer_subject" not in facts:
         stats.inc("listener.ssl.no_certificate", listener=name)
     down.transport.pauseProducing()
-    down._route(down.decision)
+    down.route_by(down.decision)
 
 
 def termination_lost(down: Any, reason: Failure) -> None:
@@ -167,12 +167,12 @@ def start_origination(down: Any, upstream: Any) -> None:
     session = TlsSession(upstream)
     upstream.tls = session
     upstream.transport.startTLS(cluster.tls.creator, True)
-    down._connect_timer = down.ctx.timers.schedule(
+    down.connect_timer = down.ctx.timers.schedule(
         HANDSHAKE_TIMEOUT, lambda: _origination_timed_out(down, upstream))
 
 
 def _origination_timed_out(down: Any, upstream: Any) -> None:
-    down._connect_timer = None
+    down.connect_timer = None
     session = upstream.tls
     if session is None or session.done or down.state == "closed":
         return
@@ -185,9 +185,9 @@ def origination_done(upstream: Any) -> None:
     if session is None or session.done:
         return
     session.done = True
-    if down._connect_timer is not None:
-        down._connect_timer.cancel()
-        down._connect_timer = None
+    if down.connect_timer is not None:
+        down.connect_timer.cancel()
+        down.connect_timer = None
     stats = down.ctx.stats
     cluster = down.cluster
     stats.inc("cluster.ssl.handshake", cluster=cluster.name)
@@ -214,7 +214,7 @@ def origination_failed(down: Any, upstream: Any, reason: Any) -> None:
     down.ctx.balancer.state(cluster).recent_errors.append((down.ctx.reactor.seconds(), message))
     down.ctx.error(message)
     down.termination = "upstream TLS handshake failed"
-    down._abort()
+    down.abort()
 
 
 # ----------------------------------------------------------------- helpers
