@@ -499,3 +499,107 @@ def test_validate_warns_about_names_expiry_and_shared_certificates(setup: Any,
     assert "does not cover host 'c.example.test'" in text
     assert "expires in 9 days" in text or "expires in 10 days" in text
     assert f"also covers the passthrough host(s) {HOST_P}" in text
+
+
+def test_mutual_with_ca_crl_refuses_a_revoked_client(setup: Any, tmp_path: Path) -> None:
+    good = setup.ca.issue("client-good", client=True)
+    revoked = setup.ca.issue("client-revoked", client=True)
+    (tmp_path / "ca.crl").write_bytes(setup.ca.crl([revoked]))
+    docs = mutual_docs(setup, tmp_path, "MUTUAL", caCrl=str(tmp_path / "ca.crl"))
+    with setup.gateway(docs) as gw:
+        port = gw.port(PORT)
+        got, _, _ = talk(port, client_context(setup.ca, good, tmp_path), HOST_A)
+        assert got == b"backend-a"
+        with pytest.raises((ssl.SSLError, ConnectionError, OSError)):
+            talk(port, client_context(setup.ca, revoked, tmp_path), HOST_A)
+
+
+def test_credential_names_serve_rsa_and_ecdsa(setup: Any, tmp_path: Path) -> None:
+    write_credential(setup.creds, "rsa", setup.ca.issue(HOST_A, dns=[HOST_A], kind="rsa"))
+    write_credential(setup.creds, "ec", setup.ca.issue(HOST_A, dns=[HOST_A], kind="ec"))
+    setup.backend("backend-a", b"backend-a")
+    docs = [gateway_doc([tls_server("tls-a", [HOST_A], {
+        "mode": "SIMPLE", "credentialNames": ["rsa", "ec"]})]),
+        vs_tcp("vs-a", [HOST_A], "backend-a")]
+    with setup.gateway(docs) as gw:
+        port = gw.port(PORT)
+        kinds = {}
+        for cipher in ("ECDHE-RSA-AES128-GCM-SHA256", "ECDHE-ECDSA-AES128-GCM-SHA256"):
+            ctx = client_context(setup.ca, maximum_version=ssl.TLSVersion.TLSv1_2)
+            ctx.set_ciphers(cipher)
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as raw, \
+                    ctx.wrap_socket(raw, server_hostname=HOST_A) as s:
+                from cryptography import x509
+
+                der = s.getpeercert(binary_form=True)
+                kinds[cipher] = type(x509.load_der_x509_certificate(der).public_key()).__name__
+        assert "RSA" in kinds["ECDHE-RSA-AES128-GCM-SHA256"]
+        assert "EC" in kinds["ECDHE-ECDSA-AES128-GCM-SHA256"]
+
+
+def test_catch_all_host_terminates_clients_without_sni(setup: Any, tmp_path: Path) -> None:
+    crt, key = setup.ca.issue(HOST_A, dns=[HOST_A], ips=["127.0.0.1"]).write(
+        tmp_path / "a.crt", tmp_path / "a.key")
+    setup.backend("backend-a", b"backend-a")
+    docs = [gateway_doc([tls_server("tls-any", ["*"], {
+        "mode": "SIMPLE", "serverCertificate": str(crt), "privateKey": str(key)})]),
+        vs_tcp("vs-a", ["*"], "backend-a")]
+    with setup.gateway(docs) as gw:
+        port = gw.port(PORT)
+        ctx = client_context(setup.ca)
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as raw, \
+                ctx.wrap_socket(raw, server_hostname="127.0.0.1") as s:  # an IP: no SNI
+            assert s.recv(100) == b"backend-a\n"
+
+
+def test_rotation_under_load_has_no_failed_handshake(setup: Any, tmp_path: Path) -> None:
+    import threading
+
+    from tests.support.tlscerts import cert_pem, key_pem
+
+    secret = setup.creds / "cred-a"
+    leaves = [setup.ca.issue(HOST_A, dns=[HOST_A]) for _ in range(4)]
+    write_secret_volume(secret, {"tls.crt": cert_pem(leaves[0].cert),
+                                 "tls.key": key_pem(leaves[0].key)}, 1)
+    setup.backend("backend-a", b"backend-a")
+    docs = [gateway_doc([tls_server("tls-a", [HOST_A],
+                                    {"mode": "SIMPLE", "credentialName": "cred-a"})]),
+            vs_tcp("vs-a", [HOST_A], "backend-a")]
+    with setup.gateway(docs, "--watch-interval", "0.1") as gw:
+        port = gw.port(PORT)
+        ctx = client_context(setup.ca)
+        seen: set[int] = set()
+        failures: list[BaseException] = []
+        stop = threading.Event()
+
+        def load() -> None:
+            from cryptography import x509
+
+            for _ in range(2000):  # bounded
+                if stop.is_set():
+                    return
+                try:
+                    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw, \
+                            ctx.wrap_socket(raw, server_hostname=HOST_A) as s:
+                        der = s.getpeercert(binary_form=True)
+                        assert s.recv(100) == b"backend-a\n"
+                    seen.add(x509.load_der_x509_certificate(der).serial_number)
+                except BaseException as exc:  # noqa: BLE001 (counted, asserted below)
+                    failures.append(exc)
+
+        threads = [threading.Thread(target=load) for _ in range(2)]
+        for t in threads:
+            t.start()
+        for generation, leaf in enumerate(leaves[1:], 2):
+            time.sleep(0.5)
+            write_secret_volume(secret, {"tls.crt": cert_pem(leaf.cert),
+                                         "tls.key": key_pem(leaf.key)}, generation)
+        deadline = time.monotonic() + 10
+        while leaves[-1].cert.serial_number not in seen and time.monotonic() < deadline:
+            time.sleep(0.1)
+        stop.set()
+        for t in threads:
+            t.join(30)
+        assert not failures, failures[:3]
+        assert leaves[-1].cert.serial_number in seen
+        assert len(seen) >= 2

@@ -76,6 +76,19 @@ class CA:
         path.write_bytes(self.pem())
         return path
 
+    def crl(self, revoked: Sequence[Leaf] = ()) -> bytes:
+        """A PEM CRL signed by this CA revoking ``revoked``."""
+        now = datetime.datetime.now(datetime.timezone.utc)
+        builder = (x509.CertificateRevocationListBuilder().issuer_name(self.cert.subject)
+                   .last_update(now - datetime.timedelta(hours=1))
+                   .next_update(now + datetime.timedelta(days=7)))
+        for leaf in revoked:
+            builder = builder.add_revoked_certificate(
+                x509.RevokedCertificateBuilder().serial_number(leaf.cert.serial_number)
+                .revocation_date(now - datetime.timedelta(minutes=5)).build())
+        crl = builder.sign(self.key, hashes.SHA256())
+        return crl.public_bytes(serialization.Encoding.PEM)
+
     def issue(self, cn: str, dns: Sequence[str] = (), ips: Sequence[str] = (),
               uris: Sequence[str] = (), client: bool = False, days: float = 90,
               kind: str = "ec", not_before_days: float = 1) -> Leaf:
