@@ -603,3 +603,57 @@ def test_rotation_under_load_has_no_failed_handshake(setup: Any, tmp_path: Path)
         assert not failures, failures[:3]
         assert leaves[-1].cert.serial_number in seen
         assert len(seen) >= 2
+
+
+def test_bulk_both_ways_through_termination(setup: Any, tmp_path: Path) -> None:
+    import hashlib
+
+    from tests.support.backends import pattern, source
+
+    size = 24 << 20
+
+    def counted_sink(conn: socket.socket) -> None:
+        digest, total = hashlib.sha256(), 0
+        while total < size:
+            chunk = conn.recv(min(1 << 20, size - total))
+            if not chunk:
+                break
+            digest.update(chunk)
+            total += len(chunk)
+        conn.sendall(f"{digest.hexdigest()} {total}\n".encode())
+
+    write_credential(setup.creds, "cred-a", setup.ca.issue(HOST_A, dns=[HOST_A]))
+    write_credential(setup.creds, "cred-b", setup.ca.issue(HOST_B, dns=[HOST_B]))
+    setup.backend("sink", b"", counted_sink)
+    setup.backend("source", b"", source(size))
+    docs = [gateway_doc([
+        tls_server("tls-a", [HOST_A], {"mode": "SIMPLE", "credentialName": "cred-a"}),
+        tls_server("tls-b", [HOST_B], {"mode": "SIMPLE", "credentialName": "cred-b"})]),
+        vs_tcp("vs-a", [HOST_A], "sink"), vs_tcp("vs-b", [HOST_B], "source")]
+    with setup.gateway(docs) as gw:
+        port = gw.port(PORT)
+        ctx = client_context(setup.ca)
+        block = pattern(1 << 20)
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as raw, \
+                ctx.wrap_socket(raw, server_hostname=HOST_A) as s:
+            for _ in range(size >> 20):
+                s.sendall(block)
+            answer = b""
+            while not answer.endswith(b"\n"):
+                chunk = s.recv(200)
+                assert chunk
+                answer += chunk
+        expected = hashlib.sha256(block * (size >> 20)).hexdigest()
+        assert answer.decode().split() == [expected, str(size)]
+        # Download: the backend's FIN arrives as close_notify after every byte.
+        got, digest = 0, hashlib.sha256()
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as raw, \
+                ctx.wrap_socket(raw, server_hostname=HOST_B) as s:
+            while True:
+                chunk = s.recv(1 << 20)
+                if not chunk:
+                    break
+                digest.update(chunk)
+                got += len(chunk)
+        assert got == size
+        assert digest.hexdigest() == hashlib.sha256(block * (size >> 20)).hexdigest()
