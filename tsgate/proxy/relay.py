@@ -88,7 +88,7 @@ WRITE_BUFFER_FIELDS = ("_tempDataBuffer", "dataBuffer", "offset", "_writeDisconn
 
 def write_through(transport: Any) -> Callable[[bytes], None]:
     """The fastest correct ``write`` for a relayed transport (see WriteThrough)."""
-    if getattr(transport, "socket", None) is None or getattr(transport, "TLS", False) or not all(
+    if getattr(transport, "socket", None) is None or tls_stage.is_tls(transport) or not all(
         hasattr(transport, name) for name in WRITE_BUFFER_FIELDS
     ):
         return transport.write  # type: ignore[no-any-return]  # not a plain TCP socket

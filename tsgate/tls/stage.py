@@ -3,9 +3,12 @@ TLS in the data path: termination of the client's TLS and origination of
 TLS to the upstream, as steps of one proxied connection.
 
 Termination runs after inspection: the ClientHello that chose the chain (by
-SNI) is already buffered, so the connection's transport is switched to
-Twisted's TLS layer (``ITLSTransport.startTLS``: a ``TLSMemoryBIOProtocol``
-over the same socket) and the buffered bytes are replayed into it. The
+SNI) is already buffered, so Twisted's TLS layer (a ``TLSMemoryBIOProtocol``
+over pyOpenSSL) is put between the socket's transport and the connection
+(:func:`wrap`: the transport delivers to the TLS layer, the connection's
+``transport`` becomes the TLS layer; this works on Twisted's TCP transports
+and on tsgate's lean transport alike) and the buffered bytes are replayed
+into it. The
 upstream is connected once the handshake completes (a failed handshake
 costs no upstream connection); from then on the relay moves plaintext, and
 writes to the client go through the TLS layer.
@@ -25,7 +28,7 @@ from __future__ import annotations
 from typing import Any
 
 from OpenSSL import SSL
-from twisted.internet.abstract import FileDescriptor
+from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
 from twisted.python.failure import Failure
 
 from tsgate.tls import credentials as C
@@ -36,6 +39,25 @@ from tsgate.tls.server import TlsSession
 HANDSHAKE_TIMEOUT = 15.0
 
 HANDSHAKING = "handshaking"
+
+
+def wrap(transport: Any, creator: Any, client: bool, protocol: Any) -> TLSMemoryBIOProtocol:
+    """
+    Put Twisted's TLS layer between ``transport`` (already connected to
+    ``protocol``) and ``protocol``; returns the layer, which is now
+    ``protocol.transport``. What ``_newtls.startTLS`` does for Twisted's own
+    transports, for any transport that delivers to its ``protocol``.
+    """
+    factory = TLSMemoryBIOFactory(creator, client, None)  # type: ignore[arg-type]
+    tls = factory.protocol(factory, protocol, False)
+    transport.protocol = tls
+    if hasattr(transport, "half_close"):
+        # The lean transport calls readConnectionLost only on half-closeable
+        # protocols; Twisted's TLS layer is not one (a FIN ends the connection).
+        transport.half_close = False
+    tls.makeConnection(transport)
+    protocol.transport = tls
+    return tls
 
 
 def _peer_facts(conn: Any, prefix: str) -> dict[str, str]:
@@ -99,13 +121,12 @@ def start_termination(down: Any, decision: Any) -> None:
     down.tls = session
     down.state = HANDSHAKING
     buffered, down.buffer = down.buffer, b""
-    transport = down.transport
-    transport.startTLS(termination.creator, True)
+    tls = wrap(down.transport, termination.creator, False, down)
     down.inspect_timer = ctx.timers.schedule(HANDSHAKE_TIMEOUT,
-                                              lambda: _handshake_timed_out(down))
-    transport.resumeProducing()
+                                             lambda: _handshake_timed_out(down))
+    tls.resumeProducing()
     if buffered:
-        transport.protocol.dataReceived(buffered)
+        tls.dataReceived(buffered)
 
 
 def _handshake_timed_out(down: Any) -> None:
@@ -166,7 +187,7 @@ def start_origination(down: Any, upstream: Any) -> None:
     cluster = down.cluster
     session = TlsSession(upstream)
     upstream.tls = session
-    upstream.transport.startTLS(cluster.tls.creator, True)
+    wrap(upstream.transport, cluster.tls.creator, True, upstream)
     down.connect_timer = down.ctx.timers.schedule(
         HANDSHAKE_TIMEOUT, lambda: _origination_timed_out(down, upstream))
 
@@ -221,13 +242,14 @@ def origination_failed(down: Any, upstream: Any, reason: Any) -> None:
 
 
 def is_tls(transport: Any) -> bool:
-    return bool(getattr(transport, "TLS", False))
+    """Is this a connection's TLS layer (see :func:`wrap`)?"""
+    return isinstance(transport, TLSMemoryBIOProtocol)
 
 
 def release(transport: Any) -> None:
-    """Unregister the producer and close, also for a TLS transport already gone."""
-    if is_tls(transport) and not hasattr(transport, "protocol"):
-        return  # closed: Twisted has dropped its TLS layer
+    """Unregister the producer and close, also for a TLS layer already gone."""
+    if is_tls(transport) and (transport._lostTLSConnection or transport.disconnecting):
+        return
     transport.unregisterProducer()
     transport.loseConnection()
 
@@ -238,8 +260,8 @@ def half_close(transport: Any) -> None:
     what is queued, then shut the TCP write side, and keep reading (TLS 1.3
     half-close). Before the handshake completed: close the connection.
     """
-    tls = transport.protocol
-    if not getattr(tls, "_handshakeDone", False) or getattr(tls, "_appSendBuffer", None):
+    tls = transport
+    if not tls._handshakeDone or tls._appSendBuffer:
         transport.loseConnection()
         return
     try:
@@ -247,4 +269,4 @@ def half_close(transport: Any) -> None:
     except SSL.Error:
         pass
     tls._flushSendBIO()
-    FileDescriptor.loseWriteConnection(transport)
+    tls.transport.loseWriteConnection()
