@@ -273,3 +273,21 @@ def test_certificate_pem_helpers_round_trip(ca: CA) -> None:
 
     assert x509.load_pem_x509_certificate(cert_pem(leaf.cert)).serial_number == \
         leaf.cert.serial_number
+
+
+def test_tls_certificates_and_ca_cert_credential_name(run: Any, tmp_path: Path, ca: CA) -> None:
+    crt, key = ca.issue(HOST, dns=[HOST]).write(tmp_path / "c.pem", tmp_path / "k.pem")
+    creds = tmp_path / "creds"
+    (creds / "client-ca").mkdir(parents=True)
+    ca.write(creds / "client-ca" / "ca.crt")
+    result = run(gw({"mode": "MUTUAL", "caCertCredentialName": "client-ca",
+                     "tlsCertificates": [{"serverCertificate": str(crt),
+                                          "privateKey": str(key)}]}), VS, credentials=creds)
+    assert result.ok, result.diagnostics
+    termination = result.table.listeners[0].tls_chains[0].termination
+    assert termination.has_client_ca and termination.mode == "MUTUAL"
+    assert str(creds / "client-ca" / "ca.crt") in termination.files
+    result = run(gw({"mode": "SIMPLE", "tlsCertificates": [
+        {"serverCertificate": str(crt), "privateKey": "/nonexistent.key"}]}), VS)
+    assert [p for p, _ in diags(result, "error")] == [
+        "spec.servers[0].tls.tlsCertificates[0].privateKey"]

@@ -324,7 +324,17 @@ def test_mutual_subject_alt_names_and_pins(setup: Any, tmp_path: Path) -> None:
         unpinned = setup.ca.issue("client-1", uris=["spiffe://test/client-1"], client=True)
         with pytest.raises((ssl.SSLError, ConnectionError, OSError)):
             talk(port, client_context(setup.ca, unpinned, tmp_path), HOST_A)
-    assert len(cert_hash(pinned.cert)) == 64
+    # verifyCertificateHash: hex SHA-256 of the certificate, colons allowed
+    hashed = setup.ca.issue("client-h", client=True)
+    digest = cert_hash(hashed.cert).upper()
+    colons = ":".join(digest[i:i + 2] for i in range(0, len(digest), 2))
+    docs = mutual_docs(setup, tmp_path, "MUTUAL", verifyCertificateHash=[colons])
+    with setup.gateway(docs) as gw:
+        port = gw.port(PORT)
+        got, _, _ = talk(port, client_context(setup.ca, hashed, tmp_path), HOST_A)
+        assert got == b"backend-a"
+        with pytest.raises((ssl.SSLError, ConnectionError, OSError)):
+            talk(port, client_context(setup.ca, pinned, tmp_path), HOST_A)
 
 
 def test_protocol_versions_and_cipher_suites(setup: Any, tmp_path: Path) -> None:

@@ -223,7 +223,7 @@ def apply_versions_and_ciphers(ctx: SSL.Context, lo: str, hi: str, ciphers: Sequ
 def _load_cert_into(ctx: SSL.Context, chain: Sequence[x509.Certificate], key: Any) -> None:
     ctx.use_certificate(chain[0])
     for extra in chain[1:]:
-        ctx.add_extra_chain_cert(crypto.X509.from_cryptography(extra))
+        ctx.add_extra_chain_cert(extra)  # type: ignore[arg-type]
     ctx.use_privatekey(key)
     ctx.check_privatekey()
 
@@ -305,7 +305,8 @@ def build_termination(tls: Any, hosts: Sequence[str], where: str,
             assert store is not None
             for ca in cas:
                 store.add_cert(crypto.X509.from_cryptography(ca))
-            ctx.set_client_ca_list([crypto.X509.from_cryptography(c).get_subject() for c in cas])
+            for ca in cas:
+                ctx.add_client_ca(ca)  # type: ignore[arg-type]
             has_ca = True
             if crl_path:
                 crl = C.read_crl(crl_path, crl_field)
