@@ -43,6 +43,7 @@ from relay import (  # noqa: E402
     BenchError,
     Proc,
     command_output,
+    cpu_ns,
     free_port,
     parse_kv,
     wait_connectable,  # noqa: E402
@@ -72,6 +73,7 @@ backend plain
 NGINX = """\
 load_module /usr/lib/nginx/modules/ngx_stream_module.so;
 worker_processes 1;
+master_process off;
 daemon off;
 error_log {workdir}/nginx-error.log warn;
 pid {workdir}/nginx.pid;
@@ -246,10 +248,16 @@ class Bench:
         proc, port = self.start(name)
         try:
             self.handshakes(port, 0.5)  # warm-up
+            before = cpu_ns(proc.pid)
             hs = self.handshakes(port, self.seconds)
+            hs_cpu_s = (cpu_ns(proc.pid) - before) / 1e9
+            before = cpu_ns(proc.pid)
             bulk = self.bulk(port)
+            bulk_cpu_s = (cpu_ns(proc.pid) - before) / 1e9
             return {"hs_s": hs["rate"], "errors": hs["errors"], "p50_ms": hs["p50_ms"],
-                    "gbit_s": bulk["gbit_s"]}
+                    "cpu_us_hs": hs_cpu_s * 1e6 / max(1.0, hs["done"]),
+                    "gbit_s": bulk["gbit_s"],
+                    "gbit_per_cpu_s": bulk["bytes"] * 8 / 1e9 / max(bulk_cpu_s, 1e-9)}
         finally:
             proc.stop()
 
@@ -291,15 +299,18 @@ def main() -> int:
              f", key {args.key}, {rounds} rounds (medians; ratio = per-round ratio to HAProxy)",
              f"# load before: {os.getloadavg()}; haproxy "
              f"{command_output(['haproxy', '-v']).split()[2] if shutil.which('haproxy') else '-'}",
-             "", "| proxy | TLS 1.3 handshakes/s | errors | p50 ms | bulk Gbit/s |",
-             "|---|---|---|---|---|"]
+             "", "| proxy | TLS 1.3 handshakes/s | errors | p50 ms | proxy CPU µs/handshake "
+             "| bulk Gbit/s | bulk Gbit per proxy CPU-s |",
+             "|---|---|---|---|---|---|---|"]
     for name in names:
         rows = results[name]
         cells = []
         for key, fmt in (("hs_s", "{:,.0f}"), ("errors", "{:.0f}"), ("p50_ms", "{:.1f}"),
-                         ("gbit_s", "{:.2f}")):
+                         ("cpu_us_hs", "{:,.0f}"), ("gbit_s", "{:.2f}"),
+                         ("gbit_per_cpu_s", "{:.2f}")):
             value = fmt.format(median([row[key] for row in rows]))
-            if key in ("hs_s", "gbit_s") and name != "haproxy" and "haproxy" in results:
+            if key in ("hs_s", "gbit_s", "cpu_us_hs", "gbit_per_cpu_s") and name != "haproxy" \
+                    and "haproxy" in results:
                 ratio = median([row[key] / ref[key] for row, ref in
                                 zip(rows, results["haproxy"]) if ref[key]])
                 value += f" ({ratio:.2f}×)"

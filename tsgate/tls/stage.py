@@ -41,6 +41,10 @@ HANDSHAKE_TIMEOUT = 15.0
 HANDSHAKING = "handshaking"
 
 
+#: (id(creator), client) -> (creator, TLSMemoryBIOFactory)
+_FACTORIES: dict[tuple[int, bool], tuple[Any, TLSMemoryBIOFactory]] = {}
+
+
 def wrap(transport: Any, creator: Any, client: bool, protocol: Any) -> TLSMemoryBIOProtocol:
     """
     Put Twisted's TLS layer between ``transport`` (already connected to
@@ -48,8 +52,16 @@ def wrap(transport: Any, creator: Any, client: bool, protocol: Any) -> TLSMemory
     ``protocol.transport``. What ``_newtls.startTLS`` does for Twisted's own
     transports, for any transport that delivers to its ``protocol``.
     """
-    factory = TLSMemoryBIOFactory(creator, client, None)  # type: ignore[arg-type]
-    tls = factory.protocol(factory, protocol, False)
+    factory = _FACTORIES.get((id(creator), client))
+    if factory is None or factory[0] is not creator:
+        # One factory per context (per terminating server / originating
+        # cluster), not per connection; it only holds the connection creator.
+        made = TLSMemoryBIOFactory(creator, client, None)  # type: ignore[arg-type]
+        factory = _FACTORIES[(id(creator), client)] = (creator, made)
+        if len(_FACTORIES) > 4096:  # contexts of old tables: bounded
+            _FACTORIES.clear()
+            _FACTORIES[(id(creator), client)] = factory
+    tls = factory[1].protocol(factory[1], protocol, False)
     transport.protocol = tls
     if hasattr(transport, "half_close"):
         # The lean transport calls readConnectionLost only on half-closeable
