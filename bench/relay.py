@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import collections
 import datetime
+import json
 import os
 import platform
 import queue
@@ -495,6 +496,9 @@ class Bench:
         before = cpu_ns(pid) if pid else 0
         argv = self.pinned(self.client_cpu, [str(self.workdir / "loadgen"), "bulk", str(port),
                                              str(s["bulk_bytes"] // n), str(s["bulk_max"])])
+        # Wall time from the first start to the last finish: the clients share
+        # one core, so each one's own duration would overstate the aggregate.
+        start = time.monotonic()
         procs = [subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                   text=True, preexec_fn=_child_setup) for _ in range(n)]
         results = []
@@ -503,8 +507,8 @@ class Bench:
             if proc.returncode != 0:
                 raise BenchError(f"loadgen bulk x{n} failed: {err.strip() or out.strip()}")
             results.append(parse_kv(out.strip().splitlines()[-1]))
+        seconds = time.monotonic() - start
         total = sum(r["bytes"] for r in results)
-        seconds = max(r["seconds"] for r in results)
         result = {"gbps": total * 8 / 1e9 / seconds, "bytes": total}
         if pid:
             result["gbps_per_cpu"] = total * 8 / 1e9 / ((cpu_ns(pid) - before) / 1e9)
@@ -1069,14 +1073,20 @@ def run_rounds(
     return rounds, failures
 
 
-def save_report(report: str, name: str, no_save: bool, log: Callable[[str], None]) -> None:
-    """Print the report and, unless told not to, keep it as results/<name>.txt."""
+def save_report(report: str, name: str, no_save: bool, log: Callable[[str], None],
+                data: Optional[dict[str, Any]] = None) -> None:
+    """
+    Print the report and, unless told not to, keep it as results/<name>.txt
+    (and the raw rounds as results/<name>.json, for bench/run.py's chart).
+    """
     print("\n" + report)
     if not no_save:
         RESULTS.mkdir(exist_ok=True)
         path = RESULTS / f"{name}.txt"
         path.write_text(report + "\n")
         log(f"\nwrote {path}")
+        if data is not None:
+            (RESULTS / f"{name}.json").write_text(json.dumps(data, indent=1) + "\n")
 
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -1148,7 +1158,8 @@ def main(argv: Optional[list[str]] = None) -> int:
             "Per round:\n" + raw_rounds(rounds),
             *[f"{name} failed:\n{text}" for name, text in failures.items()],
         ])
-        save_report(report, f"relay-{stamp}{'-quick' if args.quick else ''}", args.no_save, log)
+        save_report(report, f"relay-{stamp}{'-quick' if args.quick else ''}", args.no_save, log,
+                    {"rounds": rounds, "failures": failures, "stamp": stamp})
         return 1 if failures else 0
     finally:
         bench.close()

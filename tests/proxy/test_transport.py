@@ -19,7 +19,9 @@ from zope.interface import implementer
 from tsgate.proxy.dial import lean_connect
 from tsgate.proxy.listen import ACCEPT_BATCH, lean_listen, max_backlog
 from tsgate.proxy.transport import LeanTransport
-from tsgate.routing import Endpoint
+from tsgate.routing import Endpoint, Listener
+
+TCP = Listener(bind="127.0.0.1", port=1)
 
 
 @implementer(IReactorFDSet)
@@ -52,6 +54,9 @@ class SelectReactor:
         self.readers.clear()
         self.writers.clear()
         return everything
+
+    def seconds(self) -> float:
+        return time.monotonic()
 
     def callLater(self, delay: float, f: Callable[..., Any], *args: Any) -> None:
         self.calls.append((f, args))
@@ -264,17 +269,26 @@ def test_host_names_and_plain_reactors_use_connect_tcp() -> None:
         def __init__(self) -> None:
             self.calls: list[Any] = []
 
+        def seconds(self) -> float:  # IReactorTime, as ProxyContext wants
+            return 0.0
+
         def connectTCP(self, host: str, port: int, factory: Any, timeout: Any = None) -> str:
             self.calls.append((host, port))
             return "connector"
 
+    from tsgate.proxy.context import ProxyContext, Settings
+    from tsgate.proxy.stages import connect_tcp
+
     plain = Plain()
-    assert lean_connect(plain, None, Endpoint("127.0.0.1", 1), Dialed()) == "connector"
+    lean = Settings(lean=True)
+    assert ProxyContext(reactor=plain, settings=lean).runtime(TCP).connect is connect_tcp
+    assert ProxyContext(reactor=SelectReactor(), settings=lean).runtime(TCP).connect \
+        is lean_connect
     assert lean_listen(plain, Built(), 0, "127.0.0.1") is None
     fdset = SelectReactor()
     fdset.connectTCP = plain.connectTCP  # type: ignore[attr-defined]
     assert lean_connect(fdset, None, Endpoint("db.example.test", 5432), Dialed()) == "connector"
-    assert plain.calls == [("127.0.0.1", 1), ("db.example.test", 5432)]
+    assert plain.calls == [("db.example.test", 5432)]
 
 
 @pytest.mark.parametrize("description,expected", [

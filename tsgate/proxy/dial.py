@@ -21,22 +21,32 @@ import socket
 from typing import Any
 
 from twisted.internet import error
-from twisted.internet.interfaces import IReactorFDSet, IWriteDescriptor
+from twisted.internet.interfaces import IWriteDescriptor
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from tsgate.proxy.sockets import close_quietly
 from tsgate.proxy.stages import connect_tcp
-from tsgate.proxy.transport import LeanTransport, close_quietly
+from tsgate.proxy.transport import LeanTransport
 
 _IN_PROGRESS = (errno.EINPROGRESS, errno.EWOULDBLOCK, errno.EAGAIN, errno.EINTR)
 
 
+_FAMILIES: dict[str, int] = {}
+
+
 def _family(address: str) -> int:
-    """AF_INET / AF_INET6 for an IP literal; 0 for a host name."""
-    try:
-        return socket.AF_INET6 if ipaddress.ip_address(address).version == 6 else socket.AF_INET
-    except ValueError:
-        return 0
+    """AF_INET / AF_INET6 for an IP literal; 0 for a host name (memoized: endpoints repeat)."""
+    family = _FAMILIES.get(address)
+    if family is None:
+        try:
+            version = ipaddress.ip_address(address).version
+            family = socket.AF_INET6 if version == 6 else socket.AF_INET
+        except ValueError:
+            family = 0
+        if len(_FAMILIES) < 65536:
+            _FAMILIES[address] = family
+    return family
 
 
 @implementer(IWriteDescriptor)
@@ -106,19 +116,21 @@ class LeanConnector:
 
 
 def lean_connect(reactor: Any, cluster: Any, endpoint: Any, factory: Any) -> Any:
-    """A :data:`~tsgate.proxy.stages.Connect`: lean for IP endpoints, else ``connectTCP``."""
+    """
+    A :data:`~tsgate.proxy.stages.Connect` for a reactor that provides
+    ``IReactorFDSet`` (``ProxyContext.runtime`` checks, once): lean for IP
+    endpoints, ``connectTCP`` for host names.
+    """
     family = _family(endpoint.address)
-    clock: Any = reactor
-    if not family or not IReactorFDSet.providedBy(reactor):
+    if not family:
         return connect_tcp(reactor, cluster, endpoint, factory)
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setblocking(False)
+    sock = socket.socket(family, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
     connector = LeanConnector(reactor, sock, factory)
     code = sock.connect_ex((endpoint.address, endpoint.port))
     if code and code not in _IN_PROGRESS:
         connector.pending = False
         # reported on the next turn, as connectTCP does (the caller is mid-stage)
-        clock.callLater(0, connector.failed, error.getConnectError((code, os.strerror(code))))
+        reactor.callLater(0, connector.failed, error.getConnectError((code, os.strerror(code))))
         return connector
     reactor.addWriter(connector)
     return connector

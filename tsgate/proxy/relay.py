@@ -22,6 +22,7 @@ from tsgate.interfaces import ITimedStreamObserverFactory
 from tsgate.proxy.record import CloseRecord
 from tsgate.proxy.stages import Ending
 from tsgate.proxy.state import CLOSED, NEGOTIATING, RELAYING
+from tsgate.proxy.transport import LeanTransport
 from tsgate.stats import Stats
 from tsgate.tls import stage as tls_stage
 
@@ -88,6 +89,8 @@ WRITE_BUFFER_FIELDS = ("_tempDataBuffer", "dataBuffer", "offset", "_writeDisconn
 
 def write_through(transport: Any) -> Callable[[bytes], None]:
     """The fastest correct ``write`` for a relayed transport (see WriteThrough)."""
+    if type(transport) is LeanTransport:
+        return transport  # writes through already; calling it writes (no bound method to keep)
     if getattr(transport, "socket", None) is None or tls_stage.is_tls(transport) or not all(
         hasattr(transport, name) for name in WRITE_BUFFER_FIELDS
     ):
@@ -131,7 +134,7 @@ class RelayStage(CloseRecord):
         # one side pauses reading on the other (bounded memory both ways).
         down_t.registerProducer(up_t, True)
         up_t.registerProducer(down_t, True)
-        self.now = ctx.reactor.seconds
+        self.now = ctx.now  # one bound method for every connection
         self.last_activity = self.now()
         self.up_write = write_through(up_t)
         self.down_write = write_through(down_t)
@@ -163,6 +166,7 @@ class RelayStage(CloseRecord):
     def _build_observers(self) -> None:
         ctx = self.ctx
         name = self.listener.name
+        observers: list[Any] = []
         for factory in self.runtime.observers:
             emit = _emitter(ctx.stats, factory.protocol, name)
             try:
@@ -171,9 +175,11 @@ class RelayStage(CloseRecord):
                     observer = factory.new_timed_observer(emit, observe, ctx.reactor.seconds)
                 else:
                     observer = factory.new_observer(emit)
-                self.observers.append(observer)
+                observers.append(observer)
             except Exception:
                 ctx.stats.inc(f"{factory.protocol}.observer_crashed", listener=name)
+        if observers:
+            self.observers = observers
 
     # -- the hot path ------------------------------------------------------
 

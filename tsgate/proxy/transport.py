@@ -20,11 +20,10 @@ from __future__ import annotations
 
 import errno
 import socket
-from collections import deque
 from typing import Any, Optional
 
-from twisted.internet import error, main
-from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.internet import error
+from twisted.internet.address import IPv4Address
 from twisted.internet.interfaces import (
     IConsumer,
     IHalfCloseableProtocol,
@@ -36,16 +35,11 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from tsgate.proxy.sockets import twisted_address
+
 log = Logger(namespace="tsgate.proxy")
 
 _RETRY = (errno.EAGAIN, errno.EWOULDBLOCK, errno.EINTR)
-
-
-def twisted_address(sockaddr: Any, family: int) -> Any:
-    """A Twisted address object for a socket address (built only when asked)."""
-    if family == socket.AF_INET6:
-        return IPv6Address("TCP", sockaddr[0], sockaddr[1])
-    return IPv4Address("TCP", sockaddr[0], sockaddr[1])
 
 
 @implementer(ITCPTransport, IConsumer, IPushProducer, IReadWriteDescriptor)
@@ -68,7 +62,9 @@ class LeanTransport:
         self.disconnecting = False
         self.disconnected = False
         self.bufferSize = 65536
-        self.queue: deque[bytes] = deque()
+        # Bytes the socket did not take yet: a list only while there are any
+        # (an idle connection holds none; a deque would be 600 bytes each).
+        self.queue: Optional[list[bytes]] = None
         self.queued = 0
         self.reading = False
         self.writing = False
@@ -112,7 +108,7 @@ class LeanTransport:
         self._stop_reading()
         self.read_closed = True
         if not self.half_close:
-            self._lost(Failure(error.ConnectionDone()))
+            self._lost(_DONE)
             return None
         try:
             self.protocol.readConnectionLost()
@@ -123,8 +119,10 @@ class LeanTransport:
 
     def doWrite(self) -> None:
         queue = self.queue
-        sock = self.socket
-        while queue:
+        if queue:
+            sock = self.socket
+            if len(queue) > 1:  # one send for all of it (bounded by the high-water mark)
+                queue[:] = [b"".join(queue)]
             data = queue[0]
             try:
                 sent = sock.send(data)
@@ -137,13 +135,13 @@ class LeanTransport:
             if sent < len(data):
                 queue[0] = data[sent:]
                 return None
-            queue.popleft()
+            self.queue = None
         self._stop_writing()
         if self.producer is not None and self.producer_paused:
             self.producer_paused = False
             self.producer.resumeProducing()
         if self.disconnecting:
-            self._lost(Failure(error.ConnectionDone()))
+            self._lost(_DONE)
         elif self.write_closing:
             self._shutdown_write()
         return None
@@ -157,26 +155,28 @@ class LeanTransport:
     def write(self, data: bytes) -> None:
         if not self.connected or self.write_closed or self.write_closing or not data:
             return
-        if not self.queue:
+        queue = self.queue
+        if queue is None:
             try:
                 sent = self.socket.send(data)
-            except OSError as exc:
-                if exc.errno not in _RETRY:  # doWrite reports it on the next turn
-                    self.queue.append(data)
-                    self.queued += len(data)
-                    self._start_writing()
-                    return
+            except OSError:  # EAGAIN; or an error doWrite reports on the next turn
                 sent = 0
             if sent == len(data):
                 return
-            data = data[sent:]
+            if sent:
+                data = data[sent:]
+            queue = self.queue = []
             self._start_writing()
-        self.queue.append(data)
+        queue.append(data)
         self.queued += len(data)
         if self.producer is not None and not self.producer_paused and \
                 self.queued > self.bufferSize:
             self.producer_paused = True
             self.producer.pauseProducing()
+
+    #: ``transport(data)`` is ``transport.write(data)``: the relay keeps the
+    #: transport itself as its write function (no bound method per connection)
+    __call__ = write
 
     def writeSequence(self, data: Any) -> None:
         self.write(b"".join(data))
@@ -187,11 +187,21 @@ class LeanTransport:
             return
         self.disconnecting = True
         self._stop_reading()
-        self._start_writing()  # doWrite closes once the queue is empty
+        if self.queue is None:
+            # Nothing to flush: close on the next turn with the other closes
+            # of this turn (one timer call, no writability event per socket).
+            _close_soon(self)
+        else:
+            self._start_writing()  # doWrite closes once the queue is empty
+
+    def close_if_flushed(self) -> None:
+        """A deferred close (``loseConnection``) comes due; bytes written since wait their turn."""
+        if self.queue is None and not self.disconnected:
+            self._lost(_DONE)
 
     def abortConnection(self) -> None:
         if self.connected:
-            self.queue.clear()
+            self.queue = None
             self.queued = 0
             self.disconnecting = True
             self._stop_reading()
@@ -202,7 +212,7 @@ class LeanTransport:
         if not self.connected or self.write_closing or self.write_closed:
             return
         self.write_closing = True
-        if self.queue:
+        if self.queue is not None:
             return
         self._shutdown_write()
 
@@ -302,7 +312,8 @@ class LeanTransport:
         producer, self.producer = self.producer, None
         if producer is not None:
             producer.stopProducing()
-        self.queue.clear()
+        self.queue = None
+        self.queued = 0
         try:
             self.socket.close()
         except OSError:
@@ -315,12 +326,22 @@ class LeanTransport:
                 log.failure("connectionLost failed")
 
 
-CONNECTION_DONE = main.CONNECTION_DONE  # for callers that compare reasons
+#: the reason of every clean close (read-only for protocols: one object for all)
+_DONE = Failure(error.ConnectionDone())
+
+#: transports whose close is due on the next turn, per reactor
+_CLOSING: dict[int, list[LeanTransport]] = {}
 
 
-def close_quietly(sock: Optional[socket.socket]) -> None:
-    if sock is not None:
-        try:
-            sock.close()
-        except OSError:
-            pass
+def _close_soon(transport: LeanTransport) -> None:
+    reactor = transport.reactor
+    pending = _CLOSING.get(id(reactor))
+    if pending is None:
+        pending = _CLOSING[id(reactor)] = []
+        reactor.callLater(0, _close_due, reactor)
+    pending.append(transport)
+
+
+def _close_due(reactor: Any) -> None:
+    for transport in _CLOSING.pop(id(reactor), ()):
+        transport.close_if_flushed()
