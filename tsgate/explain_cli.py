@@ -121,7 +121,8 @@ def run(args: Any, out: Optional[TextIO] = None, err: Optional[TextIO] = None) -
         return 2
 
     result = load_config(paths, gateway_labels=labels, default_namespace=args.namespace,
-                         gateway_namespace=args.gateway_namespace)
+                         gateway_namespace=args.gateway_namespace,
+                         credentials_dir=getattr(args, "credentials", None))
     if not result.ok:
         for diag in result.errors:
             print(str(diag), file=err)
