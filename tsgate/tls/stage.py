@@ -171,8 +171,6 @@ def handshake_completed(down: Any) -> None:
         stats.inc(f"listener.ssl.versions.{facts['tls_version']}", listener=name)
     if "tls_cipher" in facts:
         stats.inc(f"listener.ssl.ciphers.{facts['tls_cipher']}", listener=name)
-    if conn.get_session_reused() if hasattr(conn, "get_session_reused") else False:
-        stats.inc("listener.ssl.session_reused", listener=name)
     if session.facts.get("tls_mode") in ("MUTUAL", "OPTIONAL_MUTUAL") and \
             "peer_subject" not in facts:
         stats.inc("listener.ssl.no_certificate", listener=name)
