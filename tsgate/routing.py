@@ -77,6 +77,9 @@ class Cluster:
     #: for everything until policies are implemented.
     lb_policy: str = "ROUND_ROBIN"
     max_connections: Optional[int] = None
+    #: TLS origination (DestinationRule trafficPolicy.tls SIMPLE/MUTUAL): a
+    #: ``tsgate.tls.client.Origination``, or None for plain TCP upstream
+    tls: Any = attrs.field(default=None, eq=False)
 
 
 @attrs.frozen
@@ -120,6 +123,9 @@ class SniChain:
 
     server_names: tuple[str, ...]
     route: Route
+    #: TLS termination (a ``protocol: TLS`` server with mode SIMPLE, MUTUAL or
+    #: OPTIONAL_MUTUAL): a ``tsgate.tls.server.Termination``; None for passthrough
+    termination: Any = attrs.field(default=None, eq=False)
 
 
 @attrs.frozen
@@ -129,6 +135,8 @@ class Decision:
     route: Optional[Route]
     chain: str  # "sni:simple-sni-1.istioinaction.io", "tcp", "none"
     reason: str
+    #: the chain's TLS termination, when the gateway terminates TLS for it
+    termination: Any = None
 
 
 _SPACES = re.compile(r"\s+")
@@ -235,9 +243,11 @@ class Listener:
                     i = sni.find(".", i + 1)
             if hit is not None:
                 chain, pattern = hit
-                return Decision(chain.route, f"sni:{pattern}", f"SNI {sni} matched {pattern}")
+                return Decision(chain.route, f"sni:{pattern}", f"SNI {sni} matched {pattern}",
+                                chain.termination)
         if catch_all is not None:
-            return Decision(catch_all.route, "sni:*", f"SNI {sni or '(none)'} matched catch-all")
+            return Decision(catch_all.route, "sni:*", f"SNI {sni or '(none)'} matched catch-all",
+                            catch_all.termination)
         if self.tcp_route is not None:
             return Decision(
                 self.tcp_route, "tcp", f"SNI {sni or '(none)'} matched no TLS chain; TCP route"

@@ -29,6 +29,7 @@ from tsgate.logging import AccessLogFile
 from tsgate.proxy.context import DEFAULT_INSPECT_TIMEOUT, ProxyContext, Settings
 from tsgate.reload import ConfigWatcher
 from tsgate.stats import Stats
+from tsgate.tls.watch import CertificateWatcher
 
 log = Logger(namespace="tsgate")
 
@@ -146,6 +147,9 @@ class Options(usage.Options):
          "worker, SO_REUSEPORT: even spread) or 'shared' (one socket all workers accept on)."],
         ["worker-id", None, None, "(internal) this process is worker N of a supervisor."],
         ["worker-channel", None, None, "(internal) file descriptor of the supervisor channel."],
+        ["credentials", None, None, "Directory of TLS credentials: DIR/<credentialName>/"
+         "tls.crt, tls.key, ca.crt (a mounted Kubernetes Secret); certificate files are "
+         "watched and reloaded like the config."],
     ]
 
     def __init__(self) -> None:
@@ -297,7 +301,8 @@ def config_loader(options: Any) -> tuple[Any, Any]:
         return load_config(paths, gateway_labels=labels, default_namespace=namespace,
                            gateway_namespace=gateway_namespace, gateway_classes=gateway_classes,
                            namespace_labels=namespace_labels,
-                           root_namespace=options["root-namespace"])
+                           root_namespace=options["root-namespace"],
+                           credentials_dir=options.get("credentials"))
 
     result = load()
     if not result.ok:
@@ -398,6 +403,7 @@ class GatewayService(service.MultiService):
         gateway.started_at = time.time()  # type: ignore[attr-defined]
         self.watcher = ConfigWatcher(reactor, options["config"], self.reload,
                                      options["watch-interval"])
+        self.cert_watcher = CertificateWatcher(reactor, gateway, options["watch-interval"])
         self._previous_sighup: Any = None
         self._previous_sigusr1: Any = None
         self._admin_ports: list[Any] = []
@@ -503,6 +509,7 @@ class GatewayService(service.MultiService):
             attach(self.gateway, self.options["worker-id"] or 0,
                    self.options["worker-channel"], self.reactor)
         self.watcher.start()
+        self.cert_watcher.start()
         try:
             self._previous_sighup = signal.signal(signal.SIGHUP, self._sighup)
             self._previous_sigusr1 = signal.signal(signal.SIGUSR1, self._sigusr1)
@@ -539,6 +546,7 @@ class GatewayService(service.MultiService):
     def stopService(self) -> defer.Deferred:
         """SIGTERM: drain (stop accepting, fail readiness, wait), then stop."""
         self.watcher.stop()
+        self.cert_watcher.stop()
         if self._previous_sighup is not None:
             signal.signal(signal.SIGHUP, self._previous_sighup)
         if self._previous_sigusr1 is not None:

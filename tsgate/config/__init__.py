@@ -88,6 +88,7 @@ def load_config(
     gateway_classes: Sequence[str] = DEFAULT_GATEWAY_CLASSES,
     namespace_labels: Mapping[str, Mapping[str, str]] = {},
     root_namespace: str = DEFAULT_ROOT_NAMESPACE,
+    credentials_dir: Optional[str] = None,
 ) -> ConfigResult:
     """
     Load, validate and compile the Istio YAML at ``paths`` (files or
@@ -102,6 +103,8 @@ def load_config(
     Gateway API Gateways are served when their ``gatewayClassName`` is in
     ``gateway_classes``; ``namespace_labels`` adds namespace labels (for
     ``allowedRoutes`` selectors) to those of ``Namespace`` objects in the files.
+    ``credentials_dir`` is ``--credentials DIR``, where ``credentialName``
+    certificates are read (``DIR/<name>/tls.crt``, ...).
     """
     if isinstance(paths, str):
         paths = [paths]
@@ -115,7 +118,8 @@ def load_config(
     api = translate(resources, loaded.documents, gateway_classes, namespace_labels,
                     default_namespace)
     diags.extend(api.diags)
-    table, found = compile_table(resources + api.synthetic, gateway_labels, gateway_namespace)
+    table, found = compile_table(resources + api.synthetic, gateway_labels, gateway_namespace,
+                                 credentials_dir)
     table, found = api.finish(table, found)
     diags.extend(found)
     diags.extend(validate_policies(resources))  # AuthorizationPolicy (tsgate.authz)

@@ -26,7 +26,7 @@ and the affected route or chain is left out.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Optional
+from typing import Any, Optional
 
 import attrs
 
@@ -64,6 +64,9 @@ from tsgate.routing import (
     SourceRef,
     WeightedCluster,
 )
+from tsgate.tls.checks import shared_certificate_hosts, terminates, termination_warnings
+from tsgate.tls.client import build_origination
+from tsgate.tls.server import TERMINATING_MODES, build_termination
 
 DEFAULT_BIND = "0.0.0.0"
 ANNOTATION_PREFIX = "tsgate.io/"
@@ -142,8 +145,11 @@ class Compiler:
     """One compilation; holds the inputs, the caches and the diagnostics."""
 
     def __init__(self, resources: list[Resource], gateway_labels: Mapping[str, str],
-                 gateway_namespace: Optional[str] = None) -> None:
+                 gateway_namespace: Optional[str] = None,
+                 credentials_dir: Optional[str] = None) -> None:
         self.labels = dict(gateway_labels)
+        #: --credentials DIR: where credentialName certificates are read (tsgate.tls)
+        self.credentials_dir = credentials_dir
         self.gateway_namespace = gateway_namespace
         self.gateways = [r for r in resources if isinstance(r, Gateway)]
         self.virtual_services = [r for r in resources if isinstance(r, VirtualService)]
@@ -274,13 +280,12 @@ class Compiler:
                 return "tls"
             if mode == "AUTO_PASSTHROUGH":
                 return "auto"
-            # --- TLS termination (issue #10 replaces this block by serving it) ---
-            if mode in ("SIMPLE", "MUTUAL", "OPTIONAL_MUTUAL", "ISTIO_MUTUAL"):
+            if mode in TERMINATING_MODES:
+                return "tls"  # terminated by tsgate.tls (see tls_chains)
+            if mode == "ISTIO_MUTUAL":
                 self.report(WARNING, meta, f"{ref.path}.tls.mode",
-                            f"tls.mode {mode}: tsgate does not terminate TLS yet; this server "
-                            "is skipped (nothing listens for it; use mode PASSTHROUGH and "
-                            "terminate TLS in the backend)")
-            # --- end TLS termination ---
+                            "ISTIO_MUTUAL needs Istio's mesh certificates, which tsgate does "
+                            "not have: server skipped")
             return None
         if server.tls is not None:
             return None  # validation reports TLS settings on a TCP server
@@ -470,7 +475,14 @@ class Compiler:
         chains: list[SniChain] = []
         used: dict[str, str] = {}
         emitted: set[tuple[object, ...]] = set()
+        terminated: list[tuple[_ServerRef, SniChain]] = []
         for ref in slot.tls:
+            if terminates(ref.server):
+                chain = self.terminating_chain(ref, slot, used)
+                if chain is not None:
+                    chains.append(chain)
+                    terminated.append((ref, chain))
+                continue
             found = False
             for vs in self.bound(ref):
                 if vs.tcp and not vs.tls and any(self.rule_passes(vs, rule, ref)
@@ -510,6 +522,15 @@ class Compiler:
                 self.report(WARNING, ref.gateway.meta, ref.path,
                             f"no VirtualService has a tls route for this TLS server (port "
                             f"{ref.port}, hosts " + ", ".join(ref.server.hosts) + ")")
+        passthrough = [n for c in chains if c.termination is None for n in c.server_names]
+        for ref, chain in terminated:
+            shared = shared_certificate_hosts(chain.termination, passthrough)
+            if shared:
+                self.report(WARNING, ref.gateway.meta, f"{ref.path}.tls",
+                            "this server's certificate also covers the passthrough host(s) "
+                            + ", ".join(shared) + f" on port {slot.port}: a client may reuse "
+                            "one connection for the other (HTTP/2 connection coalescing), "
+                            "reaching the wrong backend")
         return chains
 
     def check_match_ports(self) -> None:
@@ -532,6 +553,57 @@ class Compiler:
                                 "no server of gateway " + ", ".join(f"{k[0]}/{k[1]}"
                                                                      for k in sorted(keys))
                                 + f" listens on port {m.port}: this match never applies")
+
+    def terminating_chain(self, ref: _ServerRef, slot: _Slot,
+                          used: dict[str, str]) -> Optional[SniChain]:
+        """A server TLS-terminated by tsgate: its hosts as SNI names, the first tcp route."""
+        server, meta = ref.server, ref.gateway.meta
+        assert server.tls is not None and server.port is not None
+        names = sorted({h.rpartition("/")[2].lower().rstrip(".") for h in server.hosts})
+
+        def report(severity: str, field: str, message: str) -> None:
+            path = f"{ref.path}.tls" + (f".{field}" if field else "")
+            self.report(ERROR if severity == "error" else WARNING, meta, path, message)
+
+        # Certificates first: a missing file or a mismatched key is an error
+        # whether or not a route uses the server yet.
+        termination = build_termination(server.tls, names, ref.describe(),
+                                        self.credentials_dir, report)
+        if termination is None:
+            return None
+        for severity, field, message in termination_warnings(termination):
+            report(severity, field, message)
+        chosen: Optional[tuple[VirtualService, int]] = None
+        for vs in self.bound(ref):
+            for idx, rule in enumerate(vs.tcp):
+                if self.rule_passes(vs, rule, ref):
+                    chosen = (vs, idx)
+                    break
+            if chosen is not None:
+                break
+        if chosen is None:
+            if server.port.protocol == "HTTPS":
+                self.report(WARNING, meta, ref.path,
+                            "HTTPS server skipped: no VirtualService routes it with tcp (tsgate "
+                            "terminates TLS for tcp routes; HTTP routing is not served)")
+            else:
+                self.report(WARNING, meta, ref.path,
+                            f"no VirtualService has a tcp route for this {server.tls.mode} TLS "
+                            f"server (port {ref.port}): connections to it are closed")
+            return None
+        vs, idx = chosen
+        route = self.route(vs, "tcp", idx, vs.tcp[idx], ref.port)
+        if route is None:
+            return None
+        clash = [n for n in names if n in used]
+        if clash:
+            self.report(WARNING, meta, f"{ref.path}.hosts",
+                        f"duplicate SNI {clash[0]!r} on port {slot.port}: already routed by "
+                        f"{used[clash[0]]}; this server is skipped (first wins)")
+            return None
+        for n in names:
+            used[n] = f"{ref.describe()} ({server.tls.mode})"
+        return SniChain(() if "*" in names else tuple(names), route, termination)
 
     # ------------------------------------------------------------------ routes
 
@@ -661,14 +733,16 @@ class Compiler:
         name = f"outbound|{port}|{dest.subset}|{fqdn}"
         if name in self._clusters:
             return self._clusters[name], top
-        cluster = self._build_cluster(vs, dest, path, fqdn, port, found, se_port, subset, policy)
+        cluster = self._build_cluster(vs, dest, path, fqdn, port, found, se_port, subset, policy,
+                                      dr)
         self._clusters[name] = cluster
         return cluster, top
 
     def _build_cluster(self, vs: VirtualService, dest: Destination, path: str, fqdn: str,
                        port: int, found: Optional[tuple[ServiceEntry, str]],
                        se_port: Optional[ServicePort], subset: Optional[Subset],
-                       policy: Optional[TrafficPolicy]) -> Optional[Cluster]:
+                       policy: Optional[TrafficPolicy],
+                       dr: Optional[DestinationRule] = None) -> Optional[Cluster]:
         name = f"outbound|{port}|{dest.subset}|{fqdn}"
         tcp = policy.tcp if policy is not None else None
         lb = policy.lb_simple if policy is not None else None
@@ -684,7 +758,8 @@ class Compiler:
                            resolution=resolution, endpoints=endpoints,
                            connect_timeout=settings.connect_timeout,
                            lb_policy=settings.lb_policy,
-                           max_connections=settings.max_connections)
+                           max_connections=settings.max_connections,
+                           tls=self.origination(policy, dr, fqdn, port, dest.subset))
 
         if found is None:
             how = "as written (an IP address)" if H.is_ip(dest.host) else \
@@ -731,6 +806,22 @@ class Compiler:
                         + ": connections to it fail (UH)", once=("noep", name))
         return make(resolution, tuple(endpoints))
 
+    def origination(self, policy: Optional[TrafficPolicy], dr: Optional[DestinationRule],
+                    fqdn: str, port: int, subset: str) -> Any:
+        """TLS origination for a cluster (DestinationRule tls SIMPLE/MUTUAL), or None."""
+        if policy is None or policy.tls is None or policy.tls.mode not in ("SIMPLE", "MUTUAL") \
+                or dr is None:
+            return None
+        path = _tls_path(dr, policy.tls, port, subset)
+
+        def report(severity: str, field: str, message: str) -> None:
+            assert dr is not None
+            self.report(ERROR if severity == "error" else WARNING, dr.meta,
+                        path + (f".{field}" if field else ""), message,
+                        once=("orig", dr.meta.key, path, field, message))
+
+        return build_origination(policy.tls, fqdn, self.credentials_dir, report)
+
     def _workloads(self, se: ServiceEntry) -> list[WorkloadSpec]:
         if se.endpoints or se.workload_selector is None:
             return list(se.endpoints)
@@ -769,6 +860,7 @@ def _merge(base: Optional[TrafficPolicy], override: Optional[TrafficPolicy]) -> 
         else base.lb_simple
     return attrs.evolve(base, lb_simple=lb, tcp=tcp,
                         tls_mode=override.tls_mode or base.tls_mode,
+                        tls=override.tls or base.tls,
                         use_source_ip=override.use_source_ip or (
                             base.use_source_ip and override.lb_simple is None))
 
@@ -781,10 +873,29 @@ def auto_passthrough_chains(compiler: Compiler, refs: list[_ServerRef],
     return chains(compiler, refs, taken)
 
 
+def _tls_path(dr: DestinationRule, tls: Any, port: int, subset: str) -> str:
+    """Where in ``dr`` the ClientTLS settings ``tls`` were written."""
+    candidates: list[tuple[str, Optional[TrafficPolicy]]] = []
+    for j, s in enumerate(dr.subsets):
+        if s.name == subset:
+            candidates.append((f"spec.subsets[{j}].trafficPolicy", s.traffic_policy))
+    candidates.append(("spec.trafficPolicy", dr.traffic_policy))
+    for base, policy in candidates:
+        if policy is None:
+            continue
+        for i, (number, level) in enumerate(policy.port_level):
+            if number == port and level.tls is tls:
+                return f"{base}.portLevelSettings[{i}].tls"
+        if policy.tls is tls:
+            return f"{base}.tls"
+    return "spec.trafficPolicy.tls"
+
+
 def compile_table(resources: list[Resource], gateway_labels: Mapping[str, str],
-                  gateway_namespace: Optional[str] = None) -> tuple[RouteTable, list[Diagnostic]]:
+                  gateway_namespace: Optional[str] = None,
+                  credentials_dir: Optional[str] = None) -> tuple[RouteTable, list[Diagnostic]]:
     """The route table of ``resources`` for a gateway with ``gateway_labels``."""
-    compiler = Compiler(resources, gateway_labels, gateway_namespace)
+    compiler = Compiler(resources, gateway_labels, gateway_namespace, credentials_dir)
     table = compiler.compile()
     from tsgate.config.analyze import analyze
 

@@ -70,6 +70,20 @@ class ServerTLS:
     cert_fields: tuple[str, ...] = ()
     min_protocol_version: str = ""
     max_protocol_version: str = ""
+    # The certificate fields as written (tsgate.tls serves SIMPLE/MUTUAL/OPTIONAL_MUTUAL).
+    server_certificate: str = ""
+    private_key: str = ""
+    ca_certificates: str = ""
+    ca_crl: str = ""
+    credential_name: str = ""
+    credential_names: tuple[str, ...] = ()
+    ca_cert_credential_name: str = ""
+    #: tlsCertificates[]: (serverCertificate, privateKey) pairs
+    tls_certificates: tuple[tuple[str, str], ...] = ()
+    subject_alt_names: tuple[str, ...] = ()
+    verify_certificate_spki: tuple[str, ...] = ()
+    verify_certificate_hash: tuple[str, ...] = ()
+    cipher_suites: tuple[str, ...] = ()
 
 
 @attrs.frozen
@@ -192,6 +206,21 @@ class TcpSettings:
 
 
 @attrs.frozen
+class ClientTLS:
+    """DestinationRule ``trafficPolicy.tls`` (ClientTLSSettings): upstream origination."""
+
+    mode: str = "DISABLE"
+    client_certificate: str = ""
+    private_key: str = ""
+    ca_certificates: str = ""
+    ca_crl: str = ""
+    credential_name: str = ""
+    subject_alt_names: tuple[str, ...] = ()
+    sni: str = ""
+    insecure_skip_verify: bool = False
+
+
+@attrs.frozen
 class TrafficPolicy:
     """The L4-relevant parts; ``None`` means "not set here" (for overrides)."""
 
@@ -201,6 +230,8 @@ class TrafficPolicy:
     use_source_ip: bool = False
     tcp: Optional[TcpSettings] = None
     tls_mode: Optional[str] = None
+    #: the whole ``tls`` block (origination), when set
+    tls: Optional[ClientTLS] = None
     #: upstream PROXY protocol version (V1, V2) when trafficPolicy.proxyProtocol is set
     proxy_protocol: Optional[str] = None
     tunnel_protocol: Optional[str] = None

@@ -19,6 +19,7 @@ from tsgate.config.authz import build_authorization_policy
 from tsgate.config.diagnostics import ERROR, INFO, WARNING, Diagnostic
 from tsgate.config.loader import Document, join_path
 from tsgate.config.model import (
+    ClientTLS,
     Destination,
     DestinationRule,
     Gateway,
@@ -209,10 +210,43 @@ def build_gateway(meta: Meta, spec: dict[str, Any]) -> Gateway:
             https_redirect=bool(t.get("httpsRedirect")),
             cert_fields=tuple(f for f in CERT_FIELDS if t.get(f)),
             min_protocol_version=t.get("minProtocolVersion") or "",
-            max_protocol_version=t.get("maxProtocolVersion") or "")
+            max_protocol_version=t.get("maxProtocolVersion") or "",
+            **_server_tls_files(t))
         servers.append(Server(port=port, hosts=_strs(s.get("hosts")), bind=s.get("bind") or "",
                               name=s.get("name") or "", tls=tls))
     return Gateway(meta, selector=_labels(spec.get("selector")), servers=tuple(servers))
+
+
+def _server_tls_files(t: dict[str, Any]) -> dict[str, Any]:
+    """The certificate settings of a ServerTLSSettings (served by tsgate.tls)."""
+    return {
+        "server_certificate": t.get("serverCertificate") or "",
+        "private_key": t.get("privateKey") or "",
+        "ca_certificates": t.get("caCertificates") or "",
+        "ca_crl": t.get("caCrl") or "",
+        "credential_name": t.get("credentialName") or "",
+        "credential_names": _strs(t.get("credentialNames")),
+        "ca_cert_credential_name": t.get("caCertCredentialName") or "",
+        "tls_certificates": tuple((c.get("serverCertificate") or "", c.get("privateKey") or "")
+                                  for c in t.get("tlsCertificates") or ()
+                                  if isinstance(c, dict)),
+        "subject_alt_names": _strs(t.get("subjectAltNames")),
+        "verify_certificate_spki": _strs(t.get("verifyCertificateSpki")),
+        "verify_certificate_hash": _strs(t.get("verifyCertificateHash")),
+        "cipher_suites": _strs(t.get("cipherSuites")),
+    }
+
+
+def _client_tls(t: Optional[dict[str, Any]]) -> Optional[ClientTLS]:
+    """A DestinationRule's ``tls`` block (ClientTLSSettings)."""
+    if t is None:
+        return None
+    return ClientTLS(
+        mode=t.get("mode") or "DISABLE", client_certificate=t.get("clientCertificate") or "",
+        private_key=t.get("privateKey") or "", ca_certificates=t.get("caCertificates") or "",
+        ca_crl=t.get("caCrl") or "", credential_name=t.get("credentialName") or "",
+        subject_alt_names=_strs(t.get("subjectAltNames")), sni=t.get("sni") or "",
+        insecure_skip_verify=bool(t.get("insecureSkipVerify")))
 
 
 def _match(m: dict[str, Any]) -> L4Match:
@@ -299,6 +333,7 @@ def build_traffic_policy(tp: Optional[dict[str, Any]]) -> Optional[TrafficPolicy
                                           "httpQueryParameterName") if hashing.get(k)),
         use_source_ip=bool(hashing.get("useSourceIp")), tcp=settings,
         tls_mode=(tp.get("tls") or {}).get("mode"),
+        tls=_client_tls(tp.get("tls")),
         proxy_protocol=None if proxy is None else (proxy.get("version") or "V1"),
         tunnel_protocol=None if tp.get("tunnel") is None else (tp["tunnel"].get("protocol")
                                                                 or "CONNECT"),

@@ -308,6 +308,26 @@ def _validate_server_tls(tls: Any, protocol: str, p: str, r: Reporter) -> None:
         r.error(t, f"minProtocolVersion {lo} is higher than maxProtocolVersion {hi}")
 
 
+def _validate_client_tls(tp: TrafficPolicy, p: str, r: Reporter) -> None:
+    """DestinationRule ``tls`` (origination, served by tsgate.tls.client)."""
+    tls = tp.tls
+    if tp.tls_mode == "ISTIO_MUTUAL":
+        r.warn(f"{p}.tls.mode", "ISTIO_MUTUAL needs Istio's mesh certificates, which tsgate "
+               "does not have: connections to this host are not TLS-originated")
+        return
+    if tls is None or tls.mode not in ("SIMPLE", "MUTUAL"):
+        return
+    if tls.mode == "MUTUAL" and not tls.credential_name and \
+            not (tls.client_certificate and tls.private_key):
+        r.error(f"{p}.tls", "MUTUAL TLS requires clientCertificate and privateKey (or "
+                "credentialName)")
+    if tls.mode == "SIMPLE" and (tls.client_certificate or tls.private_key):
+        r.warn(f"{p}.tls", "clientCertificate/privateKey are only sent with mode MUTUAL")
+    if tls.insecure_skip_verify and (tls.ca_certificates or tls.subject_alt_names):
+        r.warn(f"{p}.tls.insecureSkipVerify", "insecureSkipVerify: the server is not "
+               "verified, caCertificates and subjectAltNames are ignored")
+
+
 # ----------------------------------------------------------- VirtualService
 
 
@@ -768,10 +788,8 @@ def _validate_policy(tp: TrafficPolicy, p: str, r: Reporter, *, top: bool) -> No
         if tp.tls_mode not in CLIENT_TLS_MODES:
             r.error(f"{p}.tls.mode", f"invalid TLS mode {tp.tls_mode!r} (one of "
                     + ", ".join(CLIENT_TLS_MODES) + ")")
-        elif tp.tls_mode != "DISABLE":
-            r.unserved(f"{p}.tls", "tsgate does not originate TLS upstream: tls mode "
-                       f"{tp.tls_mode} is ignored (with passthrough routes it would mean "
-                       "double TLS anyway)")
+        else:
+            _validate_client_tls(tp, p, r)
     if tp.proxy_protocol is not None and tp.proxy_protocol not in ("V1", "V2"):
         r.error(f"{p}.proxyProtocol.version",
                 f"invalid PROXY protocol version {tp.proxy_protocol!r} (V1 or V2)")

@@ -99,6 +99,10 @@ class CloseRecord(ConnectionState):
                 attributes.update(observer.attributes())
             except Exception:
                 pass
+        if self.tls is not None:  # terminated TLS: version, cipher, peer certificate
+            attributes.update(self.tls.facts)
+        if self.upstream is not None and self.upstream.tls is not None:  # originated TLS
+            attributes.update(self.upstream.tls.facts)
         attributes.pop("sni", None)  # already %REQUESTED_SERVER_NAME%
         return {k: str(v) for k, v in attributes.items() if v not in (None, "")} or None
 

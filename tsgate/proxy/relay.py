@@ -24,6 +24,7 @@ from tsgate.proxy.stages import Ending
 from tsgate.proxy.state import CLOSED, NEGOTIATING, RELAYING
 from tsgate.proxy.transport import LeanTransport
 from tsgate.stats import Stats
+from tsgate.tls import stage as tls_stage
 
 log = Logger(namespace="tsgate.proxy")
 
@@ -210,6 +211,12 @@ class RelayStage(CloseRecord):
         a FIN); when both directions have ended, close both sockets.
         """
         if not transport.connected:
+            return
+        if tls_stage.is_tls(transport):  # close_notify, then the TCP FIN (tsgate.tls.stage)
+            transport.unregisterProducer()
+            tls_stage.half_close(transport)
+            if other_direction_done:
+                self.finish()
             return
         # A registered producer would stop a paused transport from finishing
         # its shutdown (Twisted resumes the producer instead); the side that

@@ -63,7 +63,7 @@ class ConnectionState(Protocol):
         "cluster", "endpoint", "upstream", "preamble", "hint", "idle_timeout", "inspect_timer",
         "connect_timer", "idle_timer", "duration_timer", "connector", "counted_active",
         "now", "up_write", "down_write", "_peer", "_remote", "authz",
-        "dataReceived", "transport", "connected", "factory",
+        "dataReceived", "transport", "connected", "factory", "tls",
     )
 
     #: a TCP transport (ITCPTransport + IProducer + IConsumer + half-close)
@@ -117,6 +117,8 @@ class ConnectionState(Protocol):
         self._remote: Optional[str] = None
         #: the connection's standing with policies and limits (tsgate.authz.gate)
         self.authz: Any = None
+        #: a tsgate.tls.server.TlsSession once the gateway terminates this client's TLS
+        self.tls: Any = None
 
     # -- addresses -----------------------------------------------------------
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from twisted.internet import error as ierror
-from twisted.internet.interfaces import IHalfCloseableProtocol
+from twisted.internet.interfaces import IHalfCloseableProtocol, IHandshakeListener
 from twisted.internet.protocol import ClientFactory, Protocol, connectionDone
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -28,6 +28,7 @@ from tsgate.proxy.relay import RelayStage
 from tsgate.proxy.stages import Ending
 from tsgate.proxy.state import CLOSED, CONNECTING, NEGOTIATING, RELAYING, format_address
 from tsgate.stats import Stats
+from tsgate.tls import stage as tls_stage
 
 if TYPE_CHECKING:  # pragma: no cover
     from tsgate.routing import Route
@@ -125,12 +126,22 @@ class ConnectStage(RelayStage):
         self.ctx.stats.inc_key(
             "istio_tcp_connections_opened_total", self.ctx.balancer.state(cluster).metric_key()
         )
-        for stage in self.runtime.upstream_stages:
+        for stage in self.runtime.upstream_stages:  # on the raw socket (a PROXY header)
             ending = stage(self, transport)
             if ending is not None:
                 self.end(ending)
                 return
-        if self.preamble is not None:
+        if cluster.tls is not None and upstream.tls is None:
+            tls_stage.start_origination(self, upstream)  # upstream_ready after the handshake
+            return
+        self.upstream_ready()
+
+    def upstream_ready(self) -> None:
+        """Connected (and TLS handshake done when originating): STARTTLS, then the relay."""
+        upstream = self.upstream
+        assert upstream is not None
+        transport = upstream.transport
+        if self.preamble is not None and self.tls is None:  # terminated: plaintext upstream
             self.state = NEGOTIATING
             transport.write(self.preamble.upstream_request)
             return
@@ -159,6 +170,10 @@ class ConnectStage(RelayStage):
         """The upstream connection is fully gone: close the client after flushing."""
         if self.state is CLOSED:
             return
+        upstream = self.upstream
+        if upstream is not None and upstream.tls is not None and not upstream.tls.done:
+            tls_stage.origination_failed(self, upstream, reason)
+            return
         if self.state is NEGOTIATING:
             self.termination = "upstream closed during STARTTLS"
         transport = self.transport
@@ -166,11 +181,11 @@ class ConnectStage(RelayStage):
         transport.loseConnection()
 
 
-@implementer(IHalfCloseableProtocol)
+@implementer(IHalfCloseableProtocol, IHandshakeListener)
 class UpstreamProtocol(Protocol):
     """The upstream side; everything is decided by its connection."""
 
-    __slots__ = ("downstream", "reply", "dataReceived", "transport", "connected")
+    __slots__ = ("downstream", "reply", "dataReceived", "transport", "connected", "tls")
 
     transport: Any
 
@@ -180,9 +195,15 @@ class UpstreamProtocol(Protocol):
         self.dataReceived = self._before_relay  # type: ignore[method-assign]
         self.downstream = downstream
         self.reply = b""
+        #: a tsgate.tls.server.TlsSession when the gateway originates TLS upstream
+        self.tls: Any = None
 
     def connectionMade(self) -> None:
         self.downstream.upstream_connected(self)
+
+    def handshakeCompleted(self) -> None:  # noqa: N802 (IHandshakeListener)
+        """The upstream TLS handshake (origination) completed and verified."""
+        tls_stage.origination_done(self)
 
     def relay_to(self, receive: Callable[[bytes], None]) -> None:
         """From now on each chunk goes straight to ``receive`` (the connection's relay)."""

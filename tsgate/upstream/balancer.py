@@ -62,7 +62,10 @@ def istio_metric_labels(cluster: Cluster) -> dict[str, str]:
         "destination_service_name": parts[0],
         "destination_service_namespace": namespace,
         "request_protocol": "tcp",
-        "connection_security_policy": "unknown",
+        # Istio's source reporter says "unknown"; tsgate knows when it made
+        # the upstream connection mutual TLS itself (DestinationRule tls MUTUAL).
+        "connection_security_policy": (
+            "mutual_tls" if getattr(cluster.tls, "mode", "") == "MUTUAL" else "unknown"),
     }
 
 
