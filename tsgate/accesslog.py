@@ -60,6 +60,9 @@ class AccessRecord:
     requested_server_name: str = "-"
     route_name: str = "-"
     hints: Optional[Mapping[str, str]] = None
+    #: the socket peer when a PROXY protocol header named another client
+    #: (Envoy's %DOWNSTREAM_DIRECT_REMOTE_ADDRESS%); "-" otherwise
+    downstream_peer_address: str = "-"
 
     def text(self) -> str:
         """The Istio default text line (without the newline)."""
@@ -72,6 +75,8 @@ class AccessRecord:
             f"{self.downstream_local_address} {self.downstream_remote_address} "
             f"{self.requested_server_name} {self.route_name}"
         )
+        if self.downstream_peer_address != "-":
+            line += f" downstream_peer_address={self.downstream_peer_address}"
         if self.hints:
             # The full JA3 string (hundreds of characters) stays in JSON; its
             # md5 and JA4 identify the client in a text line.
@@ -112,6 +117,8 @@ class AccessRecord:
             "requested_server_name": dash(self.requested_server_name),
             "route_name": dash(self.route_name),
         }
+        if self.downstream_peer_address != "-":
+            record["downstream_peer_address"] = self.downstream_peer_address
         if self.hints:
             record["hints"] = dict(self.hints)
         return record

@@ -70,7 +70,10 @@ NEED_MORE = _NeedMore()
 
 
 def parse_mode(value: str) -> str:
+    """``required`` or ``optional`` (``true`` is taken as ``required``)."""
     mode = value.strip().lower()
+    if mode == "true":
+        return REQUIRED
     if mode not in (REQUIRED, OPTIONAL):
         raise ValueError(f"{value!r} must be \"required\" or \"optional\"")
     return mode

@@ -23,6 +23,8 @@ from tsgate.gateway import Gateway, ListenError
 from tsgate.proxy.context import DEFAULT_INSPECT_TIMEOUT, ProxyContext, Settings
 from tsgate.reload import ConfigWatcher
 from tsgate.stats import Stats
+from tsgate.upstream.balancer import Balancer
+from tsgate.upstream.dns import DnsRefresher
 
 log = Logger(namespace="tsgate")
 
@@ -78,6 +80,8 @@ class Options(usage.Options):
          "(Istio's terminationDrainDuration)."],
         ["watch-interval", None, "2", "Seconds between checks of the config files for "
          "changes (0: reload on SIGHUP only)."],
+        ["dns-refresh-rate", None, "60", "Seconds between re-resolutions of DNS endpoints "
+         "(Istio's default 60; a shorter TTL refreshes sooner)."],
     ]
 
     def __init__(self) -> None:
@@ -116,6 +120,9 @@ class Options(usage.Options):
         self["idle-timeout"] = _seconds("idle-timeout", self["idle-timeout"])
         self["drain-period"] = _seconds("drain-period", self["drain-period"])
         self["watch-interval"] = _seconds("watch-interval", self["watch-interval"])
+        self["dns-refresh-rate"] = _seconds("dns-refresh-rate", self["dns-refresh-rate"])
+        if not self["dns-refresh-rate"]:
+            raise usage.UsageError("--dns-refresh-rate must be more than 0 seconds")
         if self["access-log-format"] not in ("text", "json"):
             raise usage.UsageError("--access-log-format is text or json")
         from tsgate.logging import install_twistd_logger
@@ -198,6 +205,7 @@ def build_gateway(options: Any, reactor: Any, stdout: Any = None) -> Gateway:
         inspectors=inspectors(plugins),
         observers_for=observer_selector(plugins),
         observers_by_name=dict(plugins.observers),
+        balancer=upstream_balancer(reactor, options["dns-refresh-rate"]),
     )
     return Gateway(
         reactor, ctx, load,
@@ -206,6 +214,14 @@ def build_gateway(options: Any, reactor: Any, stdout: Any = None) -> Gateway:
         initial=result,
         drain_period=options["drain-period"],
     )
+
+
+def upstream_balancer(reactor: Any, dns_refresh_rate: float) -> Balancer:
+    """The balancer with live DNS and health checks on the process's reactor."""
+    balancer = Balancer(clock=reactor.seconds,
+                        dns=DnsRefresher(reactor, refresh_rate=dns_refresh_rate))
+    balancer.reactor = reactor
+    return balancer
 
 
 class GatewayService(service.MultiService):

@@ -21,15 +21,18 @@ per direction: ``dataReceived`` is swapped for a lean method once relaying.
 
 from __future__ import annotations
 
+import socket
 from typing import Any, Callable, Optional
 
 from twisted.internet import error as ierror
+from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.internet.protocol import ClientFactory, Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from tsgate import proxy_protocol
 from tsgate.accesslog import AccessRecord
 from tsgate.explain import short_trace
 from tsgate.interfaces import (
@@ -41,10 +44,14 @@ from tsgate.interfaces import (
     Preamble,
 )
 from tsgate.proxy.context import ListenerRuntime, ProxyContext
-from tsgate.routing import Cluster, Decision, Endpoint, Listener, Route
+from tsgate.proxy_protocol import NEED_MORE, Header, HeaderReader, ProxyHeaderError
+from tsgate.routing import Cluster, Decision, Listener, Route
+from tsgate.upstream.balancer import HostState
+from tsgate.upstream.policy import Keepalive
 
 log = Logger(namespace="tsgate.proxy")
 
+PROXY_HEADER = "proxy_header"
 INSPECTING = "inspecting"
 CONNECTING = "connecting"
 NEGOTIATING = "negotiating"
@@ -149,6 +156,7 @@ class DownstreamProtocol(Protocol):
         "endpoint", "upstream", "preamble", "hint", "idle_timeout", "_inspect_timer",
         "_connect_timer", "_idle_timer", "_duration_timer", "_connector", "_counted_active",
         "_now", "_up_write", "_down_write", "dataReceived", "transport", "connected", "factory",
+        "remote_address", "peer_address", "_proxy_reader", "_proxy_timer", "_tried",
     )
 
     #: a TCP transport (ITCPTransport + IProducer + IConsumer + half-close)
@@ -163,7 +171,15 @@ class DownstreamProtocol(Protocol):
         self.upstream: Optional[UpstreamProtocol] = None
         self.route: Optional[Route] = None
         self.cluster: Optional[Cluster] = None
-        self.endpoint: Optional[Endpoint] = None
+        self.endpoint: Optional[HostState] = None
+        #: the client: the PROXY header's source when one was accepted, else the peer
+        self.remote_address: Any = None
+        #: the socket peer (the load balancer, behind PROXY protocol)
+        self.peer_address: Any = None
+        self._proxy_reader: Optional[HeaderReader] = None
+        self._proxy_timer: Any = None
+        #: hosts already tried by this connection (tsgate.io/connect-attempts)
+        self._tried: list[HostState] = []
         self.preamble: Optional[Preamble] = None
         self.hint: Optional[Hint] = None
         self.decision: Optional[Decision] = None
@@ -215,6 +231,14 @@ class DownstreamProtocol(Protocol):
         key = self.runtime.stats_key
         ctx.stats.inc_key("listener.downstream_cx_total", key)
         ctx.stats.gauge_add_key("listener.downstream_cx_active", key, 1)
+        if self.runtime.proxy_in is not None:
+            self._proxy_stage()
+            return
+        self._accepted()
+
+    def _accepted(self) -> None:
+        """Accepted (and past the PROXY header, if any): inspect, or connect at once."""
+        ctx, transport = self.ctx, self.transport
         if self.listener.inspect:
             self._inspect_timer = ctx.timers.schedule(
                 self.runtime.inspect_timeout, self._inspection_timed_out
@@ -222,6 +246,94 @@ class DownstreamProtocol(Protocol):
         else:
             transport.pauseProducing()
             self._route(Decision(self.listener.tcp_route, "tcp", "TCP route"))
+
+    # -- PROXY protocol in (a listener stage before inspection) ------------
+
+    def _proxy_stage(self) -> None:
+        setting = self.runtime.proxy_in
+        peer = self.peer_address = self.transport.getPeer()
+        trusted = setting.trusts(getattr(peer, "host", ""))
+        if setting.mode == proxy_protocol.REQUIRED and not trusted:
+            self._proxy_refused("untrusted", "peer not in tsgate.io/proxy-protocol-trusted-cidrs")
+            return
+        self.state = PROXY_HEADER
+        self._proxy_reader = HeaderReader()
+        self.dataReceived = self._proxy_data  # type: ignore[method-assign]
+        self._proxy_timer = self.ctx.timers.schedule(self.runtime.inspect_timeout,
+                                                     self._proxy_timed_out)
+
+    def _proxy_data(self, data: bytes) -> None:
+        reader = self._proxy_reader
+        assert reader is not None
+        try:
+            result = reader.feed(data)
+        except ProxyHeaderError as exc:
+            self._proxy_refused(exc.reason, str(exc))
+            return
+        if result is NEED_MORE:
+            return
+        setting = self.runtime.proxy_in
+        stats, key = self.ctx.stats, self.runtime.stats_key
+        if result is None:
+            if setting.mode == proxy_protocol.REQUIRED:
+                self._proxy_refused("not_found_disallowed", "no PROXY header")
+                return
+            stats.inc_key("proxy_proto.not_found_allowed", key)
+            self._proxy_done(reader.buffer)
+            return
+        assert isinstance(result, Header)
+        if not setting.trusts(getattr(self.peer_address, "host", "")):
+            self._proxy_refused("untrusted", "PROXY header from a peer not in "
+                                "tsgate.io/proxy-protocol-trusted-cidrs")
+            return
+        stats.inc_key(f"proxy_proto.versions.v{result.version}.found", key)
+        if result.source is not None and result.destination is not None:
+            self.remote_address = IPv4Address("TCP", *result.source) if ":" not in \
+                result.source[0] else IPv6Address("TCP", *result.source)
+            record = self.record
+            record.downstream_peer_address = format_address(self.peer_address)
+            record.downstream_remote_address = format_address(self.remote_address)
+            local = result.destination
+            record.downstream_local_address = (f"[{local[0]}]:{local[1]}" if ":" in local[0]
+                                               else f"{local[0]}:{local[1]}")
+        self._proxy_done(result.rest)
+
+    def _proxy_done(self, rest: bytes) -> None:
+        self._cancel_timer("_proxy_timer")
+        self._proxy_reader = None
+        self.state = INSPECTING
+        self.dataReceived = self._inspect_data  # type: ignore[method-assign]
+        self._accepted()
+        if rest and self.state is not CLOSED:
+            self._inspect_data(rest)
+
+    def _proxy_timed_out(self) -> None:
+        self._proxy_timer = None
+        if self.state is not PROXY_HEADER:
+            return
+        reader = self._proxy_reader
+        buffered = reader.buffer if reader is not None else b""
+        if self.runtime.proxy_in.mode == proxy_protocol.REQUIRED or buffered:
+            self._proxy_refused("timeout", "no complete PROXY header in time")
+            return
+        # optional and the client sent nothing (a server-first protocol): no header
+        self.ctx.stats.inc_key("proxy_proto.not_found_allowed", self.runtime.stats_key)
+        self._proxy_done(b"")
+
+    def _proxy_refused(self, reason: str, detail: str) -> None:
+        """Close the connection: counted, logged, in the access log."""
+        self._cancel_timer("_proxy_timer")
+        ctx, key = self.ctx, self.runtime.stats_key
+        ctx.stats.inc_key("listener.downstream_cx_proxy_proto_error", key)
+        ctx.stats.inc_key(f"proxy_proto.{reason}", key)
+        peer = format_address(self.peer_address or self.transport.getPeer())
+        message = f"listener {self.listener.name}: PROXY protocol refused from {peer}: {detail}"
+        log.warn("{message}", message=message)
+        ctx.error(message)
+        self.record.connection_termination_details = f"proxy_protocol_{reason}"
+        self.termination = f"PROXY protocol {reason}"
+        self.state = INSPECTING
+        self._abort()
 
     # -- inspection ------------------------------------------------------
 
@@ -340,7 +452,7 @@ class DownstreamProtocol(Protocol):
         route = self.route = decision.route
         cluster = self.cluster = ctx.balancer.pick_cluster(route)
         self.record.upstream_cluster = cluster.name
-        endpoint = self.endpoint = ctx.balancer.pick_endpoint(cluster)
+        endpoint = self.endpoint = ctx.balancer.pick_endpoint(cluster, self._source_ip(cluster))
         if endpoint is None:
             ctx.stats.inc("cluster.upstream_cx_none_healthy", cluster=cluster.name)
             self.record.response_flags = "UH"
@@ -353,19 +465,42 @@ class DownstreamProtocol(Protocol):
             self._abort()
             return
         self.state = CONNECTING
-        self.record.upstream_host = f"{endpoint.address}:{endpoint.port}"
-        timeout = ctx.settings.connect_timeout or cluster.connect_timeout
         ctx.stats.inc_key("cluster.upstream_cx_total", state.cluster_key)
         state.active += 1
         state.total += 1
         ctx.stats.gauge_add_key("cluster.upstream_cx_active", state.cluster_key, 1)
         self._counted_active = True
+        self._connect(endpoint)
+
+    def _connect(self, endpoint: HostState) -> None:
+        """One connect attempt to ``endpoint`` (the host counts it as active)."""
+        ctx, cluster = self.ctx, self.cluster
+        assert cluster is not None
+        self.endpoint = endpoint
+        self._tried.append(endpoint)
+        endpoint.active += 1
+        endpoint.total += 1
+        self.record.upstream_host = f"{endpoint.address}:{endpoint.port}"
+        timeout = ctx.settings.connect_timeout or cluster.connect_timeout
         # The connect timeout is our own timer on the injected clock (not
         # connectTCP's), so it is testable and counted like Envoy's.
         self._connect_timer = ctx.timers.schedule(timeout, self._connect_timed_out)
         self._connector = ctx.reactor.connectTCP(
             endpoint.address, endpoint.port, _UpstreamFactory(self), timeout=None
         )
+
+    def _source_ip(self, cluster: Cluster) -> Optional[str]:
+        """The client's IP for consistent hashing (the PROXY header's source, if any)."""
+        policy = cluster.policy
+        if policy is None or not policy.hash_source_ip:
+            return None
+        return str(getattr(self.client_address(), "host", "")) or None
+
+    def client_address(self) -> Any:
+        """The client: the PROXY header's source, else the socket peer."""
+        if self.remote_address is None:
+            self.remote_address = self.peer_address or self.transport.getPeer()
+        return self.remote_address
 
     def _connect_timed_out(self) -> None:
         self._connect_timer = None
@@ -390,13 +525,44 @@ class DownstreamProtocol(Protocol):
         else:
             detail = reason.getErrorMessage()
         ctx.stats.inc("cluster.upstream_cx_connect_fail", cluster=cluster.name)
-        self.record.response_flags = "DF" if reason.check(ierror.DNSLookupError) else "UF"
-        # One token, as Envoy renders it (log parsers split on spaces).
-        self.record.upstream_transport_failure_reason = "_".join(detail.replace('"', "'").split())
         message = f"{cluster.name} {self.record.upstream_host}: {detail}"
         ctx.balancer.state(cluster).recent_errors.append((ctx.reactor.seconds(), message))
         ctx.error(message)
+        host = self.endpoint
+        if host is not None:
+            host.active -= 1
+            self._outlier(cluster, host)
+            self.endpoint = None
+        policy = cluster.policy
+        attempts = policy.connect_attempts if policy is not None else 1
+        if len(self._tried) < attempts:
+            ctx.stats.inc("cluster.upstream_cx_connect_attempts", cluster=cluster.name)
+            retry = ctx.balancer.pick_endpoint(cluster, self._source_ip(cluster), self._tried)
+            if retry is not None:
+                self._connect(retry)
+                return
+        self.record.response_flags = "DF" if reason.check(ierror.DNSLookupError) else "UF"
+        if attempts > 1:
+            ctx.stats.inc("cluster.upstream_cx_connect_attempts_exceeded", cluster=cluster.name)
+            self.record.response_flags += ",URX"
+        # One token, as Envoy renders it (log parsers split on spaces).
+        self.record.upstream_transport_failure_reason = "_".join(detail.replace('"', "'").split())
         self._abort()
+
+    def _outlier(self, cluster: Cluster, host: HostState) -> None:
+        """A connect failure counts for outlier detection (an ejection is counted and logged)."""
+        ctx = self.ctx
+        outcome = ctx.balancer.failed(cluster, host)
+        if outcome == "ejected":
+            for stat in ("ejections_enforced_total", "ejections_enforced_consecutive_5xx"):
+                ctx.stats.inc(f"cluster.outlier_detection.{stat}", cluster=cluster.name)
+            message = (f"{cluster.name} {host.key}: ejected by outlier detection until "
+                       f"{host.returns_at:.3f} (ejection {host.times_ejected}, "
+                       f"{host.consecutive_failures} consecutive connect failures)")
+            log.warn("{message}", message=message)
+            ctx.error(message)
+        elif outcome == "overflow":
+            ctx.stats.inc("cluster.outlier_detection.ejections_overflow", cluster=cluster.name)
 
     def upstream_connected(self, upstream: UpstreamProtocol) -> None:
         self._connector = None
@@ -415,6 +581,14 @@ class DownstreamProtocol(Protocol):
             self.record.upstream_local_address = format_address(transport.getHost())
         cluster = self.cluster
         assert cluster is not None
+        if self.endpoint is not None:
+            self.ctx.balancer.connected(cluster, self.endpoint)
+        policy = cluster.policy
+        if policy is not None:
+            if policy.keepalive is not None:
+                set_keepalive(transport, policy.keepalive)
+            if policy.proxy_protocol:
+                transport.write(self._proxy_header(policy.proxy_protocol))
         self.ctx.stats.inc_key(
             "istio_tcp_connections_opened_total", self.ctx.balancer.state(cluster).metric_key()
         )
@@ -423,6 +597,22 @@ class DownstreamProtocol(Protocol):
             transport.write(self.preamble.upstream_request)
             return
         self._start_relay()
+
+    def _proxy_header(self, version: str) -> bytes:
+        """The PROXY header for the upstream: the real client, and the address it reached."""
+        client = self.client_address()
+        local: Any = self.transport.getHost()
+        record_local = self.record.downstream_local_address
+        if self.peer_address is not None and record_local != "-":
+            # a PROXY header came in: its destination is the address the client reached
+            host, _, port = record_local.rpartition(":")
+            local = IPv4Address("TCP", host.strip("[]"), int(port))
+        try:
+            return proxy_protocol.encode(version, (client.host, client.port),
+                                         (local.host, local.port))
+        except (AttributeError, ValueError):  # not an IP socket
+            return proxy_protocol.encode_v2(("::1", 0), ("127.0.0.1", 0)) if version == "V2" \
+                else b"PROXY UNKNOWN\r\n"
 
     def upstream_negotiation(self, data: bytes) -> None:
         """Bytes from the upstream during a STARTTLS exchange."""
@@ -549,7 +739,9 @@ class DownstreamProtocol(Protocol):
     def readConnectionLost(self) -> None:
         """The client shut its write side (FIN)."""
         self.client_eof = True
-        if self.state is INSPECTING:
+        if self.state is PROXY_HEADER:
+            self._proxy_refused("connection_closed", "closed before a complete PROXY header")
+        elif self.state is INSPECTING:
             # Closed or half-closed before its hello was complete: no upstream.
             self.ctx.stats.inc("tls_inspector.connection_closed", listener=self.listener.name)
             self.termination = "client closed during inspection"
@@ -627,7 +819,8 @@ class DownstreamProtocol(Protocol):
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         ctx = self.ctx
         previous, self.state = self.state, CLOSED
-        for name in ("_inspect_timer", "_connect_timer", "_idle_timer", "_duration_timer"):
+        for name in ("_inspect_timer", "_connect_timer", "_idle_timer", "_duration_timer",
+                     "_proxy_timer"):
             self._cancel_timer(name)
         if self._connector is not None:
             connector, self._connector = self._connector, None
@@ -652,6 +845,8 @@ class DownstreamProtocol(Protocol):
         if self._counted_active and cluster is not None:
             state = ctx.balancer.state(cluster)
             state.active -= 1
+            if self.endpoint is not None:
+                self.endpoint.active -= 1
             ctx.stats.gauge_add_key("cluster.upstream_cx_active", state.cluster_key, -1)
             if previous in (RELAYING, NEGOTIATING) or self.upstream is not None:
                 self.flush_byte_counters()
@@ -698,6 +893,22 @@ class DownstreamProtocol(Protocol):
         stats.inc_key("istio_tcp_sent_bytes_total", key, sent)
         self.reported_received = self.bytes_received
         self.reported_sent = self.bytes_sent
+
+
+def set_keepalive(transport: Any, keepalive: Keepalive) -> None:
+    """SO_KEEPALIVE and Linux's TCP_KEEPIDLE/INTVL/CNT on an upstream socket (``ss -o``)."""
+    sock = getattr(transport, "socket", None)
+    if sock is None:
+        return
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        for option, value in ((getattr(socket, "TCP_KEEPIDLE", None), keepalive.time),
+                              (getattr(socket, "TCP_KEEPINTVL", None), keepalive.interval),
+                              (getattr(socket, "TCP_KEEPCNT", None), keepalive.probes)):
+            if option is not None and value is not None:
+                sock.setsockopt(socket.IPPROTO_TCP, option, max(1, int(value)))
+    except OSError:
+        pass
 
 
 @implementer(IHalfCloseableProtocol)

@@ -12,6 +12,7 @@ from typing import Any, Callable, Optional
 
 import attrs
 
+from tsgate import proxy_protocol
 from tsgate.accesslog import AccessLog
 from tsgate.config.knobs import INSPECT_TIMEOUT, OBSERVERS, listener_settings
 from tsgate.proxy.timers import TimerWheel
@@ -94,7 +95,8 @@ class ProxyContext:
             chosen = tuple(self.observers_for(listener.servers))
         else:
             chosen = ()
-        return ListenerRuntime(listener, timeout, chosen, Stats.label_key(listener=listener.name))
+        return ListenerRuntime(listener, timeout, chosen, Stats.label_key(listener=listener.name),
+                               proxy_protocol.listener_setting(listener.annotations))
 
 
 @attrs.frozen
@@ -106,3 +108,5 @@ class ListenerRuntime:
     observers: Sequence[Any] = ()
     #: ``listener=<name>`` as a prebuilt stats key (per-connection counters)
     stats_key: tuple[tuple[str, str], ...] = ()
+    #: tsgate.io/proxy-protocol settings (tsgate.proxy_protocol.ProxyProtocolIn), None: off
+    proxy_in: Any = None

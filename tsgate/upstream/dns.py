@@ -155,9 +155,12 @@ class DnsRefresher:
     def _failed(self, failure: Any, name: str, entry: _Entry) -> None:
         entry.pending = False
         entry.failures += 1
+        first = not entry.last_error  # log once per run of failures
         entry.last_error = failure.getErrorMessage() or type(failure.value).__name__
-        log.warn("dns: refreshing {name} failed ({why}); keeping {addresses}", name=name,
-                 why=entry.last_error, addresses=", ".join(entry.addresses) or "nothing")
+        if first:
+            log.warn(
+                "dns: resolving {name} failed ({why}); keeping {addresses}", name=name,
+                why=entry.last_error, addresses=", ".join(entry.addresses) or "nothing")
         self._schedule(name, entry, min(self.refresh_rate, FAILURE_RETRY))
 
     def _schedule(self, name: str, entry: _Entry, delay: float) -> None:

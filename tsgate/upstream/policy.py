@@ -238,6 +238,12 @@ def outlier_settings(items: tuple[tuple[str, Any], ...]) -> Optional[OutlierSett
     five = od.get("consecutive5xxErrors")
     if five is None:
         five = od.get("consecutiveErrors")  # deprecated alias
+    if od.get("splitExternalLocalOriginErrors"):
+        # Connect failures are local-origin errors; split out, they count
+        # against consecutiveLocalOriginFailures (Envoy's default 5) instead.
+        local = od.get("consecutiveLocalOriginFailures")
+        five = 5 if local is None else local
+        od["consecutiveGatewayErrors"] = 0
     kwargs: dict[str, Any] = {}
     if five is not None:
         kwargs["consecutive_5xx_errors"] = int(five)
