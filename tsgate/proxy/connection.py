@@ -278,7 +278,7 @@ class DownstreamProtocol(Protocol):
             if setting.mode == proxy_protocol.REQUIRED:
                 self._proxy_refused("not_found_disallowed", "no PROXY header")
                 return
-            stats.inc_key("proxy_proto.not_found_allowed", key)
+            stats.inc_key("listener.proxy_proto.not_found_allowed", key)
             self._proxy_done(reader.buffer)
             return
         assert isinstance(result, Header)
@@ -286,7 +286,7 @@ class DownstreamProtocol(Protocol):
             self._proxy_refused("untrusted", "PROXY header from a peer not in "
                                 "tsgate.io/proxy-protocol-trusted-cidrs")
             return
-        stats.inc_key(f"proxy_proto.versions.v{result.version}.found", key)
+        stats.inc_key(f"listener.proxy_proto.versions.v{result.version}.found", key)
         if result.source is not None and result.destination is not None:
             self.remote_address = IPv4Address("TCP", *result.source) if ":" not in \
                 result.source[0] else IPv6Address("TCP", *result.source)
@@ -317,7 +317,7 @@ class DownstreamProtocol(Protocol):
             self._proxy_refused("timeout", "no complete PROXY header in time")
             return
         # optional and the client sent nothing (a server-first protocol): no header
-        self.ctx.stats.inc_key("proxy_proto.not_found_allowed", self.runtime.stats_key)
+        self.ctx.stats.inc_key("listener.proxy_proto.not_found_allowed", self.runtime.stats_key)
         self._proxy_done(b"")
 
     def _proxy_refused(self, reason: str, detail: str) -> None:
@@ -325,7 +325,7 @@ class DownstreamProtocol(Protocol):
         self._cancel_timer("_proxy_timer")
         ctx, key = self.ctx, self.runtime.stats_key
         ctx.stats.inc_key("listener.downstream_cx_proxy_proto_error", key)
-        ctx.stats.inc_key(f"proxy_proto.{reason}", key)
+        ctx.stats.inc_key(f"listener.proxy_proto.{reason}", key)
         peer = format_address(self.peer_address or self.transport.getPeer())
         message = f"listener {self.listener.name}: PROXY protocol refused from {peer}: {detail}"
         log.warn("{message}", message=message)
