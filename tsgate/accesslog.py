@@ -60,8 +60,8 @@ class AccessRecord:
     requested_server_name: str = "-"
     route_name: str = "-"
     hints: Optional[Mapping[str, str]] = None
-    #: the socket peer when a PROXY protocol header named another client
-    #: (Envoy's %DOWNSTREAM_DIRECT_REMOTE_ADDRESS%); "-" otherwise
+    #: the socket peer (Envoy's %DOWNSTREAM_PEER_ADDRESS%); differs from
+    #: downstream_remote_address when a PROXY protocol header named the client
     downstream_peer_address: str = "-"
 
     def text(self) -> str:
@@ -75,8 +75,6 @@ class AccessRecord:
             f"{self.downstream_local_address} {self.downstream_remote_address} "
             f"{self.requested_server_name} {self.route_name}"
         )
-        if self.downstream_peer_address != "-":
-            line += f" downstream_peer_address={self.downstream_peer_address}"
         if self.hints:
             # The full JA3 string (hundreds of characters) stays in JSON; its
             # md5 and JA4 identify the client in a text line.
@@ -116,9 +114,9 @@ class AccessRecord:
             "downstream_remote_address": self.downstream_remote_address,
             "requested_server_name": dash(self.requested_server_name),
             "route_name": dash(self.route_name),
+            # not in Istio's default format: after its keys
+            "downstream_peer_address": dash(self.downstream_peer_address),
         }
-        if self.downstream_peer_address != "-":
-            record["downstream_peer_address"] = self.downstream_peer_address
         if self.hints:
             record["hints"] = dict(self.hints)
         return record

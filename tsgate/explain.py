@@ -16,15 +16,21 @@ rules, and a disagreement between the two is reported rather than hidden.
 
 from __future__ import annotations
 
-import re
 from typing import Optional
 
 import attrs
 
-from tsgate.routing import Decision, Listener, Route, RouteTable, SniChain, sni_specificity
+from tsgate.routing import (
+    Decision,
+    Listener,
+    Route,
+    RouteTable,
+    SniChain,
+    sni_specificity,
+    trace_token,
+)
 
 _WILDCARD_BINDS = ("0.0.0.0", "::", "")
-_SPACE = re.compile(r"\s+")
 
 #: ``Candidate.verdict`` values.
 CHOSEN = "chosen"
@@ -107,16 +113,8 @@ class Explanation:
 
 
 def short_trace(decision: Decision) -> str:
-    """
-    The decision as one whitespace-free token, cheap enough for the data path
-    to call per connection: ``tls:simple-sni-1.istioinaction.io->default/
-    simple-sni-1-vs#tls[0]``, ``tls:*->...`` (catch-all), ``tcp->...``, ``none``.
-    """
-    chain = decision.chain
-    if chain.startswith("sni:"):
-        chain = "tls:" + chain[4:]
-    token = chain if decision.route is None else f"{chain}->{decision.route.name}"
-    return _SPACE.sub("_", token)
+    """The decision as one whitespace-free token (:func:`tsgate.routing.trace_token`)."""
+    return trace_token(decision)
 
 
 def _listener_kind(listener: Listener) -> str:

@@ -21,7 +21,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from tsgate.proxy.connection import DownstreamProtocol, format_address
+from tsgate.proxy.connection import DownstreamProtocol
 from tsgate.proxy.context import METRICS_FLUSH_INTERVAL, ProxyContext
 from tsgate.routing import Listener, RouteTable
 
@@ -89,10 +89,8 @@ def listener_endpoint(listener: Listener, bind_override: Optional[str],
 
 
 def _downstream(conn: DownstreamProtocol) -> str:
-    address = conn.record.downstream_remote_address
-    if address == "-" and conn.transport is not None:  # not formatted: no access log
-        address = format_address(conn.transport.getPeer())
-    return address
+    """The client's address (a PROXY protocol header's, else the socket peer's)."""
+    return conn.remote_address
 
 
 class Gateway(service.MultiService):

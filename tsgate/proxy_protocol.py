@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from typing import Any, Optional, Union
 
 import attrs
+from twisted.logger import Logger
 from twisted.protocols.haproxy._exceptions import InvalidProxyHeader
 from twisted.protocols.haproxy._v1parser import V1Parser
 from twisted.protocols.haproxy._v2parser import V2Parser
@@ -31,6 +32,8 @@ MODE = "tsgate.io/proxy-protocol"
 TRUSTED_CIDRS = "tsgate.io/proxy-protocol-trusted-cidrs"
 REQUIRED = "required"
 OPTIONAL = "optional"
+
+log = Logger(namespace="tsgate.proxy_protocol")
 
 V1_PREFIX = b"PROXY "
 V2_PREFIX = V2Parser.PREFIX
@@ -249,3 +252,145 @@ def _unmap(ip: str) -> str:
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         return str(address.ipv4_mapped)
     return str(address)
+
+
+# ------------------------------------------------------------ pipeline stages
+
+
+def _host_port(text: str) -> Optional[tuple[str, int]]:
+    """``1.2.3.4:5`` / ``[::1]:5`` -> (host, port); None for anything else."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit():
+        return None
+    return host.strip("[]"), int(port)
+
+
+def _format(address: tuple[str, int]) -> str:
+    host, port = address
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+class ProxyHeaderStage:
+    """
+    The listener stage of ``tsgate.io/proxy-protocol`` (tsgate.proxy.stages.
+    ListenerStage): one per listener, nothing kept between connections. The
+    header's source becomes ``conn.remote_address`` (the access log's
+    downstream_remote_address, consistent hashing, PROXY out), its
+    destination the downstream_local_address; the socket peer stays
+    ``conn.peer_address``.
+    """
+
+    name = "proxy_protocol"
+
+    def __init__(self, setting: ProxyProtocolIn) -> None:
+        self.setting = setting
+
+    def _peer_ip(self, conn: Any) -> str:
+        peer = _host_port(conn.peer_address)
+        return peer[0] if peer is not None else ""
+
+    def accepted(self, conn: Any) -> Any:
+        """An untrusted peer on a ``required`` listener is refused at once."""
+        if self.setting.mode == REQUIRED and not self.setting.trusts(self._peer_ip(conn)):
+            return self._refuse(conn, "untrusted",
+                                "peer not in tsgate.io/proxy-protocol-trusted-cidrs")
+        return None
+
+    def feed(self, conn: Any, data: bytes) -> Any:
+        from tsgate.proxy.stages import NEED_MORE as STAGE_NEED_MORE
+
+        reader = HeaderReader()
+        try:
+            result = reader.feed(data)
+        except ProxyHeaderError as exc:
+            return self._refuse(conn, exc.reason, str(exc))
+        if result is NEED_MORE:
+            return STAGE_NEED_MORE
+        key = conn.runtime.stats_key
+        if result is None:
+            if self.setting.mode == REQUIRED:
+                return self._refuse(conn, "not_found_disallowed", "no PROXY header")
+            conn.ctx.stats.inc_key("listener.proxy_proto.not_found_allowed", key)
+            return 0
+        assert isinstance(result, Header)
+        if not self.setting.trusts(self._peer_ip(conn)):
+            return self._refuse(conn, "untrusted", "PROXY header from a peer not in "
+                                "tsgate.io/proxy-protocol-trusted-cidrs")
+        conn.ctx.stats.inc_key(f"listener.proxy_proto.versions.v{result.version}.found", key)
+        if result.source is not None and result.destination is not None:
+            conn.remote_address = _format(result.source)  # the record writes it at close
+            conn.record.downstream_local_address = _format(result.destination)
+        return len(data) - len(result.rest)
+
+    def timed_out(self, conn: Any) -> Any:
+        """No complete header in time: refused, unless optional and the client sent nothing."""
+        if self.setting.mode == REQUIRED or conn.buffer:
+            return self._refuse(conn, "timeout", "no complete PROXY header in time")
+        conn.ctx.stats.inc_key("listener.proxy_proto.not_found_allowed", conn.runtime.stats_key)
+        return None
+
+    def _refuse(self, conn: Any, reason: str, detail: str) -> Any:
+        from tsgate.proxy.stages import Ending
+
+        message = (f"listener {conn.listener.name}: PROXY protocol refused from "
+                   f"{conn.peer_address}: {detail}")
+        log.warn("{message}", message=message)
+        conn.ctx.error(message)
+        conn.ctx.stats.inc_key("listener.downstream_cx_proxy_proto_error", conn.runtime.stats_key)
+        return Ending(termination=f"proxy_protocol_{reason}", why=f"PROXY protocol {reason}",
+                      counter=(f"listener.proxy_proto.{reason}", conn.runtime.stats_key))
+
+
+def proxy_header_out(conn: Any, transport: Any) -> None:
+    """
+    The upstream stage of ``trafficPolicy.proxyProtocol`` (and of
+    ``tcpKeepalive``, which also acts on the fresh upstream socket): send the
+    header with the client (``conn.remote_address``) and the address it
+    reached (the PROXY-in destination, else our listening socket).
+    """
+    cluster = conn.cluster
+    policy = getattr(cluster, "policy", None)
+    if policy is None:
+        return None
+    if policy.keepalive is not None:
+        set_keepalive(transport, policy.keepalive)
+    version = policy.proxy_protocol
+    if not version:
+        return None
+    client = _host_port(conn.remote_address)
+    local = _host_port(conn.record.downstream_local_address)
+    if local is None:
+        host = conn.transport.getHost()
+        local = (getattr(host, "host", ""), getattr(host, "port", 0))
+    try:
+        assert client is not None
+        header = encode(version, client, local)
+    except (AssertionError, ValueError):  # not an IP socket (unix): LOCAL / UNKNOWN
+        header = V2_PREFIX + b"\x20\x00\x00\x00" if version == "V2" else b"PROXY UNKNOWN\r\n"
+    transport.write(header)
+    return None
+
+
+def set_keepalive(transport: Any, keepalive: Any) -> None:
+    """SO_KEEPALIVE and Linux's TCP_KEEPIDLE/INTVL/CNT on an upstream socket (``ss -o``)."""
+    sock = getattr(transport, "socket", None)
+    if sock is None:
+        return
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        for option, value in ((getattr(socket, "TCP_KEEPIDLE", None), keepalive.time),
+                              (getattr(socket, "TCP_KEEPINTVL", None), keepalive.interval),
+                              (getattr(socket, "TCP_KEEPCNT", None), keepalive.probes)):
+            if option is not None and value is not None:
+                sock.setsockopt(socket.IPPROTO_TCP, option, max(1, int(value)))
+    except OSError:
+        pass
+
+
+def stage_provider(listener: Any) -> Any:
+    """The StageProvider (tsgate.proxy.stages) of PROXY in, PROXY out and keepalive."""
+    from tsgate.proxy.stages import Stages
+
+    setting = listener_setting(listener.annotations)
+    listener_stages = (ProxyHeaderStage(setting),) if setting is not None else ()
+    return Stages(listener=listener_stages, upstream=(proxy_header_out,))

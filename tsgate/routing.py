@@ -16,6 +16,7 @@ matching ClientHello); a *cluster* is ``outbound|port|subset|fqdn``.
 
 from __future__ import annotations
 
+import re
 import weakref
 from typing import TYPE_CHECKING, Optional
 
@@ -135,6 +136,23 @@ class Decision:
     reason: str
 
 
+_SPACES = re.compile(r"\s+")
+
+
+def trace_token(decision: Decision) -> str:
+    """
+    The decision as one whitespace-free token, cheap enough for the data
+    path to call per connection (the access log's route field):
+    ``tls:simple-sni-1.istioinaction.io->default/simple-sni-1-vs#tls[0]``,
+    ``tls:*->...`` (catch-all), ``tcp->...``, ``none``.
+    """
+    chain = decision.chain
+    if chain.startswith("sni:"):
+        chain = "tls:" + chain[4:]
+    token = chain if decision.route is None else f"{chain}->{decision.route.name}"
+    return _SPACES.sub("_", token)
+
+
 def sni_specificity(pattern: str, sni: str) -> Optional[int]:
     """
     How well ``pattern`` matches ``sni``, or None if it does not.
@@ -176,6 +194,13 @@ class Listener:
     servers: tuple[tuple[str, str], ...] = ()
     #: tsgate.io/ annotations that apply to this listener.
     annotations: tuple[tuple[str, str], ...] = ()
+    #: knobs settled at compile time (tsgate.config.knobs.apply) so the data
+    #: path reads fields, never annotations: ``tsgate.io/inspect-timeout``
+    #: (None: the --inspect-timeout option) ...
+    inspect_timeout: Optional[float] = None
+    #: ... and ``tsgate.io/observers`` (None: Istio's selection by port
+    #: protocol and port-name prefix; ``()``: no observers)
+    observer_names: Optional[tuple[str, ...]] = None
 
     @property
     def name(self) -> str:

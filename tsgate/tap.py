@@ -17,13 +17,14 @@ from twisted.logger import Logger
 from twisted.python import usage
 from twisted.python.failure import Failure
 
+from tsgate import proxy_protocol
 from tsgate.accesslog import AccessLog
 from tsgate.config.schema import parse_duration
 from tsgate.gateway import Gateway, ListenError
 from tsgate.proxy.context import DEFAULT_INSPECT_TIMEOUT, ProxyContext, Settings
 from tsgate.reload import ConfigWatcher
 from tsgate.stats import Stats
-from tsgate.upstream.balancer import Balancer
+from tsgate.upstream.balancer import Balancer, outlier_reporter
 from tsgate.upstream.dns import DnsRefresher
 
 log = Logger(namespace="tsgate")
@@ -207,6 +208,9 @@ def build_gateway(options: Any, reactor: Any, stdout: Any = None) -> Gateway:
         observers_by_name=dict(plugins.observers),
         balancer=upstream_balancer(reactor, options["dns-refresh-rate"]),
     )
+    # PROXY protocol in (tsgate.io/proxy-protocol), out (proxyProtocol), tcpKeepalive
+    ctx.stage_providers.append(proxy_protocol.stage_provider)
+    ctx.balancer.on_event = outlier_reporter(ctx.stats, ctx.error)
     return Gateway(
         reactor, ctx, load,
         bind_override=options["bind"],

@@ -8,6 +8,7 @@ malformed) are checked on direct connections.
 
 from __future__ import annotations
 
+import json
 import shutil
 import socket
 import subprocess
@@ -127,20 +128,33 @@ def talk(port: int, source: str = "127.0.0.1", send: bytes = b"",
         return data
 
 
+def wait_json_line(gateway: Any, remote: str, timeout: float = 10) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for line in gateway.access_lines():
+            record = json.loads(line)
+            if record.get("downstream_remote_address") == remote:
+                return record  # type: ignore[no-any-return]
+        time.sleep(0.05)
+    raise TimeoutError(f"no access log line from {remote}: {gateway.access_lines()}")
+
+
 def proxy_gateway(pool: Pool, tmp_path: Path, mode: str, trusted: Optional[str] = None,
-                  backends: int = 1, dr: Optional[dict[str, Any]] = None) -> list[int]:
+                  backends: int = 1, dr: Optional[dict[str, Any]] = None,
+                  extra: tuple[str, ...] = ()) -> list[int]:
     ports = pool.backends(backends)
     annotations = {"tsgate.io/proxy-protocol": mode}
     if trusted is not None:
         annotations["tsgate.io/proxy-protocol-trusted-cidrs"] = trusted
     pool.start(config(tmp_path / "c.yaml", [endpoint(p) for p in ports], dr,
-                      gateway_annotations=annotations), extra=("--inspect-timeout", "2"))
+                      gateway_annotations=annotations), extra=("--inspect-timeout", "2", *extra))
     return ports
 
 
 def test_haproxy_send_proxy_v2_in_front_gives_tsgate_the_client_address(
         pool: Pool, peers: list[Peer], tmp_path: Path) -> None:
-    ports = proxy_gateway(pool, tmp_path, "required", "127.0.0.1/32")
+    ports = proxy_gateway(pool, tmp_path, "required", "127.0.0.1/32",
+                          extra=("--access-log-format", "json"))
     front = free_port()
     peers.append(Peer(["haproxy", "-db", "-f", haproxy(tmp_path, f"""\
 frontend fe
@@ -155,9 +169,10 @@ backend tsgate
         client = sock.getsockname()
         assert sock.recv(64) == f"{ports[0]}\n".encode()
     assert pool.gateway is not None
-    line = pool.gateway.wait_access_line_from(client)
-    assert f" 127.0.0.7:{client[1]} " in line  # downstream_remote_address: the client
-    assert "downstream_peer_address=127.0.0.1:" in line  # the socket peer: HAProxy
+    record = wait_json_line(pool.gateway, f"127.0.0.7:{client[1]}")
+    assert record["downstream_remote_address"] == f"127.0.0.7:{client[1]}"  # the client
+    assert record["downstream_peer_address"].startswith("127.0.0.1:")  # the peer: HAProxy
+    assert record["downstream_local_address"] == f"127.0.0.1:{front}"  # what the client reached
     assert "versions.v2.found" in pool.admin("/stats")
 
 

@@ -13,6 +13,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from tests.support.samples import client_hello
 from tsgate.accesslog import AccessLog, AccessRecord
+from tsgate.config import knobs
 from tsgate.hints.tls import TlsHintParser
 from tsgate.proxy.connection import CLOSED, CONNECTING, INSPECTING, RELAYING, DownstreamProtocol
 from tsgate.proxy.context import ProxyContext, Settings
@@ -372,9 +373,9 @@ class ObserverTests(SynchronousTestCase):
 
 class KnobTests(SynchronousTestCase):
     def test_inspect_timeout_annotation_overrides_the_option(self) -> None:
-        listener = Listener(bind="0.0.0.0", port=31400, tcp_route=route(),
-                            tls_chains=MIXED.tls_chains,
-                            annotations=(("tsgate.io/inspect-timeout", "1s"),))
+        listener = knobs.apply(Listener(bind="0.0.0.0", port=31400, tcp_route=route(),
+                                        tls_chains=MIXED.tls_chains,
+                                        annotations=(("tsgate.io/inspect-timeout", "1s"),)))
         h = Harness(listener, inspect_timeout=15)
         h.accept()
         h.reactor.advance(1.01)
@@ -383,10 +384,10 @@ class KnobTests(SynchronousTestCase):
     def test_observers_annotation_chooses_by_name_or_none(self) -> None:
         chosen = _Factory(_CountingObserver)
         for value, expected in (("fake", [chosen]), ("none", [])):
-            listener = Listener(bind="0.0.0.0", port=1, tcp_route=route(),
-                                protocols=("REDIS",), port_names=("redis-x",),
-                                servers=(("REDIS", "redis-x"),),
-                                annotations=(("tsgate.io/observers", value),))
+            listener = knobs.apply(Listener(bind="0.0.0.0", port=1, tcp_route=route(),
+                                            protocols=("REDIS",), port_names=("redis-x",),
+                                            servers=(("REDIS", "redis-x"),),
+                                            annotations=(("tsgate.io/observers", value),)))
             h = Harness(listener)
             h.ctx.observers_by_name = {"fake": chosen}
             h.ctx.observers_for = lambda servers: [_Factory(_CrashingObserver)]

@@ -31,6 +31,7 @@ from typing import Optional
 import attrs
 
 from tsgate.config import hosts as H
+from tsgate.config import knobs
 from tsgate.config.diagnostics import ERROR, INFO, WARNING, Diagnostic
 from tsgate.config.model import (
     Destination,
@@ -414,10 +415,10 @@ class Compiler:
                                 "the first is used", once=("ann", key, ref.key, slot.port))
                     continue
                 annotations.setdefault(key, (value, ref.gateway))
-        return Listener(
+        return knobs.apply(Listener(
             bind=slot.bind, port=slot.port, tls_chains=tuple(chains), tcp_route=tcp_route,
             protocols=tuple(protocols), port_names=tuple(port_names), servers=tuple(servers),
-            annotations=tuple((k, v[0]) for k, v in annotations.items()))
+            annotations=tuple((k, v[0]) for k, v in annotations.items())))
 
     def tcp_route(self, ref: _ServerRef) -> Optional[Route]:
         chosen: Optional[tuple[VirtualService, int]] = None

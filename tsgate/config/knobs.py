@@ -26,8 +26,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Callable, Optional
 
+import attrs
+
 from tsgate import proxy_protocol
 from tsgate.config.schema import parse_duration
+from tsgate.routing import Listener
 from tsgate.upstream import policy
 
 PREFIX = "tsgate.io/"
@@ -100,3 +103,12 @@ def listener_settings(annotations: tuple[tuple[str, str], ...]) -> dict[str, Any
         except ValueError:
             continue
     return settings
+
+
+def apply(listener: Listener) -> Listener:
+    """The listener with its knobs settled from its annotations (the compiler's last step)."""
+    knobs = listener_settings(listener.annotations)
+    if not knobs:
+        return listener
+    return attrs.evolve(listener, inspect_timeout=knobs.get(INSPECT_TIMEOUT),
+                        observer_names=knobs.get(OBSERVERS))

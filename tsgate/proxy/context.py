@@ -12,9 +12,8 @@ from typing import Any, Callable, Optional
 
 import attrs
 
-from tsgate import proxy_protocol
 from tsgate.accesslog import AccessLog
-from tsgate.config.knobs import INSPECT_TIMEOUT, OBSERVERS, listener_settings
+from tsgate.proxy.stages import Connect, StageProvider, connect_tcp
 from tsgate.proxy.timers import TimerWheel
 from tsgate.routing import Listener
 from tsgate.stats import Stats
@@ -26,7 +25,8 @@ from tsgate.upstream.balancer import Balancer
 #: each direction buffers at most about twice this.
 READ_SIZE = 256 * 1024
 
-#: Envoy's tls_inspector max_client_hello_size default.
+#: How many client bytes inspection buffers before it gives up (tls_inspector's
+#: max_client_hello_size; Envoy's default is 64 KiB, tsgate keeps 16 KiB).
 MAX_INSPECT_BYTES = 16 * 1024
 
 #: Envoy's listener_filters_timeout default.
@@ -68,6 +68,8 @@ class ProxyContext:
     #: live connections (DownstreamProtocol instances), for admin and drain
     connections: set = attrs.field(factory=set)
     recent_errors: collections.deque = attrs.field(factory=lambda: collections.deque(maxlen=50))
+    #: features' stages, asked once per listener per table (tsgate.proxy.stages)
+    stage_providers: list[StageProvider] = attrs.field(factory=list)
     #: per-connection deadlines (inspection, connect, idle, duration) on one reactor timer
     timers: TimerWheel = attrs.field(
         default=attrs.Factory(lambda self: TimerWheel(self.reactor), takes_self=True)
@@ -77,16 +79,21 @@ class ProxyContext:
         self.recent_errors.append((self.reactor.seconds(), message))
 
     def runtime(self, listener: Listener) -> ListenerRuntime:
-        """What the data path needs per listener, worked out once per table."""
-        knobs = listener_settings(listener.annotations)
-        timeout = knobs.get(INSPECT_TIMEOUT, self.settings.inspect_timeout)
-        names = knobs.get(OBSERVERS)
+        """
+        What the data path needs per listener, worked out once per table: the
+        knobs the compiler settled on the listener, the observers chosen, the
+        stages the features add.
+        """
+        timeout = listener.inspect_timeout
+        if timeout is None:
+            timeout = self.settings.inspect_timeout
+        names = listener.observer_names
         if names is not None:
             observers = []
             for name in names:
                 factory = self.observers_by_name.get(name)
                 if factory is None:
-                    self.error(f"listener {listener.name}: {OBSERVERS} names unknown "
+                    self.error(f"listener {listener.name}: tsgate.io/observers names unknown "
                                f"observer plugin {name!r}; see `tsgate plugins`")
                 else:
                     observers.append(factory)
@@ -95,18 +102,38 @@ class ProxyContext:
             chosen = tuple(self.observers_for(listener.servers))
         else:
             chosen = ()
-        return ListenerRuntime(listener, timeout, chosen, Stats.label_key(listener=listener.name),
-                               proxy_protocol.listener_setting(listener.annotations))
+        stages = [provider(listener) for provider in self.stage_providers]
+        connect: Connect = connect_tcp
+        for extra in stages:
+            if extra.connect is not None:
+                connect = extra.connect
+        return ListenerRuntime(
+            listener, timeout, chosen, Stats.label_key(listener=listener.name),
+            listener_stages=tuple(s for extra in stages for s in extra.listener),
+            decision_checks=tuple(c for extra in stages for c in extra.decision),
+            upstream_stages=tuple(u for extra in stages for u in extra.upstream),
+            close_hooks=tuple(h for extra in stages for h in extra.close),
+            connect=connect,
+        )
 
 
 @attrs.frozen
 class ListenerRuntime:
-    """A listener with its tsgate.io/ knobs resolved and its observers chosen."""
+    """A listener with its knobs, observers and stages, ready for the data path."""
 
     listener: Listener
     inspect_timeout: float
     observers: Sequence[Any] = ()
     #: ``listener=<name>`` as a prebuilt stats key (per-connection counters)
     stats_key: tuple[tuple[str, str], ...] = ()
-    #: tsgate.io/proxy-protocol settings (tsgate.proxy_protocol.ProxyProtocolIn), None: off
-    proxy_in: Any = None
+    #: the pipeline's hooks (tsgate.proxy.stages), in provider order
+    listener_stages: tuple[Any, ...] = ()
+    decision_checks: tuple[Any, ...] = ()
+    upstream_stages: tuple[Any, ...] = ()
+    close_hooks: tuple[Any, ...] = ()
+    connect: Connect = connect_tcp
+
+    @property
+    def reads_first(self) -> bool:
+        """Whether the connection reads client bytes before choosing a route."""
+        return self.listener.inspect or bool(self.listener_stages)

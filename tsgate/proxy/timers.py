@@ -45,7 +45,7 @@ class Timer:
     def cancel(self) -> None:
         if self.callback is not None:
             self.callback = None
-            self._wheel._forget(self)
+            self._wheel.forget(self)
 
 
 class TimerWheel:
@@ -74,7 +74,8 @@ class TimerWheel:
             self._arm(bucket)
         return timer
 
-    def _forget(self, timer: Timer) -> None:
+    def forget(self, timer: Timer) -> None:
+        """Drop a cancelled timer (``Timer.cancel`` calls this)."""
         timers = self._buckets.get(timer.bucket)
         if timers is not None and timers.pop(timer, 0) is None:
             self.pending -= 1

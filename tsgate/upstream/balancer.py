@@ -309,9 +309,39 @@ class Balancer:
 
     # -- outcomes ------------------------------------------------------------
 
-    def connected(self, cluster: Cluster, host: HostState) -> None:
+    @staticmethod
+    def begin(host: Any) -> None:
+        """A connect attempt to ``host`` starts: it counts as active until released."""
+        if isinstance(host, HostState):
+            host.active += 1
+            host.total += 1
+
+    @staticmethod
+    def release(host: Any) -> None:
+        """The connection to ``host`` ended (or its connect attempt failed)."""
+        if isinstance(host, HostState):
+            host.active -= 1
+
+    def attempt_failed(self, cluster: Cluster, host: Any, tried: Sequence[Any],
+                       source: Optional[str] = None) -> Optional[HostState]:
+        """
+        A connect attempt to ``host`` failed: release it, count the failure
+        for outlier detection, and return the host of the next attempt when
+        ``tsgate.io/connect-attempts`` allows one (a host not tried yet if
+        any is available, else any available host), or None.
+        """
+        if isinstance(host, HostState):
+            self.release(host)
+            self.failed(cluster, host)
+        attempts = cluster_policy(cluster).connect_attempts
+        if len(tried) >= attempts:
+            return None
+        return self.pick_endpoint(cluster, source, tried) or self.pick_endpoint(cluster, source)
+
+    def connected(self, cluster: Cluster, host: Any) -> None:
         """A connect attempt succeeded: consecutive failures start again."""
-        host.consecutive_failures = 0
+        if isinstance(host, HostState):
+            host.consecutive_failures = 0
 
     def failed(self, cluster: Cluster, host: HostState) -> Optional[str]:
         """
@@ -423,3 +453,27 @@ class Balancer:
                 view["ejected_for"] = round(max(0.0, h.returns_at - now), 3)
             out.append(view)
         return out
+
+
+def outlier_reporter(stats: Any, error: Callable[[str], None]) -> \
+        Callable[[ClusterState, HostState, str], None]:
+    """A Balancer.on_event that counts Envoy's outlier_detection stats and logs ejections."""
+    from twisted.logger import Logger
+
+    log = Logger(namespace="tsgate.outlier")
+
+    def report(state: ClusterState, host: HostState, event: str) -> None:
+        key = state.cluster_key
+        if event == "ejected":
+            stats.inc_key("cluster.outlier_detection.ejections_enforced_total", key)
+            stats.inc_key("cluster.outlier_detection.ejections_enforced_consecutive_5xx", key)
+            message = (f"{state.name} {host.key}: ejected by outlier detection for "
+                       f"{max(0.0, host.returns_at - time.time()):.0f}s (ejection "
+                       f"{host.times_ejected}, {host.consecutive_failures} consecutive "
+                       "connect failures)")
+            log.warn("{message}", message=message)
+            error(message)
+        elif event == "overflow":
+            stats.inc_key("cluster.outlier_detection.ejections_overflow", key)
+
+    return report

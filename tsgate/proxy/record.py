@@ -1,0 +1,96 @@
+"""
+The close record: the last stage of a connection, once both sockets are gone.
+
+Writes the access record (Istio's fields, plus what the hint parser,
+STARTTLS and the observers learned) and settles the metrics: listener
+gauges and lengths, the cluster's active count, Istio's byte and
+connections-closed counters with the response flag. The client address
+comes from ``remote_address`` (Istio's downstream_remote_address: a PROXY
+protocol header's source when there was one), the socket peer from
+``peer_address`` (downstream_peer_address). Close hooks of the features
+run first (``ListenerRuntime.close_hooks``).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from twisted.logger import Logger
+
+from tsgate.proxy.state import NEGOTIATING, RELAYING, ConnectionState
+
+log = Logger(namespace="tsgate.proxy")
+
+
+class CloseRecord(ConnectionState):
+    """The close-record stage (see the module docstring)."""
+
+    __slots__ = ()
+
+    def write_close_record(self, previous: str) -> None:
+        """The connection is closed (it was in state ``previous``): account for it."""
+        ctx = self.ctx
+        for hook in self.runtime.close_hooks:
+            try:
+                hook(self)
+            except Exception:
+                log.failure("close hook crashed")
+        ctx.connections.discard(self)
+        key = self.runtime.stats_key
+        ctx.stats.gauge_add_key("listener.downstream_cx_active", key, -1)
+        now = ctx.reactor.seconds()
+        duration = now - self.started
+        ctx.stats.observe_key("listener.downstream_cx_length_seconds", key, duration)
+        record = self.record
+        record.bytes_received = self.bytes_received
+        record.bytes_sent = self.bytes_sent
+        record.duration_ms = int(duration * 1000)
+        if ctx.access_log.wanted:
+            record.downstream_remote_address = self.remote_address
+            record.downstream_peer_address = self.peer_address
+            record.hints = self.hints()
+        cluster = self.cluster
+        if self.counted_active and cluster is not None:
+            state = ctx.balancer.state(cluster)
+            state.active -= 1
+            ctx.balancer.release(self.endpoint)  # the host's active count
+            ctx.stats.gauge_add_key("cluster.upstream_cx_active", state.cluster_key, -1)
+            if previous in (RELAYING, NEGOTIATING) or self.upstream is not None:
+                self.flush_byte_counters()
+                ctx.stats.inc_key(
+                    "istio_tcp_connections_closed_total", state.metric_key(record.response_flags)
+                )
+        ctx.access_log.emit(record)
+
+    def hints(self) -> Optional[dict[str, str]]:
+        """What the hint parser, STARTTLS and observers learned, for the access log."""
+        attributes: dict[str, Any] = {}
+        if self.hint is not None:
+            attributes.update(self.hint.attributes)
+            attributes["protocol"] = self.hint.protocol
+        if self.preamble is not None:
+            attributes.update(self.preamble.attributes)
+            attributes["starttls"] = self.preamble.protocol
+        for observer in self.observers:
+            try:
+                attributes.update(observer.attributes())
+            except Exception:
+                pass
+        attributes.pop("sni", None)  # already %REQUESTED_SERVER_NAME%
+        return {k: str(v) for k, v in attributes.items() if v not in (None, "")} or None
+
+    def flush_byte_counters(self) -> None:
+        """Add the bytes moved since the last flush to Istio's byte counters."""
+        cluster = self.cluster
+        if cluster is None:
+            return
+        received = self.bytes_received - self.reported_received
+        sent = self.bytes_sent - self.reported_sent
+        if not (received or sent):
+            return
+        key = self.ctx.balancer.state(cluster).metric_key()
+        stats = self.ctx.stats
+        stats.inc_key("istio_tcp_received_bytes_total", key, received)
+        stats.inc_key("istio_tcp_sent_bytes_total", key, sent)
+        self.reported_received = self.bytes_received
+        self.reported_sent = self.bytes_sent
