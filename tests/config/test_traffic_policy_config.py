@@ -68,7 +68,8 @@ metadata:
   name: dr
   annotations:
     tsgate.io/connect-attempts: "3"
-    tsgate.io/health-check: '{"interval": "2s", "timeout": "500ms", "send": "PING", "expect": "PONG"}'
+    tsgate.io/health-check: '{"interval": "2s", "timeout": "500ms", "send": "PING",
+      "expect": "PONG"}'
 spec:
   host: svc.example
   trafficPolicy:
