@@ -268,3 +268,19 @@ def test_dns_round_robin_uses_one_address_at_a_time() -> None:
     dns.answers["svc.example"] = ("10.1.0.8", "10.1.0.7")
     dns.generation += 1
     assert {b.pick_endpoint(c).address for _ in range(5)} == {"10.1.0.8"}  # type: ignore[union-attr]
+
+
+def test_an_unchanged_dns_answer_keeps_the_hash_table() -> None:
+    dns = FakeDns()
+    b = Balancer(seed=1, dns=dns)
+    c = Cluster(name="m", host="svc", port=80, resolution="DNS",
+                endpoints=(Endpoint("svc.example", 80),),
+                policy=ClusterPolicy(lb="MAGLEV", hash_source_ip=True, maglev_size=101))
+    dns.answers["svc.example"] = ("10.1.0.1", "10.1.0.2")
+    dns.generation += 1
+    b.hosts(c)
+    picker = b.state(c)._picker
+    dns.answers["other.example"] = ("10.9.9.9",)  # another name changed
+    dns.generation += 1
+    b.hosts(c)
+    assert b.state(c)._picker is picker

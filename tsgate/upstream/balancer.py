@@ -255,9 +255,13 @@ class Balancer:
                 host.weight, host.labels = ep.weight, ep.labels
                 if host not in current:
                     current.append(host)
-        state.current = tuple(current)
+        hosts = tuple(current)
+        if hosts != state.current or state._picker is None or state._built_from is None \
+                or state._built_from[2] is not policy:
+            # a new host set or policy: new tables (Maglev's cost is paid here, not per pick)
+            state._picker = self._make_picker(policy, hosts)
+        state.current = hosts
         state._built_from = built
-        state._picker = self._make_picker(policy, state.current)
         return state.current
 
     def _make_picker(self, policy: ClusterPolicy, hosts: Sequence[HostState]) -> Any:
