@@ -101,3 +101,22 @@ def test_names_resolver_reads_a_and_aaaa_records() -> None:
     resolve("v4").addCallback(got.append)
     resolve("v6only").addCallback(got.append)
     assert got == [(["10.1.2.3"], 42.0), (["2001:db8::1"], 7.0)]
+
+
+def test_names_resolver_falls_back_to_the_system_for_short_names() -> None:
+    class Nothing:
+        def lookupAddress(self, name: str) -> Any:
+            return defer.fail(LookupError("NXDOMAIN"))
+
+        def lookupIPV6Address(self, name: str) -> Any:
+            return defer.fail(LookupError("NXDOMAIN"))
+
+    def system(name: str) -> defer.Deferred:
+        return defer.succeed(([f"10.0.0.{len(name)}"], None))
+
+    got: list[Any] = []
+    names_resolver(Nothing(), fallback=system)("echo").addCallback(got.append)
+    assert got == [(["10.0.0.4"], None)]
+    failed: list[Any] = []
+    names_resolver(Nothing(), fallback=None)("echo").addErrback(failed.append)
+    assert failed and failed[0].check(LookupError)

@@ -34,8 +34,25 @@ FAILURE_RETRY = 5.0
 Resolver = Callable[[str], "defer.Deferred[tuple[list[str], Optional[float]]]"]
 
 
-def names_resolver(resolver: Any = None) -> Resolver:
-    """A Resolver over ``twisted.names`` (resolv.conf and /etc/hosts): A, else AAAA."""
+def system_lookup(name: str) -> defer.Deferred[tuple[list[str], Optional[float]]]:
+    """getaddrinfo in the reactor's thread pool (search domains apply; no TTL)."""
+    from twisted.internet import threads
+
+    def lookup() -> tuple[list[str], Optional[float]]:
+        infos = socket.getaddrinfo(name, None, type=socket.SOCK_STREAM)
+        return [str(info[4][0]) for info in infos], None
+
+    return threads.deferToThread(lookup)
+
+
+def names_resolver(resolver: Any = None,
+                   fallback: Optional[Resolver] = system_lookup) -> Resolver:
+    """
+    A Resolver over ``twisted.names`` (resolv.conf and /etc/hosts): A, else
+    AAAA, with their TTLs. A name it cannot answer (a short Kubernetes name
+    that needs resolv.conf's search domains, which ``twisted.names`` does not
+    apply) goes to ``fallback``: getaddrinfo off the reactor thread.
+    """
     from twisted.names import client, dns
 
     if resolver is None:
@@ -64,10 +81,19 @@ def names_resolver(resolver: Any = None) -> Resolver:
                 return found
         except Exception:  # NXDOMAIN for A may still have AAAA
             pass
-        v6 = yield resolver.lookupIPV6Address(name)
-        found = records(v6, dns.AAAA)
-        if not found[0]:
+        try:
+            v6 = yield resolver.lookupIPV6Address(name)
+            found = records(v6, dns.AAAA)
+            if found[0]:
+                return found
+        except Exception:
+            if fallback is None:
+                raise
+        if fallback is None:
             raise LookupError(f"no A or AAAA records for {name}")
+        found = yield fallback(name)
+        if not found[0]:
+            raise LookupError(f"no addresses for {name}")
         return found
 
     return resolve  # type: ignore[no-any-return]
