@@ -41,6 +41,8 @@ def cluster_to_dict(cluster: Cluster) -> dict[str, Any]:
         "connect_timeout": cluster.connect_timeout,
         "lb_policy": cluster.lb_policy,
         "max_connections": cluster.max_connections,
+        # the rest of the upstream policy in force, in words (tsgate.upstream.policy)
+        "policy": cluster.policy.describe() if cluster.policy is not None else [],
     }
 
 
