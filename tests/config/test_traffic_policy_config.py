@@ -214,3 +214,33 @@ def test_proxy_protocol_gateway_annotations_are_validated(tmp_path: Path) -> Non
     errors = "\n".join(str(e) for e in result.errors)
     assert 'must be "required" or "optional"' in errors
     assert "'nope' is not an address or CIDR" in errors
+
+
+def test_explain_prints_the_policy_in_force(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    import tsgate
+
+    dr = """\
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata:
+  name: dr
+  annotations: {tsgate.io/connect-attempts: "2"}
+spec:
+  host: svc.example
+  trafficPolicy:
+    outlierDetection: {consecutive5xxErrors: 1}
+    proxyProtocol: {version: V1}
+"""
+    load(tmp_path, dr)
+    env = {**os.environ, "PYTHONPATH": str(Path(tsgate.__file__).parents[1])}
+    out = subprocess.run(
+        [sys.executable, "-m", "tsgate", "explain", str(tmp_path / "c.yaml"), "--port", "31400"],
+        capture_output=True, text=True, env=env, check=True).stdout
+    assert "lb LEAST_REQUEST" in out
+    assert "outlier detection: eject after 1 consecutive connect failures" in out
+    assert "PROXY protocol V1 to the upstream" in out
+    assert "connect attempts 2" in out

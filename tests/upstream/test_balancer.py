@@ -102,10 +102,11 @@ def test_consistent_hash_is_sticky_per_source(lb: str) -> None:
     assert {s: again.pick_endpoint(c, s).address for s in sources} == first  # type: ignore[union-attr]
 
 
-def test_ring_hash_moves_only_the_keys_of_an_ejected_host() -> None:
+@pytest.mark.parametrize("lb", ["RING_HASH", "MAGLEV"])
+def test_hashing_moves_only_the_keys_of_an_ejected_host(lb: str) -> None:
     clock = Clock()
     b = Balancer(seed=1, clock=clock)
-    c = cluster(4, lb="RING_HASH", hash_source_ip=True,
+    c = cluster(4, lb=lb, hash_source_ip=True, maglev_size=1009,
                 outlier=OutlierSettings(consecutive_5xx_errors=1, max_ejection_percent=100))
     sources = [f"10.9.{i}.{j}" for i in range(4) for j in range(25)]
     before = {s: b.pick_endpoint(c, s) for s in sources}
@@ -117,6 +118,8 @@ def test_ring_hash_moves_only_the_keys_of_an_ejected_host() -> None:
             assert after[s] is before[s]
         else:
             assert after[s] is not victim
+    clock.now = victim.returns_at  # the ejection ends: every key goes home
+    assert {s: b.pick_endpoint(c, s) for s in sources} == before
 
 
 def test_ring_size_and_maglev_table_size_are_honoured() -> None:
@@ -124,6 +127,7 @@ def test_ring_size_and_maglev_table_size_are_honoured() -> None:
     assert len(RingHash(hosts, 300).hashes) == 300
     m = Maglev(hosts, 101)
     table = m._build((0, 1, 2))
+    assert m.pick("k", lambda h: False) is None
     assert len(table) == 101
     counts = collections.Counter(table)
     assert max(counts.values()) - min(counts.values()) <= 2  # Maglev's near-even split
@@ -214,7 +218,7 @@ def test_health_checked_unhealthy_host_gets_nothing() -> None:
     b = Balancer(seed=1, clock=Clock())
     c = cluster(3, lb="ROUND_ROBIN")
     hosts = b.hosts(c)
-    hosts[1].hc_healthy = False
+    b.set_health(c.name, hosts[1], False)
     assert "10.0.0.2" not in picks(b, c, 30)
     views = {v["address"]: v["status"] for v in b.host_views(c)}
     assert views == {"10.0.0.1": "healthy", "10.0.0.2": "unhealthy", "10.0.0.3": "healthy"}

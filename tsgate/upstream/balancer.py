@@ -115,6 +115,10 @@ class ClusterState:
     _picker: Any = None
     #: when outlier detection started (the interval grid's origin)
     started: float = 0.0
+    #: until when some host may still be ejected (0: none is); hosts marked
+    #: unhealthy by the health check. Both 0: every host is available (fast path).
+    impaired_until: float = 0.0
+    hc_down: int = 0
 
     @property
     def cluster_key(self) -> tuple[tuple[str, str], ...]:
@@ -154,6 +158,10 @@ def is_ip(address: str) -> bool:
         ipaddress.ip_address(address)
     except ValueError:
         return False
+    return True
+
+
+def _always(host: Any) -> bool:
     return True
 
 
@@ -260,6 +268,7 @@ class Balancer:
                 or state._built_from[2] is not policy:
             # a new host set or policy: new tables (Maglev's cost is paid here, not per pick)
             state._picker = self._make_picker(policy, hosts)
+            state._picker.uniform = len({h.weight for h in hosts}) <= 1
         state.current = hosts
         state._built_from = built
         return state.current
@@ -286,30 +295,46 @@ class Balancer:
         hosts = self.hosts(cluster, state)
         if not hosts:
             return None
-        now = self.clock()
-        excluded = set(exclude)
-        usable = [h for h in hosts if h not in excluded]
-        available = [h for h in usable if h.available(now)]
-        policy = state.policy
-        outlier = policy.outlier
-        panic = False
-        if outlier is not None and outlier.min_health_percent > 0:
-            healthy = sum(1 for h in hosts if h.available(now))
-            panic = healthy * 100 < outlier.min_health_percent * len(hosts)
-        if panic:
-            available = usable
-        if not available:
-            return None
         picker = state._picker
+        if state.impaired_until and self.clock() >= state.impaired_until:
+            state.impaired_until = 0.0  # every ejection has ended
+        if not exclude and not state.hc_down and not state.impaired_until:
+            available: Sequence[HostState] = hosts  # the common case: all hosts, no copies
+        else:
+            available = self._available(state, hosts, exclude)
+            if not available:
+                return None
         if isinstance(picker, (RingHash, Maglev)):
             if source is None:
                 return available[self.rng.randrange(len(available))]
+            if available is hosts:
+                return picker.pick(source, _always)  # type: ignore[no-any-return]
             allowed = set(available)
             host = picker.pick(source, allowed.__contains__)
             return host if host is not None else available[0]
         if len(available) == 1:
             return available[0]
         return picker.pick(available)  # type: ignore[no-any-return]
+
+    def _available(self, state: ClusterState, hosts: Sequence[HostState],
+                   exclude: Iterable[HostState]) -> list[HostState]:
+        now = self.clock()
+        excluded = set(exclude)
+        usable = [h for h in hosts if h not in excluded]
+        available = [h for h in usable if h.available(now)]
+        outlier = state.policy.outlier
+        if outlier is not None and outlier.min_health_percent > 0:
+            healthy = sum(1 for h in hosts if h.available(now))
+            if healthy * 100 < outlier.min_health_percent * len(hosts):
+                return usable  # below minHealthPercent: panic, every host is used
+        return available
+
+    def set_health(self, cluster_name: str, host: HostState, healthy: bool) -> None:
+        """The health check's verdict on ``host`` (counted per cluster for the fast path)."""
+        host.hc_healthy = healthy
+        state = self.clusters.get(cluster_name)
+        if state is not None:
+            state.hc_down = sum(1 for h in state.hosts.values() if not h.hc_healthy)
 
     # -- outcomes ------------------------------------------------------------
 
@@ -354,14 +379,15 @@ class Balancer:
         ``"ejected"`` when this failure ejected the host, ``"overflow"`` when
         maxEjectionPercent prevented it, else None.
         """
+        now = self.clock()
+        ejected_now = host.ejected_now(now)  # an ejection that ended resets the count first
         host.connect_failures += 1
         host.consecutive_failures += 1
         state = self.state(cluster)
         outlier = state.policy.outlier
         if outlier is None or not outlier.threshold:
             return None
-        now = self.clock()
-        if host.ejected_now(now) or host.consecutive_failures < outlier.threshold:
+        if ejected_now or host.consecutive_failures < outlier.threshold:
             return None
         ejected = state.ejected_count(now)
         total = len(state.current) or 1
@@ -385,6 +411,7 @@ class Balancer:
         ticks = -(-(due - state.started) // outlier.interval)
         host.ejected = True
         host.returns_at = state.started + ticks * outlier.interval
+        state.impaired_until = max(state.impaired_until, host.returns_at)
         self._event(state, host, "ejected")
 
     def _event(self, state: ClusterState, host: HostState, event: str) -> None:
@@ -420,8 +447,15 @@ class Balancer:
         for name, (hc, cluster) in wanted.items():
             self.check_targets[name] = cluster
             if name not in self.checkers:
-                checker = self.checkers[name] = ClusterChecker(reactor, hc, self._targets(name))
+                checker = self.checkers[name] = ClusterChecker(
+                    reactor, hc, self._targets(name), self._health_changed(name))
                 checker.start()
+
+    def _health_changed(self, name: str) -> Callable[[HostState, bool, str], None]:
+        def changed(host: HostState, healthy: bool, why: str) -> None:
+            self.set_health(name, host, healthy)
+
+        return changed
 
     def _targets(self, name: str) -> Callable[[], tuple[HostState, ...]]:
         def targets() -> tuple[HostState, ...]:

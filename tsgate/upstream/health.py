@@ -119,7 +119,7 @@ class ClusterChecker:
             host.hc_failures = 0
             host.hc_successes += 1
             if not host.hc_healthy and host.hc_successes >= hc.healthy_threshold:
-                host.hc_healthy = True
+                host.hc_healthy = True  # (on_change also tells the balancer)
                 log.info("health check: {host} is healthy again", host=host.key)
                 if self.on_change is not None:
                     self.on_change(host, True, "")

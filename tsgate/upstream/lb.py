@@ -31,13 +31,15 @@ def host_key(host: Any) -> str:
 class RoundRobin:
     """Plain rotation when weights are equal; nginx's smooth weighted round robin otherwise."""
 
+    #: all hosts have the same weight (set when the host set is built)
+    uniform = True
+
     def __init__(self) -> None:
         self.index = 0
         self.current: dict[str, int] = {}
 
     def pick(self, hosts: Sequence[Any]) -> Any:
-        weights = {h.weight for h in hosts}
-        if len(weights) == 1:
+        if self.uniform:
             host = hosts[self.index % len(hosts)]
             self.index += 1
             return host
@@ -65,6 +67,8 @@ class LeastRequest:
     ``weight / (active + 1)`` (Envoy's active_request_bias 1.0).
     """
 
+    uniform = True
+
     def __init__(self, rng: random.Random) -> None:
         self.rng = rng
         self.index = 0
@@ -73,7 +77,7 @@ class LeastRequest:
         n = len(hosts)
         if n == 1:
             return hosts[0]
-        if len({h.weight for h in hosts}) > 1:
+        if not self.uniform:
             return weighted_random(hosts, self.rng.random, lambda h: h.weight / (h.active + 1))
         if n == 2:
             a, b = hosts
@@ -101,11 +105,13 @@ def weighted_random(hosts: Sequence[Any], random_: Callable[[], float],
 
 
 class Random:
+    uniform = True
+
     def __init__(self, rng: random.Random) -> None:
         self.rng = rng
 
     def pick(self, hosts: Sequence[Any]) -> Any:
-        if len({h.weight for h in hosts}) == 1:
+        if self.uniform:
             return hosts[self.rng.randrange(len(hosts))]
         return weighted_random(hosts, self.rng.random)
 
@@ -127,6 +133,7 @@ class RingHash:
             key = host_key(h)
             points.extend((hash64(f"{key}_{i}"), index) for i in range(count))
         points.sort()
+        self.uniform = True
         self.hashes = [p[0] for p in points]
         self.owners = [p[1] for p in points]
 
@@ -152,9 +159,14 @@ class RingHash:
 class Maglev:
     """
     Google's Maglev table of ``table_size`` (a prime) entries, weighted as
-    Envoy does (a host with half the weight takes a turn every other round).
-    Built over the available hosts; rebuilt (cached) when availability changes.
+    Envoy does (a host with half the weight takes a turn every other round),
+    built once per host set. A key whose host is unavailable is looked up
+    again with a salt (up to 8 times), so only that host's keys move and no
+    table is rebuilt on the data path (Envoy rebuilds; in Python a 65537-entry
+    table costs a few hundred milliseconds).
     """
+
+    uniform = True
 
     def __init__(self, hosts: Sequence[Any], table_size: int) -> None:
         # sorted: the table must not depend on the order DNS answered in
@@ -195,12 +207,15 @@ class Maglev:
         return table
 
     def pick(self, key: str, available: Callable[[Any], bool]) -> Optional[Any]:
-        members = tuple(i for i, h in enumerate(self.hosts) if available(h))
-        if not members:
+        if not self.hosts:
             return None
-        table = self._tables.get(members)
+        table = self._tables.get(())
         if table is None:
-            if len(self._tables) >= 8:
-                self._tables.pop(next(iter(self._tables)))
-            table = self._tables[members] = self._build(members)
-        return self.hosts[table[hash64(key) % self.table_size]]
+            table = self._tables[()] = self._build(tuple(range(len(self.hosts))))
+        size = self.table_size
+        host = self.hosts[table[hash64(key) % size]]
+        salt = 0
+        while not available(host) and salt < 8:
+            salt += 1
+            host = self.hosts[table[hash64(f"{key}#{salt}") % size]]
+        return host if available(host) else None
