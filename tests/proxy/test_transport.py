@@ -11,7 +11,7 @@ import time
 from typing import Any, Callable
 
 import pytest
-from twisted.internet import error
+from twisted.internet import defer, error
 from twisted.internet.interfaces import IHalfCloseableProtocol, IReactorFDSet
 from twisted.internet.protocol import ClientFactory, Protocol, ServerFactory
 from zope.interface import implementer
@@ -19,7 +19,9 @@ from zope.interface import implementer
 from tsgate.proxy.dial import lean_connect
 from tsgate.proxy.listen import ACCEPT_BATCH, lean_listen, max_backlog
 from tsgate.proxy.transport import LeanTransport
-from tsgate.routing import Endpoint
+from tsgate.routing import Endpoint, Listener
+
+TCP = Listener(bind="127.0.0.1", port=1)
 
 
 @implementer(IReactorFDSet)
@@ -52,6 +54,9 @@ class SelectReactor:
         self.readers.clear()
         self.writers.clear()
         return everything
+
+    def seconds(self) -> float:
+        return time.monotonic()
 
     def callLater(self, delay: float, f: Callable[..., Any], *args: Any) -> None:
         self.calls.append((f, args))
@@ -259,22 +264,61 @@ def test_stop_connecting_reports_a_user_error() -> None:
     assert not reactor.writers
 
 
-def test_host_names_and_plain_reactors_use_connect_tcp() -> None:
+def test_plain_reactors_get_connect_tcp() -> None:
     class Plain:
-        def __init__(self) -> None:
-            self.calls: list[Any] = []
+        def seconds(self) -> float:  # IReactorTime, as ProxyContext wants
+            return 0.0
 
-        def connectTCP(self, host: str, port: int, factory: Any, timeout: Any = None) -> str:
-            self.calls.append((host, port))
-            return "connector"
+    from tsgate.proxy.context import ProxyContext, Settings
+    from tsgate.proxy.stages import connect_tcp
 
-    plain = Plain()
-    assert lean_connect(plain, None, Endpoint("127.0.0.1", 1), Dialed()) == "connector"
-    assert lean_listen(plain, Built(), 0, "127.0.0.1") is None
-    fdset = SelectReactor()
-    fdset.connectTCP = plain.connectTCP  # type: ignore[attr-defined]
-    assert lean_connect(fdset, None, Endpoint("db.example.test", 5432), Dialed()) == "connector"
-    assert plain.calls == [("127.0.0.1", 1), ("db.example.test", 5432)]
+    lean = Settings(lean=True)
+    assert ProxyContext(reactor=Plain(), settings=lean).runtime(TCP).connect is connect_tcp
+    assert ProxyContext(reactor=SelectReactor(), settings=lean).runtime(TCP).connect \
+        is lean_connect
+    assert ProxyContext(reactor=SelectReactor()).runtime(TCP).connect is connect_tcp
+    assert lean_listen(Plain(), Built(), 0, "127.0.0.1") is None
+
+
+class Resolving(SelectReactor):
+    def __init__(self, names: dict[str, str]) -> None:
+        super().__init__()
+        self.names = names
+        self.pending: list[Any] = []
+
+    def resolve(self, name: str) -> Any:
+        d: defer.Deferred[str] = defer.Deferred()
+        self.pending.append((d, name))
+        return d
+
+    def answer(self) -> None:
+        for d, name in self.pending:
+            if name in self.names:
+                d.callback(self.names[name])
+            else:
+                d.errback(error.DNSLookupError(name))
+        self.pending = []
+
+
+def test_host_names_are_resolved_then_connected() -> None:
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+    try:
+        reactor = Resolving({"backend.test": "127.0.0.1"})
+        ok, unknown, stopped = Dialed(), Dialed(), Dialed()
+        port = server.getsockname()[1]
+        lean_connect(reactor, None, Endpoint("backend.test", port), ok)
+        lean_connect(reactor, None, Endpoint("nowhere.test", port), unknown)
+        connector = lean_connect(reactor, None, Endpoint("backend.test", port), stopped)
+        connector.stopConnecting()  # before the answer: reported once, as a UserError
+        reactor.answer()
+        reactor.until(lambda: ok.protocol.made)
+        assert unknown.failed[0].check(error.DNSLookupError)
+        assert len(stopped.failed) == 1 and stopped.failed[0].check(error.UserError)
+        assert not stopped.protocol.made
+    finally:
+        server.close()
 
 
 @pytest.mark.parametrize("description,expected", [
@@ -289,3 +333,18 @@ def test_which_endpoints_get_the_lean_port(description: str, expected: Any) -> N
     from tsgate.gateway import plain_tcp
 
     assert plain_tcp(description) == expected
+
+
+def test_read_now_reads_what_is_waiting_without_a_turn() -> None:
+    reactor = SelectReactor()
+    transport, protocol, peer = pair(reactor)
+    transport.pauseProducing()
+    peer.sendall(b"early")
+    time.sleep(0.01)
+    transport.read_now()  # paused: nothing read
+    assert protocol.data == b""
+    transport.resumeProducing()
+    transport.read_now()
+    assert protocol.data == b"early"
+    transport.read_now()  # nothing waiting: EAGAIN, no error
+    assert transport.connected and protocol.events == []

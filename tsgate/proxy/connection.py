@@ -26,7 +26,7 @@ from zope.interface import implementer
 from tsgate.accesslog import AccessRecord
 from tsgate.proxy.context import ListenerRuntime, ProxyContext
 from tsgate.proxy.inspect import InspectStage
-from tsgate.proxy.relay import LATENCY_BUCKETS, WriteThrough, write_through
+from tsgate.proxy.relay import LATENCY_BUCKETS, write_through
 from tsgate.proxy.state import (
     CLOSED,
     CONNECTING,
@@ -40,8 +40,8 @@ from tsgate.routing import Listener
 
 __all__ = [
     "CLOSED", "CONNECTING", "INSPECTING", "LATENCY_BUCKETS", "NEGOTIATING", "RELAYING",
-    "DownstreamProtocol", "UpstreamFactory", "UpstreamProtocol", "WriteThrough",
-    "format_address", "write_through",
+    "DownstreamProtocol", "UpstreamFactory", "UpstreamProtocol", "format_address",
+    "write_through",
 ]
 
 

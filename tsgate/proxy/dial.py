@@ -8,7 +8,8 @@ address this :data:`~tsgate.proxy.stages.Connect` opens the socket itself
 and, once writable, hands a :class:`~tsgate.proxy.transport.LeanTransport`
 to the factory's protocol; failures reach ``clientConnectionFailed`` with
 Twisted's own exceptions (so ``UF`` details read as before). Host names (DNS
-clusters) and reactors without ``IReactorFDSet`` go through ``connectTCP``.
+clusters) go through the reactor's resolver first, as ``connectTCP`` does;
+reactors without ``IReactorFDSet`` use ``connectTCP`` itself.
 The connect timeout stays the pipeline's own timer.
 """
 
@@ -21,12 +22,11 @@ import socket
 from typing import Any
 
 from twisted.internet import error
-from twisted.internet.interfaces import IReactorFDSet, IWriteDescriptor
+from twisted.internet.interfaces import IWriteDescriptor
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from tsgate.proxy.sockets import close_quietly
-from tsgate.proxy.stages import connect_tcp
 from tsgate.proxy.transport import LeanTransport
 
 _IN_PROGRESS = (errno.EINPROGRESS, errno.EWOULDBLOCK, errno.EAGAIN, errno.EINTR)
@@ -115,20 +115,62 @@ class LeanConnector:
         self.factory.clientConnectionFailed(self, Failure(exc))
 
 
-def lean_connect(reactor: Any, cluster: Any, endpoint: Any, factory: Any) -> Any:
-    """A :data:`~tsgate.proxy.stages.Connect`: lean for IP endpoints, else ``connectTCP``."""
-    family = _family(endpoint.address)
-    clock: Any = reactor
-    if not family or not IReactorFDSet.providedBy(reactor):
-        return connect_tcp(reactor, cluster, endpoint, factory)
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setblocking(False)
+class ResolvingConnector:
+    """
+    A connect to a host name: the reactor's resolver first (as ``connectTCP``
+    does: ``DNSLookupError`` on failure, so the access log says ``DF``), then
+    a :class:`LeanConnector` to the address.
+    """
+
+    __slots__ = ("reactor", "port", "factory", "inner", "stopped")
+
+    def __init__(self, reactor: Any, host: str, port: int, factory: Any) -> None:
+        self.reactor = reactor
+        self.port = port
+        self.factory = factory
+        self.inner: Any = None
+        self.stopped = False
+        reactor.resolve(host).addCallbacks(self._resolved, self._not_resolved)
+
+    def _resolved(self, address: str) -> None:
+        if not self.stopped:
+            self.inner = connect_address(self.reactor, address, self.port, self.factory)
+
+    def _not_resolved(self, reason: Failure) -> None:
+        if not self.stopped:
+            self.stopped = True
+            self.factory.clientConnectionFailed(self, reason)
+
+    def stopConnecting(self) -> None:
+        if self.inner is not None:
+            self.inner.stopConnecting()
+        elif not self.stopped:
+            self.stopped = True
+            self.factory.clientConnectionFailed(
+                self, Failure(error.UserError(string="stopConnecting was called")))
+
+
+def connect_address(reactor: Any, address: str, port: int, factory: Any) -> LeanConnector:
+    """A non-blocking connect to an IP address (see the module docstring)."""
+    sock = socket.socket(_family(address) or socket.AF_INET,
+                         socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
     connector = LeanConnector(reactor, sock, factory)
-    code = sock.connect_ex((endpoint.address, endpoint.port))
+    code = sock.connect_ex((address, port))
     if code and code not in _IN_PROGRESS:
         connector.pending = False
         # reported on the next turn, as connectTCP does (the caller is mid-stage)
-        clock.callLater(0, connector.failed, error.getConnectError((code, os.strerror(code))))
+        reactor.callLater(0, connector.failed, error.getConnectError((code, os.strerror(code))))
         return connector
     reactor.addWriter(connector)
     return connector
+
+
+def lean_connect(reactor: Any, cluster: Any, endpoint: Any, factory: Any) -> Any:
+    """
+    A :data:`~tsgate.proxy.stages.Connect` for a reactor that provides
+    ``IReactorFDSet`` (``ProxyContext.runtime`` checks, once): IP endpoints
+    connect at once, host names after the reactor's resolver.
+    """
+    if _family(endpoint.address):
+        return connect_address(reactor, endpoint.address, endpoint.port, factory)
+    return ResolvingConnector(reactor, endpoint.address, endpoint.port, factory)

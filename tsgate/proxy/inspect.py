@@ -28,7 +28,6 @@ from tsgate.interfaces import Hint, HintParseError, HintTooLarge, NeedMore, Prea
 from tsgate.proxy.decide import DecideStage
 from tsgate.proxy.stages import NEED_MORE, Ending
 from tsgate.proxy.state import INSPECTING
-from tsgate.routing import Decision
 
 log = Logger(namespace="tsgate.proxy")
 
@@ -52,7 +51,7 @@ class InspectStage(DecideStage):
             )
         else:
             self.transport.pauseProducing()
-            self.route_by(Decision(self.listener.tcp_route, "tcp", "TCP route"))
+            self.route_by(self.runtime.tcp_decision)
 
     def read_first(self, data: bytes) -> None:
         """``dataReceived`` until the route is decided: buffer, then run the stages."""
@@ -75,7 +74,7 @@ class InspectStage(DecideStage):
             self._inspect()
         else:
             self.transport.pauseProducing()
-            self.route_by(Decision(self.listener.tcp_route, "tcp", "TCP route"))
+            self.route_by(self.runtime.tcp_decision)
 
     def _inspect(self) -> None:
         """Offer the peeked bytes to each inspector in order until one decides."""

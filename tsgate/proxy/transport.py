@@ -4,16 +4,12 @@ A lean TCP transport for relayed sockets, on the reactor's ``IReactorFDSet``.
 Twisted's ``tcp.Server``/``tcp.Client`` carry what a relay never uses (a log
 prefix built per connection, address objects, ``Deferred``s, TLS hooks) and
 queue every write for a later reactor turn. This transport is the part a
-relay needs: non-blocking ``recv``/``send`` with writes sent at once when
-nothing is queued (write-through, so nothing reads Twisted's private
-buffers), a bounded queue otherwise that pauses the registered producer,
-half-close both ways and the ``IProtocol``/``IHalfCloseableProtocol`` calls
-in Twisted's order (``connectionLost`` always on a later reactor turn after
-``loseConnection``). One ``__slots__`` object per socket.
-
-Used by :mod:`tsgate.proxy.listen` (accepted sockets) and
-:mod:`tsgate.proxy.dial` (upstream sockets) when the reactor provides
-``IReactorFDSet``; other reactors get Twisted's own transports.
+relay needs: non-blocking ``recv``/``send``, writes sent at once when
+nothing is queued, a bounded queue otherwise that pauses the registered
+producer, half-close both ways, the ``IProtocol``/``IHalfCloseableProtocol``
+calls in Twisted's order (``connectionLost`` on a later turn after
+``loseConnection``). One ``__slots__`` object per socket; used by
+:mod:`tsgate.proxy.listen` and :mod:`tsgate.proxy.dial`.
 """
 
 from __future__ import annotations
@@ -117,6 +113,11 @@ class LeanTransport:
             self._lost(Failure())
         return None
 
+    def read_now(self) -> None:
+        """One read at once, if reading (a caller at the end of its own work)."""
+        if self.reading:
+            self.doRead()
+
     def doWrite(self) -> None:
         queue = self.queue
         if queue:
@@ -173,6 +174,10 @@ class LeanTransport:
                 self.queued > self.bufferSize:
             self.producer_paused = True
             self.producer.pauseProducing()
+
+    #: ``transport(data)`` is ``transport.write(data)``: the relay keeps the
+    #: transport itself as its write function (no bound method per connection)
+    __call__ = write
 
     def writeSequence(self, data: Any) -> None:
         self.write(b"".join(data))
@@ -310,6 +315,7 @@ class LeanTransport:
             producer.stopProducing()
         self.queue = None
         self.queued = 0
+        self.fd = -1  # the reactor skips events still queued for the old descriptor
         try:
             self.socket.close()
         except OSError:
