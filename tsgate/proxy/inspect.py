@@ -158,7 +158,7 @@ class InspectStage(DecideStage):
             self.decide(None, timed_out=True)
         else:  # every stage passed without bytes (a server-first client)
             self.transport.pauseProducing()
-            self.route_by(Decision(self.listener.tcp_route, "tcp", "TCP route"))
+            self.route_by(self.runtime.tcp_decision)
 
     def client_closed_early(self) -> None:
         """The client half-closed (or closed) before the route was decided."""
