@@ -20,7 +20,7 @@ from twisted.logger import Logger
 from twisted.python import usage
 from twisted.python.failure import Failure
 
-from tsgate import __version__
+from tsgate import __version__, proxy_protocol
 from tsgate.accesslog import AccessLog
 from tsgate.authz import stages as authz_stages
 from tsgate.config.schema import parse_duration
@@ -29,6 +29,8 @@ from tsgate.logging import AccessLogFile
 from tsgate.proxy.context import DEFAULT_INSPECT_TIMEOUT, ProxyContext, Settings
 from tsgate.reload import ConfigWatcher
 from tsgate.stats import Stats
+from tsgate.upstream.balancer import Balancer, outlier_reporter
+from tsgate.upstream.dns import DnsRefresher
 from tsgate.tls.watch import CertificateWatcher
 
 log = Logger(namespace="tsgate")
@@ -150,6 +152,8 @@ class Options(usage.Options):
         ["credentials", None, None, "Directory of TLS credentials: DIR/<credentialName>/"
          "tls.crt, tls.key, ca.crt (a mounted Kubernetes Secret); certificate files are "
          "watched and reloaded like the config."],
+        ["dns-refresh-rate", None, "60", "Seconds between re-resolutions of DNS endpoints "
+         "(Istio's default 60; a shorter TTL refreshes sooner)."],
     ]
 
     def __init__(self) -> None:
@@ -238,6 +242,9 @@ class Options(usage.Options):
                 if not str(self[name]).isdigit():
                     raise usage.UsageError(f"--{name} is internal and wants a number")
                 self[name] = int(self[name])
+        self["dns-refresh-rate"] = _seconds("dns-refresh-rate", self["dns-refresh-rate"])
+        if not self["dns-refresh-rate"]:
+            raise usage.UsageError("--dns-refresh-rate must be more than 0 seconds")
         if self["access-log-format"] not in ("text", "json"):
             raise usage.UsageError("--access-log-format is text or json")
         if self["access-log"] not in ("-", "none"):
@@ -355,7 +362,11 @@ def build_gateway(options: Any, reactor: Any, stdout: Any = None) -> Gateway:
         inspectors=inspectors(plugins),
         observers_for=observer_selector(plugins),
         observers_by_name=dict(plugins.observers),
+        balancer=upstream_balancer(reactor, options["dns-refresh-rate"]),
     )
+    # PROXY protocol in (tsgate.io/proxy-protocol), out (proxyProtocol), tcpKeepalive
+    ctx.stage_providers.append(proxy_protocol.stage_provider)
+    ctx.balancer.on_event = outlier_reporter(ctx.stats, ctx.error)
     # AuthorizationPolicy and per-source limits: accept/decision/close stages
     ctx.stage_providers.append(authz_stages.provider)
     return Gateway(
@@ -378,6 +389,14 @@ def _routes(table: Any) -> set[str]:
     names = {c.route.name for li in table.listeners for c in li.tls_chains}
     names |= {li.tcp_route.name for li in table.listeners if li.tcp_route is not None}
     return names
+
+
+def upstream_balancer(reactor: Any, dns_refresh_rate: float) -> Balancer:
+    """The balancer with live DNS and health checks on the process's reactor."""
+    balancer = Balancer(clock=reactor.seconds,
+                        dns=DnsRefresher(reactor, refresh_rate=dns_refresh_rate))
+    balancer.reactor = reactor
+    return balancer
 
 
 class GatewayService(service.MultiService):

@@ -67,13 +67,14 @@ from tsgate.routing import (
 from tsgate.tls.checks import shared_certificate_hosts, terminates, termination_warnings
 from tsgate.tls.client import build_origination
 from tsgate.tls.server import TERMINATING_MODES, build_termination
+from tsgate.upstream.policy import build_policy
 
 DEFAULT_BIND = "0.0.0.0"
 ANNOTATION_PREFIX = "tsgate.io/"
 #: weight of a lone destination (Istio ignores its weight: it gets everything)
 FULL_WEIGHT = 100
-#: what the data path does when no DestinationRule sets loadBalancer.simple
-#: (Istio's default is LEAST_REQUEST; see tsgate.routing.Cluster.lb_policy)
+#: what the data path does when no DestinationRule sets loadBalancer.simple:
+#: Istio's default, LEAST_REQUEST (see tsgate.upstream.policy)
 DEFAULT_LB_POLICY: str = str(attrs.fields(Cluster).lb_policy.default)
 
 
@@ -745,12 +746,13 @@ class Compiler:
                        dr: Optional[DestinationRule] = None) -> Optional[Cluster]:
         name = f"outbound|{port}|{dest.subset}|{fqdn}"
         tcp = policy.tcp if policy is not None else None
-        lb = policy.lb_simple if policy is not None else None
+        annotations = dr.meta.annotations if dr is not None else ()
+        upstream = build_policy(policy, annotations, found[0].resolution if found else "")
         settings = _ClusterSettings(
             connect_timeout=(tcp.connect_timeout if tcp is not None and tcp.connect_timeout
                              is not None else DEFAULT_CONNECT_TIMEOUT),
             max_connections=tcp.max_connections if tcp is not None else None,
-            lb_policy=_lb_policy(lb),
+            lb_policy=upstream.lb,
         )
 
         def make(resolution: str, endpoints: tuple[Endpoint, ...]) -> Cluster:
@@ -759,7 +761,8 @@ class Compiler:
                            connect_timeout=settings.connect_timeout,
                            lb_policy=settings.lb_policy,
                            max_connections=settings.max_connections,
-                           tls=self.origination(policy, dr, fqdn, port, dest.subset))
+                           tls=self.origination(policy, dr, fqdn, port, dest.subset),
+                           policy=upstream)
 
         if found is None:
             how = "as written (an IP address)" if H.is_ip(dest.host) else \
@@ -831,13 +834,6 @@ class Compiler:
                 and all(dict(we.spec.labels).get(k) == v for k, v in selector.items())]
 
 
-def _lb_policy(simple: Optional[str]) -> str:
-    """loadBalancer.simple as the cluster's policy; LEAST_CONN is Istio's old alias."""
-    if not simple or simple == "UNSPECIFIED":
-        return DEFAULT_LB_POLICY
-    return "LEAST_REQUEST" if simple == "LEAST_CONN" else simple
-
-
 def _for_port(policy: Optional[TrafficPolicy], port: int) -> Optional[TrafficPolicy]:
     """portLevelSettings for ``port`` replace the policy's settings (no inheritance)."""
     if policy is None:
@@ -856,13 +852,20 @@ def _merge(base: Optional[TrafficPolicy], override: Optional[TrafficPolicy]) -> 
     if base is None:
         return override
     tcp: Optional[TcpSettings] = override.tcp if override.tcp is not None else base.tcp
-    lb = override.lb_simple if (override.lb_simple is not None or override.consistent_hash) \
-        else base.lb_simple
-    return attrs.evolve(base, lb_simple=lb, tcp=tcp,
-                        tls_mode=override.tls_mode or base.tls_mode,
-                        tls=override.tls or base.tls,
-                        use_source_ip=override.use_source_ip or (
-                            base.use_source_ip and override.lb_simple is None))
+    lb_set = override.lb_simple is not None or bool(override.consistent_hash) \
+        or "loadBalancer" in override.set_fields
+    return attrs.evolve(
+        base, tcp=tcp, tls_mode=override.tls_mode or base.tls_mode,
+        tls=override.tls or base.tls,
+        lb_simple=override.lb_simple if lb_set else base.lb_simple,
+        consistent_hash=override.consistent_hash if lb_set else base.consistent_hash,
+        consistent_hash_settings=(override.consistent_hash_settings if lb_set
+                                  else base.consistent_hash_settings),
+        use_source_ip=override.use_source_ip if lb_set else base.use_source_ip,
+        proxy_protocol=(override.proxy_protocol if "proxyProtocol" in override.set_fields
+                        else base.proxy_protocol),
+        outlier_detection=(override.outlier_detection if "outlierDetection"
+                           in override.set_fields else base.outlier_detection))
 
 
 def auto_passthrough_chains(compiler: Compiler, refs: list[_ServerRef],

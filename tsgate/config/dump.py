@@ -42,6 +42,8 @@ def cluster_to_dict(cluster: Cluster) -> dict[str, Any]:
         "lb_policy": cluster.lb_policy,
         "max_connections": cluster.max_connections,
         "tls": None if cluster.tls is None else cluster.tls.to_dict(),
+        # the rest of the upstream policy in force, in words (tsgate.upstream.policy)
+        "policy": cluster.policy.describe() if cluster.policy is not None else [],
     }
 
 

@@ -32,7 +32,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from tsgate.interfaces import Hint, Preamble
     from tsgate.proxy.context import ListenerRuntime, ProxyContext
     from tsgate.proxy.upstream import UpstreamProtocol
-    from tsgate.routing import Cluster, Decision, Endpoint, Listener, Route
+    from tsgate.routing import Cluster, Decision, Listener, Route
 
 INSPECTING = "inspecting"
 CONNECTING = "connecting"
@@ -62,7 +62,7 @@ class ConnectionState(Protocol):
         "observers", "last_activity", "termination", "started", "record", "decision", "route",
         "cluster", "endpoint", "upstream", "preamble", "hint", "idle_timeout", "inspect_timer",
         "connect_timer", "idle_timer", "duration_timer", "connector", "counted_active",
-        "now", "up_write", "down_write", "_peer", "_remote", "authz",
+        "now", "up_write", "down_write", "_peer", "_remote", "authz", "tried",
         "dataReceived", "transport", "connected", "factory", "tls",
     )
 
@@ -102,7 +102,7 @@ class ConnectionState(Protocol):
         self.decision: Optional[Decision] = None
         self.route: Optional[Route] = None
         self.cluster: Optional[Cluster] = None
-        self.endpoint: Optional[Endpoint] = None
+        self.endpoint: Any = None  # a tsgate.upstream.balancer.HostState once picked
         self.upstream: Optional[UpstreamProtocol] = None
         self.preamble: Optional[Preamble] = None
         self.hint: Optional[Hint] = None
@@ -119,6 +119,8 @@ class ConnectionState(Protocol):
         self.authz: Any = None
         #: a tsgate.tls.server.TlsSession once the gateway terminates this client's TLS
         self.tls: Any = None
+        #: upstream hosts tried so far (tsgate.io/connect-attempts)
+        self.tried: list[Any] = []
 
     # -- addresses -----------------------------------------------------------
 
