@@ -29,9 +29,9 @@ from tsgate.logging import AccessLogFile
 from tsgate.proxy.context import DEFAULT_INSPECT_TIMEOUT, ProxyContext, Settings
 from tsgate.reload import ConfigWatcher
 from tsgate.stats import Stats
+from tsgate.tls.watch import CertificateWatcher
 from tsgate.upstream.balancer import Balancer, outlier_reporter
 from tsgate.upstream.dns import DnsRefresher
-from tsgate.tls.watch import CertificateWatcher
 
 log = Logger(namespace="tsgate")
 

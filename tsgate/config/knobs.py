@@ -28,8 +28,8 @@ from typing import Any, Callable, Optional
 
 import attrs
 
-from tsgate.authz.limits import KNOWN as LIMIT_KNOBS
 from tsgate import proxy_protocol
+from tsgate.authz.limits import KNOWN as LIMIT_KNOBS
 from tsgate.config.schema import parse_duration
 from tsgate.routing import Listener
 from tsgate.upstream import policy
