@@ -106,7 +106,7 @@ def _shadow(adm: Admission, guards: Guards, stats: Any, now: float, final: bool)
 
 def admit(guards: Guards, stats: Any, listener: Any, *, peer: Optional[str],
           remote: Optional[str], local: Optional[str], now: float,
-          remote_known: bool = True,
+          remote_known: bool = True, reads_first: Optional[bool] = None,
           principal: Optional[str] = None) -> tuple[Optional[Admission], Optional[str]]:
     """
     At accept: (the connection's admission, or None when the listener has no
@@ -116,8 +116,12 @@ def admit(guards: Guards, stats: Any, listener: Any, *, peer: Optional[str],
     source (None: the peer), ``local`` the address the client connected to.
     ``remote_known`` False: a PROXY header is still to come, so only the
     listener-wide caps are applied now and :func:`remote_found` does the rest.
+    ``reads_first``: the connection waits for client bytes before its route
+    (inspection, a PROXY header): it counts against the inspection cap until
+    :func:`inspected` (default: the listener inspects).
     A refused connection must still be given to :func:`closed`.
     """
+    waiting = listener.inspect if reads_first is None else reads_first
     authz: Optional[ListenerAuthz] = listener.authz
     if authz is None:
         return None, None
@@ -127,11 +131,11 @@ def admit(guards: Guards, stats: Any, listener: Any, *, peer: Optional[str],
     if limits is not None and (limits.max_connections is not None
                                or limits.max_inspecting is not None or limits.tracks_sources):
         tracker = guards.tracker(listener.name)
-        reason = tracker.admit_listener(facts.remote or "-", now, limits, listener.inspect)
+        reason = tracker.admit_listener(facts.remote or "-", now, limits, waiting)
         if reason is not None:
             return adm, _limited(stats, listener.name, reason)
         adm.tracker = tracker
-        adm.inspecting = listener.inspect
+        adm.inspecting = waiting
     if not remote_known:
         adm.remote_known = False
         return adm, None

@@ -9,7 +9,8 @@ Per-source connection limits (Gateway annotations), pure and bounded.
 - ``tsgate.io/max-connections: "N"``: concurrent connections on the
   listener (Envoy's listener connection limit);
 - ``tsgate.io/max-inspecting-connections: "N"``: connections still in
-  inspection (waiting for their ClientHello) on the listener; over it, a
+  inspection (waiting for their ClientHello, or a PROXY header) on the
+  listener; over it, a
   new connection is closed at accept, so silent clients cannot hold the
   inspection buffers and timers of a listener.
 

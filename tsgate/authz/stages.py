@@ -49,7 +49,7 @@ def at_accept(conn: Any) -> Optional[Ending]:
     conn.authz, refusal = gate.admit(
         ctx.guards, ctx.stats, conn.listener, peer=peer, remote=None if waits else peer,
         local=getattr(transport.getHost(), "host", None), now=ctx.reactor.seconds(),
-        remote_known=not waits)
+        remote_known=not waits, reads_first=conn.runtime.reads_first)
     return None if refusal is None else _ending(refusal)
 
 
