@@ -7,6 +7,7 @@ both end here, so the two ways of running tsgate cannot drift apart.
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 from typing import Any, Optional
@@ -198,6 +199,8 @@ def build_gateway(options: Any, reactor: Any, stdout: Any = None) -> Gateway:
             inspect_timeout=options["inspect-timeout"],
             connect_timeout=options["connect-timeout"],
             idle_timeout=options["idle-timeout"],
+            # TSGATE_TRANSPORT=twisted: Twisted's tcp transports (bench comparisons)
+            lean=os.environ.get("TSGATE_TRANSPORT", "lean") != "twisted",
         ),
         inspectors=inspectors(plugins),
         observers_for=observer_selector(plugins),

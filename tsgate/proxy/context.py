@@ -14,6 +14,7 @@ import attrs
 
 from tsgate.accesslog import AccessLog
 from tsgate.authz.limits import Guards
+from tsgate.proxy.dial import lean_connect
 from tsgate.proxy.stages import Connect, StageProvider, connect_tcp
 from tsgate.proxy.timers import TimerWheel
 from tsgate.routing import Listener
@@ -46,6 +47,9 @@ class Settings:
     idle_timeout: Optional[float] = None
     read_size: int = READ_SIZE
     max_inspect_bytes: int = MAX_INSPECT_BYTES
+    #: accept and connect with tsgate's own lean transport (tsgate.proxy.transport)
+    #: when the reactor provides IReactorFDSet; False: Twisted's tcp transports
+    lean: bool = False
 
 
 @attrs.define
@@ -106,7 +110,7 @@ class ProxyContext:
         else:
             chosen = ()
         stages = [provider(listener) for provider in self.stage_providers]
-        connect: Connect = connect_tcp
+        connect: Connect = lean_connect if self.settings.lean else connect_tcp
         for extra in stages:
             if extra.connect is not None:
                 connect = extra.connect

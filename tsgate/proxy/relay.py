@@ -22,6 +22,7 @@ from tsgate.interfaces import ITimedStreamObserverFactory
 from tsgate.proxy.record import CloseRecord
 from tsgate.proxy.stages import Ending
 from tsgate.proxy.state import CLOSED, NEGOTIATING, RELAYING
+from tsgate.proxy.transport import LeanTransport
 from tsgate.stats import Stats
 
 log = Logger(namespace="tsgate.proxy")
@@ -87,6 +88,8 @@ WRITE_BUFFER_FIELDS = ("_tempDataBuffer", "dataBuffer", "offset", "_writeDisconn
 
 def write_through(transport: Any) -> Callable[[bytes], None]:
     """The fastest correct ``write`` for a relayed transport (see WriteThrough)."""
+    if type(transport) is LeanTransport:
+        return transport.write  # writes through already
     if getattr(transport, "socket", None) is None or not all(
         hasattr(transport, name) for name in WRITE_BUFFER_FIELDS
     ):
@@ -162,6 +165,7 @@ class RelayStage(CloseRecord):
     def _build_observers(self) -> None:
         ctx = self.ctx
         name = self.listener.name
+        observers: list[Any] = []
         for factory in self.runtime.observers:
             emit = _emitter(ctx.stats, factory.protocol, name)
             try:
@@ -170,9 +174,11 @@ class RelayStage(CloseRecord):
                     observer = factory.new_timed_observer(emit, observe, ctx.reactor.seconds)
                 else:
                     observer = factory.new_observer(emit)
-                self.observers.append(observer)
+                observers.append(observer)
             except Exception:
                 ctx.stats.inc(f"{factory.protocol}.observer_crashed", listener=name)
+        if observers:
+            self.observers = observers
 
     # -- the hot path ------------------------------------------------------
 

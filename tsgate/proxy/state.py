@@ -96,7 +96,7 @@ class ConnectionState(Protocol):
         self.reported_sent = 0
         self.client_eof = False
         self.upstream_eof = False
-        self.observers: list[Any] = []
+        self.observers: Any = ()  # a list once the relay builds any (most routes have none)
         self.last_activity = 0.0
         self.termination = "-"
         self.decision: Optional[Decision] = None
