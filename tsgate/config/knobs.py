@@ -12,7 +12,10 @@ the compiler and the data path read one definition.
   fallback route or close (``--inspect-timeout`` otherwise);
 - ``tsgate.io/observers``: comma-separated observer plugin names, or
   ``none``: the stream observers of those listeners, instead of Istio's
-  selection by port protocol and port-name prefix.
+  selection by port protocol and port-name prefix;
+- ``tsgate.io/max-connections-per-ip``, ``tsgate.io/connection-rate-per-ip``,
+  ``tsgate.io/max-connections``, ``tsgate.io/max-inspecting-connections``:
+  per-source and listener limits, parsed in ``tsgate.authz.limits``.
 """
 
 from __future__ import annotations
