@@ -107,7 +107,7 @@ def test_remote_ip_blocks_use_the_header_address(tmp_path: Path) -> None:
     for p in (ok, again, other):
         h.close(p)
     details = [r.connection_termination_details for r in h.records]
-    assert details == ["-", "tsgate_limit_exceeded[max_connections_per_ip]",
+    assert details == ["-", "tsgate_limit_exceeded[max-connections-per-ip]",
                        "rbac_access_denied_matched_policy[none]"]
     tracker = h.ctx.guards.tracker(li.name)
     assert tracker.active == 0 and tracker.sources["198.51.100.7"].active == 0
@@ -132,7 +132,7 @@ def test_sni_rule_right_after_the_client_hello(tmp_path: Path) -> None:
     assert len(h.reactor.tcpClients) == 1 and not good_t.disconnecting
     h.close(good)
     assert [r.connection_termination_details for r in h.records] == [
-        "tsgate_limit_exceeded[max_inspecting_connections]",
+        "tsgate_limit_exceeded[max-inspecting-connections]",
         "rbac_access_denied_matched_policy[ns[default]-policy[p]-rule[0]]", "-"]
     stats: Any = h.ctx.stats
     assert stats.total("tcp.rbac.denied") == 1 and stats.total("tcp.rbac.allowed") == 1

@@ -308,7 +308,8 @@ def test_per_ip_limits_under_a_flood_while_another_address_works(
         assert recv_exact(other, len(BANNER)) == BANNER
         assert banner.accepted == 4
         line = gw.wait_access_line_from(flood[-1].getsockname())
-        assert "tsgate_limit_exceeded[max_connections_per_ip]" in line
+        assert "tsgate_limit_exceeded[max-connections-per-ip]" in line
+        assert "limit tsgate.io/max-connections-per-ip: refused 127.0.0.7 on listener" in gw.text()
         # closing one frees a slot for the flooding address
         for s in flood:
             s.close()
@@ -323,11 +324,11 @@ def test_per_ip_limits_under_a_flood_while_another_address_works(
         again.close()
         other.close()
         counters = stats(admin)
-        assert counters['tcp.limit_refused{reason="max_connections_per_ip"}'] >= 9
+        assert counters['tcp.limit_refused{reason="max-connections-per-ip"}'] >= 9
         with urllib.request.urlopen(f"http://127.0.0.1:{admin}/authz", timeout=10) as r:
             view = json.loads(r.read())
         assert view["limited"][0]["source"] == "127.0.0.7"
-        assert view["limited"][0]["reason"] == "max_connections_per_ip"
+        assert view["limited"][0]["reason"] == "max-connections-per-ip"
 
 
 def test_rate_per_ip_and_inspection_cap(tmp_path: Path, banner: CountingBanner,
@@ -353,7 +354,7 @@ def test_rate_per_ip_and_inspection_cap(tmp_path: Path, banner: CountingBanner,
         third = connect(tls_port, "127.0.0.30")
         assert read_all(third) == b""
         line = gw.wait_access_line_from(third.getsockname())
-        assert "tsgate_limit_exceeded[max_inspecting_connections]" in line
+        assert "tsgate_limit_exceeded[max-inspecting-connections]" in line
         third.close()
         for s in silent:
             s.close()

@@ -33,6 +33,8 @@ DENIED = "tcp.rbac.denied"
 SHADOW_ALLOWED = "tcp.rbac.shadow_allowed"
 SHADOW_DENIED = "tcp.rbac.shadow_denied"
 LIMIT_REFUSED = "tcp.limit_refused"
+#: seconds between two log lines about limit refusals on one listener
+LOG_INTERVAL = 1.0
 
 
 def limit_details(reason: str) -> str:
@@ -133,7 +135,7 @@ def admit(guards: Guards, stats: Any, listener: Any, *, peer: Optional[str],
         tracker = guards.tracker(listener.name)
         reason = tracker.admit_listener(facts.remote or "-", now, limits, waiting)
         if reason is not None:
-            return adm, _limited(stats, listener.name, reason)
+            return adm, _limited(stats, tracker, listener.name, reason, facts.remote, now)
         adm.tracker = tracker
         adm.inspecting = waiting
     if not remote_known:
@@ -142,10 +144,19 @@ def admit(guards: Guards, stats: Any, listener: Any, *, peer: Optional[str],
     return adm, _admit_remote(adm, guards, stats, now)
 
 
-def _limited(stats: Any, listener: str, reason: str) -> str:
+def _limited(stats: Any, tracker: SourceTracker, listener: str, reason: str,
+             address: Optional[str], now: float) -> str:
     stats.inc(LIMIT_REFUSED, reason=reason)
     if reason == REASON_MAX_CONNECTIONS:
         stats.inc("listener.downstream_cx_overflow", listener=listener)
+    # One log line per listener per second at most: a flood must not become a log flood.
+    tracker.unlogged += 1
+    if now - tracker.last_logged >= LOG_INTERVAL:
+        log.info("limit tsgate.io/{reason}: refused {address} on listener {listener} at accept "
+                 "({count} refused since the last line)", reason=reason, address=address,
+                 listener=listener, count=tracker.unlogged)
+        tracker.last_logged = now
+        tracker.unlogged = 0
     return limit_details(reason)
 
 
@@ -161,7 +172,7 @@ def _admit_remote(adm: Admission, guards: Guards, stats: Any, now: float) -> Opt
         address = adm.facts.remote or "-"
         reason = adm.tracker.admit_source(address, now, limits)
         if reason is not None:
-            return _limited(stats, adm.listener, reason)
+            return _limited(stats, adm.tracker, adm.listener, reason, address, now)
         adm.address = address
         adm.source_counted = True
     return None
