@@ -166,6 +166,11 @@ class Gateway(service.MultiService):
     def recent_errors(self) -> Sequence[tuple[float, str]]:
         return list(self.ctx.recent_errors)
 
+    @property
+    def balancer(self) -> Any:
+        """Per-host state (active, ejected, health) for /clusters and the status page."""
+        return self.ctx.balancer
+
     def connections(self) -> Iterable[ConnectionInfo]:
         for conn in list(self.ctx.connections):
             yield ConnectionInfo(
@@ -202,6 +207,7 @@ class Gateway(service.MultiService):
             self._flusher.stop()
         waits = [defer.maybeDeferred(port.stopListening) for port in self.ports.values()]
         self.ports.clear()
+        self.ctx.balancer.stop()
         waits.append(defer.maybeDeferred(super().stopService))
         return defer.gatherResults(waits)
 
@@ -286,6 +292,7 @@ class Gateway(service.MultiService):
         self.ports.update(new_ports)
         self.factories.update(new_factories)
         self.table = table
+        self.ctx.balancer.table_changed(table)  # health checks, DNS names of the new table
 
     def reload(self) -> Any:
         """

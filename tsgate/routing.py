@@ -18,9 +18,12 @@ from __future__ import annotations
 
 import re
 import weakref
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import attrs
+
+if TYPE_CHECKING:
+    from tsgate.upstream.policy import ClusterPolicy
 
 #: Envoy's tcp_proxy default idle timeout (1 h); 0 disables.
 DEFAULT_IDLE_TIMEOUT = 3600.0
@@ -73,10 +76,12 @@ class Cluster:
     resolution: str = "STATIC"
     endpoints: tuple[Endpoint, ...] = ()
     connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
-    #: DestinationRule loadBalancer.simple; the data path does round robin
-    #: for everything until policies are implemented.
-    lb_policy: str = "ROUND_ROBIN"
+    #: the load balancer in force: LEAST_REQUEST (Istio's default), ROUND_ROBIN,
+    #: RANDOM, RING_HASH or MAGLEV (consistentHash.useSourceIp)
+    lb_policy: str = "LEAST_REQUEST"
     max_connections: Optional[int] = None
+    #: the rest of the upstream policy (tsgate.upstream.policy); None: defaults
+    policy: Optional[ClusterPolicy] = None
 
 
 @attrs.frozen

@@ -18,6 +18,7 @@ from twisted.logger import Logger
 from twisted.python import usage
 from twisted.python.failure import Failure
 
+from tsgate import proxy_protocol
 from tsgate.accesslog import AccessLog
 from tsgate.authz import stages as authz_stages
 from tsgate.config.schema import parse_duration
@@ -25,6 +26,8 @@ from tsgate.gateway import Gateway, ListenError
 from tsgate.proxy.context import DEFAULT_INSPECT_TIMEOUT, ProxyContext, Settings
 from tsgate.reload import ConfigWatcher
 from tsgate.stats import Stats
+from tsgate.upstream.balancer import Balancer, outlier_reporter
+from tsgate.upstream.dns import DnsRefresher
 
 log = Logger(namespace="tsgate")
 
@@ -82,6 +85,8 @@ class Options(usage.Options):
          "(Istio's terminationDrainDuration)."],
         ["watch-interval", None, "2", "Seconds between checks of the config files for "
          "changes (0: reload on SIGHUP only)."],
+        ["dns-refresh-rate", None, "60", "Seconds between re-resolutions of DNS endpoints "
+         "(Istio's default 60; a shorter TTL refreshes sooner)."],
     ]
 
     def __init__(self) -> None:
@@ -120,6 +125,9 @@ class Options(usage.Options):
         self["idle-timeout"] = _seconds("idle-timeout", self["idle-timeout"])
         self["drain-period"] = _seconds("drain-period", self["drain-period"])
         self["watch-interval"] = _seconds("watch-interval", self["watch-interval"])
+        self["dns-refresh-rate"] = _seconds("dns-refresh-rate", self["dns-refresh-rate"])
+        if not self["dns-refresh-rate"]:
+            raise usage.UsageError("--dns-refresh-rate must be more than 0 seconds")
         if self["access-log-format"] not in ("text", "json"):
             raise usage.UsageError("--access-log-format is text or json")
         from tsgate.logging import install_twistd_logger
@@ -205,7 +213,11 @@ def build_gateway(options: Any, reactor: Any, stdout: Any = None) -> Gateway:
         inspectors=inspectors(plugins),
         observers_for=observer_selector(plugins),
         observers_by_name=dict(plugins.observers),
+        balancer=upstream_balancer(reactor, options["dns-refresh-rate"]),
     )
+    # PROXY protocol in (tsgate.io/proxy-protocol), out (proxyProtocol), tcpKeepalive
+    ctx.stage_providers.append(proxy_protocol.stage_provider)
+    ctx.balancer.on_event = outlier_reporter(ctx.stats, ctx.error)
     # AuthorizationPolicy and per-source limits: accept/decision/close stages
     ctx.stage_providers.append(authz_stages.provider)
     return Gateway(
@@ -215,6 +227,14 @@ def build_gateway(options: Any, reactor: Any, stdout: Any = None) -> Gateway:
         initial=result,
         drain_period=options["drain-period"],
     )
+
+
+def upstream_balancer(reactor: Any, dns_refresh_rate: float) -> Balancer:
+    """The balancer with live DNS and health checks on the process's reactor."""
+    balancer = Balancer(clock=reactor.seconds,
+                        dns=DnsRefresher(reactor, refresh_rate=dns_refresh_rate))
+    balancer.reactor = reactor
+    return balancer
 
 
 class GatewayService(service.MultiService):

@@ -99,10 +99,10 @@ def test_remote_ip_blocks_use_the_header_address(tmp_path: Path) -> None:
     assert len(h.reactor.tcpClients) == 1
     # the same client through the same balancer: its per-address limit is the header's
     again, again_t = h.accept()
-    again.dataReceived(b"HDR 198.51.100.7:5556\nx")
+    again.dataReceived(b"HDR 198.51.100.7:5556\n")  # a header alone decides
     assert len(h.reactor.tcpClients) == 1 and again_t.disconnecting
     other, other_t = h.accept()
-    other.dataReceived(b"HDR 203.0.113.1:5\nx")
+    other.dataReceived(b"HDR 203.0.113.1:5\n")
     assert len(h.reactor.tcpClients) == 1 and other_t.disconnecting
     for p in (ok, again, other):
         h.close(p)

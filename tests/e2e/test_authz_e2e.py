@@ -4,15 +4,18 @@ clients bound to different 127.0.0.x source addresses, a server-first
 backend that counts the connections it accepted (a denied client must have
 caused none and received no byte), SNI rules on a TLS passthrough port with
 real TLS, a bounded flood from one address while another keeps working,
-and a reload that changes policies for new connections only.
+a reload that changes policies for new connections only, and remoteIpBlocks
+behind a real HAProxy sending PROXY v2.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import socket
 import ssl
+import subprocess
 import threading
 import time
 import urllib.request
@@ -422,3 +425,59 @@ def test_dry_run_logs_and_counts_but_denies_nothing(tmp_path: Path,
         assert counters["tcp.rbac.shadow_allowed"] == 1
         assert "tcp.rbac.denied" not in counters
         assert banner.accepted == 2
+
+
+@pytest.mark.skipif(shutil.which("haproxy") is None, reason="needs haproxy (.ci/run installs it)")
+def test_remote_ip_blocks_behind_a_real_haproxy_sending_proxy_v2(
+        tmp_path: Path, banner: CountingBanner) -> None:
+    path = config(tmp_path, banner, None, [
+        ap("via-lb", {"action": "ALLOW", "rules": [
+            {"from": [{"source": {"ipBlocks": ["127.0.0.1"],
+                                  "remoteIpBlocks": ["127.0.0.60/32"]}}]}]}),
+    ], annotations={"tsgate.io/proxy-protocol": "required",
+                    "tsgate.io/proxy-protocol-trusted-cidrs": "127.0.0.1/32",
+                    "tsgate.io/max-connections-per-ip": "1"})
+    with start(tmp_path, path, [TCP_PORT]) as gw:
+        front = free_port()
+        cfg = tmp_path / "haproxy.cfg"
+        cfg.write_text(f"""\
+global
+    log stdout format raw local0
+defaults
+    mode tcp
+    log global
+    timeout connect 5s
+    timeout client 30s
+    timeout server 30s
+frontend fe
+    bind 127.0.0.1:{front}
+    default_backend be
+backend be
+    server gw 127.0.0.1:{gw.port(TCP_PORT)} send-proxy-v2
+""")
+        with (tmp_path / "haproxy.log").open("w") as out:
+            lb = subprocess.Popen(["haproxy", "-db", "-f", str(cfg)], stdout=out,
+                                  stderr=subprocess.STDOUT)
+        try:
+            wait_for_port(front)
+            # the allowed client: a server-first banner through HAProxy, then an echo
+            ok = connect(front, "127.0.0.60")
+            assert recv_exact(ok, len(BANNER)) == BANNER
+            ok.sendall(b"ping\n")
+            assert recv_exact(ok, 5) == b"ping\n"
+            # the same client again: its per-IP limit is its own address, not HAProxy's
+            twice = connect(front, "127.0.0.60")
+            assert read_all(twice) == b""
+            # another client through the same HAProxy: denied, no upstream, no byte
+            other = connect(front, "127.0.0.61")
+            assert read_all(other) == b""
+            line = gw.wait_access_line_from(other.getsockname())
+            assert "rbac_access_denied_matched_policy[none]" in line
+            line = gw.wait_access_line_from(twice.getsockname())
+            assert "tsgate_limit_exceeded[max-connections-per-ip]" in line
+            for s in (ok, twice, other):
+                s.close()
+            assert banner.accepted == 1
+        finally:
+            lb.terminate()
+            lb.wait(10)

@@ -64,13 +64,14 @@ from tsgate.routing import (
     SourceRef,
     WeightedCluster,
 )
+from tsgate.upstream.policy import build_policy
 
 DEFAULT_BIND = "0.0.0.0"
 ANNOTATION_PREFIX = "tsgate.io/"
 #: weight of a lone destination (Istio ignores its weight: it gets everything)
 FULL_WEIGHT = 100
-#: what the data path does when no DestinationRule sets loadBalancer.simple
-#: (Istio's default is LEAST_REQUEST; see tsgate.routing.Cluster.lb_policy)
+#: what the data path does when no DestinationRule sets loadBalancer.simple:
+#: Istio's default, LEAST_REQUEST (see tsgate.upstream.policy)
 DEFAULT_LB_POLICY: str = str(attrs.fields(Cluster).lb_policy.default)
 
 
@@ -619,22 +620,24 @@ class Compiler:
         name = f"outbound|{port}|{dest.subset}|{fqdn}"
         if name in self._clusters:
             return self._clusters[name], top
-        cluster = self._build_cluster(vs, dest, path, fqdn, port, found, se_port, subset, policy)
+        cluster = self._build_cluster(vs, dest, path, fqdn, port, found, se_port, subset, policy,
+                                      dr.meta.annotations if dr is not None else ())
         self._clusters[name] = cluster
         return cluster, top
 
     def _build_cluster(self, vs: VirtualService, dest: Destination, path: str, fqdn: str,
                        port: int, found: Optional[tuple[ServiceEntry, str]],
                        se_port: Optional[ServicePort], subset: Optional[Subset],
-                       policy: Optional[TrafficPolicy]) -> Optional[Cluster]:
+                       policy: Optional[TrafficPolicy],
+                       annotations: tuple[tuple[str, str], ...] = ()) -> Optional[Cluster]:
         name = f"outbound|{port}|{dest.subset}|{fqdn}"
         tcp = policy.tcp if policy is not None else None
-        lb = policy.lb_simple if policy is not None else None
+        upstream = build_policy(policy, annotations, found[0].resolution if found else "")
         settings = _ClusterSettings(
             connect_timeout=(tcp.connect_timeout if tcp is not None and tcp.connect_timeout
                              is not None else DEFAULT_CONNECT_TIMEOUT),
             max_connections=tcp.max_connections if tcp is not None else None,
-            lb_policy=_lb_policy(lb),
+            lb_policy=upstream.lb,
         )
 
         def make(resolution: str, endpoints: tuple[Endpoint, ...]) -> Cluster:
@@ -642,7 +645,8 @@ class Compiler:
                            resolution=resolution, endpoints=endpoints,
                            connect_timeout=settings.connect_timeout,
                            lb_policy=settings.lb_policy,
-                           max_connections=settings.max_connections)
+                           max_connections=settings.max_connections,
+                           policy=upstream)
 
         if found is None:
             self.report(INFO, vs.meta, f"{path}.host",
@@ -696,13 +700,6 @@ class Compiler:
                 and all(dict(we.spec.labels).get(k) == v for k, v in selector.items())]
 
 
-def _lb_policy(simple: Optional[str]) -> str:
-    """loadBalancer.simple as the cluster's policy; LEAST_CONN is Istio's old alias."""
-    if not simple or simple == "UNSPECIFIED":
-        return DEFAULT_LB_POLICY
-    return "LEAST_REQUEST" if simple == "LEAST_CONN" else simple
-
-
 def _for_port(policy: Optional[TrafficPolicy], port: int) -> Optional[TrafficPolicy]:
     """portLevelSettings for ``port`` replace the policy's settings (no inheritance)."""
     if policy is None:
@@ -721,12 +718,19 @@ def _merge(base: Optional[TrafficPolicy], override: Optional[TrafficPolicy]) -> 
     if base is None:
         return override
     tcp: Optional[TcpSettings] = override.tcp if override.tcp is not None else base.tcp
-    lb = override.lb_simple if (override.lb_simple is not None or override.consistent_hash) \
-        else base.lb_simple
-    return attrs.evolve(base, lb_simple=lb, tcp=tcp,
-                        tls_mode=override.tls_mode or base.tls_mode,
-                        use_source_ip=override.use_source_ip or (
-                            base.use_source_ip and override.lb_simple is None))
+    lb_set = override.lb_simple is not None or bool(override.consistent_hash) \
+        or "loadBalancer" in override.set_fields
+    return attrs.evolve(
+        base, tcp=tcp, tls_mode=override.tls_mode or base.tls_mode,
+        lb_simple=override.lb_simple if lb_set else base.lb_simple,
+        consistent_hash=override.consistent_hash if lb_set else base.consistent_hash,
+        consistent_hash_settings=(override.consistent_hash_settings if lb_set
+                                  else base.consistent_hash_settings),
+        use_source_ip=override.use_source_ip if lb_set else base.use_source_ip,
+        proxy_protocol=(override.proxy_protocol if "proxyProtocol" in override.set_fields
+                        else base.proxy_protocol),
+        outlier_detection=(override.outlier_detection if "outlierDetection"
+                           in override.set_fields else base.outlier_detection))
 
 
 def compile_table(resources: list[Resource], gateway_labels: Mapping[str, str],

@@ -189,6 +189,8 @@ class TcpSettings:
     keepalive_probes: Optional[int] = None
     keepalive_time: Optional[float] = None
     keepalive_interval: Optional[float] = None
+    #: tcpKeepalive was present (``{}`` turns keepalive on with the system's settings)
+    keepalive: bool = False
 
 
 @attrs.frozen
@@ -199,6 +201,8 @@ class TrafficPolicy:
     #: keys set under loadBalancer.consistentHash (useSourceIp, httpHeaderName, ...)
     consistent_hash: tuple[str, ...] = ()
     use_source_ip: bool = False
+    #: loadBalancer.consistentHash as written (ringHash, maglev, minimumRingSize, ...)
+    consistent_hash_settings: tuple[tuple[str, Any], ...] = ()
     tcp: Optional[TcpSettings] = None
     tls_mode: Optional[str] = None
     #: upstream PROXY protocol version (V1, V2) when trafficPolicy.proxyProtocol is set

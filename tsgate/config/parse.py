@@ -279,7 +279,8 @@ def build_traffic_policy(tp: Optional[dict[str, Any]]) -> Optional[TrafficPolicy
             idle_timeout=_dur(tcp.get("idleTimeout")),
             max_connection_duration=_dur(tcp.get("maxConnectionDuration")),
             keepalive_probes=keepalive.get("probes"), keepalive_time=_dur(keepalive.get("time")),
-            keepalive_interval=_dur(keepalive.get("interval")))
+            keepalive_interval=_dur(keepalive.get("interval")),
+            keepalive=tcp.get("tcpKeepalive") is not None)
     port_level = []
     for pl in tp.get("portLevelSettings") or ():
         number = (pl.get("port") or {}).get("number")
@@ -292,6 +293,7 @@ def build_traffic_policy(tp: Optional[dict[str, Any]]) -> Optional[TrafficPolicy
         consistent_hash=tuple(k for k in ("httpHeaderName", "httpCookie", "useSourceIp",
                                           "httpQueryParameterName") if hashing.get(k)),
         use_source_ip=bool(hashing.get("useSourceIp")), tcp=settings,
+        consistent_hash_settings=tuple(hashing.items()),
         tls_mode=(tp.get("tls") or {}).get("mode"),
         proxy_protocol=None if proxy is None else (proxy.get("version") or "V1"),
         tunnel_protocol=None if tp.get("tunnel") is None else (tp["tunnel"].get("protocol")

@@ -32,6 +32,7 @@ from tsgate.config.model import (
     WorkloadSpec,
 )
 from tsgate.config.schema import parse_duration
+from tsgate.upstream.truth import unapplied
 
 #: Istio protocol names (case-insensitive in Istio; the model upper-cases).
 PROTOCOLS = ("HTTP", "HTTPS", "GRPC", "GRPC-WEB", "HTTP2", "MONGO", "TCP", "TLS",
@@ -84,6 +85,8 @@ def validate(resources: Iterable[Resource]) -> list[Diagnostic]:
             validate_destination_rule(res, r)
         elif isinstance(res, WorkloadEntry):
             _validate_workload(res.spec, "spec", r, None, "STATIC")
+        for path, message in unapplied(res):  # fields tsgate reads but does not apply
+            r.warn(path, message)
     return out
 
 
@@ -108,9 +111,9 @@ def _validate_meta(res: Resource, r: Reporter) -> None:
                 r.error(f'metadata.annotations["{key}"]', problem)
             elif warning:
                 r.warn(f'metadata.annotations["{key}"]', warning)
-            elif not isinstance(res, Gateway):
+            elif knobs.kind_of(key) != meta.kind:
                 r.warn(f'metadata.annotations["{key}"]',
-                       "tsgate annotations take effect on Gateways only; ignored here")
+                       f"{key} takes effect on {knobs.kind_of(key)}s only; ignored here")
 
 
 def _port(r: Reporter, path: str, number: Optional[int], *, allow_zero: bool = False) -> None:

@@ -25,8 +25,9 @@ from twisted.internet.interfaces import IReactorFDSet, IWriteDescriptor
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from tsgate.proxy.sockets import close_quietly
 from tsgate.proxy.stages import connect_tcp
-from tsgate.proxy.transport import LeanTransport, close_quietly
+from tsgate.proxy.transport import LeanTransport
 
 _IN_PROGRESS = (errno.EINPROGRESS, errno.EWOULDBLOCK, errno.EAGAIN, errno.EINTR)
 

@@ -25,7 +25,8 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from tsgate.proxy.transport import LeanTransport, close_quietly, twisted_address
+from tsgate.proxy.sockets import close_quietly, twisted_address
+from tsgate.proxy.transport import LeanTransport
 
 log = Logger(namespace="tsgate.gateway")
 

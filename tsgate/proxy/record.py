@@ -53,6 +53,7 @@ class CloseRecord(ConnectionState):
         if self.counted_active and cluster is not None:
             state = ctx.balancer.state(cluster)
             state.active -= 1
+            ctx.balancer.release(self.endpoint)  # the host's active count
             ctx.stats.gauge_add_key("cluster.upstream_cx_active", state.cluster_key, -1)
             if previous in (RELAYING, NEGOTIATING) or self.upstream is not None:
                 self.flush_byte_counters()

@@ -32,7 +32,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from tsgate.interfaces import Hint, Preamble
     from tsgate.proxy.context import ListenerRuntime, ProxyContext
     from tsgate.proxy.upstream import UpstreamProtocol
-    from tsgate.routing import Cluster, Decision, Endpoint, Listener, Route
+    from tsgate.routing import Cluster, Decision, Listener, Route
 
 INSPECTING = "inspecting"
 CONNECTING = "connecting"
@@ -62,7 +62,7 @@ class ConnectionState(Protocol):
         "observers", "last_activity", "termination", "started", "record", "decision", "route",
         "cluster", "endpoint", "upstream", "preamble", "hint", "idle_timeout", "inspect_timer",
         "connect_timer", "idle_timer", "duration_timer", "connector", "counted_active",
-        "now", "up_write", "down_write", "_peer", "_remote", "authz",
+        "now", "up_write", "down_write", "_peer", "_remote", "tried", "authz",
         "dataReceived", "transport", "connected", "factory",
     )
 
@@ -102,7 +102,7 @@ class ConnectionState(Protocol):
         self.decision: Optional[Decision] = None
         self.route: Optional[Route] = None
         self.cluster: Optional[Cluster] = None
-        self.endpoint: Optional[Endpoint] = None
+        self.endpoint: Any = None  # a tsgate.upstream.balancer.HostState once picked
         self.upstream: Optional[UpstreamProtocol] = None
         self.preamble: Optional[Preamble] = None
         self.hint: Optional[Hint] = None
@@ -115,6 +115,8 @@ class ConnectionState(Protocol):
         self.counted_active = False
         self._peer: Optional[str] = None
         self._remote: Optional[str] = None
+        #: upstream hosts tried so far (tsgate.io/connect-attempts)
+        self.tried: list[Any] = []
         #: the connection's standing with policies and limits (tsgate.authz.gate)
         self.authz: Any = None
 

@@ -22,8 +22,8 @@ import errno
 import socket
 from typing import Any, Optional
 
-from twisted.internet import error, main
-from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.internet import error
+from twisted.internet.address import IPv4Address
 from twisted.internet.interfaces import (
     IConsumer,
     IHalfCloseableProtocol,
@@ -35,16 +35,11 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from tsgate.proxy.sockets import twisted_address
+
 log = Logger(namespace="tsgate.proxy")
 
 _RETRY = (errno.EAGAIN, errno.EWOULDBLOCK, errno.EINTR)
-
-
-def twisted_address(sockaddr: Any, family: int) -> Any:
-    """A Twisted address object for a socket address (built only when asked)."""
-    if family == socket.AF_INET6:
-        return IPv6Address("TCP", sockaddr[0], sockaddr[1])
-    return IPv4Address("TCP", sockaddr[0], sockaddr[1])
 
 
 @implementer(ITCPTransport, IConsumer, IPushProducer, IReadWriteDescriptor)
@@ -113,7 +108,7 @@ class LeanTransport:
         self._stop_reading()
         self.read_closed = True
         if not self.half_close:
-            self._lost(Failure(error.ConnectionDone()))
+            self._lost(_DONE)
             return None
         try:
             self.protocol.readConnectionLost()
@@ -146,7 +141,7 @@ class LeanTransport:
             self.producer_paused = False
             self.producer.resumeProducing()
         if self.disconnecting:
-            self._lost(Failure(error.ConnectionDone()))
+            self._lost(_DONE)
         elif self.write_closing:
             self._shutdown_write()
         return None
@@ -188,7 +183,17 @@ class LeanTransport:
             return
         self.disconnecting = True
         self._stop_reading()
-        self._start_writing()  # doWrite closes once the queue is empty
+        if self.queue is None:
+            # Nothing to flush: close on the next turn with the other closes
+            # of this turn (one timer call, no writability event per socket).
+            _close_soon(self)
+        else:
+            self._start_writing()  # doWrite closes once the queue is empty
+
+    def close_if_flushed(self) -> None:
+        """A deferred close (``loseConnection``) comes due; bytes written since wait their turn."""
+        if self.queue is None and not self.disconnected:
+            self._lost(_DONE)
 
     def abortConnection(self) -> None:
         if self.connected:
@@ -317,12 +322,22 @@ class LeanTransport:
                 log.failure("connectionLost failed")
 
 
-CONNECTION_DONE = main.CONNECTION_DONE  # for callers that compare reasons
+#: the reason of every clean close (read-only for protocols: one object for all)
+_DONE = Failure(error.ConnectionDone())
+
+#: transports whose close is due on the next turn, per reactor
+_CLOSING: dict[int, list[LeanTransport]] = {}
 
 
-def close_quietly(sock: Optional[socket.socket]) -> None:
-    if sock is not None:
-        try:
-            sock.close()
-        except OSError:
-            pass
+def _close_soon(transport: LeanTransport) -> None:
+    reactor = transport.reactor
+    pending = _CLOSING.get(id(reactor))
+    if pending is None:
+        pending = _CLOSING[id(reactor)] = []
+        reactor.callLater(0, _close_due, reactor)
+    pending.append(transport)
+
+
+def _close_due(reactor: Any) -> None:
+    for transport in _CLOSING.pop(id(reactor), ()):
+        transport.close_if_flushed()

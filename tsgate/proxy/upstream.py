@@ -33,6 +33,14 @@ if TYPE_CHECKING:  # pragma: no cover
     from tsgate.routing import Route
 
 
+def source_ip(conn: Any, cluster: Any) -> Optional[str]:
+    """The client's IP when the cluster hashes on it (a PROXY header's source, if any)."""
+    policy = cluster.policy
+    if policy is None or not policy.hash_source_ip:
+        return None
+    return conn.remote_address.rpartition(":")[0].strip("[]") or None
+
+
 class ConnectStage(RelayStage):
     """The upstream-connect stage (see the module docstring)."""
 
@@ -44,7 +52,7 @@ class ConnectStage(RelayStage):
         balancer = ctx.balancer
         cluster = self.cluster = balancer.pick_cluster(route)
         self.record.upstream_cluster = cluster.name
-        endpoint = self.endpoint = balancer.pick_endpoint(cluster)
+        endpoint = self.endpoint = balancer.pick_endpoint(cluster, source_ip(self, cluster))
         if endpoint is None:
             self.end(Ending("UH", counter=("cluster.upstream_cx_none_healthy",
                                            Stats.label_key(cluster=cluster.name))))
@@ -55,13 +63,22 @@ class ConnectStage(RelayStage):
                                            Stats.label_key(cluster=cluster.name))))
             return
         self.state = CONNECTING
-        self.record.upstream_host = f"{endpoint.address}:{endpoint.port}"
-        timeout = ctx.settings.connect_timeout or cluster.connect_timeout
         ctx.stats.inc_key("cluster.upstream_cx_total", state.cluster_key)
         state.active += 1
         state.total += 1
         ctx.stats.gauge_add_key("cluster.upstream_cx_active", state.cluster_key, 1)
         self.counted_active = True
+        self._connect(endpoint)
+
+    def _connect(self, endpoint: Any) -> None:
+        """One connect attempt (the host counts it as active until it fails or closes)."""
+        ctx, cluster = self.ctx, self.cluster
+        assert cluster is not None
+        self.endpoint = endpoint
+        self.tried.append(endpoint)
+        ctx.balancer.begin(endpoint)
+        self.record.upstream_host = f"{endpoint.address}:{endpoint.port}"
+        timeout = ctx.settings.connect_timeout or cluster.connect_timeout
         # The connect timeout is our own timer on the injected clock (not
         # connectTCP's), so it is testable and counted like Envoy's.
         self.connect_timer = ctx.timers.schedule(timeout, self._connect_timed_out)
@@ -94,12 +111,24 @@ class ConnectStage(RelayStage):
         else:
             detail = reason.getErrorMessage()
         ctx.stats.inc("cluster.upstream_cx_connect_fail", cluster=cluster.name)
-        self.record.response_flags = "DF" if reason.check(ierror.DNSLookupError) else "UF"
-        # One token, as Envoy renders it (log parsers split on spaces).
-        self.record.upstream_transport_failure_reason = "_".join(detail.replace('"', "'").split())
         message = f"{cluster.name} {self.record.upstream_host}: {detail}"
         ctx.balancer.state(cluster).recent_errors.append((ctx.reactor.seconds(), message))
         ctx.error(message)
+        # outlier detection, then tsgate.io/connect-attempts: the next host, if any
+        retry = ctx.balancer.attempt_failed(cluster, self.endpoint, self.tried,
+                                            source_ip(self, cluster))
+        self.endpoint = None
+        if retry is not None:
+            ctx.stats.inc("cluster.upstream_cx_connect_attempts", cluster=cluster.name)
+            self._connect(retry)
+            return
+        self.record.response_flags = "DF" if reason.check(ierror.DNSLookupError) else "UF"
+        policy = cluster.policy
+        if policy is not None and policy.connect_attempts > 1:  # out of attempts: URX
+            ctx.stats.inc("cluster.upstream_cx_connect_attempts_exceeded", cluster=cluster.name)
+            self.record.response_flags += ",URX"
+        # One token, as Envoy renders it (log parsers split on spaces).
+        self.record.upstream_transport_failure_reason = "_".join(detail.replace('"', "'").split())
         self.abort()
 
     def upstream_connected(self, upstream: UpstreamProtocol) -> None:
@@ -122,6 +151,7 @@ class ConnectStage(RelayStage):
             self.record.upstream_local_address = format_address(transport.getHost())
         cluster = self.cluster
         assert cluster is not None
+        self.ctx.balancer.connected(cluster, self.endpoint)
         self.ctx.stats.inc_key(
             "istio_tcp_connections_opened_total", self.ctx.balancer.state(cluster).metric_key()
         )

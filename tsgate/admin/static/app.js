@@ -73,12 +73,17 @@ function connectionRows(conns) {
 
 function clusterRows(clusters) {
   return clusters.map(c => {
-    const eps = c.endpoints.map(e => e.address + ":" + e.port);
-    for (const addr of Object.keys(c.upstreams)) if (!eps.includes(addr)) eps.push(addr);
+    // each endpoint with its state (healthy / ejected / unhealthy) and live connections
+    const eps = c.endpoints.map(e => e.address + ":" + e.port +
+      (e.status ? " [" + e.status + ", " + e.active_connections + " live]" : ""));
+    const listed = c.endpoints.map(e => e.address + ":" + e.port);
+    for (const addr of Object.keys(c.upstreams)) if (!listed.includes(addr)) eps.push(addr);
     const fails = c.stats.upstream_cx_connect_fail || 0;
     const live = el("td", c.active_connections, "num");
     live.dataset.cluster = c.name;
-    return row([el("td", c.name), c.resolution, eps.join(", ") || "(DNS at connect)",
+    const name = el("td", c.name);
+    if (c.policy && c.policy.length) name.title = c.policy.join("\n");
+    return row([name, c.resolution + ", " + c.lb_policy, eps.join(", ") || "(DNS at connect)",
                 live, el("td", fails, "num")]);
   });
 }
