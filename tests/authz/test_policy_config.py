@@ -367,3 +367,22 @@ def test_resource_dump_includes_policies(tmp_path: Path) -> None:
     result = load(tmp_path, policy("a", "rules: [{}]"))
     dumped = [d for d in result.resources_to_dicts() if d["meta"]["kind"] == "AuthorizationPolicy"]
     assert dumped and dumped[0]["action"] == "ALLOW"
+
+
+def test_other_security_kinds_are_skipped_with_a_notice(tmp_path: Path) -> None:
+    result = load(tmp_path, """
+        apiVersion: security.istio.io/v1
+        kind: PeerAuthentication
+        metadata: {name: strict, namespace: apps}
+        spec: {mtls: {mode: STRICT}}
+        ---
+        apiVersion: networking.istio.io/v1
+        kind: AuthorizationPolicy
+        metadata: {name: wrong-group, namespace: apps}
+        spec: {}
+    """)
+    assert result.ok
+    notices = messages(result, "info")
+    assert any("skipped PeerAuthentication strict" in m and "does not use this kind" in m
+               for m in notices)
+    assert any("networking.istio.io/v1 is not security.istio.io" in m for m in notices)
