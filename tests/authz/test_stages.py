@@ -136,3 +136,13 @@ def test_sni_rule_right_after_the_client_hello(tmp_path: Path) -> None:
         "rbac_access_denied_matched_policy[ns[default]-policy[p]-rule[0]]", "-"]
     stats: Any = h.ctx.stats
     assert stats.total("tcp.rbac.denied") == 1 and stats.total("tcp.rbac.allowed") == 1
+
+
+def test_destination_ip_is_the_address_the_client_reached(tmp_path: Path) -> None:
+    li = listener(tmp_path, policy("""
+        action: DENY
+        rules: [{when: [{key: destination.ip, values: ["127.0.0.1"]}]}]"""))
+    h = Harness(li, [authz_stages.provider])
+    protocol, down = h.accept()  # the harness's local address is 127.0.0.1:31400
+    assert h.reactor.tcpClients == [] and down.disconnecting
+    h.close(protocol)

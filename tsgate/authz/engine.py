@@ -311,6 +311,8 @@ class ListenerAuthz:
     shadow: PolicySet = PolicySet()
     limits: Any = None  # tsgate.authz.limits.Limits, or None
     policies: tuple[PolicyInfo, ...] = ()
+    #: some rule looks at destination.ip (else the data path skips getHost())
+    needs_local: bool = True
 
     @property
     def needs_sni(self) -> bool:
