@@ -13,6 +13,9 @@ the compiler and the data path read one definition.
 - ``tsgate.io/observers``: comma-separated observer plugin names, or
   ``none``: the stream observers of those listeners, instead of Istio's
   selection by port protocol and port-name prefix;
+- ``tsgate.io/max-connections-per-ip``, ``tsgate.io/connection-rate-per-ip``,
+  ``tsgate.io/max-connections``, ``tsgate.io/max-inspecting-connections``:
+  per-source and listener limits, parsed in ``tsgate.authz.limits``;
 - ``tsgate.io/proxy-protocol``: ``required`` or ``optional``: read a PROXY
   protocol v1/v2 header first on those listeners (tsgate.proxy_protocol);
 - ``tsgate.io/proxy-protocol-trusted-cidrs``: the peers allowed to send it.

@@ -123,6 +123,8 @@ def parse_document(doc: Document, default_namespace: str,
         note = "not an Istio networking kind"
         if kind in OTHER_GROUPS:
             note = f"{api_version} is not {home} (AuthorizationPolicy is {home})"
+        elif group == "security.istio.io":
+            note = "tsgate does not use this kind"
         elif kind in SPECS or kind in ("TCPRoute", "TLSRoute", "HTTPRoute", "GRPCRoute"):
             note = (f"{api_version} is not {ISTIO_GROUP} "
                     "(the Kubernetes Gateway API is not supported)")

@@ -68,10 +68,9 @@ class InspectStage(DecideStage):
                 return
             self.buffer = self.buffer[result:]
             self.stage_index += 1
-            if not self.buffer:
-                return
         if self.listener.inspect:
-            self._inspect()
+            if self.buffer:  # else: wait for the ClientHello
+                self._inspect()
         else:
             self.transport.pauseProducing()
             self.route_by(self.runtime.tcp_decision)
