@@ -201,8 +201,9 @@ CASES = [
                           [{"destination": {"host": "a"}, "weight": 0},
                            {"destination": {"host": "b"}}])],
      "VirtualService", "spec.tcp[0].route", "total destination weight = 0"),
-    ("vs-gateway-ref-invalid", [gateway(), set_path(VS_TCP, "spec.gateways", ["Bad/g"])],
-     "VirtualService", "spec.gateways[0]", "namespace of gateway 'Bad/g'"),
+    # (Istio's labels allow upper case, so "Bad/g" is valid there; an underscore is not)
+    ("vs-gateway-ref-invalid", [gateway(), set_path(VS_TCP, "spec.gateways", ["bad_ns/g"])],
+     "VirtualService", "spec.gateways[0]", "namespace of gateway 'bad_ns/g'"),
     ("vs-export-to-mixed", [gateway(), set_path(VS_TCP, "spec.exportTo", ["*", "."])],
      "VirtualService", "spec.exportTo", "exportTo '*' (public) cannot be combined"),
     ("vs-subset-missing-in-dr",

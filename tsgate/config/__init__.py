@@ -26,6 +26,9 @@ from tsgate.config.validate import validate
 from tsgate.routing import RouteTable
 
 DEFAULT_GATEWAY_LABELS: Mapping[str, str] = {"istio": "ingressgateway"}
+#: Kubernetes Gateway API versions whose Gateways a VirtualService may name
+KUBERNETES_GATEWAY_VERSIONS = tuple(f"gateway.networking.k8s.io/{v}"
+                                    for v in ("v1", "v1beta1", "v1alpha2"))
 
 
 @attrs.frozen
@@ -98,7 +101,10 @@ def load_config(
     resources, found = merge_duplicates(parsed)
     diags.extend(found)
     diags.extend(validate(resources))
-    table, found = compile_table(resources, gateway_labels, gateway_namespace)
+    others = [d.data for d in loaded.documents if isinstance(d.data, dict)
+              and d.data.get("kind") in ("Pod", "Gateway")
+              and d.data.get("apiVersion") in ("v1", *KUBERNETES_GATEWAY_VERSIONS)]
+    table, found = compile_table(resources, gateway_labels, gateway_namespace, others)
     diags.extend(found)
     ordered = _in_file_order(diags, loaded.files)
     if any(d.severity == ERROR for d in ordered):

@@ -25,8 +25,8 @@ and the affected route or chain is left out.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Optional
+from collections.abc import Mapping, Sequence
+from typing import Any, Optional
 
 import attrs
 
@@ -303,17 +303,12 @@ class Compiler:
         return self.gateway_refs(vs, tuple(refs))
 
     def check_references(self) -> None:
-        known = {(g.meta.namespace, g.meta.name) for g in self.gateways}
+        # Missing Gateways (IST0101) and hosts no server has (IST0132) are reported
+        # by tsgate.config.analyze, as istioctl analyze does.
         for vs in self.virtual_services:
             if not vs.gateways or vs.gateways == ("mesh",):
                 self.report(INFO, vs.meta, "spec",
                             "bound to the mesh only (no spec.gateways): ignored by tsgate")
-            for i, ref in enumerate(vs.gateways):
-                key = gateway_key(ref, vs.meta.namespace)
-                if key is not None and key not in known:
-                    self.report(WARNING, vs.meta, f"spec.gateways[{i}]",
-                                f"gateway {key[0]}/{key[1]} not found in the configuration",
-                                code="IST0101")
 
     def host_binds(self, vs: VirtualService, ref: _ServerRef) -> bool:
         gw_ns = ref.gateway.meta.namespace
@@ -383,13 +378,6 @@ class Compiler:
             listener = self.listener(slot)
             if listener is not None:
                 listeners.append(listener)
-        for vs in self.virtual_services:
-            missed = self._unbound.get(vs.meta.key)
-            if missed and vs.meta.key not in self._bound:
-                hosts = sorted({h for ref in missed for h in ref.server.hosts})
-                self.report(WARNING, vs.meta, "spec.hosts",
-                            "no host matches a host of the servers of the gateways it names ("
-                            + ", ".join(hosts) + "): bound to no server", code="IST0132")
         self.check_match_ports()
         if not listeners and gateways and \
                 (self.virtual_services or self.service_entries or self.destination_rules):
@@ -780,10 +768,15 @@ def auto_passthrough_chains(compiler: Compiler, refs: list[_ServerRef],
 
 
 def compile_table(resources: list[Resource], gateway_labels: Mapping[str, str],
-                  gateway_namespace: Optional[str] = None) -> tuple[RouteTable, list[Diagnostic]]:
-    """The route table of ``resources`` for a gateway with ``gateway_labels``."""
+                  gateway_namespace: Optional[str] = None,
+                  others: Sequence[Mapping[str, Any]] = ()) -> tuple[RouteTable, list[Diagnostic]]:
+    """
+    The route table of ``resources`` for a gateway with ``gateway_labels``;
+    ``others`` are the non-Istio objects loaded with them (Pods, Kubernetes
+    Gateways), which istioctl analyze's checks look at.
+    """
     compiler = Compiler(resources, gateway_labels, gateway_namespace)
     table = compiler.compile()
     from tsgate.config.analyze import analyze
 
-    return table, compiler.diags + analyze(resources, compiler._bound)
+    return table, compiler.diags + analyze(resources, compiler._bound, gateway_labels, others)

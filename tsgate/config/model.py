@@ -133,6 +133,9 @@ class VirtualService:
     tls: tuple[L4Route, ...] = ()
     http_count: int = 0
     export_to: tuple[str, ...] = ()
+    #: destinations of http routes and mirrors (path, destination): not served, but
+    #: istioctl analyze checks their subsets (IST0101)
+    http_destinations: tuple[tuple[str, Destination], ...] = ()
 
 
 # ------------------------------------------------ ServiceEntry/WorkloadEntry

@@ -316,14 +316,14 @@ def gateway_ref_error(ref: str) -> Optional[str]:
         return None
     namespace, slash, name = ref.partition("/")
     if slash:
-        problem = H.label_error(namespace)
+        problem = H.istio_label_error(namespace)
         if problem:
             return f"namespace of gateway {ref!r}: {problem}"
-        problem = H.label_error(name)
+        problem = H.istio_label_error(name)
         return f"gateway name in {ref!r}: {problem}" if problem else None
     if "." in ref:
         return None  # legacy FQDN form; warned about separately
-    problem = H.label_error(ref)
+    problem = H.istio_label_error(ref)
     return f"gateway {ref!r}: {problem}" if problem else None
 
 
@@ -486,7 +486,7 @@ def _validate_destinations(route: tuple[RouteDestination, ...], p: str, r: Repor
                                "ServiceEntry with STATIC endpoints)"
                 r.error(f"{dp}.host", problem)
         if d.subset:
-            problem = H.label_error(d.subset)
+            problem = H.istio_label_error(d.subset)
             if problem:
                 r.error(f"{dp}.subset", f"subset name {problem}")
         _port(r, f"{dp}.port.number", d.port)
@@ -558,8 +558,8 @@ def validate_service_entry(se: ServiceEntry, r: Reporter) -> None:
                   "VirtualService destination and does not need them)", ADDRESSES_REQUIRED)
         if not port.name:
             r.error(p, "port name is required")
-        elif H.label_error(port.name):
-            r.error(f"{p}.name", f"port name {H.label_error(port.name)}")
+        elif H.istio_label_error(port.name):
+            r.error(f"{p}.name", f"port name {H.istio_label_error(port.name)}")
         if port.protocol and port.protocol not in PROTOCOLS:
             r.error(f"{p}.protocol", f"invalid protocol {port.protocol!r} (one of "
                     + ", ".join(PROTOCOLS) + ")")
@@ -634,7 +634,7 @@ def _endpoint_ports(ep: WorkloadSpec, p: str, r: Reporter,
         if port_names is not None and name not in port_names:
             r.error(pp, f"endpoint port name {name!r} is not a port name of the service ("
                     + ", ".join(sorted(port_names)) + ")")
-        if H.label_error(name):
+        if H.istio_label_error(name):
             r.error(pp, f"invalid port name: {name}")
         if not 1 <= number <= 65535:
             r.error(pp, f"port number {number} must be in the range 1..65535")
@@ -689,7 +689,7 @@ def validate_destination_rule(dr: DestinationRule, r: Reporter) -> None:
         if not subset.name:
             r.error(p, "subset name is required")
         else:
-            problem = H.label_error(subset.name)
+            problem = H.istio_label_error(subset.name)
             if problem:
                 r.error(f"{p}.name", f"subset name {problem}")
             if subset.name in names:

@@ -1,0 +1,137 @@
+"""
+Rebuild the conformance corpus from a checkout of istio/istio.
+
+    python3 tests/istio_conformance/build_corpus.py /path/to/istio.git [commit]
+
+Writes ``cases/*.yaml``: Istio's own test inputs for the kinds tsgate reads,
+each with a header naming its source file (and document) at the commit and
+Istio's verdict:
+
+- ``pkg/config/validation/testdata/crds/<kind>-valid.yaml`` /
+  ``-invalid.yaml``: one case per document; "valid" documents are accepted
+  by Istio, "invalid" ones are rejected (the ``_err`` key, Istio's expected
+  message, is kept in the header and removed from the YAML);
+- ``samples/**.yaml`` holding these kinds: one case per file, accepted;
+- ``pkg/config/analysis/analyzers/testdata/*.yaml`` with the messages that
+  ``analyzers_test.go`` expects from the analyzers tsgate mirrors: one case
+  per test entry, with the expected (code, resource) pairs.
+
+The YAML is Istio's (Apache-2.0, see NOTICE); this script is tsgate's.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+CASES = HERE / "cases"
+KINDS = ("Gateway", "VirtualService", "DestinationRule", "ServiceEntry", "WorkloadEntry")
+CRDS = ("serviceentry", "workloadentry", "destinationrule")
+#: analyzers_test.go message names -> codes, for the analyzers tsgate mirrors
+CODES = {
+    "ConflictingGateways": "IST0145",
+    "ReferencedResourceNotFound": "IST0101",
+    "VirtualServiceHostNotFoundInGateway": "IST0132",
+    "NoServerCertificateVerificationDestinationLevel": "IST0128",
+    "NoServerCertificateVerificationPortLevel": "IST0129",
+    "VirtualServiceUnreachableRule": "IST0130",
+    "VirtualServiceIneffectiveMatch": "IST0131",
+    "ServiceEntryAddressesRequired": "IST0134",
+}
+#: analyzer -> the codes of it that tsgate checks
+ANALYZERS = {
+    "gateway.ConflictingGatewayAnalyzer": ("IST0145",),
+    "virtualservice.DestinationRuleAnalyzer": ("IST0101",),
+    "virtualservice.GatewayAnalyzer": ("IST0101", "IST0132"),
+    "destinationrule.CaCertificateAnalyzer": ("IST0128", "IST0129"),
+    "serviceentry.ProtocolAddressesAnalyzer": ("IST0134",),
+}
+
+
+def git(repo: str, *args: str) -> str:
+    return subprocess.run(["git", "--git-dir", repo, *args], check=True, capture_output=True,
+                          text=True).stdout
+
+
+def documents(text: str) -> list[str]:
+    parts, cur = [], []
+    for line in text.splitlines(keepends=True):
+        if line.startswith("---"):
+            parts.append("".join(cur))
+            cur = []
+        else:
+            cur.append(line)
+    parts.append("".join(cur))
+    return [p for p in parts
+            if any(x.strip() and not x.lstrip().startswith("#") for x in p.splitlines())]
+
+
+def write(name: str, header: list[str], body: str) -> None:
+    text = "".join(f"# {h}\n" for h in header) + body
+    if not text.endswith("\n"):
+        text += "\n"
+    (CASES / f"{name}.yaml").write_text(text)
+
+
+def main(repo: str, commit: str = "HEAD") -> None:
+    commit = git(repo, "rev-parse", commit).strip()
+    short = commit[:12]
+    CASES.mkdir(exist_ok=True)
+    for old in CASES.glob("*.yaml"):
+        old.unlink()
+    count = 0
+    for kind in CRDS:
+        for verdict, suffix in (("accept", "valid"), ("reject", "invalid")):
+            path = f"pkg/config/validation/testdata/crds/{kind}-{suffix}.yaml"
+            for i, doc in enumerate(documents(git(repo, "show", f"{commit}:{path}"))):
+                err = [x for x in doc.splitlines() if x.startswith("_err")]
+                body = "".join(x for x in doc.splitlines(keepends=True)
+                               if not x.startswith("_err"))
+                header = [f"source: istio/istio@{short} {path} (document {i + 1})",
+                          f"istio: {verdict}"]
+                if err:
+                    header.append(f"istio-error: {err[0].partition(':')[2].strip()}")
+                write(f"crd-{kind}-{suffix}-{i + 1:02d}", header, body)
+                count += 1
+    for path in git(repo, "ls-tree", "-r", "--name-only", commit, "samples/").split():
+        if not path.endswith((".yaml", ".yml")):
+            continue
+        text = git(repo, "show", f"{commit}:{path}")
+        kinds = "|".join(KINDS)
+        if not re.search(rf"^kind: ({kinds})$", text, re.M):
+            continue
+        name = "sample-" + re.sub(r"[^a-z0-9]+", "-", path[len("samples/"):].lower()).strip("-")
+        write(name, [f"source: istio/istio@{short} {path}", "istio: accept"], text)
+        count += 1
+    tests = git(repo, "show", f"{commit}:pkg/config/analysis/analyzers/analyzers_test.go")
+    for block in re.findall(r"\n\t\{\n(.*?)\n\t\},", tests, re.S):
+        analyzer = re.search(r"analyzer:\s*&(\w+\.\w+)\{\}", block)
+        if analyzer is None or analyzer.group(1) not in ANALYZERS or "meshConfigFile" in block:
+            continue
+        title = re.search(r'name:\s*"([^"]+)"', block)
+        files = re.findall(r'"(testdata/[^"]+\.yaml)"', block)
+        expected = re.findall(r"\{msg\.(\w+),\s*\"([^\"]+)\"", block)
+        checked = ANALYZERS[analyzer.group(1)]
+        pairs = sorted({f"{CODES[m]} {who}" for m, who in expected
+                        if m in CODES and CODES[m] in checked})
+        body = "---\n".join(
+            git(repo, "show", f"{commit}:pkg/config/analysis/analyzers/{f}").rstrip("\n")
+            + "\n" for f in files)
+        name = "analyze-" + re.sub(r"[^a-z0-9]+", "-", (title.group(1) if title else
+                                                         files[0]).lower()).strip("-")
+        header = [f"source: istio/istio@{short} pkg/config/analysis/analyzers/analyzers_test.go "
+                  f"({title.group(1) if title else '?'}) with "
+                  + ", ".join(f"pkg/config/analysis/analyzers/{f}" for f in files),
+                  f"istioctl-analyzer: {analyzer.group(1)}",
+                  "istioctl-codes-checked: " + " ".join(checked),
+                  "istioctl-expects: " + ("; ".join(pairs) if pairs else "(nothing)")]
+        write(name, header, body)
+        count += 1
+    print(f"{count} cases written to {CASES}")
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:])
