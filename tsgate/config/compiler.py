@@ -697,6 +697,12 @@ class Compiler:
             wl = dict(w.labels)
             if any(wl.get(k) != v for k, v in labels.items()):
                 continue
+            if not w.address:
+                self.report(WARNING, se.meta, "spec.endpoints",
+                            f"endpoint without an address (network {w.network!r}) skipped: "
+                            "tsgate has nothing to connect to",
+                            once=("noaddr", se.meta.key, w.network))
+                continue
             if w.address.startswith("unix://"):
                 self.report(WARNING, se.meta, "spec.endpoints",
                             f"unix endpoint {w.address} skipped: tsgate connects over TCP",
