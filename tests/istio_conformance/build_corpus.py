@@ -12,6 +12,10 @@ Istio's verdict:
   by Istio, "invalid" ones are rejected (the ``_err`` key, Istio's expected
   message, is kept in the header and removed from the YAML);
 - ``samples/**.yaml`` holding these kinds: one case per file, accepted;
+- the table-driven tests of ``pkg/config/validation/validation_test.go`` for
+  these kinds (read by ``go_tables.py``; cases it cannot read, and rejected
+  cases whose only fault may be in HTTP-only fields, which tsgate does not
+  check, are left out and counted);
 - ``pkg/config/analysis/analyzers/testdata/*.yaml`` with the messages that
   ``analyzers_test.go`` expects from the analyzers tsgate mirrors: one case
   per test entry, with the expected (code, resource) pairs.
@@ -25,6 +29,12 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
+
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import go_tables  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 CASES = HERE / "cases"
@@ -74,6 +84,73 @@ def write(name: str, header: list[str], body: str) -> None:
     if not text.endswith("\n"):
         text += "\n"
     (CASES / f"{name}.yaml").write_text(text)
+
+
+TLS_SERVER = {"port": {"number": 443, "name": "https", "protocol": "HTTPS"}, "hosts": ["*"]}
+#: test function -> (positional fields, kind, how "in" becomes the spec, verdict field)
+TABLES: dict[str, tuple[tuple[str, ...], str, Any, str]] = {
+    "TestValidateGateway": (("name", "in", "out", "warning"), "Gateway", lambda x: x, "out"),
+    "TestValidateServer": (("name", "in", "out"), "Gateway", lambda x: {"servers": [x]}, "out"),
+    "TestValidateTlsOptions": (("name", "in", "out", "warning"), "Gateway",
+                               lambda x: {"servers": [dict(TLS_SERVER, tls=x)]}, "out"),
+    "TestValidateVirtualService": ((), "VirtualService", lambda x: x, "valid"),
+    "TestValidateWorkloadEntry": ((), "WorkloadEntry", lambda x: x, "valid"),
+    "TestValidateServiceEntries": ((), "ServiceEntry", lambda x: x, "valid"),
+    "TestValidateDestinationRule": ((), "DestinationRule", lambda x: x, "valid"),
+    "TestValidateTrafficPolicy": ((), "DestinationRule",
+                                  lambda x: {"host": "reviews", "trafficPolicy": x}, "valid"),
+    "TestValidateConnectionPool": ((), "DestinationRule", lambda x: {
+        "host": "reviews", "trafficPolicy": {"connectionPool": x}}, "valid"),
+    "TestValidateLoadBalancer": ((), "DestinationRule", lambda x: {
+        "host": "reviews", "trafficPolicy": {"loadBalancer": x}}, "valid"),
+    "TestValidateOutlierDetection": ((), "DestinationRule", lambda x: {
+        "host": "reviews", "trafficPolicy": {"outlierDetection": x}}, "valid"),
+}
+
+
+#: fields that only matter to HTTP, which tsgate accepts without checking their contents
+HTTP_KEYS = {"http", "httpCookie", "httpHeaderName", "httpQueryParameterName"}
+
+
+def keys(value: Any) -> list[str]:
+    if isinstance(value, dict):
+        return [k for k, v in value.items() for k in (k, *keys(v))]
+    if isinstance(value, list):
+        return [k for v in value for k in keys(v)]
+    return []
+
+
+def go_cases(repo: str, commit: str, short: str) -> tuple[int, dict[str, int]]:
+    path = "pkg/config/validation/validation_test.go"
+    source = git(repo, "show", f"{commit}:{path}")
+    written, left_out = 0, {"unreadable": 0, "http-only rejection": 0, "meta labels": 0}
+    for func, (fields, kind, wrap, verdict_field) in TABLES.items():
+        for n, case in enumerate(go_tables.cases(source, func, fields), 1):
+            if isinstance(case, go_tables.Unsupported):
+                left_out["unreadable"] += 1
+                continue
+            if "labels" in case:
+                left_out["meta labels"] += 1
+                continue
+            if verdict_field == "out":
+                accept = case.get("out", "") == ""
+            else:
+                accept = bool(case.get("valid"))
+            spec = wrap(case.get("in") or {})
+            if not accept and HTTP_KEYS & set(keys(spec)):
+                left_out["http-only rejection"] += 1
+                continue
+            doc = {"apiVersion": "networking.istio.io/v1", "kind": kind,
+                   "metadata": {"name": "foo", "namespace": "bar"}, "spec": spec}
+            header = [f"source: istio/istio@{short} {path} {func} case {n} "
+                      f"({case.get('name', '?')})",
+                      f"istio: {'accept' if accept else 'reject'}"]
+            if not accept and case.get("out"):
+                header.append(f"istio-error: {case['out']}")
+            slug = re.sub(r"[^a-z0-9]+", "-", func[len("TestValidate"):].lower())
+            write(f"go-{slug}-{n:03d}", header, yaml.safe_dump(doc, sort_keys=False))
+            written += 1
+    return written, left_out
 
 
 def main(repo: str, commit: str = "HEAD") -> None:
@@ -130,7 +207,9 @@ def main(repo: str, commit: str = "HEAD") -> None:
                   "istioctl-expects: " + ("; ".join(pairs) if pairs else "(nothing)")]
         write(name, header, body)
         count += 1
-    print(f"{count} cases written to {CASES}")
+    written, left_out = go_cases(repo, commit, short)
+    count += written
+    print(f"{count} cases written to {CASES}; left out of the Go tables: {left_out}")
 
 
 if __name__ == "__main__":

@@ -70,6 +70,8 @@ class ServerTLS:
     cert_fields: tuple[str, ...] = ()
     min_protocol_version: str = ""
     max_protocol_version: str = ""
+    #: per tlsCertificates entry: (serverCertificate set, privateKey set)
+    tls_certificates: tuple[tuple[bool, bool], ...] = ()
 
 
 @attrs.frozen
@@ -214,6 +216,8 @@ class TrafficPolicy:
     set_fields: tuple[str, ...] = ()
     #: the fields set under tls (caCertificates, credentialName, ...), for IST0128/IST0129
     tls_fields: tuple[str, ...] = ()
+    #: the fields set under loadBalancer (simple, localityLbSetting, ...)
+    lb_fields: tuple[str, ...] = ()
     #: loadBalancer.warmup as written, None when absent (validated, not acted on)
     warmup: Optional[tuple[tuple[str, Any], ...]] = None
     #: the fields set under connectionPool, None when absent (empty is an error)

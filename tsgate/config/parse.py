@@ -195,7 +195,9 @@ def build_gateway(meta: Meta, spec: dict[str, Any]) -> Gateway:
             https_redirect=bool(t.get("httpsRedirect")),
             cert_fields=tuple(f for f in CERT_FIELDS if t.get(f)),
             min_protocol_version=t.get("minProtocolVersion") or "",
-            max_protocol_version=t.get("maxProtocolVersion") or "")
+            max_protocol_version=t.get("maxProtocolVersion") or "",
+            tls_certificates=tuple((bool(c.get("serverCertificate")), bool(c.get("privateKey")))
+                                   for c in t.get("tlsCertificates") or ()))
         servers.append(Server(port=port, hosts=_strs(s.get("hosts")), bind=s.get("bind") or "",
                               name=s.get("name") or "", tls=tls))
     return Gateway(meta, selector=_labels(spec.get("selector")), servers=tuple(servers))
@@ -316,6 +318,7 @@ def build_traffic_policy(tp: Optional[dict[str, Any]]) -> Optional[TrafficPolicy
         port_level=tuple(port_level),
         set_fields=tuple(k for k, v in tp.items() if v is not None),
         tls_fields=tuple(k for k, v in (tp.get("tls") or {}).items() if v),
+        lb_fields=tuple(k for k, v in lb.items() if v is not None),
         warmup=None if lb.get("warmup") is None else tuple((lb["warmup"] or {}).items()),
         connection_pool_fields=None if tp.get("connectionPool") is None else tuple(
             k for k, v in (tp["connectionPool"] or {}).items() if v is not None),

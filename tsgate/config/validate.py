@@ -253,6 +253,42 @@ def validate_gateway(gw: Gateway, r: Reporter) -> None:
         _validate_server_tls(server.tls, protocol, p, r)
 
 
+def _validate_certificates(tls: Any, t: str, r: Reporter) -> None:
+    """Istio's validateTLSOptions for SIMPLE, MUTUAL and OPTIONAL_MUTUAL servers."""
+    certs = set(tls.cert_fields)
+    sources = sum((("serverCertificate" in certs and "privateKey" in certs),
+                   "credentialName" in certs, "credentialNames" in certs,
+                   bool(tls.tls_certificates)))
+    if sources > 1:
+        r.error(t, "only one of serverCertificate/privateKey, credentialName, "
+                "credentialNames, tlsCertificates may be set")
+    mutual = tls.mode in ("MUTUAL", "OPTIONAL_MUTUAL")
+    if tls.mode in ("SIMPLE", "MUTUAL", "OPTIONAL_MUTUAL") and \
+            ("credentialName" in certs or "credentialNames" in certs):
+        return  # fetched remotely: nothing more is required
+    if mutual and "caCertificates" not in certs:
+        r.error(t, f"{tls.mode} TLS requires caCertificates (a client CA bundle) or a "
+                "credentialName")
+    if len(tls.tls_certificates) > 2:
+        r.warn(f"{t}.tlsCertificates", f"{tls.mode} TLS can support up to 2 server "
+               "certificates")
+    pairs = tls.tls_certificates or (("serverCertificate" in certs, "privateKey" in certs),)
+    for has_cert, has_key in pairs:
+        if not has_cert and not has_key and not tls.tls_certificates:
+            r.error(t, f"{tls.mode} TLS requires serverCertificate and privateKey, "
+                    "credentialName, credentialNames or tlsCertificates")
+            break
+        if not has_cert:
+            r.error(t, f"{tls.mode} TLS requires a server certificate")
+        if not has_key:
+            r.error(t, f"{tls.mode} TLS requires a private key")
+    if "caCrl" in certs:
+        if "credentialName" in certs:
+            r.error(t, "CRL is not supported with credentialName; put it in the credential")
+        if tls.mode == "SIMPLE":
+            r.error(t, "CRL is not supported with SIMPLE TLS")
+
+
 def _validate_server_tls(tls: Any, protocol: str, p: str, r: Reporter) -> None:
     if tls is None:
         if protocol in TLS_PROTOCOLS:
@@ -281,21 +317,8 @@ def _validate_server_tls(tls: Any, protocol: str, p: str, r: Reporter) -> None:
         if certs:
             r.error(t, "ISTIO_MUTUAL TLS cannot have certificate fields: "
                     + ", ".join(sorted(certs)))
-    elif protocol in TLS_PROTOCOLS:
-        sources = [s for s in (("serverCertificate" in certs or "privateKey" in certs),
-                               "credentialName" in certs, "credentialNames" in certs,
-                               "tlsCertificates" in certs) if s]
-        if not sources:
-            r.error(t, f"{tls.mode} TLS requires serverCertificate and privateKey, "
-                    "credentialName, credentialNames or tlsCertificates")
-        elif len(sources) > 1:
-            r.error(t, "only one of serverCertificate/privateKey, credentialName, "
-                    "credentialNames, tlsCertificates may be set")
-        elif ("serverCertificate" in certs) != ("privateKey" in certs):
-            r.error(t, "serverCertificate and privateKey must be set together")
-        if tls.mode in ("MUTUAL", "OPTIONAL_MUTUAL") and "serverCertificate" in certs \
-                and "caCertificates" not in certs:
-            r.error(t, f"{tls.mode} TLS requires caCertificates (or a credentialName)")
+    else:
+        _validate_certificates(tls, t, r)
     for field, value in (("minProtocolVersion", tls.min_protocol_version),
                          ("maxProtocolVersion", tls.max_protocol_version)):
         if value and value not in TLS_VERSIONS:
@@ -709,6 +732,8 @@ def _duration(r: Reporter, path: str, value: Optional[float], *, zero_ok: bool =
         return
     if value < MIN_DURATION:
         r.error(path, "duration must be at least 1ms" + (" (or 0s to disable)" if zero_ok else ""))
+    elif abs(value * 1000 - round(value * 1000)) > 1e-6:
+        r.error(path, "only durations to ms precision are supported")
 
 
 def _validate_policy(tp: TrafficPolicy, p: str, r: Reporter, *, top: bool) -> None:
@@ -763,6 +788,27 @@ def _validate_policy(tp: TrafficPolicy, p: str, r: Reporter, *, top: bool) -> No
         _duration(r, f"{cp}.tcpKeepalive.interval", tcp.keepalive_interval)
         if tcp.keepalive_probes is not None and tcp.keepalive_probes < 0:
             r.error(f"{cp}.tcpKeepalive.probes", "probes must be >= 0")
+    tls = set(tp.tls_fields)
+    if "insecureSkipVerify" in tls:
+        if tp.tls_mode == "SIMPLE" and tls & {"caCertificates", "credentialName",
+                                              "subjectAltNames"}:
+            r.error(f"{p}.tls.insecureSkipVerify", "cannot specify caCertificates or "
+                    "credentialName or subjectAltNames when insecureSkipVerify is set true")
+        if tp.tls_mode == "MUTUAL" and tls & {"caCertificates", "subjectAltNames"}:
+            r.error(f"{p}.tls.insecureSkipVerify", "cannot specify caCertificates or "
+                    "subjectAltNames when insecureSkipVerify is set true")
+    if tp.tls_mode in ("SIMPLE", "MUTUAL") and "credentialName" in tls:
+        if tls & {"clientCertificate", "caCertificates", "privateKey", "caCrl"}:
+            r.error(f"{p}.tls", "cannot specify client certificates or CA certificate or CA "
+                    "CRL if credentialName is set")
+    elif tp.tls_mode == "MUTUAL":
+        if "clientCertificate" not in tls:
+            r.error(f"{p}.tls", "client certificate required for mutual tls")
+        if "privateKey" not in tls:
+            r.error(f"{p}.tls", "private key required for mutual tls")
+    if {"localityLbSetting", "zoneAwareLbSetting"} <= set(tp.lb_fields):
+        r.error(f"{p}.loadBalancer", "only one of localityLbSetting and zoneAwareLbSetting can "
+                "be set")
     if tp.tls_mode is not None:
         if tp.tls_mode not in CLIENT_TLS_MODES:
             r.error(f"{p}.tls.mode", f"invalid TLS mode {tp.tls_mode!r} (one of "
@@ -789,6 +835,11 @@ def _validate_policy(tp: TrafficPolicy, p: str, r: Reporter, *, top: bool) -> No
                 "consecutiveLocalOriginFailures"):
         if key in od and od[key] is not None and od[key] < 0:
             r.error(f"{p}.outlierDetection.{key}", f"{key} {od[key]} must be >= 0")
+    if (od.get("consecutiveLocalOriginFailures") or 0) > 0 and \
+            not od.get("splitExternalLocalOriginErrors"):
+        r.error(f"{p}.outlierDetection.consecutiveLocalOriginFailures", "outlier detection "
+                "consecutive local origin failures is specified, but split external local "
+                "origin errors is set to false")
     for key in ("interval", "baseEjectionTime"):
         if isinstance(od.get(key), str):
             _duration(r, f"{p}.outlierDetection.{key}", parse_duration(od[key]))
