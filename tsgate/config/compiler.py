@@ -475,7 +475,10 @@ class Compiler:
                         if mark in emitted:
                             found = True
                             continue
-                        names = sorted({s.lower().rstrip(".") for s in match.sni_hosts})
+                        names = sorted({s.lower().rstrip(".") for s in match.sni_hosts
+                                        if not H.partial_wildcard(s)})  # warned: skipped
+                        if not names:
+                            continue
                         clash = [n for n in names if n in used]
                         if clash:
                             self.report(WARNING, vs.meta, f"spec.tls[{idx}].match[{j}].sniHosts",

@@ -548,7 +548,7 @@ def validate_service_entry(se: ServiceEntry, r: Reporter) -> None:
             r.error(p, problem)
         elif se.resolution != "DYNAMIC_DNS" and H.partial_wildcard(host):
             r.warn(p, f"partial wildcard {host!r} not allowed (Istio warns; tsgate matches "
-                   "it as a suffix of destination hosts)")
+                   "no destination host against it: only exact names and '*.' wildcards)")
     for i, address in enumerate(se.addresses):
         problem = H.subnet_error(address)
         if problem:
