@@ -66,9 +66,11 @@ def enum(name: str) -> str:
 
 
 class Reader:
-    def __init__(self, toks: list[tuple[str, str]]) -> None:
+    def __init__(self, toks: list[tuple[str, str]],
+                 variables: Optional[dict[str, Any]] = None) -> None:
         self.toks = toks
         self.i = 0
+        self.variables = variables or {}
 
     def peek(self, k: int = 0) -> tuple[str, str]:
         return self.toks[self.i + k] if self.i + k < len(self.toks) else ("", "")
@@ -108,6 +110,9 @@ class Reader:
         if text == "[" or text == "map" or text == "*":
             return self.composite(self.type_expr())
         if kind == "id":
+            if text in self.variables:
+                self.take()
+                return self.variables[text]
             if text in ("true", "false"):
                 self.take()
                 return text == "true"
@@ -219,7 +224,14 @@ def table(source: str, func: str) -> str:
 
 def cases(source: str, func: str, fields: tuple[str, ...]) -> Iterator[Any]:
     """Each case as a dict (keyed or positional ``fields``), or Unsupported."""
-    r = Reader(tokens(table(source, func)))
+    # local durations, as: duration := durationpb.Duration{Seconds: int64(time.Hour / ...)}
+    body = source[source.index(f"func {func}("):]
+    body = body[:body.index("\n}\n")]
+    variables = {name: seconds(DURATIONS["time." + unit])
+                 for name, unit in re.findall(
+                     r"(\w+) := durationpb\.Duration\{Seconds: int64\(time\.(\w+) / "
+                     r"time\.Second\)\}", body) if "time." + unit in DURATIONS}
+    r = Reader(tokens(table(source, func)), variables)
     while r.peek()[1]:
         if r.peek()[1] == ",":
             r.take(",")
