@@ -11,7 +11,9 @@ Istio's verdict:
   ``-invalid.yaml``: one case per document; "valid" documents are accepted
   by Istio, "invalid" ones are rejected (the ``_err`` key, Istio's expected
   message, is kept in the header and removed from the YAML);
-- ``samples/**.yaml`` holding these kinds: one case per file, accepted;
+- ``samples/**.yaml`` and the plain (not templated) YAML under ``tests/``
+  holding these kinds: one case per file, applied to clusters by Istio's
+  own tests, so accepted;
 - the table-driven tests of ``pkg/config/validation/validation_test.go`` for
   these kinds (read by ``go_tables.py``; cases it cannot read, and rejected
   cases whose only fault may be in HTTP-only fields, which tsgate does not
@@ -85,6 +87,14 @@ def write(name: str, header: list[str], body: str) -> None:
         text += "\n"
     (CASES / f"{name}.yaml").write_text(text)
 
+
+#: test inputs that are not accepted by Istio, as the files themselves say
+VERDICTS = {"tests/integration/pilot/testdata/some-dir/missing-gateway.yaml": "reject"}
+REASONS = {"tests/integration/pilot/testdata/some-dir/missing-gateway.yaml":
+           "the file's comment: no http, tcp or tls, a schema validation error"}
+#: inputs of istiod's golden-file tests that never pass the Kubernetes API (upper-case
+#: object names), so Istio gives them no verdict
+NOT_APPLICABLE = {"tests/testdata/networking/ingress-gateway/configs.yaml"}
 
 TLS_SERVER = {"port": {"number": 443, "name": "https", "protocol": "HTTPS"}, "hosts": ["*"]}
 #: test function -> (positional fields, kind, how "in" becomes the spec, verdict field)
@@ -173,15 +183,22 @@ def main(repo: str, commit: str = "HEAD") -> None:
                     header.append(f"istio-error: {err[0].partition(':')[2].strip()}")
                 write(f"crd-{kind}-{suffix}-{i + 1:02d}", header, body)
                 count += 1
-    for path in git(repo, "ls-tree", "-r", "--name-only", commit, "samples/").split():
+    listing = git(repo, "ls-tree", "-r", "--name-only", commit, "samples/", "tests/").split()
+    for path in listing:
         if not path.endswith((".yaml", ".yml")):
             continue
         text = git(repo, "show", f"{commit}:{path}")
         kinds = "|".join(KINDS)
-        if not re.search(rf"^kind: ({kinds})$", text, re.M):
+        if not re.search(rf"^kind: ({kinds})$", text, re.M) or "{{" in text:
+            continue  # not these kinds, or a Go template rather than YAML
+        if path in NOT_APPLICABLE:
             continue
-        name = "sample-" + re.sub(r"[^a-z0-9]+", "-", path[len("samples/"):].lower()).strip("-")
-        write(name, [f"source: istio/istio@{short} {path}", "istio: accept"], text)
+        prefix = "sample-" if path.startswith("samples/") else "test-"
+        name = prefix + re.sub(r"[^a-z0-9]+", "-", path.split("/", 1)[1].lower()).strip("-")
+        header = [f"source: istio/istio@{short} {path}", f"istio: {VERDICTS.get(path, 'accept')}"]
+        if path in VERDICTS:
+            header.append(f"istio-error: {REASONS[path]}")
+        write(name, header, text)
         count += 1
     tests = git(repo, "show", f"{commit}:pkg/config/analysis/analyzers/analyzers_test.go")
     for block in re.findall(r"\n\t\{\n(.*?)\n\t\},", tests, re.S):
