@@ -137,7 +137,10 @@ def route_lines(route: Route) -> list[str]:
         c = d.cluster
         pct = 100.0 * d.weight / total
         out.append(f"    {pct:5.1f}%  {c.name} (weight {d.weight})")
-        if c.endpoints:
+        if c.missing:
+            out.append("            cluster not found (no such subset or port): "
+                       "connections closed at once, NC")
+        elif c.endpoints:
             eps = ", ".join(f"{e.address}:{e.port}"
                             + (f" (weight {e.weight})" if e.weight != 1 else "")
                             for e in c.endpoints)

@@ -76,6 +76,12 @@ class Cluster:
     #: for everything until policies are implemented.
     lb_policy: str = "ROUND_ROBIN"
     max_connections: Optional[int] = None
+    #: Envoy's "cluster not found": a destination whose subset no
+    #: DestinationRule defines, or a port its ServiceEntry does not have.
+    #: Istio admits the route and istiod names a cluster it never builds; a
+    #: connection that picks it is closed at once, flagged ``NC``. Such a
+    #: cluster has no endpoints.
+    missing: bool = False
 
 
 @attrs.frozen

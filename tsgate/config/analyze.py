@@ -151,7 +151,7 @@ def missing_subsets(virtual_services: Iterable[VirtualService],
     out: list[Diagnostic] = []
     for vs in virtual_services:
         dests: list[tuple[str, Destination]] = []
-        if vs.meta.key not in skip:  # bound ones: the compiler reports them as errors
+        if vs.meta.key not in skip:  # bound ones: the compiler reports them (NC cluster)
             for kind, routes in (("tcp", vs.tcp), ("tls", vs.tls)):
                 for i, rule in enumerate(routes):
                     for j, rd in enumerate(rule.route):
@@ -209,7 +209,7 @@ def analyze(resources: list[Resource], bound: set[tuple[str, str, str]],
             others: Sequence[Mapping[str, Any]] = ()) -> list[Diagnostic]:
     """
     Every analyzer finding. ``bound``: VirtualServices the compiler bound (it
-    reports their missing subsets as errors); ``gateway_labels``: tsgate's
+    reports their missing subsets, with what it serves); ``gateway_labels``: tsgate's
     own workload; ``others``: Pods and Kubernetes Gateways loaded alongside.
     """
     gateways = [r for r in resources if isinstance(r, Gateway)]

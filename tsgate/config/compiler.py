@@ -151,6 +151,7 @@ class Compiler:
         self.destination_rules = [r for r in resources if isinstance(r, DestinationRule)]
         self.diags: list[Diagnostic] = []
         self._clusters: dict[str, Optional[Cluster]] = {}
+        self._missing_clusters: dict[str, Cluster] = {}
         self._routes: dict[tuple[object, ...], Optional[Route]] = {}
         self._said: set[tuple[object, ...]] = set()
         self._bound: set[tuple[str, str, str]] = set()
@@ -619,28 +620,37 @@ class Compiler:
                 port = se.ports[0].number if len(se.ports) == 1 else listener_port
             se_port = next((p for p in se.ports if p.number == port), None)
             if se_port is None:
-                self.report(ERROR, vs.meta, f"{path}.port" if dest.port else path,
-                            f"{se.meta.ref} (host {fqdn}) has no port {port} (ports: "
-                            + (", ".join(str(p.number) for p in se.ports) or "none") + ")")
-                return None, None
+                assert port is not None  # validation: every ServicePort has a number
+                ports = ", ".join(str(p.number) for p in se.ports) or "none"
+                if dest.port:
+                    # istioctl analyze's DestinationHostAnalyzer (IST0101)
+                    said = f'Referenced host:port not found: "{dest.host}:{port}"'
+                    code = "IST0101"
+                else:
+                    # IST0112: no port given and the service has several
+                    said = (f"no destination port and {se.meta.ref} (host {fqdn}) has several "
+                            f"ports: the listener port {port} is used, which it does not have")
+                    code = "IST0112"
+                return self._missing(vs, f"{path}.port" if dest.port else path, fqdn, port,
+                                     dest.subset,
+                                     f"{said} ({se.meta.ref} ports: {ports})", code), None
         elif port is None:
             port = listener_port
         assert port is not None
         dr = self.destination_rule(fqdn, viewer, vs.meta, path)
         subset: Optional[Subset] = None
         if dest.subset:
-            if dr is None:
-                self.report(ERROR, vs.meta, f"{path}.subset",
-                            f"subset {dest.subset!r} not found: no DestinationRule for host "
-                            f"{fqdn}", code="IST0101")
-                return None, None
-            subset = next((s for s in dr.subsets if s.name == dest.subset), None)
+            subset = None if dr is None else \
+                next((s for s in dr.subsets if s.name == dest.subset), None)
             if subset is None:
-                self.report(ERROR, vs.meta, f"{path}.subset",
-                            f"subset {dest.subset!r} not found in {dr.meta.ref} (subsets: "
-                            + (", ".join(s.name for s in dr.subsets) or "none") + ")",
-                            code="IST0101")
-                return None, None
+                where = f"no DestinationRule for host {fqdn}" if dr is None else \
+                    f"{dr.meta.ref} has subsets: " + (
+                        ", ".join(s.name for s in dr.subsets) or "none")
+                return self._missing(
+                    vs, f"{path}.subset", fqdn, port, dest.subset,
+                    f'Referenced host+subset in destinationrule not found: '
+                    f'"{fqdn}+{dest.subset}" ({where})', "IST0101"), \
+                    dr.traffic_policy if dr else None
         # Route-level settings (idleTimeout, maxConnectionDuration) come from the
         # DestinationRule's top-level policy, as istiod builds tcp_proxy; cluster
         # settings honour portLevelSettings and the subset's overrides.
@@ -653,6 +663,23 @@ class Compiler:
         cluster = self._build_cluster(vs, dest, path, fqdn, port, found, se_port, subset, policy)
         self._clusters[name] = cluster
         return cluster, top
+
+    def _missing(self, vs: VirtualService, path: str, fqdn: str, port: int, subset: str,
+                 said: str, code: str) -> Cluster:
+        """
+        The cluster istiod names but never builds (Istio admits the route):
+        a warning, and a cluster whose connections are closed at once (NC).
+        """
+        name = f"outbound|{port}|{subset}|{fqdn}"
+        self.report(WARNING, vs.meta, path,
+                    f"{said}; the route is served, but cluster {name} does not exist: a "
+                    "connection routed to it is closed at once (NC), as Envoy does",
+                    once=("missing", vs.meta.key, path, name), code=code)
+        cluster = self._missing_clusters.get(name)
+        if cluster is None:
+            cluster = Cluster(name=name, host=fqdn, port=port, subset=subset, missing=True)
+            self._missing_clusters[name] = cluster
+        return cluster
 
     def _build_cluster(self, vs: VirtualService, dest: Destination, path: str, fqdn: str,
                        port: int, found: Optional[tuple[ServiceEntry, str]],

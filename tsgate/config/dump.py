@@ -41,6 +41,7 @@ def cluster_to_dict(cluster: Cluster) -> dict[str, Any]:
         "connect_timeout": cluster.connect_timeout,
         "lb_policy": cluster.lb_policy,
         "max_connections": cluster.max_connections,
+        "missing": cluster.missing,
     }
 
 

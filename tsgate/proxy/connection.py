@@ -342,6 +342,10 @@ class DownstreamProtocol(Protocol):
         self.record.upstream_cluster = cluster.name
         endpoint = self.endpoint = ctx.balancer.pick_endpoint(cluster)
         if endpoint is None:
+            if cluster.missing:
+                # Envoy's tcp_proxy when the route's cluster does not exist: NC.
+                self._cluster_not_found(route, cluster)
+                return
             ctx.stats.inc("cluster.upstream_cx_none_healthy", cluster=cluster.name)
             self.record.response_flags = "UH"
             self._abort()
@@ -366,6 +370,21 @@ class DownstreamProtocol(Protocol):
         self._connector = ctx.reactor.connectTCP(
             endpoint.address, endpoint.port, _UpstreamFactory(self), timeout=None
         )
+
+    def _cluster_not_found(self, route: Route, cluster: Cluster) -> None:
+        """
+        The route names a cluster that does not exist (settled at config
+        time, ``Cluster.missing``): closed at once, flagged ``NC``, counted as
+        Envoy (``tcp.downstream_cx_no_route``) and Istio count it.
+        """
+        ctx = self.ctx
+        ctx.stats.inc("tcp.downstream_cx_no_route", route=route.name)
+        self.record.response_flags = "NC"
+        self.record.response_code_details = "cluster_not_found"
+        state = ctx.balancer.state(cluster)
+        ctx.stats.inc_key("istio_tcp_connections_opened_total", state.metric_key())
+        ctx.stats.inc_key("istio_tcp_connections_closed_total", state.metric_key("NC"))
+        self._abort()
 
     def _connect_timed_out(self) -> None:
         self._connect_timer = None
