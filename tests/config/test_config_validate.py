@@ -207,7 +207,7 @@ CASES = [
     ("vs-export-to-mixed", [gateway(), set_path(VS_TCP, "spec.exportTo", ["*", "."])],
      "VirtualService", "spec.exportTo", "exportTo '*' (public) cannot be combined"),
     # (a missing subset or ServiceEntry port is valid Istio: a warning, see
-    # tests/config/test_missing_cluster.py)
+    # tests/config/test_config_missing_cluster.py)
     ("vs-to-resolution-none",
      [gateway(), set_path(se_with("spec.resolution", "NONE"), "spec.endpoints", DELETE),
       vs_tcp_dest(host="echo.example.com")],

@@ -112,10 +112,14 @@ SUPPORT: dict[tuple[str, str], tuple[str, str]] = {
                               "ServiceEntry host or resolved by DNS as written; an IP is an "
                               "error, as in Istio"),
     ("Destination", "subset"): (HONOURED, "DestinationRule subset labels filter endpoints; "
-                                "missing: error when bound, IST0101 otherwise"),
+                                "a subset no DestinationRule defines is IST0101 (warning): "
+                                "a bound route is served to a missing cluster, its "
+                                "connections closed at once (NC), as Envoy does"),
     ("Destination", "port"): (HONOURED, "see PortSelector"),
     ("PortSelector", "number"): (HONOURED, "the service port; default: the only port of the "
-                                 "ServiceEntry, else the listener port"),
+                                 "ServiceEntry, else the listener port; a port the "
+                                 "ServiceEntry lacks is IST0101 (warning; IST0112 when none "
+                                 "is given): served to a missing cluster, closed with NC"),
     # ------------------------------------------------------- ServiceEntry
     ("ServiceEntry", "hosts"): (HONOURED, "the registry; partial wildcards warned (Istio too)"),
     ("ServiceEntry", "addresses"): (ACCEPTED, "VIPs for sidecars; a gateway routes by "
