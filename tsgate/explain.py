@@ -149,7 +149,8 @@ def route_lines(route: Route) -> list[str]:
         else:
             out.append(f"            endpoints ({c.resolution}): {c.host}:{c.port}, "
                        "resolved by DNS at connect time")
-        out.append(f"            connect timeout {c.connect_timeout:g}s, lb {c.lb_policy}")
+        if not c.missing:
+            out.append(f"            connect timeout {c.connect_timeout:g}s, lb {c.lb_policy}")
     idle = "disabled" if route.idle_timeout == 0 else f"{route.idle_timeout:g}s"
     line = f"  idle timeout {idle}"
     if route.max_connection_duration:

@@ -173,3 +173,14 @@ def test_unbound_virtual_service_still_analyzed_once(load):
     result = load(GATEWAY, SERVICE_ENTRY, DESTINATION_RULE, vs)
     found = [d for d in result.diagnostics if d.code == "IST0101"]
     assert len(found) == 1 and "closed at once" not in found[0].message
+
+
+def test_explain_says_cluster_not_found(load):
+    from tsgate.explain import explain
+
+    result = load(GATEWAY, SERVICE_ENTRY, DESTINATION_RULE,
+                  virtual_service("bad", 31400, NO_SUBSET))
+    text = "\n".join(explain(result.table, port=31400).lines())
+    assert "outbound|2701|v2|echo.example.com (weight 100)" in text
+    assert "cluster not found (no such subset or port): connections closed at once, NC" in text
+    assert "connect timeout" not in text
