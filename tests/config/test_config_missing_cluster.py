@@ -184,3 +184,38 @@ def test_explain_says_cluster_not_found(load):
     assert "outbound|2701|v2|echo.example.com (weight 100)" in text
     assert "cluster not found (no such subset or port): connections closed at once, NC" in text
     assert "connect timeout" not in text
+
+
+def test_tls_passthrough_chain_to_a_missing_subset_is_kept(load):
+    gateway = """\
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: gw}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 443, name: tls, protocol: TLS}
+    hosts: [a.example.com, b.example.com]
+    tls: {mode: PASSTHROUGH}
+"""
+    vs = """\
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: sni}
+spec:
+  hosts: [a.example.com, b.example.com]
+  gateways: [gw]
+  tls:
+  - match: [{port: 443, sniHosts: [a.example.com]}]
+    route: [{destination: {host: echo.example.com, subset: v2, port: {number: 2701}}}]
+  - match: [{port: 443, sniHosts: [b.example.com]}]
+    route: [{destination: {host: echo.example.com, subset: v1, port: {number: 2701}}}]
+"""
+    result = load(gateway, SERVICE_ENTRY, DESTINATION_RULE, vs)
+    assert result.ok, "\n".join(str(d) for d in result.errors)
+    [w] = [d for d in result.warnings if d.code == "IST0101"]
+    assert w.path == "spec.tls[0].route[0].destination.subset"
+    [listener] = result.table.listeners
+    chains = {c.server_names: c.route.destinations[0].cluster for c in listener.tls_chains}
+    assert chains[("a.example.com",)].missing
+    assert not chains[("b.example.com",)].missing
