@@ -239,6 +239,8 @@ def format_route(route: Any, indent: str) -> list[str]:
         c = wc.cluster
         share = f"{100 * wc.weight / total:.0f}%" if len(route.destinations) > 1 else "100%"
         eps = " ".join(f"{e.address}:{e.port}" for e in c.endpoints) or "(no endpoints)"
+        if c.missing:
+            eps = "(cluster not found: connections closed, NC)"
         lines.append(f"{indent}  -> {c.name} {share} {c.resolution} {eps}")
     return lines
 

@@ -85,6 +85,12 @@ class Cluster:
     tls: Any = attrs.field(default=None, eq=False)
     #: the rest of the upstream policy (tsgate.upstream.policy); None: defaults
     policy: Optional[ClusterPolicy] = None
+    #: Envoy's "cluster not found": a destination whose subset no
+    #: DestinationRule defines, or a port its ServiceEntry does not have.
+    #: Istio admits the route and istiod names a cluster it never builds; a
+    #: connection that picks it is closed at once, flagged ``NC``. Such a
+    #: cluster has no endpoints.
+    missing: bool = False
 
 
 @attrs.frozen

@@ -25,7 +25,7 @@ and the affected route or chain is left out.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Optional
 
 import attrs
@@ -159,6 +159,7 @@ class Compiler:
         self.destination_rules = [r for r in resources if isinstance(r, DestinationRule)]
         self.diags: list[Diagnostic] = []
         self._clusters: dict[str, Optional[Cluster]] = {}
+        self._missing_clusters: dict[str, Cluster] = {}
         self._routes: dict[tuple[object, ...], Optional[Route]] = {}
         self._said: set[tuple[object, ...]] = set()
         self._bound: set[tuple[str, str, str]] = set()
@@ -310,17 +311,12 @@ class Compiler:
         return self.gateway_refs(vs, tuple(refs))
 
     def check_references(self) -> None:
-        known = {(g.meta.namespace, g.meta.name) for g in self.gateways}
+        # Missing Gateways (IST0101) and hosts no server has (IST0132) are reported
+        # by tsgate.config.analyze, as istioctl analyze does.
         for vs in self.virtual_services:
             if not vs.gateways or vs.gateways == ("mesh",):
                 self.report(INFO, vs.meta, "spec",
                             "bound to the mesh only (no spec.gateways): ignored by tsgate")
-            for i, ref in enumerate(vs.gateways):
-                key = gateway_key(ref, vs.meta.namespace)
-                if key is not None and key not in known:
-                    self.report(WARNING, vs.meta, f"spec.gateways[{i}]",
-                                f"gateway {key[0]}/{key[1]} not found in the configuration",
-                                code="IST0101")
 
     def host_binds(self, vs: VirtualService, ref: _ServerRef) -> bool:
         gw_ns = ref.gateway.meta.namespace
@@ -390,13 +386,6 @@ class Compiler:
             listener = self.listener(slot)
             if listener is not None:
                 listeners.append(listener)
-        for vs in self.virtual_services:
-            missed = self._unbound.get(vs.meta.key)
-            if missed and vs.meta.key not in self._bound:
-                hosts = sorted({h for ref in missed for h in ref.server.hosts})
-                self.report(WARNING, vs.meta, "spec.hosts",
-                            "no host matches a host of the servers of the gateways it names ("
-                            + ", ".join(hosts) + "): bound to no server", code="IST0132")
         self.check_match_ports()
         if not listeners and gateways and \
                 (self.virtual_services or self.service_entries or self.destination_rules):
@@ -502,7 +491,10 @@ class Compiler:
                         if mark in emitted:
                             found = True
                             continue
-                        names = sorted({s.lower().rstrip(".") for s in match.sni_hosts})
+                        names = sorted({s.lower().rstrip(".") for s in match.sni_hosts
+                                        if not H.partial_wildcard(s)})  # warned: skipped
+                        if not names:
+                            continue
                         clash = [n for n in names if n in used]
                         if clash:
                             self.report(WARNING, vs.meta, f"spec.tls[{idx}].match[{j}].sniHosts",
@@ -703,28 +695,37 @@ class Compiler:
                 port = se.ports[0].number if len(se.ports) == 1 else listener_port
             se_port = next((p for p in se.ports if p.number == port), None)
             if se_port is None:
-                self.report(ERROR, vs.meta, f"{path}.port" if dest.port else path,
-                            f"{se.meta.ref} (host {fqdn}) has no port {port} (ports: "
-                            + (", ".join(str(p.number) for p in se.ports) or "none") + ")")
-                return None, None
+                assert port is not None  # validation: every ServicePort has a number
+                ports = ", ".join(str(p.number) for p in se.ports) or "none"
+                if dest.port:
+                    # istioctl analyze's DestinationHostAnalyzer (IST0101)
+                    said = f'Referenced host:port not found: "{dest.host}:{port}"'
+                    code = "IST0101"
+                else:
+                    # IST0112: no port given and the service has several
+                    said = (f"no destination port and {se.meta.ref} (host {fqdn}) has several "
+                            f"ports: the listener port {port} is used, which it does not have")
+                    code = "IST0112"
+                return self._missing(vs, f"{path}.port" if dest.port else path, fqdn, port,
+                                     dest.subset,
+                                     f"{said} ({se.meta.ref} ports: {ports})", code), None
         elif port is None:
             port = listener_port
         assert port is not None
         dr = self.destination_rule(fqdn, viewer, vs.meta, path)
         subset: Optional[Subset] = None
         if dest.subset:
-            if dr is None:
-                self.report(ERROR, vs.meta, f"{path}.subset",
-                            f"subset {dest.subset!r} not found: no DestinationRule for host "
-                            f"{fqdn}", code="IST0101")
-                return None, None
-            subset = next((s for s in dr.subsets if s.name == dest.subset), None)
+            subset = None if dr is None else \
+                next((s for s in dr.subsets if s.name == dest.subset), None)
             if subset is None:
-                self.report(ERROR, vs.meta, f"{path}.subset",
-                            f"subset {dest.subset!r} not found in {dr.meta.ref} (subsets: "
-                            + (", ".join(s.name for s in dr.subsets) or "none") + ")",
-                            code="IST0101")
-                return None, None
+                where = f"no DestinationRule for host {fqdn}" if dr is None else \
+                    f"{dr.meta.ref} has subsets: " + (
+                        ", ".join(s.name for s in dr.subsets) or "none")
+                return self._missing(
+                    vs, f"{path}.subset", fqdn, port, dest.subset,
+                    f'Referenced host+subset in destinationrule not found: '
+                    f'"{fqdn}+{dest.subset}" ({where})', "IST0101"), \
+                    dr.traffic_policy if dr else None
         # Route-level settings (idleTimeout, maxConnectionDuration) come from the
         # DestinationRule's top-level policy, as istiod builds tcp_proxy; cluster
         # settings honour portLevelSettings and the subset's overrides.
@@ -738,6 +739,23 @@ class Compiler:
                                       dr)
         self._clusters[name] = cluster
         return cluster, top
+
+    def _missing(self, vs: VirtualService, path: str, fqdn: str, port: int, subset: str,
+                 said: str, code: str) -> Cluster:
+        """
+        The cluster istiod names but never builds (Istio admits the route):
+        a warning, and a cluster whose connections are closed at once (NC).
+        """
+        name = f"outbound|{port}|{subset}|{fqdn}"
+        self.report(WARNING, vs.meta, path,
+                    f"{said}; the route is served, but cluster {name} does not exist: a "
+                    "connection routed to it is closed at once (NC), as Envoy does",
+                    once=("missing", vs.meta.key, path, name), code=code)
+        cluster = self._missing_clusters.get(name)
+        if cluster is None:
+            cluster = Cluster(name=name, host=fqdn, port=port, subset=subset, missing=True)
+            self._missing_clusters[name] = cluster
+        return cluster
 
     def _build_cluster(self, vs: VirtualService, dest: Destination, path: str, fqdn: str,
                        port: int, found: Optional[tuple[ServiceEntry, str]],
@@ -788,6 +806,12 @@ class Compiler:
         for w in workloads:
             wl = dict(w.labels)
             if any(wl.get(k) != v for k, v in labels.items()):
+                continue
+            if not w.address:
+                self.report(WARNING, se.meta, "spec.endpoints",
+                            f"endpoint without an address (network {w.network!r}) skipped: "
+                            "tsgate has nothing to connect to",
+                            once=("noaddr", se.meta.key, w.network))
                 continue
             if w.address.startswith("unix://"):
                 self.report(WARNING, se.meta, "spec.endpoints",
@@ -896,10 +920,16 @@ def _tls_path(dr: DestinationRule, tls: Any, port: int, subset: str) -> str:
 
 def compile_table(resources: list[Resource], gateway_labels: Mapping[str, str],
                   gateway_namespace: Optional[str] = None,
-                  credentials_dir: Optional[str] = None) -> tuple[RouteTable, list[Diagnostic]]:
-    """The route table of ``resources`` for a gateway with ``gateway_labels``."""
+                  credentials_dir: Optional[str] = None,
+                  others: Sequence[Mapping[str, Any]] = ()) -> tuple[RouteTable, list[Diagnostic]]:
+    """
+    The route table of ``resources`` for a gateway with ``gateway_labels``;
+    ``credentials_dir`` is ``--credentials DIR``; ``others`` are the non-Istio
+    objects loaded with them (Pods, Kubernetes Gateways), which istioctl
+    analyze's checks look at.
+    """
     compiler = Compiler(resources, gateway_labels, gateway_namespace, credentials_dir)
     table = compiler.compile()
     from tsgate.config.analyze import analyze
 
-    return table, compiler.diags + analyze(resources, compiler._bound)
+    return table, compiler.diags + analyze(resources, compiler._bound, gateway_labels, others)

@@ -44,6 +44,7 @@ def cluster_to_dict(cluster: Cluster) -> dict[str, Any]:
         "tls": None if cluster.tls is None else cluster.tls.to_dict(),
         # the rest of the upstream policy in force, in words (tsgate.upstream.policy)
         "policy": cluster.policy.describe() if cluster.policy is not None else [],
+        "missing": cluster.missing,
     }
 
 

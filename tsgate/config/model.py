@@ -147,6 +147,9 @@ class VirtualService:
     tls: tuple[L4Route, ...] = ()
     http_count: int = 0
     export_to: tuple[str, ...] = ()
+    #: destinations of http routes and mirrors (path, destination): not served, but
+    #: istioctl analyze checks their subsets (IST0101)
+    http_destinations: tuple[tuple[str, Destination], ...] = ()
 
 
 # ------------------------------------------------ ServiceEntry/WorkloadEntry
@@ -246,6 +249,8 @@ class TrafficPolicy:
     set_fields: tuple[str, ...] = ()
     #: the fields set under tls (caCertificates, credentialName, ...), for IST0128/IST0129
     tls_fields: tuple[str, ...] = ()
+    #: the fields set under loadBalancer (simple, localityLbSetting, ...)
+    lb_fields: tuple[str, ...] = ()
     #: loadBalancer.warmup as written, None when absent (validated, not acted on)
     warmup: Optional[tuple[tuple[str, Any], ...]] = None
     #: the fields set under connectionPool, None when absent (empty is an error)

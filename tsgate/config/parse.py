@@ -277,7 +277,31 @@ def build_virtual_service(meta: Meta, spec: dict[str, Any]) -> VirtualService:
         meta, hosts=_strs(spec.get("hosts")), gateways=_strs(spec.get("gateways")),
         tcp=tuple(_route(r) for r in spec.get("tcp") or ()),
         tls=tuple(_route(r) for r in spec.get("tls") or ()),
-        http_count=len(spec.get("http") or ()), export_to=_strs(spec.get("exportTo")))
+        http_count=len(spec.get("http") or ()), export_to=_strs(spec.get("exportTo")),
+        http_destinations=_http_destinations(spec.get("http") or ()))
+
+
+def _http_destinations(http: Any) -> tuple[tuple[str, Destination], ...]:
+    """Where http routes and mirrors go, for istioctl analyze's subset check."""
+    out = []
+
+    def add(path: str, d: Any) -> None:
+        if isinstance(d, dict) and isinstance(d.get("host"), str):
+            subset = d.get("subset")
+            out.append((path, Destination(host=d["host"],
+                                          subset=subset if isinstance(subset, str) else "")))
+
+    for i, rule in enumerate(http if isinstance(http, list) else ()):
+        if not isinstance(rule, dict):
+            continue
+        for j, rd in enumerate(rule.get("route") or ()):
+            if isinstance(rd, dict):
+                add(f"spec.http[{i}].route[{j}].destination", rd.get("destination"))
+        add(f"spec.http[{i}].mirror", rule.get("mirror"))
+        for k, m in enumerate(rule.get("mirrors") or ()):
+            if isinstance(m, dict):
+                add(f"spec.http[{i}].mirrors[{k}].destination", m.get("destination"))
+    return tuple(out)
 
 
 def _workload(w: dict[str, Any]) -> WorkloadSpec:
@@ -345,6 +369,7 @@ def build_traffic_policy(tp: Optional[dict[str, Any]]) -> Optional[TrafficPolicy
         port_level=tuple(port_level),
         set_fields=tuple(k for k, v in tp.items() if v is not None),
         tls_fields=tuple(k for k, v in (tp.get("tls") or {}).items() if v),
+        lb_fields=tuple(k for k, v in lb.items() if v is not None),
         warmup=None if lb.get("warmup") is None else tuple((lb["warmup"] or {}).items()),
         connection_pool_fields=None if tp.get("connectionPool") is None else tuple(
             k for k, v in (tp["connectionPool"] or {}).items() if v is not None),

@@ -55,6 +55,13 @@ class ConnectStage(RelayStage):
         self.record.upstream_cluster = cluster.name
         endpoint = self.endpoint = balancer.pick_endpoint(cluster, source_ip(self, cluster))
         if endpoint is None:
+            if cluster.missing:
+                # The route names a cluster that does not exist (settled at
+                # config time): Envoy's tcp_proxy closes it at once, NC.
+                self.end(Ending("NC", details="cluster_not_found",
+                                counter=("tcp.downstream_cx_no_route",
+                                         Stats.label_key(route=route.name))))
+                return
             self.end(Ending("UH", counter=("cluster.upstream_cx_none_healthy",
                                            Stats.label_key(cluster=cluster.name))))
             return
