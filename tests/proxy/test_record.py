@@ -49,6 +49,12 @@ def test_connect_failure_is_closed_with_uf_and_the_reason() -> None:
 
 
 def test_a_refused_decision_touches_no_cluster_counter() -> None:
+    """
+    Refused before any upstream: no cluster counter moves, but Istio's
+    connection counters count it once, closed with its flag (issue 17: every
+    closed connection is counted with its response flags).
+    """
+
     def deny(conn: Any, decision: Any) -> Ending:
         return Ending("UAEX")
 
@@ -56,7 +62,7 @@ def test_a_refused_decision_touches_no_cluster_counter() -> None:
     protocol, down = h.accept()
     h.close(protocol)
     assert h.records[0].response_flags == "UAEX"
-    assert closed(h, "UAEX") == 0  # never counted as opened either
+    assert closed(h, "UAEX") == 1
     assert h.ctx.stats.get("cluster.upstream_cx_total", cluster=CLUSTER) == 0
 
 
