@@ -168,3 +168,15 @@ def test_listener_without_mutual_tls_decides_at_accept_and_warns(tmp_path: Path)
                for d in about)
     assert all(d.line > 0 and "AuthorizationPolicy apps/only-good" in d.resource
                for d in about)
+
+
+def test_explain_says_principal_rules_wait_for_the_handshake(tmp_path: Path) -> None:
+    from tsgate.authz.explain import authorization
+
+    result = config(tmp_path)
+    mutual = next(li for li in result.table.listeners if li.port == 8443)
+    view = authorization(mutual, "127.0.0.1", "m.example.test")
+    assert view["decision"] == "denied"  # judged without a client certificate
+    assert view["when"].startswith("after the TLS handshake")
+    view = authorization(mutual, "10.0.0.1", "m.example.test")
+    assert view["decision"] == "denied" and view["when"].startswith("at accept")
