@@ -32,12 +32,14 @@ from tsgate.config.authz import (
     DEFAULT_ROOT_NAMESPACE,
     HTTP_OPERATION_FIELDS,
     HTTP_SOURCE_FIELDS,
+    IDENTITY_KEYS,
+    IDENTITY_SOURCE_FIELDS,
     METADATA_KEY_PREFIX,
     applies,
     dry_run,
     http_only_key,
 )
-from tsgate.config.diagnostics import INFO, Diagnostic
+from tsgate.config.diagnostics import INFO, WARNING, Diagnostic
 from tsgate.config.model import AuthorizationPolicy, AuthzRule, Resource
 from tsgate.routing import Listener, RouteTable
 
@@ -45,6 +47,8 @@ _IDENTITY = {"principals": _principal, "namespaces": _namespace,
              "serviceAccounts": _service_account}
 _IDENTITY_KEYS = {"source.principal": _principal, "source.namespace": _namespace,
                   "source.serviceAccount": _service_account}
+#: Gateway server TLS modes that request client certificates
+MUTUAL_MODES = ("MUTUAL", "OPTIONAL_MUTUAL")
 _IP_FIELDS = {"ipBlocks": "source", "remoteIpBlocks": "remote"}
 _IP_KEYS = {"source.ip": "source", "remote.ip": "remote", "destination.ip": "destination"}
 
@@ -90,6 +94,7 @@ def compile_rule(policy: AuthorizationPolicy, index: int, rule: AuthzRule,
         if not ok:
             return None, f"{pid}: to.operation ports do not include port {port}"
     sources: Optional[list[tuple[Check, ...]]] = None
+    identity = False
     if rule.sources is not None:
         sources = []
         for source in rule.sources:
@@ -103,6 +108,7 @@ def compile_rule(policy: AuthorizationPolicy, index: int, rule: AuthzRule,
                     checks.append(ip_check(_IP_FIELDS[base], values, negate))
                 elif base in _IDENTITY:
                     checks.append(string_check(_IDENTITY[base], values, negate))
+                    identity = True
             sources.append(tuple(checks))
     checks = []
     sni_checks = []
@@ -119,13 +125,15 @@ def compile_rule(policy: AuthorizationPolicy, index: int, rule: AuthzRule,
             if cond.not_values:
                 checks.append(ip_check(_IP_KEYS[key], cond.not_values, True))
         elif key in _IDENTITY_KEYS:
+            identity = True
             if cond.values:
                 checks.append(string_check(_IDENTITY_KEYS[key], cond.values, False))
             if cond.not_values:
                 checks.append(string_check(_IDENTITY_KEYS[key], cond.not_values, True))
         # HTTP-only and metadata keys: dropped (DENY/AUDIT; ALLOW rules were skipped above)
     return CompiledRule(pid, None if sources is None else tuple(sources), tuple(checks),
-                        tuple(sni_checks), description=f"{policy.meta.ref} spec.rules[{index}]"), ""
+                        tuple(sni_checks), description=f"{policy.meta.ref} spec.rules[{index}]",
+                        needs_identity=identity), ""
 
 
 def compile_listener(listener: Listener, policies: Sequence[AuthorizationPolicy]) -> \
@@ -165,8 +173,30 @@ def compile_listener(listener: Listener, policies: Sequence[AuthorizationPolicy]
                            has_allow[True])
     needs_local = any(c.key == "destination.ip" for p in policies for r in p.rules or ()
                       for c in r.when)
+    identity_pending = mutual_tls(listener) and any(
+        r.needs_identity for s in (enforced, shadow_set) for r in (*s.deny, *s.allow))
     return ListenerAuthz(enforced, shadow_set, limits_from_annotations(listener.annotations),
-                         tuple(infos), needs_local), notes
+                         tuple(infos), needs_local, identity_pending), notes
+
+
+def mutual_tls(listener: Listener) -> bool:
+    """Does some chain of ``listener`` terminate TLS asking for client certificates?"""
+    return any(getattr(chain.termination, "mode", None) in MUTUAL_MODES
+               for chain in listener.tls_chains)
+
+
+def identity_fields(policy: AuthorizationPolicy) -> list[tuple[str, str]]:
+    """(field path, field or key name) of the policy's rules that match the peer principal."""
+    paths = []
+    for i, rule in enumerate(policy.rules or ()):
+        for j, source in enumerate(rule.sources or ()):
+            for name, values in (source.fields if source is not None else ()):
+                if values and name in IDENTITY_SOURCE_FIELDS:
+                    paths.append((f"spec.rules[{i}].from[{j}].source.{name}", name))
+        for j, cond in enumerate(rule.when):
+            if cond.key in IDENTITY_KEYS:
+                paths.append((f"spec.rules[{i}].when[{j}].key", cond.key))
+    return paths
 
 
 def attach(table: RouteTable, resources: Iterable[Resource], *,
@@ -176,6 +206,7 @@ def attach(table: RouteTable, resources: Iterable[Resource], *,
     policies = [r for r in resources if isinstance(r, AuthorizationPolicy)]
     diags: list[Diagnostic] = []
     used: set[tuple[str, str, str]] = set()
+    warned: set[tuple[tuple[str, str, str], str]] = set()
     listeners = []
     for listener in table.listeners:
         if gateway_namespace:
@@ -186,6 +217,18 @@ def attach(table: RouteTable, resources: Iterable[Resource], *,
                 if applies(p, labels=gateway_labels, namespaces=namespaces,
                            gateways=listener.gateways, root_namespace=root_namespace)]
         used.update(p.meta.key for p in mine)
+        if not mutual_tls(listener):
+            for p in mine:
+                for path, name in identity_fields(p):
+                    if (p.meta.key, path) in warned:
+                        continue
+                    warned.add((p.meta.key, path))
+                    diags.append(Diagnostic(
+                        WARNING, f"{name} matches the identity of a verified client "
+                        f"certificate, and listener {listener.name} has no MUTUAL or "
+                        "OPTIONAL_MUTUAL TLS server: its connections have no principal "
+                        "(positive matches fail, not* matches "
+                        "succeed)", p.meta.file, p.meta.line_of(path), p.meta.ref, path))
         authz, _notes = compile_listener(listener, mine)
         if not mine and authz.limits is None:
             listeners.append(listener)

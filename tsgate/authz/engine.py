@@ -120,8 +120,9 @@ class Facts:
     What one connection offers the engine. Addresses are strings (as the
     transport gives them) parsed on first use; ``sni`` is ``UNKNOWN`` before
     inspection and None when the client sent none; ``principal`` is the
-    verified client certificate's identity (``cluster.local/ns/x/sa/y``) or
-    None (no certificate: tsgate does not terminate TLS yet).
+    verified client certificate's identity (``cluster.local/ns/x/sa/y``,
+    from its SPIFFE URI SAN: tsgate.tls.identity), ``UNKNOWN`` before the
+    TLS handshake of a MUTUAL/OPTIONAL_MUTUAL server, or None (no certificate).
     """
 
     __slots__ = ("source", "remote", "destination", "sni", "principal", "_ips")
@@ -215,25 +216,31 @@ class Verdict:
 class CompiledRule:
     """One policy rule for one listener (``to`` and ports already decided)."""
 
-    __slots__ = ("policy_id", "sources", "checks", "sni_checks", "description")
+    __slots__ = ("policy_id", "sources", "checks", "sni_checks", "description",
+                 "needs_identity")
 
     def __init__(self, policy_id: str, sources: Optional[tuple[tuple[Check, ...], ...]],
                  checks: tuple[Check, ...],
                  sni_checks: tuple[Callable[[Optional[str]], bool], ...],
-                 description: str = "") -> None:
+                 description: str = "", needs_identity: bool = False) -> None:
         self.policy_id = policy_id
         #: any-of sources, each all-of field checks; None: any source
         self.sources = sources
         self.checks = checks
         self.sni_checks = sni_checks
         self.description = description
+        #: some check looks at the peer principal (principals, namespaces,
+        #: source.principal, ...): unknown until the client's TLS handshake
+        self.needs_identity = needs_identity
 
     @property
     def needs_sni(self) -> bool:
         return bool(self.sni_checks)
 
     def match(self, facts: Facts) -> Optional[bool]:
-        """True / False, or None when only the (still unknown) SNI can tell."""
+        """True / False, or None when only the (still unknown) SNI or principal can tell."""
+        if self.needs_identity and facts.principal is UNKNOWN:
+            return None
         sources = self.sources
         if sources is not None:
             for source in sources:
@@ -313,6 +320,10 @@ class ListenerAuthz:
     policies: tuple[PolicyInfo, ...] = ()
     #: some rule looks at destination.ip (else the data path skips getHost())
     needs_local: bool = True
+    #: some rule looks at the peer principal and the listener terminates TLS
+    #: with client certificates (MUTUAL/OPTIONAL_MUTUAL): the principal is
+    #: ``UNKNOWN`` at accept and those rules are decided after the handshake
+    identity_pending: bool = False
 
     @property
     def needs_sni(self) -> bool:

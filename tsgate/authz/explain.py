@@ -37,11 +37,18 @@ def authorization(listener: Any, source: Optional[str], sni: Optional[str],
     # destination.ip: the listener's bind address when it has one
     local = None if listener.bind in ("0.0.0.0", "::", "") else listener.bind
     at_accept = authz.decide(Facts(source, remote, local,
-                                   UNKNOWN if listener.inspect else sni))
+                                   UNKNOWN if listener.inspect else sni,
+                                   UNKNOWN if authz.identity_pending else None))
     final: Optional[Verdict] = at_accept or authz.decide(Facts(source, remote, local, sni))
     assert final is not None
-    when = "at accept, before any upstream connect" if at_accept is not None else \
-        "after the ClientHello (SNI rules), before any upstream connect"
+    if at_accept is not None:
+        when = "at accept, before any upstream connect"
+    elif authz.identity_pending and authz.decide(Facts(source, remote, local, sni,
+                                                       UNKNOWN)) is None:
+        when = ("after the TLS handshake (principal rules; judged here without a client "
+                "certificate), before any upstream connect")
+    else:
+        when = "after the ClientHello (SNI rules), before any upstream connect"
     out["decision"] = "allowed" if final.allowed else "denied"
     out["reason"] = final.reason
     out["policy"] = _where(authz, final.policy) if final.policy else None

@@ -5,8 +5,11 @@ The two decision points the data path calls, and the counting around them.
   rules (and the SNI-free part of every policy), then the per-source
   limits. A refusal is the ``connection_termination_details`` to log; the
   caller closes the client and never connects upstream.
-- :func:`inspected`, right after inspection (the ClientHello, or none): the
-  SNI rules, when the accept-time answer depended on them.
+- :func:`inspected`, right after inspection (the ClientHello, or none) and,
+  on a chain that terminates TLS, after the handshake: the SNI rules and the
+  peer-principal rules (``principals``, ``namespaces``, ``source.principal``
+  from the client certificate under MUTUAL/OPTIONAL_MUTUAL), when the
+  accept-time answer depended on them.
 - :func:`closed`, when the connection ends: the limits' counts.
 
 A listener without policies or limits has ``authz is None`` and the data
@@ -93,6 +96,8 @@ def _shadow(adm: Admission, guards: Guards, stats: Any, now: float, final: bool)
     facts = adm.facts
     if final and facts.sni is UNKNOWN:
         facts.sni = None  # closed before any ClientHello: judge it as "no SNI"
+    if final and facts.principal is UNKNOWN:
+        facts.principal = None  # closed before any handshake: no certificate
     verdict = adm.authz.decide_shadow(facts)
     if verdict is None:
         return
@@ -127,6 +132,8 @@ def admit(guards: Guards, stats: Any, listener: Any, *, peer: Optional[str],
     authz: Optional[ListenerAuthz] = listener.authz
     if authz is None:
         return None, None
+    if principal is None and authz.identity_pending:
+        principal = UNKNOWN  # told by inspected() after the TLS handshake
     facts = Facts(peer, remote, local, UNKNOWN if listener.inspect else None, principal)
     adm = Admission(authz, facts, listener.name, listener.inspect)
     limits = authz.limits
@@ -190,8 +197,12 @@ def remote_found(adm: Optional[Admission], guards: Guards, stats: Any,
 
 
 def inspected(adm: Optional[Admission], guards: Guards, stats: Any, sni: Optional[str],
-              now: float) -> Optional[str]:
-    """Right after inspection (``sni`` None: no SNI): the denial's details, or None."""
+              now: float, principal: Optional[str] = None) -> Optional[str]:
+    """
+    Right after inspection (``sni`` None: no SNI), and after the TLS handshake
+    on a terminating chain (``principal``: the verified client certificate's,
+    None: none): the denial's details, or None.
+    """
     if adm is None:
         return None
     if adm.inspecting and adm.tracker is not None:
@@ -201,6 +212,8 @@ def inspected(adm: Optional[Admission], guards: Guards, stats: Any, sni: Optiona
         return None
     if adm.facts.sni is UNKNOWN:
         adm.facts.sni = sni
+    if adm.facts.principal is UNKNOWN:
+        adm.facts.principal = principal
     refusal = None if adm.decided else _enforce(adm, guards, stats, now)
     _shadow(adm, guards, stats, now, final=True)
     return refusal

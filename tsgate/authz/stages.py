@@ -5,8 +5,9 @@ AuthorizationPolicy and per-source limits as pipeline stages
 - an accept check: the listener-wide caps, then the IP/port rules and the
   per-address limits (unless a listener stage, the PROXY header, is still to
   tell the client's address: then those wait for the decision check);
-- a decision check, after inspection and before the balancer: the SNI rules
-  (and the deferred address checks);
+- a decision check, after inspection (and after the TLS handshake on a
+  terminating chain) and before the balancer: the SNI rules, the principal
+  rules (the client certificate's identity), and the deferred address checks;
 - a close hook: the counts given back.
 
 A listener without policies or limits gets no hooks at all.
@@ -66,7 +67,12 @@ def at_decision(conn: Any, decision: Any) -> Optional[Ending]:
         if refusal is not None:
             return _ending(refusal)
     sni = conn.record.requested_server_name
-    refusal = gate.inspected(adm, ctx.guards, ctx.stats, None if sni in ("-", "") else sni, now)
+    # After the TLS handshake on a terminating chain (tsgate.tls.stage calls
+    # route_by again): the verified client certificate's principal, if any.
+    session = conn.tls
+    principal = session.principal if session is not None else None
+    refusal = gate.inspected(adm, ctx.guards, ctx.stats, None if sni in ("-", "") else sni, now,
+                             principal)
     return None if refusal is None else _ending(refusal)
 
 

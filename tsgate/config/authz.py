@@ -10,8 +10,9 @@ with neither ``values`` nor ``notValues``, ``provider`` without ``CUSTOM``
 ``istio.io/dry-run``. What Istio accepts but a TCP gateway cannot act on is
 a warning that says what happens instead: HTTP-only fields (the rule is
 dropped for ALLOW, the condition for DENY/AUDIT, as Istio's TCP filter
-builder does), ``CUSTOM`` (not enforced), ``principals``/``namespaces``
-(they need a client certificate).
+builder does), ``CUSTOM`` (not enforced); ``principals``/``namespaces``
+on a listener without a MUTUAL/OPTIONAL_MUTUAL TLS server (no client
+certificate: ``tsgate.authz.compile.attach`` warns).
 
 The policies are turned into per-listener matchers in ``tsgate.authz``.
 """
@@ -236,10 +237,6 @@ def _validate_rule(rule: AuthzRule, p: str, action: str,
                         error(f"{fp}[{k}]", problem)
             if name in HTTP_SOURCE_FIELDS:
                 http.append(fp)
-            elif name in IDENTITY_SOURCE_FIELDS:
-                warn(fp, f"{name} matches the identity of a verified client certificate; "
-                     "connections without one have no principal (positive matches fail, "
-                     "not* matches succeed)")
         if all(not values for _, values in source.fields):
             error(sp, "`from.source` must not be empty")
     if rule.operations is not None and not rule.operations:
@@ -286,9 +283,6 @@ def _validate_rule(rule: AuthzRule, p: str, action: str,
                         error(vp, problem)
         if http_only_key(cond.key) or cond.key.startswith(METADATA_KEY_PREFIX):
             http.append(f"{cp}.key")
-        elif cond.key in IDENTITY_KEYS:
-            warn(f"{cp}.key", f"{cond.key} comes from a verified client certificate; "
-                 "connections without one have none")
     for fp in http:
         if action == "ALLOW":
             warn(fp, "HTTP-only field on a TCP gateway: this whole ALLOW rule is ignored "

@@ -171,6 +171,13 @@ class ConnectionState(Protocol):
             connector, self.connector = self.connector, None
             connector.stopConnecting()
         self.transport.loseConnection()
+        if self.tls is not None:
+            # A terminated client: the TLS layer has queued its close_notify
+            # and would wait for the client's (reading is paused before the
+            # upstream is connected, so it never came): close the socket now.
+            inner = getattr(self.transport, "transport", None)
+            if inner is not None:
+                inner.loseConnection()
         if self.upstream is not None:
             self.upstream.transport.loseConnection()
 

@@ -56,7 +56,7 @@ class TlsSession:
     verification outcome for counters and logs, and the handshake facts.
     """
 
-    __slots__ = ("owner", "failure", "peer_presented", "done", "facts")
+    __slots__ = ("owner", "failure", "peer_presented", "done", "facts", "principal")
 
     def __init__(self, owner: Any) -> None:
         self.owner = owner  # the DownstreamProtocol / UpstreamProtocol
@@ -66,6 +66,8 @@ class TlsSession:
         self.peer_presented = False
         self.done = False
         self.facts: dict[str, str] = {}
+        #: the verified client certificate's Istio principal (tsgate.tls.identity)
+        self.principal: Optional[str] = None
 
 
 def session_of(conn: Any) -> Optional[TlsSession]:

@@ -32,6 +32,7 @@ from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
 from twisted.python.failure import Failure
 
 from tsgate.tls import credentials as C
+from tsgate.tls.identity import principal_of
 from tsgate.tls.server import TlsSession
 
 #: Istio's PILOT_GATEWAY_TRANSPORT_SOCKET_CONNECT_TIMEOUT (15 s): a client
@@ -171,10 +172,18 @@ def handshake_completed(down: Any) -> None:
         stats.inc(f"listener.ssl.versions.{facts['tls_version']}", listener=name)
     if "tls_cipher" in facts:
         stats.inc(f"listener.ssl.ciphers.{facts['tls_cipher']}", listener=name)
-    if session.facts.get("tls_mode") in ("MUTUAL", "OPTIONAL_MUTUAL") and \
-            "peer_subject" not in facts:
-        stats.inc("listener.ssl.no_certificate", listener=name)
+    if session.facts.get("tls_mode") in ("MUTUAL", "OPTIONAL_MUTUAL"):
+        if "peer_subject" not in facts:
+            stats.inc("listener.ssl.no_certificate", listener=name)
+        else:
+            # The verified certificate's SPIFFE identity: AuthorizationPolicy
+            # principals/namespaces are decided next (tsgate.authz.stages).
+            session.principal = principal_of(conn.get_peer_certificate(as_cryptography=True))
+            if session.principal is not None:
+                session.facts["source_principal"] = "spiffe://" + session.principal
     down.transport.pauseProducing()
+    # route_by again, now with down.tls set: the decision checks (authorization
+    # with the principal) run, then the upstream connect.
     down.route_by(down.decision)
 
 

@@ -28,7 +28,7 @@ from typing import Any, Callable, Optional
 import attrs
 
 from tsgate.config import hosts as H
-from tsgate.config.diagnostics import INFO, WARNING, Diagnostic
+from tsgate.config.diagnostics import ERROR, INFO, WARNING, Diagnostic
 from tsgate.config.gatewayapi.model import (
     GROUP,
     ApiMeta,
@@ -66,7 +66,7 @@ from tsgate.config.model import (
 from tsgate.config.model import Gateway as IstioGateway
 from tsgate.routing import Listener as TableListener
 from tsgate.routing import Route as TableRoute
-from tsgate.routing import RouteTable, SniChain, SourceRef
+from tsgate.routing import RouteTable, SourceRef
 
 DEFAULT_GATEWAY_CLASSES = ("istio",)
 #: the controllerName routes report when no GatewayClass object names one
@@ -79,13 +79,21 @@ INVALID_SUFFIX = "tsgate.invalid"
 
 def termination_hook(gateway: Gateway, listener: Listener) -> Optional[ServerTLS]:
     """
-    The ServerTLS of a ``tls.mode: Terminate`` listener, or None when TLS
-    termination is not available (then the listener is not served:
-    ``Accepted=False`` reason ``UnsupportedValue``). TLS termination replaces
-    this function (``translate.termination_hook = ...``) and its listeners
-    are then served with protocol TLS and the returned settings.
+    The Istio ServerTLS of a ``tls.mode: Terminate`` listener, as Istio's
+    Gateway API controller writes it: mode ``SIMPLE`` with ``credentialName``
+    the Secret's name (``credentialNames`` for several certificateRefs), read
+    from ``--credentials DIR/<name>/`` by tsgate.tls. None when no
+    certificateRef names a core Secret. Whether a cross-namespace Secret may
+    be used (ReferenceGrant) is :meth:`Translation.certificate_problem`'s.
     """
-    return None
+    names = [name for group, kind, _ns, name in listener.certificate_refs
+             if group in ("", "core") and kind == "Secret"]
+    if not names:
+        return None
+    if len(names) == 1:
+        return ServerTLS("SIMPLE", cert_fields=("credentialName",), credential_name=names[0])
+    return ServerTLS("SIMPLE", cert_fields=("credentialNames",),
+                     credential_names=tuple(dict.fromkeys(names)))
 
 
 def parse_namespace_label(text: str) -> tuple[str, str, str]:
@@ -186,6 +194,8 @@ class Translation:
         self.rewrites: dict[str, _Rewrite] = {}
         self.messages: list[tuple[str, str]] = []
         self.route_names: dict[tuple[str, str], tuple[str, SourceRef]] = {}
+        #: synthetic Istio Gateway ref -> its listener
+        self.synthetic_listeners: dict[str, _Listener] = {}
         self.controller = next((c.controller_name for c in self.classes
                                 if c.meta.name in self.served_classes), DEFAULT_CONTROLLER)
 
@@ -260,17 +270,31 @@ class Translation:
             elif li.protocol == "TLS" and li.tls_mode == "Passthrough":
                 default, st.served, st.tls = ["TLSRoute"], "tls", ServerTLS("PASSTHROUGH")
             elif li.protocol == "TLS":
-                default = ["TLSRoute"]
-                st.tls = termination_hook(gw, li)
-                if st.tls is not None:
-                    st.served = "tls"
-                else:
+                # Terminate: tsgate.tls terminates, the attached TCPRoutes get the
+                # plaintext (as Istio's controller does for TLS Terminate + TCPRoute).
+                default = ["TCPRoute"]
+                problem = self.certificate_problem(gw, li)
+                kinds = [k for g, k in li.kinds or () if g == GROUP]
+                if li.kinds is not None and "TLSRoute" in kinds and "TCPRoute" not in kinds:
+                    # TLSRoute termination (SupportTLSRouteModeTerminate) is not
+                    # served: conformance's tlsroute-listener-terminate-not-supported.
+                    default = ["TLSRoute"]
                     st.accepted = Condition(
                         "Accepted", FALSE, "UnsupportedValue",
-                        "tls.mode Terminate is not supported: tsgate does not terminate TLS")
+                        "tls.mode Terminate with TLSRoute is not supported: tsgate terminates "
+                        "TLS for TCPRoutes")
                     self.report(WARNING, gw.meta, f"{st.path}.tls.mode",
-                                f"listener {li.name} not served: tls.mode Terminate needs TLS "
-                                "termination, which tsgate does not do (use Passthrough)")
+                                f"listener {li.name} not served: tls.mode Terminate serves "
+                                "TCPRoutes (plaintext to the backend), not TLSRoutes; use "
+                                "Passthrough for TLSRoutes")
+                elif problem is not None:
+                    reason, message, where = problem
+                    st.resolved = Condition("ResolvedRefs", FALSE, reason, message)
+                    self.report(WARNING, gw.meta, f"{st.path}.tls.{where}",
+                                f"listener {li.name} not served: {message} ({reason})")
+                else:
+                    st.tls = termination_hook(gw, li)
+                    st.served = "tls" if st.tls is not None else None
             else:
                 st.accepted = Condition(
                     "Accepted", FALSE, "UnsupportedProtocol",
@@ -297,7 +321,10 @@ class Translation:
                 st.accepted = Condition("Accepted", FALSE, "UnsupportedValue",
                                         f"hostname {li.hostname!r} is not valid")
             states.append(st)
-        # Terminate and Passthrough on one port need termination: both conflict without it.
+        # TLSRoutes in both modes on one port (mixed TLSRoute termination, which
+        # tsgate does not serve): both ProtocolConflict, as conformance's
+        # tlsroute-listener-mixed-termination-not-supported has it. A Terminate
+        # listener for TCPRoutes shares a port with Passthrough ones.
         by_port: dict[int, list[_Listener]] = {}
         for st in states:
             if st.spec.protocol == "TLS":
@@ -305,10 +332,12 @@ class Translation:
         for port, group in by_port.items():
             modes = {st.spec.tls_mode for st in group}
             if len(modes) > 1 and any(st.spec.tls_mode == "Terminate" and st.served is None
+                                      and st.accepted.reason == "UnsupportedValue"
                                       for st in group):
                 for st in group:
-                    message = (f"TLS listeners with modes Terminate and Passthrough on port "
-                               f"{port}: tsgate does not terminate TLS")
+                    message = (f"TLS listeners with modes Terminate and Passthrough for "
+                               f"TLSRoutes on port {port}: tsgate terminates TLS for TCPRoutes "
+                               "only")
                     st.accepted = Condition("Accepted", FALSE, "ProtocolConflict", message)
                     st.conflicted = Condition("Conflicted", TRUE, "ProtocolConflict", message)
                     if st.served is not None:
@@ -316,6 +345,33 @@ class Translation:
                                     f"served: {message} (ProtocolConflict)")
                     st.served = None
         return states
+
+    def certificate_problem(self, gw: Gateway, li: Listener) -> Optional[tuple[str, str, str]]:
+        """(reason, message, field under ``tls``) when the certificateRefs cannot be used."""
+        refs = li.certificate_refs
+        if not refs:
+            return ("InvalidCertificateRef", "tls.mode Terminate without certificateRefs "
+                    "(tsgate serves a certificate from a Secret: certificateRefs)",
+                    "certificateRefs")
+        for j, (group, kind, ns, name) in enumerate(refs):
+            where = f"certificateRefs[{j}]"
+            if group not in ("", "core") or kind != "Secret":
+                return ("InvalidCertificateRef", f"certificateRef {group or 'core'}/{kind} "
+                        f"{name} is not a Secret (core group)", where)
+            own = gw.meta.namespace
+            if ns and ns != own and not any(
+                    g.meta.namespace == ns and g.permits(GROUP, "Gateway", own, "", "Secret",
+                                                         name)
+                    for g in self.grants):
+                return ("RefNotPermitted", f"certificateRef Secret {ns}/{name} is in another "
+                        f"namespace and no ReferenceGrant in {ns} allows Gateway from "
+                        f"namespace {own}", where)
+        return None
+
+    def credential_failed(self, st: _Listener, message: str) -> None:
+        """The compiler could not read the listener's credential: InvalidCertificateRef."""
+        if st.resolved.status == TRUE:
+            st.resolved = Condition("ResolvedRefs", FALSE, "InvalidCertificateRef", message)
 
     # -------------------------------------------------------------- routes
 
@@ -455,7 +511,10 @@ class Translation:
         real = gw.meta
         positions = dict(real.positions)
         base = f"spec.listeners[{st.index}]"
-        renames = [("spec.servers[0].hosts", f"{base}.hostname"),
+        renames = [("spec.servers[0].tls.credentialNames", f"{base}.tls.certificateRefs"),
+                   ("spec.servers[0].tls.credentialName", f"{base}.tls.certificateRefs[0]"),
+                   ("spec.servers[0].tls", f"{base}.tls"),
+                   ("spec.servers[0].hosts", f"{base}.hostname"),
                    ("spec.servers[0].port.number", f"{base}.port"),
                    ("spec.servers[0].port", f"{base}.port"),
                    ("spec.servers[0]", base), ("spec.selector", "spec.gatewayClassName")]
@@ -468,6 +527,7 @@ class Translation:
         server = Server(port=Port(li.port, li.name, li.protocol),
                         hosts=(li.hostname or "*",), tls=st.tls)
         self.synthetic.append(IstioGateway(meta, selector=(), servers=(server,)))
+        self.synthetic_listeners[meta.ref] = st
         self.rewrites[meta.ref] = _Rewrite(real, renames)
         self.messages.append((f"{meta.ref} spec.servers[0]", f"{real.ref} {base}"))
         self.messages.append((meta.ref, f"{real.ref} {base}"))
@@ -565,6 +625,15 @@ class Translation:
             message = d.message
             for old, new in messages:
                 message = message.replace(old, new)
+            st = self.synthetic_listeners.get(d.resource)
+            if st is not None and d.severity == ERROR and st.spec.tls_mode == "Terminate" \
+                    and d.path.startswith("spec.servers[0].tls"):
+                # A certificate that cannot be read is the listener's status
+                # (ResolvedRefs=False InvalidCertificateRef, not programmed), as
+                # the API has it; the other listeners are served.
+                self.credential_failed(st, message)
+                message = f"listener {st.spec.name} not served: {message} (InvalidCertificateRef)"
+                d = attrs.evolve(d, severity=WARNING)
             rw = self.rewrites.get(d.resource)
             if rw is not None:
                 message = re.sub(r"no VirtualService has a (tcp|tls) route for this (TLS )?server",
@@ -593,7 +662,7 @@ class Translation:
 
         listeners = []
         for li in table.listeners:
-            chains = tuple(SniChain(c.server_names, fix(c.route) or c.route)
+            chains = tuple(attrs.evolve(c, route=fix(c.route) or c.route)
                            for c in li.tls_chains)
             listeners.append(attrs.evolve(li, tls_chains=chains, tcp_route=fix(li.tcp_route)))
         return attrs.evolve(table, listeners=tuple(listeners))
@@ -604,6 +673,10 @@ class Translation:
             by_port.setdefault(tl.port, []).append(tl)
 
         def programmed(st: _Listener) -> Condition:
+            if st.accepted.status == TRUE and st.resolved.reason in ("InvalidCertificateRef",
+                                                                    "RefNotPermitted"):
+                return Condition("Programmed", FALSE, "Invalid",
+                                 f"listener not served: {st.resolved.message}")
             if st.accepted.status != TRUE or st.served is None:
                 return Condition("Programmed", FALSE, "Invalid", "listener not accepted")
             for tl in by_port.get(st.spec.port, ()):
