@@ -99,7 +99,9 @@ def test_istio_labels_of_other_hosts_have_no_namespace():
 
 
 def test_metric_keys_are_sorted_labels_with_response_flags_and_reused():
-    state = Balancer().state(cluster("k", host="e.ns.svc.cluster.local"))
+    k = cluster("k", host="e.ns.svc.cluster.local")
+    state = Balancer().state(k)
+    assert state.metric_labels == istio_metric_labels(k)
     plain = state.metric_key()
     assert plain == tuple(sorted({**state.metric_labels, "response_flags": "-"}.items()))
     assert dict(state.metric_key("UF"))["response_flags"] == "UF"
