@@ -1,0 +1,97 @@
+"""
+The TLS hint's attributes as a mapping (keys, length, membership, lazy
+fingerprints computed once) and the exact messages of ALPN and size errors:
+what the access log, ``explain`` and the parse-error counters read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+import pytest
+
+from tests.support.samples import client_hello
+from tsgate.hints import tls
+from tsgate.hints.tls import (
+    ClientHello,
+    ClientHelloTooLarge,
+    TlsAttributes,
+    hint_attributes,
+    read_client_hello,
+)
+from tsgate.interfaces import HintParseError
+
+
+def hello(sni: str | None = "a.example.test", alpn: tuple[str, ...] = ()) -> ClientHello:
+    found = read_client_hello(client_hello(sni, alpn))
+    assert isinstance(found, ClientHello)
+    return found
+
+
+def test_keys_in_order_fingerprints_last():
+    attrs = TlsAttributes(hello(alpn=("h2", "http/1.1")))
+    assert list(attrs) == ["sni", "alpn", "versions", "ja3", "ja3_hash", "ja4"]
+    assert len(attrs) == 6
+    assert attrs["sni"] == "a.example.test" and attrs["alpn"] == "h2,http/1.1"
+    bare = TlsAttributes(hello(sni=None))
+    assert list(bare) == ["versions", "ja3", "ja3_hash", "ja4"] and len(bare) == 4
+
+
+def test_membership():
+    attrs = TlsAttributes(hello())
+    assert "sni" in attrs and "versions" in attrs
+    assert "ja3" in attrs and "ja4" in attrs  # before they are computed
+    assert "alpn" not in attrs and "nope" not in attrs
+
+
+def test_fingerprints_computed_once_and_only_when_asked(monkeypatch):
+    calls = []
+    real = tls.ja3_string
+
+    def counting(h: ClientHello) -> str:
+        calls.append(h)
+        return real(h)
+
+    monkeypatch.setattr(tls, "ja3_string", counting)
+    attrs = TlsAttributes(hello())
+    assert attrs["sni"] == "a.example.test" and attrs["versions"]
+    assert calls == []
+    ja3 = attrs["ja3"]
+    assert attrs["ja3_hash"] == hashlib.md5(ja3.encode()).hexdigest()
+    assert re.fullmatch(r"t13d\d{4}[0-9a-z]{2}_[0-9a-f]{12}_[0-9a-f]{12}", attrs["ja4"])
+    assert attrs["ja3"] == ja3 and len(calls) == 1
+
+
+def test_hint_attributes_and_repr():
+    h = hello(alpn=("h2",))
+    plain = hint_attributes(h)
+    assert plain == dict(TlsAttributes(h))
+    assert list(plain) == ["sni", "alpn", "versions", "ja3", "ja3_hash", "ja4"]
+    assert repr(TlsAttributes(h)) == f"TlsAttributes({plain!r})"
+
+
+def test_too_large_messages():
+    assert str(ClientHelloTooLarge()) == "client hello too large"
+    with pytest.raises(ClientHelloTooLarge) as raised:
+        read_client_hello(client_hello("a.example.test"), max_bytes=100)
+    assert str(raised.value) == "client hello too large"
+
+
+@pytest.mark.parametrize("ext, message", [
+    (b"", "alpn extension too short"),
+    (b"\x00", "alpn extension too short"),
+    (b"\x00\x00", "alpn list length does not match its extension"),
+    (b"\x00\x02\x01", "alpn list length does not match its extension"),
+    (b"\x00\x01\x00", "alpn protocol name length out of bounds"),
+    (b"\x00\x02\x02h", "alpn protocol name length out of bounds"),
+])
+def test_alpn_errors(ext: bytes, message: str):
+    with pytest.raises(HintParseError) as raised:
+        tls._alpn(ext)
+    assert str(raised.value) == message
+
+
+def test_alpn_names():
+    assert tls._alpn(b"\x00\x03\x02h2") == (b"h2",)
+    assert tls._alpn(b"\x00\x07\x02h2\x03h3x") == (b"h2", b"h3x")
