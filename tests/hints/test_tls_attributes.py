@@ -95,3 +95,9 @@ def test_alpn_errors(ext: bytes, message: str):
 def test_alpn_names():
     assert tls._alpn(b"\x00\x03\x02h2") == (b"h2",)
     assert tls._alpn(b"\x00\x07\x02h2\x03h3x") == (b"h2", b"h3x")
+
+
+def test_ja4_hash_of_an_empty_list_is_twelve_zeros():
+    """JA4: a hello with no ciphers (or no extensions) hashes to 000000000000, not sha256('')."""
+    assert tls._sha256_12("") == "000000000000"
+    assert tls._sha256_12("1301") == hashlib.sha256(b"1301").hexdigest()[:12]
