@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import re
 
+import attrs
 import pytest
 
 from tests.support.samples import client_hello
@@ -101,3 +102,61 @@ def test_ja4_hash_of_an_empty_list_is_twelve_zeros():
     """JA4: a hello with no ciphers (or no extensions) hashes to 000000000000, not sha256('')."""
     assert tls._sha256_12("") == "000000000000"
     assert tls._sha256_12("1301") == hashlib.sha256(b"1301").hexdigest()[:12]
+
+
+def sni_ext(*entries: tuple[int, bytes]) -> bytes:
+    """A server_name extension body: a u16 list of (type, u16-length name)."""
+    body = b"".join(bytes([t]) + len(n).to_bytes(2, "big") + n for t, n in entries)
+    return len(body).to_bytes(2, "big") + body
+
+
+@pytest.mark.parametrize("ext, message", [
+    (b"\x00", "server_name extension too short"),
+    (b"\x00\x00", "server_name list length does not match its extension"),
+    (b"\x00\x05\x00\x00\x01a", "server_name list length does not match its extension"),
+    (b"\x00\x02\x00\x00", "server_name entry truncated"),
+    (b"\x00\x03\x00\x00\x00", "server_name entry length out of bounds"),
+    (b"\x00\x04\x00\x00\x02a", "server_name entry length out of bounds"),
+    (sni_ext((0, b"a"), (0, b"b")), "more than one host_name in server_name"),
+    (sni_ext((0, b"a" * 256)), "server name longer than 255 bytes"),
+    (sni_ext((0, b"a b")), "server name is not an ASCII host name"),
+])
+def test_server_name_errors(ext: bytes, message: str):
+    """The exact messages: they are what a parse error logs."""
+    with pytest.raises(HintParseError) as raised:
+        tls._server_name(ext)
+    assert str(raised.value) == message
+
+
+def test_server_name_bounds():
+    assert tls._server_name(sni_ext((0, b"a"))) == "a"  # one letter is a name
+    assert tls._server_name(sni_ext((0, b"A" * 255))) == "a" * 255  # the longest allowed
+    assert tls._server_name(sni_ext((0, b"Host.Example."))) == "host.example"
+    assert tls._server_name(sni_ext((1, b"xyz"), (0, b"b"))) == "b"  # other types skipped
+    assert tls._server_name(sni_ext((1, b"xyz"))) is None
+
+
+def test_length_prefixed_lists():
+    """supported_groups / signature_algorithms (u16 length) and ec_point_formats (u8)."""
+    assert tls._u16_prefixed(b"\x00\x00", "g") == (2, 0)  # empty list
+    long_list = b"\x01\x00" + b"\x00" * 256
+    assert tls._u16_prefixed(long_list, "g") == (2, 256)
+    assert tls._u8_prefixed(b"\x00", "f") == (1, 0)
+    assert tls._u8_prefixed(b"\x02\x00\x01", "f") == (1, 2)
+    for bad in (b"", b"\x00", b"\x00\x05\x00\x01", b"\x01\x00\x00"):
+        with pytest.raises(HintParseError) as raised:
+            tls._u16_prefixed(bad, "supported_groups")
+        assert str(raised.value) == "supported_groups length does not match its extension"
+    for bad in (b"", b"\x05\x00", b"\x00\x00"):
+        with pytest.raises(HintParseError) as raised:
+            tls._u8_prefixed(bad, "ec_point_formats")
+        assert str(raised.value) == "ec_point_formats length does not match its extension"
+
+
+def test_ja4_unknown_version_and_counts_capped_at_99():
+    base = hello()
+    odd = attrs.evolve(base, legacy_version=0x7F12, supported_versions=None)
+    assert tls.ja4_string(odd)[:3] == "t00"
+    many = attrs.evolve(base, cipher_suites=tuple(range(0x1000, 0x1000 + 120)),
+                        extensions=tuple(range(0x2000, 0x2000 + 130)) + (0,))
+    assert tls.ja4_string(many)[:8] == "t13d9999"
