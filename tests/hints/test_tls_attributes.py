@@ -160,3 +160,51 @@ def test_ja4_unknown_version_and_counts_capped_at_99():
     many = attrs.evolve(base, cipher_suites=tuple(range(0x1000, 0x1000 + 120)),
                         extensions=tuple(range(0x2000, 0x2000 + 130)) + (0,))
     assert tls.ja4_string(many)[:8] == "t13d9999"
+
+
+RANDOM = b"\x00" * 32
+
+
+@pytest.mark.parametrize("body, message", [
+    (b"\x03\x03" + RANDOM, "client hello truncated"),  # 34 bytes: no session id length
+    (b"\x03\x03" + RANDOM + b"\x00", "client hello truncated before cipher suites"),  # 35
+    (b"\x02\x03" + RANDOM + b"\x00", "bad client hello version 0x0203"),
+    (b"\x04\x03" + RANDOM + b"\x00", "bad client hello version 0x0403"),
+])
+def test_client_hello_body_errors(body: bytes, message: str):
+    """The first bounds: 2 version bytes, 32 random bytes, a session id length."""
+    with pytest.raises(HintParseError) as raised:
+        tls._parse_body(body, len(body))
+    assert str(raised.value) == message
+
+
+def test_client_hello_version_checks_the_major_byte_only():
+    body = b"\x03\x07" + RANDOM + b"\x00" + b"\x00\x02\x13\x01" + b"\x01\x00"
+    assert tls._parse_body(body, 99).legacy_version == 0x0307
+
+
+def u16s(*values: int) -> bytes:
+    return b"".join(v.to_bytes(2, "big") for v in values)
+
+
+@pytest.mark.parametrize("etype, ext, message", [
+    (43, b"\x00", "supported_versions is empty"),
+    (43, b"\x01\x03", "supported_versions is empty"),
+    (43, b"\x03\x03\x04\x03", "supported_versions list has an odd length"),
+    (43, b"\x02\x03", "supported_versions length does not match its extension"),
+    (10, b"\x00\x03" + b"\x00\x17\x00", "supported_groups list has an odd length"),
+    (13, b"\x00\x03" + b"\x04\x03\x05", "signature_algorithms list has an odd length"),
+    (10, b"\x00\x05\x00", "supported_groups length does not match its extension"),
+    (13, b"\x00\x05\x00", "signature_algorithms length does not match its extension"),
+])
+def test_extension_errors_name_the_extension(etype: int, ext: bytes, message: str):
+    with pytest.raises(HintParseError) as raised:
+        tls._parse_extension(etype, ext)
+    assert str(raised.value) == message
+
+
+def test_extension_lists():
+    assert tls._parse_extension(43, b"\x04" + u16s(0x0304, 0x0303)) == (0x0304, 0x0303)
+    assert tls._parse_extension(10, b"\x00\x04" + u16s(0x001D, 0x0017)) == (0x001D, 0x0017)
+    assert tls._parse_extension(13, b"\x00\x02" + u16s(0x0403)) == (0x0403,)
+    assert tls._parse_extension(11, b"\x02\x00\x01") == (0, 1)
