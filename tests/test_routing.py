@@ -104,6 +104,10 @@ def test_a_wildcard_needs_a_whole_label():
         assert listener.route_for_sni(sni).route is None, sni
     for sni in ("a.example.com", "a.b.c.example.com", "-.example.com"):
         assert listener.route_for_sni(sni).route is not None, sni
+    # An empty label (explain accepts any --sni) still leaves ".example.com" as
+    # the suffix, as the label-by-label rule says: every dot is tried.
+    assert listener.route_for_sni("a..example.com").route is not None
+    assert listener.route_for_sni("a.b..example.com").route is not None
 
 
 def test_sni_specificity_orders_exact_then_longer_suffixes():

@@ -1,0 +1,210 @@
+"""
+The TLS hint's attributes as a mapping (keys, length, membership, lazy
+fingerprints computed once) and the exact messages of ALPN and size errors:
+what the access log, ``explain`` and the parse-error counters read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+import attrs
+import pytest
+
+from tests.support.samples import client_hello
+from tsgate.hints import tls
+from tsgate.hints.tls import (
+    ClientHello,
+    ClientHelloTooLarge,
+    TlsAttributes,
+    hint_attributes,
+    read_client_hello,
+)
+from tsgate.interfaces import HintParseError
+
+
+def hello(sni: str | None = "a.example.test", alpn: tuple[str, ...] = ()) -> ClientHello:
+    found = read_client_hello(client_hello(sni, alpn))
+    assert isinstance(found, ClientHello)
+    return found
+
+
+def test_keys_in_order_fingerprints_last():
+    attrs = TlsAttributes(hello(alpn=("h2", "http/1.1")))
+    assert list(attrs) == ["sni", "alpn", "versions", "ja3", "ja3_hash", "ja4"]
+    assert len(attrs) == 6
+    assert attrs["sni"] == "a.example.test" and attrs["alpn"] == "h2,http/1.1"
+    bare = TlsAttributes(hello(sni=None))
+    assert list(bare) == ["versions", "ja3", "ja3_hash", "ja4"] and len(bare) == 4
+
+
+def test_membership():
+    attrs = TlsAttributes(hello())
+    assert "sni" in attrs and "versions" in attrs
+    assert "ja3" in attrs and "ja4" in attrs  # before they are computed
+    assert "alpn" not in attrs and "nope" not in attrs
+
+
+def test_fingerprints_computed_once_and_only_when_asked(monkeypatch):
+    calls = []
+    real = tls.ja3_string
+
+    def counting(h: ClientHello) -> str:
+        calls.append(h)
+        return real(h)
+
+    monkeypatch.setattr(tls, "ja3_string", counting)
+    attrs = TlsAttributes(hello())
+    assert attrs["sni"] == "a.example.test" and attrs["versions"]
+    assert calls == []
+    ja3 = attrs["ja3"]
+    assert attrs["ja3_hash"] == hashlib.md5(ja3.encode()).hexdigest()
+    assert re.fullmatch(r"t13d\d{4}[0-9a-z]{2}_[0-9a-f]{12}_[0-9a-f]{12}", attrs["ja4"])
+    assert attrs["ja3"] == ja3 and len(calls) == 1
+
+
+def test_hint_attributes_and_repr():
+    h = hello(alpn=("h2",))
+    plain = hint_attributes(h)
+    assert plain == dict(TlsAttributes(h))
+    assert list(plain) == ["sni", "alpn", "versions", "ja3", "ja3_hash", "ja4"]
+    assert repr(TlsAttributes(h)) == f"TlsAttributes({plain!r})"
+
+
+def test_too_large_messages():
+    assert str(ClientHelloTooLarge()) == "client hello too large"
+    with pytest.raises(ClientHelloTooLarge) as raised:
+        read_client_hello(client_hello("a.example.test"), max_bytes=100)
+    assert str(raised.value) == "client hello too large"
+
+
+@pytest.mark.parametrize("ext, message", [
+    (b"", "alpn extension too short"),
+    (b"\x00", "alpn extension too short"),
+    (b"\x00\x00", "alpn list length does not match its extension"),
+    (b"\x00\x02\x01", "alpn list length does not match its extension"),
+    (b"\x00\x01\x00", "alpn protocol name length out of bounds"),
+    (b"\x00\x02\x02h", "alpn protocol name length out of bounds"),
+])
+def test_alpn_errors(ext: bytes, message: str):
+    with pytest.raises(HintParseError) as raised:
+        tls._alpn(ext)
+    assert str(raised.value) == message
+
+
+def test_alpn_names():
+    assert tls._alpn(b"\x00\x03\x02h2") == (b"h2",)
+    assert tls._alpn(b"\x00\x07\x02h2\x03h3x") == (b"h2", b"h3x")
+
+
+def test_ja4_hash_of_an_empty_list_is_twelve_zeros():
+    """JA4: a hello with no ciphers (or no extensions) hashes to 000000000000, not sha256('')."""
+    assert tls._sha256_12("") == "000000000000"
+    assert tls._sha256_12("1301") == hashlib.sha256(b"1301").hexdigest()[:12]
+
+
+def sni_ext(*entries: tuple[int, bytes]) -> bytes:
+    """A server_name extension body: a u16 list of (type, u16-length name)."""
+    body = b"".join(bytes([t]) + len(n).to_bytes(2, "big") + n for t, n in entries)
+    return len(body).to_bytes(2, "big") + body
+
+
+@pytest.mark.parametrize("ext, message", [
+    (b"\x00", "server_name extension too short"),
+    (b"\x00\x00", "server_name list length does not match its extension"),
+    (b"\x00\x05\x00\x00\x01a", "server_name list length does not match its extension"),
+    (b"\x00\x02\x00\x00", "server_name entry truncated"),
+    (b"\x00\x03\x00\x00\x00", "server_name entry length out of bounds"),
+    (b"\x00\x04\x00\x00\x02a", "server_name entry length out of bounds"),
+    (sni_ext((0, b"a"), (0, b"b")), "more than one host_name in server_name"),
+    (sni_ext((0, b"a" * 256)), "server name longer than 255 bytes"),
+    (sni_ext((0, b"a b")), "server name is not an ASCII host name"),
+])
+def test_server_name_errors(ext: bytes, message: str):
+    """The exact messages: they are what a parse error logs."""
+    with pytest.raises(HintParseError) as raised:
+        tls._server_name(ext)
+    assert str(raised.value) == message
+
+
+def test_server_name_bounds():
+    assert tls._server_name(sni_ext((0, b"a"))) == "a"  # one letter is a name
+    assert tls._server_name(sni_ext((0, b"A" * 255))) == "a" * 255  # the longest allowed
+    assert tls._server_name(sni_ext((0, b"Host.Example."))) == "host.example"
+    assert tls._server_name(sni_ext((1, b"xyz"), (0, b"b"))) == "b"  # other types skipped
+    assert tls._server_name(sni_ext((1, b"xyz"))) is None
+
+
+def test_length_prefixed_lists():
+    """supported_groups / signature_algorithms (u16 length) and ec_point_formats (u8)."""
+    assert tls._u16_prefixed(b"\x00\x00", "g") == (2, 0)  # empty list
+    long_list = b"\x01\x00" + b"\x00" * 256
+    assert tls._u16_prefixed(long_list, "g") == (2, 256)
+    assert tls._u8_prefixed(b"\x00", "f") == (1, 0)
+    assert tls._u8_prefixed(b"\x02\x00\x01", "f") == (1, 2)
+    for bad in (b"", b"\x00", b"\x00\x05\x00\x01", b"\x01\x00\x00"):
+        with pytest.raises(HintParseError) as raised:
+            tls._u16_prefixed(bad, "supported_groups")
+        assert str(raised.value) == "supported_groups length does not match its extension"
+    for bad in (b"", b"\x05\x00", b"\x00\x00"):
+        with pytest.raises(HintParseError) as raised:
+            tls._u8_prefixed(bad, "ec_point_formats")
+        assert str(raised.value) == "ec_point_formats length does not match its extension"
+
+
+def test_ja4_unknown_version_and_counts_capped_at_99():
+    base = hello()
+    odd = attrs.evolve(base, legacy_version=0x7F12, supported_versions=None)
+    assert tls.ja4_string(odd)[:3] == "t00"
+    many = attrs.evolve(base, cipher_suites=tuple(range(0x1000, 0x1000 + 120)),
+                        extensions=tuple(range(0x2000, 0x2000 + 130)) + (0,))
+    assert tls.ja4_string(many)[:8] == "t13d9999"
+
+
+RANDOM = b"\x00" * 32
+
+
+@pytest.mark.parametrize("body, message", [
+    (b"\x03\x03" + RANDOM, "client hello truncated"),  # 34 bytes: no session id length
+    (b"\x03\x03" + RANDOM + b"\x00", "client hello truncated before cipher suites"),  # 35
+    (b"\x02\x03" + RANDOM + b"\x00", "bad client hello version 0x0203"),
+    (b"\x04\x03" + RANDOM + b"\x00", "bad client hello version 0x0403"),
+])
+def test_client_hello_body_errors(body: bytes, message: str):
+    """The first bounds: 2 version bytes, 32 random bytes, a session id length."""
+    with pytest.raises(HintParseError) as raised:
+        tls._parse_body(body, len(body))
+    assert str(raised.value) == message
+
+
+def test_client_hello_version_checks_the_major_byte_only():
+    body = b"\x03\x07" + RANDOM + b"\x00" + b"\x00\x02\x13\x01" + b"\x01\x00"
+    assert tls._parse_body(body, 99).legacy_version == 0x0307
+
+
+def u16s(*values: int) -> bytes:
+    return b"".join(v.to_bytes(2, "big") for v in values)
+
+
+@pytest.mark.parametrize("etype, ext, message", [
+    (43, b"\x00", "supported_versions is empty"),
+    (43, b"\x01\x03", "supported_versions is empty"),
+    (43, b"\x03\x03\x04\x03", "supported_versions list has an odd length"),
+    (43, b"\x02\x03", "supported_versions length does not match its extension"),
+    (10, b"\x00\x03" + b"\x00\x17\x00", "supported_groups list has an odd length"),
+    (13, b"\x00\x03" + b"\x04\x03\x05", "signature_algorithms list has an odd length"),
+    (10, b"\x00\x05\x00", "supported_groups length does not match its extension"),
+    (13, b"\x00\x05\x00", "signature_algorithms length does not match its extension"),
+])
+def test_extension_errors_name_the_extension(etype: int, ext: bytes, message: str):
+    with pytest.raises(HintParseError) as raised:
+        tls._parse_extension(etype, ext)
+    assert str(raised.value) == message
+
+
+def test_extension_lists():
+    assert tls._parse_extension(43, b"\x04" + u16s(0x0304, 0x0303)) == (0x0304, 0x0303)
+    assert tls._parse_extension(10, b"\x00\x04" + u16s(0x001D, 0x0017)) == (0x001D, 0x0017)
+    assert tls._parse_extension(13, b"\x00\x02" + u16s(0x0403)) == (0x0403,)
+    assert tls._parse_extension(11, b"\x02\x00\x01") == (0, 1)
