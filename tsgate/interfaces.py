@@ -39,6 +39,16 @@ class HintTooLarge(HintParseError):
     """
 
 
+class DecodeError(ValueError):
+    """
+    The base of every stream observer's decode error: the bytes broke the
+    protocol's framing, so the observer counts ``decode_error`` once and goes
+    quiet. Each protocol's module in ``tsgate.hints`` has exactly one subclass
+    (``KafkaDecodeError``, ``RedisDecodeError`` ...) and raises only that;
+    the observers catch it, never let it out (``IStreamObserver``).
+    """
+
+
 @attrs.frozen
 class NeedMore:
     """Not enough bytes yet to decide; call again with more."""
