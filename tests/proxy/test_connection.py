@@ -11,13 +11,14 @@ from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
+from tests.support.routes import cluster, route
 from tests.support.samples import client_hello
 from tsgate.accesslog import AccessLog, AccessRecord
 from tsgate.config import knobs
 from tsgate.hints.tls import TlsHintParser
 from tsgate.proxy.connection import CLOSED, CONNECTING, INSPECTING, RELAYING, DownstreamProtocol
 from tsgate.proxy.context import ProxyContext, Settings
-from tsgate.routing import Cluster, Endpoint, Listener, Route, SniChain, WeightedCluster
+from tsgate.routing import Listener, SniChain
 
 
 class HalfCloseTransport(StringTransport):
@@ -37,15 +38,8 @@ class HalfCloseTransport(StringTransport):
         self.loseConnection()
 
 
-def cluster(name: str = "outbound|2701||echo.default.svc.cluster.local", port: int = 2701,
-            **kwargs) -> Cluster:  # type: ignore[no-untyped-def]
-    return Cluster(name=name, host="echo.default.svc.cluster.local", port=port,
-                   endpoints=(Endpoint("127.0.0.1", port),), **kwargs)
 
 
-def route(name: str = "default/echo#tcp[0]", **kwargs) -> Route:  # type: ignore[no-untyped-def]
-    c = kwargs.pop("cluster", None) or cluster()
-    return Route(name=name, destinations=(WeightedCluster(c, 1),), **kwargs)
 
 
 class Harness:
