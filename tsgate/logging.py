@@ -32,7 +32,7 @@ from twisted.logger import (
 from zope.interface import implementer
 
 #: Accepted --log-level names (Twisted's, plus common aliases).
-LEVELS = {
+LEVELS: dict[str, LogLevel] = {
     "debug": LogLevel.debug,
     "info": LogLevel.info,
     "warn": LogLevel.warn,

@@ -24,7 +24,7 @@ from tsgate.routing import Listener, SniChain
 class HalfCloseTransport(StringTransport):
     """StringTransport plus the half-close and TCP calls the data path makes."""
 
-    def __init__(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+    def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.write_closed = False
         self.connected = True
@@ -43,7 +43,7 @@ class HalfCloseTransport(StringTransport):
 
 
 class Harness:
-    def __init__(self, listener: Listener, **settings) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, listener: Listener, **settings) -> None:
         self.reactor = MemoryReactorClock()
         self.records: list[AccessRecord] = []
         log = AccessLog(None)
@@ -58,7 +58,7 @@ class Harness:
         protocol.makeConnection(transport)
         return protocol, transport
 
-    def connect_upstream(self, index: int = -1):  # type: ignore[no-untyped-def]
+    def connect_upstream(self, index: int = -1):
         host, port, factory, timeout, bind = self.reactor.tcpClients[index]
         upstream = factory.buildProtocol(None)
         transport = HalfCloseTransport()
@@ -232,7 +232,7 @@ class InspectionTests(SynchronousTestCase):
             name = protocol = "crash"
             max_bytes = 10
 
-            def parse(self, data: bytes):  # type: ignore[no-untyped-def]
+            def parse(self, data: bytes):
                 raise ZeroDivisionError()
 
         h = Harness(MIXED)
@@ -284,7 +284,7 @@ class IdleTimeoutTests(SynchronousTestCase):
 
 
 class _CountingObserver:
-    def __init__(self, emit) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, emit) -> None:
         self.emit = emit
         self.client = b""
 
@@ -295,7 +295,7 @@ class _CountingObserver:
     def server_data(self, data: bytes) -> None:
         self.emit("server_chunks", 1)
 
-    def attributes(self):  # type: ignore[no-untyped-def]
+    def attributes(self):
         return {"user": "sam", "database": "app"}
 
 
@@ -309,10 +309,10 @@ class _Factory:
     istio_protocols = ("FAKE",)
     port_name_prefixes = ("fake",)
 
-    def __init__(self, cls) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, cls) -> None:
         self.cls = cls
 
-    def new_observer(self, emit):  # type: ignore[no-untyped-def]
+    def new_observer(self, emit):
         return self.cls(emit)
 
 
@@ -321,7 +321,7 @@ OBSERVED = Listener(bind="0.0.0.0", port=6379, tcp_route=route(), protocols=("FA
 
 
 class ObserverTests(SynchronousTestCase):
-    def harness(self, *factories) -> Harness:  # type: ignore[no-untyped-def]
+    def harness(self, *factories) -> Harness:
         h = Harness(OBSERVED)
         h.ctx.observers_for = lambda servers: list(factories)
         return h
@@ -354,7 +354,7 @@ class ObserverTests(SynchronousTestCase):
 
     def test_observer_factory_that_raises_costs_only_its_counters(self) -> None:
         class Broken(_Factory):
-            def new_observer(self, emit):  # type: ignore[no-untyped-def]
+            def new_observer(self, emit):
                 raise ValueError("cannot build")
 
         h = self.harness(Broken(_CountingObserver))

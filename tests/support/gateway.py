@@ -23,7 +23,7 @@ from typing import Optional
 
 import yaml
 
-from tests.support.net import free_port  # noqa: F401 (re-exported: tests import it from here)
+from tests.support.net import free_port as free_port  # re-exported: tests import it from here
 
 LISTENING = re.compile(r"tsgate listening: (\S+)_(\d+) on ([\d.:\[\]a-f]+):(\d+)")
 

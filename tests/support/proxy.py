@@ -9,7 +9,8 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
 
-from tests.support.routes import cluster, route  # noqa: F401 (re-exported)
+from tests.support.routes import cluster as cluster  # re-exported
+from tests.support.routes import route as route  # re-exported
 from tsgate.accesslog import AccessLog, AccessRecord
 from tsgate.hints.tls import TlsHintParser
 from tsgate.proxy.connection import DownstreamProtocol
@@ -59,6 +60,7 @@ class Harness:
     def connect_upstream(self, index: int = -1) -> tuple[Any, HalfCloseTransport]:
         host, port, factory, timeout, bind = self.reactor.tcpClients[index]
         upstream = factory.buildProtocol(None)
+        assert upstream is not None
         transport = HalfCloseTransport()
         upstream.makeConnection(transport)
         return upstream, transport

@@ -136,7 +136,7 @@ class _Endpoint(_Dir):
         self.handler = handler
         self.methods = tuple(methods)
 
-    def render(self, request: Request) -> Union[bytes, int]:  # type: ignore[override]
+    def render(self, request: Request) -> Union[bytes, int]:
         if request.method not in self.methods:
             request.setResponseCode(http.NOT_ALLOWED)
             request.setHeader(b"allow", b", ".join(self.methods))

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from twisted.plugin import pluginPackagePaths
 
-__path__.extend(pluginPackagePaths(__name__))  # type: ignore[name-defined]
+__path__.extend(pluginPackagePaths(__name__))
 
 from tsgate.plugins.discovery import (  # noqa: E402 (after __path__ is extended)
     GENERIC_PROTOCOLS,
