@@ -68,7 +68,6 @@ NOT_YET_STRICT = frozenset({
     "tests.test_logging",
     "tests.test_routing",
     "tests.upstream.test_balancer",
-    "tsgate.admin.server",
     "tsgate.proxy.context",
     "tsgate.upstream.balancer",
 })
