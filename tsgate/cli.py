@@ -175,6 +175,8 @@ def run_validate(args: argparse.Namespace, out: Optional[TextIO] = None,
         json.dump(result.to_dict(), out, indent=2, sort_keys=False)
         out.write("\n")
     if not result.ok:
+        if not args.json:  # nothing is programmed, and the status says why
+            out.write(format_gateway_api_status(result))
         print(f"tsgate validate: {len(result.errors)} error(s), {len(result.warnings)} "
               "warning(s)", file=err)
         return 1

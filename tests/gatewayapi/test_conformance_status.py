@@ -173,6 +173,7 @@ def test_tlsroute_listener_mixed_termination_not_supported():
         assert (accepted.type, accepted.status, accepted.reason) == \
             ("Accepted", "False", "ProtocolConflict")
         assert li.attached_routes == 0
+    assert any(w.path == "spec.listeners[1]" and "not served" in w.message for w in r.warnings)
 
 
 def test_tlsroute_listener_passthrough_supported_kinds():

@@ -373,3 +373,51 @@ def test_twistd_options(tmp_path: Path):
     assert opts["gateway-classes"] == ["istio"]
     with pytest.raises(usage.UsageError, match="NAMESPACE:KEY=VALUE"):
         Options().parseOptions(["--config", str(tmp_path), "--namespace-label", "team=x"])
+
+
+def test_label_selector_match_expressions():
+    from tsgate.config.gatewayapi.model import LabelSelector
+
+    sel = LabelSelector((("team", "a"),), (("env", "In", ("prod", "stage")),
+                                           ("legacy", "DoesNotExist", ()),
+                                           ("tier", "NotIn", ("db",)), ("owner", "Exists", ())))
+    assert sel.matches({"team": "a", "env": "prod", "owner": "x"})
+    assert not sel.matches({"team": "a", "env": "dev", "owner": "x"})
+    assert not sel.matches({"team": "a", "env": "prod", "owner": "x", "legacy": "1"})
+    assert not sel.matches({"team": "a", "env": "prod", "owner": "x", "tier": "db"})
+    assert not sel.matches({"team": "a", "env": "prod"})
+    assert not sel.matches({"team": "b", "env": "prod", "owner": "x"})
+
+
+def test_reference_grant_is_per_name_kind_and_namespace(load):
+    route = ROUTE.replace("[{name: echo, port: 7}]", "[{name: echo, namespace: back, port: 7}]")
+    grant = """\
+    apiVersion: gateway.networking.k8s.io/v1beta1
+    kind: ReferenceGrant
+    metadata: {name: g, namespace: back}
+    spec:
+      from: [{group: gateway.networking.k8s.io, kind: TCPRoute, namespace: infra}]
+      to: [{group: "", kind: Service}]
+    """
+    r = load(GW, route, grant)
+    assert r.gateway_api.condition("TCPRoute infra/r", "ResolvedRefs").reason == "ResolvedRefs"
+    (wc,) = r.table.listeners[0].tcp_route.destinations
+    assert wc.cluster.host == "echo.back.svc.cluster.local"
+    r = load(GW, route, grant.replace("kind: Service}", "kind: Service, name: other}"))
+    assert r.gateway_api.condition("TCPRoute infra/r", "ResolvedRefs").reason == \
+        "RefNotPermitted"
+    r = load(GW, route, grant.replace("kind: TCPRoute", "kind: TLSRoute"))
+    assert r.gateway_api.condition("TCPRoute infra/r", "ResolvedRefs").reason == \
+        "RefNotPermitted"
+
+
+def test_cli_validate_with_errors_still_prints_the_status(tmp_path: Path, capsys):
+    p = tmp_path / "c.yaml"
+    p.write_text(GW + "---\n" + ROUTE + "---\n" + ROUTE.replace("name: r,", "name: bad,")
+                 .replace("port: 7}", "}"))
+    assert main(["validate", str(p)]) == 1
+    captured = capsys.readouterr()
+    assert "Must have port for Service reference" in captured.err
+    assert "spec.rules[0].backendRefs[0]" in captured.err
+    assert "TCPRoute infra/r" in captured.out
+    assert "Programmed=False (Pending)" in captured.out

@@ -311,6 +311,9 @@ class Translation:
                                f"{port}: tsgate does not terminate TLS")
                     st.accepted = Condition("Accepted", FALSE, "ProtocolConflict", message)
                     st.conflicted = Condition("Conflicted", TRUE, "ProtocolConflict", message)
+                    if st.served is not None:
+                        self.report(WARNING, gw.meta, st.path, f"listener {st.spec.name} not "
+                                    f"served: {message} (ProtocolConflict)")
                     st.served = None
         return states
 
