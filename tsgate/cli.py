@@ -63,6 +63,9 @@ def add_gateway_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--root-namespace", default="istio-system", metavar="NS",
                         help="Istio's root namespace, whose AuthorizationPolicies apply to "
                              "every gateway (default: %(default)s)")
+    parser.add_argument("--credentials", default=None, metavar="DIR",
+                        help="directory of TLS credentials: DIR/<credentialName>/tls.crt, "
+                             "tls.key, ca.crt (a mounted Kubernetes Secret)")
     add_gateway_api_arguments(parser)
 
 
@@ -104,6 +107,7 @@ def load_from_args(args: argparse.Namespace) -> Any:
     return load_config(args.paths, gateway_labels=labels, default_namespace=args.namespace,
                        gateway_namespace=args.gateway_namespace,
                        root_namespace=getattr(args, "root_namespace", "istio-system"),
+                       credentials_dir=getattr(args, "credentials", None),
                        **gateway_api_kwargs(args))
 
 
@@ -227,6 +231,8 @@ def format_route(route: Any, indent: str) -> list[str]:
         c = wc.cluster
         share = f"{100 * wc.weight / total:.0f}%" if len(route.destinations) > 1 else "100%"
         eps = " ".join(f"{e.address}:{e.port}" for e in c.endpoints) or "(no endpoints)"
+        if c.missing:
+            eps = "(cluster not found: connections closed, NC)"
         lines.append(f"{indent}  -> {c.name} {share} {c.resolution} {eps}")
     return lines
 

@@ -135,16 +135,27 @@ def route_lines(route: Route) -> list[str]:
         c = d.cluster
         pct = 100.0 * d.weight / total
         out.append(f"    {pct:5.1f}%  {c.name} (weight {d.weight})")
-        if c.endpoints:
+        if c.missing:
+            out.append("            cluster not found (no such subset or port): "
+                       "connections closed at once, NC")
+        elif c.endpoints:
             eps = ", ".join(f"{e.address}:{e.port}"
                             + (f" (weight {e.weight})" if e.weight != 1 else "")
                             for e in c.endpoints)
-            how = "resolved by DNS at connect time: " if c.resolution != "STATIC" else ""
+            how = ("resolved by DNS, refreshed (--dns-refresh-rate): "
+                   if c.resolution != "STATIC" else "")
             out.append(f"            endpoints ({c.resolution}): {how}{eps}")
         else:
             out.append(f"            endpoints ({c.resolution}): {c.host}:{c.port}, "
                        "resolved by DNS at connect time")
-        out.append(f"            connect timeout {c.connect_timeout:g}s, lb {c.lb_policy}")
+        if not c.missing:
+            out.append(f"            connect timeout {c.connect_timeout:g}s, lb {c.lb_policy}"
+                       + (f", max connections {c.max_connections}"
+                          if c.max_connections is not None else ""))
+        if c.policy is not None and not c.missing:
+            # the upstream policy in force, as the data path applies it
+            for text in c.policy.describe()[1:]:
+                out.append(f"            {text}")
     idle = "disabled" if route.idle_timeout == 0 else f"{route.idle_timeout:g}s"
     line = f"  idle timeout {idle}"
     if route.max_connection_duration:

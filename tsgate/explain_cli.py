@@ -128,7 +128,9 @@ def run(args: Any, out: Optional[TextIO] = None, err: Optional[TextIO] = None) -
 
     result = load_config(paths, gateway_labels=labels, default_namespace=args.namespace,
                          gateway_namespace=args.gateway_namespace,
-                         root_namespace=args.root_namespace, **gateway_api_kwargs(args))
+                         root_namespace=args.root_namespace,
+                         credentials_dir=getattr(args, "credentials", None),
+                         **gateway_api_kwargs(args))
     if not result.ok:
         for diag in result.errors:
             print(str(diag), file=err)

@@ -16,6 +16,7 @@ from typing import Any, Callable, Optional
 import attrs
 from twisted.application import service
 from twisted.internet import defer, endpoints
+from twisted.internet.error import CannotListenError
 from twisted.internet.protocol import ServerFactory
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
@@ -23,6 +24,7 @@ from twisted.python.failure import Failure
 
 from tsgate.proxy.connection import DownstreamProtocol
 from tsgate.proxy.context import METRICS_FLUSH_INTERVAL, ProxyContext
+from tsgate.proxy.listen import lean_adopt, lean_listen, max_backlog
 from tsgate.routing import Listener, RouteTable
 
 log = Logger(namespace="tsgate.gateway")
@@ -86,8 +88,37 @@ def listener_endpoint(listener: Listener, bind_override: Optional[str],
     kind = "tcp6" if ":" in bind else "tcp"
     bind_escaped = bind.replace(":", "\\:")
     # A deep accept queue: Twisted's default of 50 drops SYNs under a burst of
-    # connections (each drop costs the client a 1 s retransmit).
-    return f"{kind}:port={listener.port}:interface={bind_escaped}:backlog=1024"
+    # connections (each drop costs the client a 1 s retransmit); as deep as the
+    # system allows (net.core.somaxconn), as HAProxy and Envoy ask.
+    return f"{kind}:port={listener.port}:interface={bind_escaped}:backlog={max_backlog()}"
+
+
+def plain_tcp(description: str) -> Optional[tuple[int, str, Optional[int]]]:
+    """
+    ``(port, interface, backlog)`` of a plain ``tcp:``/``tcp6:`` endpoint
+    string (only ``port``, ``interface`` and ``backlog``), else None: such a
+    listener can use the lean port; anything else goes to Twisted's endpoints.
+    """
+    fields = description.replace("\\:", "\0").split(":")
+    kind, args = fields[0], [f.replace("\0", ":") for f in fields[1:]]
+    if kind not in ("tcp", "tcp6") or not args:
+        return None
+    options = {"interface": "::" if kind == "tcp6" else "0.0.0.0"}
+    for i, arg in enumerate(args):
+        key, sep, value = arg.partition("=")
+        if not sep:
+            if i:
+                return None
+            key, value = "port", arg
+        if key not in ("port", "interface", "backlog"):
+            return None
+        options[key] = value
+    try:
+        port = int(options["port"])
+        backlog = int(options["backlog"]) if "backlog" in options else None
+    except (KeyError, ValueError):
+        return None
+    return port, options["interface"], backlog
 
 
 def unix_endpoint(bind: str) -> str:
@@ -147,6 +178,11 @@ class Gateway(service.MultiService):
     def recent_errors(self) -> Sequence[tuple[float, str]]:
         return list(self.ctx.recent_errors)
 
+    @property
+    def balancer(self) -> Any:
+        """Per-host state (active, ejected, health) for /clusters and the status page."""
+        return self.ctx.balancer
+
     def connections(self) -> Iterable[ConnectionInfo]:
         for conn in list(self.ctx.connections):
             yield ConnectionInfo(
@@ -197,6 +233,7 @@ class Gateway(service.MultiService):
             self._flusher.stop()
         waits = [defer.maybeDeferred(port.stopListening) for port in self.ports.values()]
         self.ports.clear()
+        self.ctx.balancer.stop()
         waits.append(defer.maybeDeferred(super().stopService))
         return defer.gatherResults(waits)
 
@@ -210,6 +247,16 @@ class Gateway(service.MultiService):
     def _listen(self, listener: Listener) -> Any:
         description = listener_endpoint(listener, self.bind_override, self.endpoint_overrides)
         factory = ListenerFactory(self.ctx, listener)
+        plain = plain_tcp(description) if self.ctx.settings.lean else None
+        if plain is not None:
+            port = self._listen_lean(listener, factory, description, *plain)
+            if port is not None:
+                return factory, port
+        elif self.ctx.settings.lean:  # a socket handed over (systemd, --workers)
+            adopted = lean_adopt(self.reactor, factory, description)
+            if adopted is not None:
+                self._log_listening(listener, adopted.getHost())
+                return factory, adopted
         try:
             endpoint = endpoints.serverFromString(self.reactor, description)
         except Exception as exc:  # a bad string, or systemd: with no socket handed over
@@ -227,14 +274,29 @@ class Gateway(service.MultiService):
                 f"cannot listen for {listener.name} on {description}: "
                 f"{outcome.getErrorMessage()}"
             )
-        address = outcome.getHost()
+        self._log_listening(listener, outcome.getHost())
+        return factory, outcome
+
+    @staticmethod
+    def _log_listening(listener: Listener, address: Any) -> None:
         log.info(
             "tsgate listening: {listener} on {address} ({kind})",
             listener=listener.name,
             address=f"{getattr(address, 'host', address)}:{getattr(address, 'port', '')}",
             kind="inspects ClientHello" if listener.inspect else "plain TCP",
         )
-        return factory, outcome
+
+    def _listen_lean(self, listener: Listener, factory: ListenerFactory, description: str,
+                     number: int, interface: str, backlog: Optional[int]) -> Any:
+        """A LeanPort (batched accepts, somaxconn backlog), or None on reactors without FDs."""
+        try:
+            port = lean_listen(self.reactor, factory, number, interface, backlog)
+        except CannotListenError as exc:
+            raise ListenError(
+                f"cannot listen for {listener.name} on {description}: {exc}") from None
+        if port is not None:
+            self._log_listening(listener, port.getHost())
+        return port
 
     def _apply_table(self, table: RouteTable) -> None:
         wanted = {(listener.bind, listener.port): listener for listener in table.listeners}
@@ -259,6 +321,7 @@ class Gateway(service.MultiService):
         self.ports.update(new_ports)
         self.factories.update(new_factories)
         self.table = table
+        self.ctx.balancer.table_changed(table)  # health checks, DNS names of the new table
 
     #: whether reload() logs "configuration reloaded" (a worker leaves that to its
     #: supervisor, which says it once every worker has switched)

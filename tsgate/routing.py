@@ -18,9 +18,12 @@ from __future__ import annotations
 
 import re
 import weakref
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import attrs
+
+if TYPE_CHECKING:
+    from tsgate.upstream.policy import ClusterPolicy
 
 #: Envoy's tcp_proxy default idle timeout (1 h); 0 disables.
 DEFAULT_IDLE_TIMEOUT = 3600.0
@@ -73,10 +76,21 @@ class Cluster:
     resolution: str = "STATIC"
     endpoints: tuple[Endpoint, ...] = ()
     connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
-    #: DestinationRule loadBalancer.simple; the data path does round robin
-    #: for everything until policies are implemented.
-    lb_policy: str = "ROUND_ROBIN"
+    #: the load balancer in force: LEAST_REQUEST (Istio's default), ROUND_ROBIN,
+    #: RANDOM, RING_HASH or MAGLEV (consistentHash.useSourceIp)
+    lb_policy: str = "LEAST_REQUEST"
     max_connections: Optional[int] = None
+    #: TLS origination (DestinationRule trafficPolicy.tls SIMPLE/MUTUAL): a
+    #: ``tsgate.tls.client.Origination``, or None for plain TCP upstream
+    tls: Any = attrs.field(default=None, eq=False)
+    #: the rest of the upstream policy (tsgate.upstream.policy); None: defaults
+    policy: Optional[ClusterPolicy] = None
+    #: Envoy's "cluster not found": a destination whose subset no
+    #: DestinationRule defines, or a port its ServiceEntry does not have.
+    #: Istio admits the route and istiod names a cluster it never builds; a
+    #: connection that picks it is closed at once, flagged ``NC``. Such a
+    #: cluster has no endpoints.
+    missing: bool = False
 
 
 @attrs.frozen
@@ -120,6 +134,9 @@ class SniChain:
 
     server_names: tuple[str, ...]
     route: Route
+    #: TLS termination (a ``protocol: TLS`` server with mode SIMPLE, MUTUAL or
+    #: OPTIONAL_MUTUAL): a ``tsgate.tls.server.Termination``; None for passthrough
+    termination: Any = attrs.field(default=None, eq=False)
 
 
 @attrs.frozen
@@ -129,6 +146,8 @@ class Decision:
     route: Optional[Route]
     chain: str  # "sni:simple-sni-1.istioinaction.io", "tcp", "none"
     reason: str
+    #: the chain's TLS termination, when the gateway terminates TLS for it
+    termination: Any = None
 
 
 _SPACES = re.compile(r"\s+")
@@ -235,9 +254,11 @@ class Listener:
                     i = sni.find(".", i + 1)
             if hit is not None:
                 chain, pattern = hit
-                return Decision(chain.route, f"sni:{pattern}", f"SNI {sni} matched {pattern}")
+                return Decision(chain.route, f"sni:{pattern}", f"SNI {sni} matched {pattern}",
+                                chain.termination)
         if catch_all is not None:
-            return Decision(catch_all.route, "sni:*", f"SNI {sni or '(none)'} matched catch-all")
+            return Decision(catch_all.route, "sni:*", f"SNI {sni or '(none)'} matched catch-all",
+                            catch_all.termination)
         if self.tcp_route is not None:
             return Decision(
                 self.tcp_route, "tcp", f"SNI {sni or '(none)'} matched no TLS chain; TCP route"

@@ -20,7 +20,7 @@ from twisted.logger import Logger
 from twisted.python import usage
 from twisted.python.failure import Failure
 
-from tsgate import __version__
+from tsgate import __version__, proxy_protocol
 from tsgate.accesslog import AccessLog
 from tsgate.authz import stages as authz_stages
 from tsgate.config.schema import parse_duration
@@ -29,6 +29,9 @@ from tsgate.logging import AccessLogFile
 from tsgate.proxy.context import DEFAULT_INSPECT_TIMEOUT, ProxyContext, Settings
 from tsgate.reload import ConfigWatcher
 from tsgate.stats import Stats
+from tsgate.tls.watch import CertificateWatcher
+from tsgate.upstream.balancer import Balancer, outlier_reporter
+from tsgate.upstream.dns import DnsRefresher
 
 log = Logger(namespace="tsgate")
 
@@ -146,6 +149,11 @@ class Options(usage.Options):
          "worker, SO_REUSEPORT: even spread) or 'shared' (one socket all workers accept on)."],
         ["worker-id", None, None, "(internal) this process is worker N of a supervisor."],
         ["worker-channel", None, None, "(internal) file descriptor of the supervisor channel."],
+        ["credentials", None, None, "Directory of TLS credentials: DIR/<credentialName>/"
+         "tls.crt, tls.key, ca.crt (a mounted Kubernetes Secret); certificate files are "
+         "watched and reloaded like the config."],
+        ["dns-refresh-rate", None, "60", "Seconds between re-resolutions of DNS endpoints "
+         "(Istio's default 60; a shorter TTL refreshes sooner)."],
     ]
 
     def __init__(self) -> None:
@@ -234,6 +242,9 @@ class Options(usage.Options):
                 if not str(self[name]).isdigit():
                     raise usage.UsageError(f"--{name} is internal and wants a number")
                 self[name] = int(self[name])
+        self["dns-refresh-rate"] = _seconds("dns-refresh-rate", self["dns-refresh-rate"])
+        if not self["dns-refresh-rate"]:
+            raise usage.UsageError("--dns-refresh-rate must be more than 0 seconds")
         if self["access-log-format"] not in ("text", "json"):
             raise usage.UsageError("--access-log-format is text or json")
         if self["access-log"] not in ("-", "none"):
@@ -297,7 +308,8 @@ def config_loader(options: Any) -> tuple[Any, Any]:
         return load_config(paths, gateway_labels=labels, default_namespace=namespace,
                            gateway_namespace=gateway_namespace, gateway_classes=gateway_classes,
                            namespace_labels=namespace_labels,
-                           root_namespace=options["root-namespace"])
+                           root_namespace=options["root-namespace"],
+                           credentials_dir=options.get("credentials"))
 
     result = load()
     if not result.ok:
@@ -344,11 +356,17 @@ def build_gateway(options: Any, reactor: Any, stdout: Any = None) -> Gateway:
             inspect_timeout=options["inspect-timeout"],
             connect_timeout=options["connect-timeout"],
             idle_timeout=options["idle-timeout"],
+            # TSGATE_TRANSPORT=twisted: Twisted's tcp transports (bench comparisons)
+            lean=os.environ.get("TSGATE_TRANSPORT", "lean") != "twisted",
         ),
         inspectors=inspectors(plugins),
         observers_for=observer_selector(plugins),
         observers_by_name=dict(plugins.observers),
+        balancer=upstream_balancer(reactor, options["dns-refresh-rate"]),
     )
+    # PROXY protocol in (tsgate.io/proxy-protocol), out (proxyProtocol), tcpKeepalive
+    ctx.stage_providers.append(proxy_protocol.stage_provider)
+    ctx.balancer.on_event = outlier_reporter(ctx.stats, ctx.error)
     # AuthorizationPolicy and per-source limits: accept/decision/close stages
     ctx.stage_providers.append(authz_stages.provider)
     return Gateway(
@@ -371,6 +389,14 @@ def _routes(table: Any) -> set[str]:
     names = {c.route.name for li in table.listeners for c in li.tls_chains}
     names |= {li.tcp_route.name for li in table.listeners if li.tcp_route is not None}
     return names
+
+
+def upstream_balancer(reactor: Any, dns_refresh_rate: float) -> Balancer:
+    """The balancer with live DNS and health checks on the process's reactor."""
+    balancer = Balancer(clock=reactor.seconds,
+                        dns=DnsRefresher(reactor, refresh_rate=dns_refresh_rate))
+    balancer.reactor = reactor
+    return balancer
 
 
 class GatewayService(service.MultiService):
@@ -396,6 +422,7 @@ class GatewayService(service.MultiService):
         gateway.started_at = time.time()
         self.watcher = ConfigWatcher(reactor, options["config"], self.reload,
                                      options["watch-interval"])
+        self.cert_watcher = CertificateWatcher(reactor, gateway, options["watch-interval"])
         self._previous_sighup: Any = None
         self._previous_sigusr1: Any = None
         self._admin_ports: list[Any] = []
@@ -501,6 +528,7 @@ class GatewayService(service.MultiService):
             attach(self.gateway, self.options["worker-id"] or 0,
                    self.options["worker-channel"], self.reactor)
         self.watcher.start()
+        self.cert_watcher.start()
         try:
             self._previous_sighup = signal.signal(signal.SIGHUP, self._sighup)
             self._previous_sigusr1 = signal.signal(signal.SIGUSR1, self._sigusr1)
@@ -537,6 +565,7 @@ class GatewayService(service.MultiService):
     def stopService(self) -> defer.Deferred[Any]:
         """SIGTERM: drain (stop accepting, fail readiness, wait), then stop."""
         self.watcher.stop()
+        self.cert_watcher.stop()
         if self._previous_sighup is not None:
             signal.signal(signal.SIGHUP, self._previous_sighup)
         if self._previous_sigusr1 is not None:

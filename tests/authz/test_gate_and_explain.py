@@ -85,14 +85,14 @@ def test_accept_then_client_hello(tmp_path: Path) -> None:
     # the same address again: the per-IP limit of 1
     _, second = gate.admit(guards, stats, listener, peer="127.0.0.1", remote=None,
                            local="127.0.0.1", now=3.0)
-    assert second == "tsgate_limit_exceeded[max_connections_per_ip]"
+    assert second == "tsgate_limit_exceeded[max-connections-per-ip]"
     assert gate.inspected(adm, guards, stats, "good.example.com", 4.0) is None
     gate.closed(adm)
     assert stats.total("tcp.rbac.denied") == 2 and stats.total("tcp.rbac.allowed") == 1
     # the dry-run ALLOW policy: 127.0.0.1 (twice) matches, the others would be denied
     assert stats.total("tcp.rbac.shadow_allowed") == 2  # evaluated before the limit
     assert stats.total("tcp.rbac.shadow_denied") == 2
-    assert stats.get("tcp.limit_refused", reason="max_connections_per_ip") == 1
+    assert stats.get("tcp.limit_refused", reason="max-connections-per-ip") == 1
     denied = {d["source"] for d in guards.snapshot()["denied"]}
     assert denied == {"10.1.1.1", "127.0.0.2", "10.1.1.1 (dry-run)", "127.0.0.2 (dry-run)"}
 

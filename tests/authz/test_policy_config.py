@@ -367,3 +367,38 @@ def test_resource_dump_includes_policies(tmp_path: Path) -> None:
     result = load(tmp_path, policy("a", "rules: [{}]"))
     dumped = [d for d in result.resources_to_dicts() if d["meta"]["kind"] == "AuthorizationPolicy"]
     assert dumped and dumped[0]["action"] == "ALLOW"
+
+
+def test_other_security_kinds_are_skipped_with_a_notice(tmp_path: Path) -> None:
+    result = load(tmp_path, """
+        apiVersion: security.istio.io/v1
+        kind: PeerAuthentication
+        metadata: {name: strict, namespace: apps}
+        spec: {mtls: {mode: STRICT}}
+        ---
+        apiVersion: networking.istio.io/v1
+        kind: AuthorizationPolicy
+        metadata: {name: wrong-group, namespace: apps}
+        spec: {}
+    """)
+    assert result.ok
+    notices = messages(result, "info")
+    assert any("skipped PeerAuthentication strict" in m and "does not use this kind" in m
+               for m in notices)
+    assert any("networking.istio.io/v1 is not security.istio.io" in m for m in notices)
+
+
+def test_destination_ip_condition(tmp_path: Path) -> None:
+    result = load(tmp_path, policy("d", """
+        action: DENY
+        rules: [{when: [{key: destination.ip, notValues: ["127.0.0.1"]}]}]
+    """))
+    authz = next(li for li in result.table.listeners if li.port == 31400).authz
+    assert authz.needs_local
+    assert authz.decide(Facts("127.0.0.5", None, "127.0.0.1", None)).allowed
+    assert not authz.decide(Facts("127.0.0.5", None, "127.0.0.2", None)).allowed
+    other = load(tmp_path, policy("d", """
+        action: DENY
+        rules: [{from: [{source: {ipBlocks: ["127.0.0.9"]}}]}]
+    """))
+    assert not next(li for li in other.table.listeners if li.port == 31400).authz.needs_local

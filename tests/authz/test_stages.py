@@ -99,15 +99,15 @@ def test_remote_ip_blocks_use_the_header_address(tmp_path: Path) -> None:
     assert len(h.reactor.tcpClients) == 1
     # the same client through the same balancer: its per-address limit is the header's
     again, again_t = h.accept()
-    again.dataReceived(b"HDR 198.51.100.7:5556\nx")
+    again.dataReceived(b"HDR 198.51.100.7:5556\n")  # a header alone decides
     assert len(h.reactor.tcpClients) == 1 and again_t.disconnecting
     other, other_t = h.accept()
-    other.dataReceived(b"HDR 203.0.113.1:5\nx")
+    other.dataReceived(b"HDR 203.0.113.1:5\n")
     assert len(h.reactor.tcpClients) == 1 and other_t.disconnecting
     for p in (ok, again, other):
         h.close(p)
     details = [r.connection_termination_details for r in h.records]
-    assert details == ["-", "tsgate_limit_exceeded[max_connections_per_ip]",
+    assert details == ["-", "tsgate_limit_exceeded[max-connections-per-ip]",
                        "rbac_access_denied_matched_policy[none]"]
     tracker = h.ctx.guards.tracker(li.name)
     assert tracker.active == 0 and tracker.sources["198.51.100.7"].active == 0
@@ -132,7 +132,17 @@ def test_sni_rule_right_after_the_client_hello(tmp_path: Path) -> None:
     assert len(h.reactor.tcpClients) == 1 and not good_t.disconnecting
     h.close(good)
     assert [r.connection_termination_details for r in h.records] == [
-        "tsgate_limit_exceeded[max_inspecting_connections]",
+        "tsgate_limit_exceeded[max-inspecting-connections]",
         "rbac_access_denied_matched_policy[ns[default]-policy[p]-rule[0]]", "-"]
     stats: Any = h.ctx.stats
     assert stats.total("tcp.rbac.denied") == 1 and stats.total("tcp.rbac.allowed") == 1
+
+
+def test_destination_ip_is_the_address_the_client_reached(tmp_path: Path) -> None:
+    li = listener(tmp_path, policy("""
+        action: DENY
+        rules: [{when: [{key: destination.ip, values: ["127.0.0.1"]}]}]"""))
+    h = Harness(li, [authz_stages.provider])
+    protocol, down = h.accept()  # the harness's local address is 127.0.0.1:31400
+    assert h.reactor.tcpClients == [] and down.disconnecting
+    h.close(protocol)

@@ -403,3 +403,27 @@ def test_hostile_yaml_is_one_error_with_file_and_line(write, name, text, line, w
     assert "Traceback" not in p.stderr
     assert f"{path}:{line}: error: YAML too costly to load" in p.stderr or name == "merge-bomb"
     assert why in p.stderr
+
+
+def test_partial_wildcard_sni_host_is_warned_and_not_routed(load):
+    gw = GW_TCP.replace("31400, name: tcp, protocol: TCP", "443, name: tls, protocol: TLS") \
+        .replace('hosts: ["*"]', 'hosts: ["*"]\n    tls: {mode: PASSTHROUGH}')
+    vs = """\
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: vs}
+spec:
+  hosts: ["*.example.com"]
+  gateways: [gw]
+  tls:
+  - match:
+    - sniHosts: ["*w.example.com", a.example.com]
+    route:
+    - destination: {host: echo.example.com, port: {number: 443}}
+"""
+    result = load(gw, vs)
+    assert result.ok
+    [w] = [d for d in result.warnings if d.path == "spec.tls[0].match[0].sniHosts[0]"]
+    assert "partial wildcard sniHost '*w.example.com'" in w.message
+    [listener] = result.table.listeners
+    assert [c.server_names for c in listener.tls_chains] == [("a.example.com",)]

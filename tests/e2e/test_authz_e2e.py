@@ -4,15 +4,18 @@ clients bound to different 127.0.0.x source addresses, a server-first
 backend that counts the connections it accepted (a denied client must have
 caused none and received no byte), SNI rules on a TLS passthrough port with
 real TLS, a bounded flood from one address while another keeps working,
-and a reload that changes policies for new connections only.
+a reload that changes policies for new connections only, and remoteIpBlocks
+behind a real HAProxy sending PROXY v2.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import socket
 import ssl
+import subprocess
 import threading
 import time
 import urllib.request
@@ -308,7 +311,8 @@ def test_per_ip_limits_under_a_flood_while_another_address_works(
         assert recv_exact(other, len(BANNER)) == BANNER
         assert banner.accepted == 4
         line = gw.wait_access_line_from(flood[-1].getsockname())
-        assert "tsgate_limit_exceeded[max_connections_per_ip]" in line
+        assert "tsgate_limit_exceeded[max-connections-per-ip]" in line
+        assert "limit tsgate.io/max-connections-per-ip: refused 127.0.0.7 on listener" in gw.text()
         # closing one frees a slot for the flooding address
         for s in flood:
             s.close()
@@ -323,11 +327,11 @@ def test_per_ip_limits_under_a_flood_while_another_address_works(
         again.close()
         other.close()
         counters = stats(admin)
-        assert counters['tcp.limit_refused{reason="max_connections_per_ip"}'] >= 9
+        assert counters['tcp.limit_refused{reason="max-connections-per-ip"}'] >= 9
         with urllib.request.urlopen(f"http://127.0.0.1:{admin}/authz", timeout=10) as r:
             view = json.loads(r.read())
         assert view["limited"][0]["source"] == "127.0.0.7"
-        assert view["limited"][0]["reason"] == "max_connections_per_ip"
+        assert view["limited"][0]["reason"] == "max-connections-per-ip"
 
 
 def test_rate_per_ip_and_inspection_cap(tmp_path: Path, banner: CountingBanner,
@@ -353,7 +357,7 @@ def test_rate_per_ip_and_inspection_cap(tmp_path: Path, banner: CountingBanner,
         third = connect(tls_port, "127.0.0.30")
         assert read_all(third) == b""
         line = gw.wait_access_line_from(third.getsockname())
-        assert "tsgate_limit_exceeded[max_inspecting_connections]" in line
+        assert "tsgate_limit_exceeded[max-inspecting-connections]" in line
         third.close()
         for s in silent:
             s.close()
@@ -421,3 +425,59 @@ def test_dry_run_logs_and_counts_but_denies_nothing(tmp_path: Path,
         assert counters["tcp.rbac.shadow_allowed"] == 1
         assert "tcp.rbac.denied" not in counters
         assert banner.accepted == 2
+
+
+@pytest.mark.skipif(shutil.which("haproxy") is None, reason="needs haproxy (.ci/run installs it)")
+def test_remote_ip_blocks_behind_a_real_haproxy_sending_proxy_v2(
+        tmp_path: Path, banner: CountingBanner) -> None:
+    path = config(tmp_path, banner, None, [
+        ap("via-lb", {"action": "ALLOW", "rules": [
+            {"from": [{"source": {"ipBlocks": ["127.0.0.1"],
+                                  "remoteIpBlocks": ["127.0.0.60/32"]}}]}]}),
+    ], annotations={"tsgate.io/proxy-protocol": "required",
+                    "tsgate.io/proxy-protocol-trusted-cidrs": "127.0.0.1/32",
+                    "tsgate.io/max-connections-per-ip": "1"})
+    with start(tmp_path, path, [TCP_PORT]) as gw:
+        front = free_port()
+        cfg = tmp_path / "haproxy.cfg"
+        cfg.write_text(f"""\
+global
+    log stdout format raw local0
+defaults
+    mode tcp
+    log global
+    timeout connect 5s
+    timeout client 30s
+    timeout server 30s
+frontend fe
+    bind 127.0.0.1:{front}
+    default_backend be
+backend be
+    server gw 127.0.0.1:{gw.port(TCP_PORT)} send-proxy-v2
+""")
+        with (tmp_path / "haproxy.log").open("w") as out:
+            lb = subprocess.Popen(["haproxy", "-db", "-f", str(cfg)], stdout=out,
+                                  stderr=subprocess.STDOUT)
+        try:
+            wait_for_port(front)
+            # the allowed client: a server-first banner through HAProxy, then an echo
+            ok = connect(front, "127.0.0.60")
+            assert recv_exact(ok, len(BANNER)) == BANNER
+            ok.sendall(b"ping\n")
+            assert recv_exact(ok, 5) == b"ping\n"
+            # the same client again: its per-IP limit is its own address, not HAProxy's
+            twice = connect(front, "127.0.0.60")
+            assert read_all(twice) == b""
+            # another client through the same HAProxy: denied, no upstream, no byte
+            other = connect(front, "127.0.0.61")
+            assert read_all(other) == b""
+            line = gw.wait_access_line_from(other.getsockname())
+            assert "rbac_access_denied_matched_policy[none]" in line
+            line = gw.wait_access_line_from(twice.getsockname())
+            assert "tsgate_limit_exceeded[max-connections-per-ip]" in line
+            for s in (ok, twice, other):
+                s.close()
+            assert banner.accepted == 1
+        finally:
+            lb.terminate()
+            lb.wait(10)

@@ -487,12 +487,12 @@ def test_reload_failed_counts_failures_only(setup: Setup) -> None:
     and the running config stays (a connection still gets through).
     """
     before = scrape(setup.admin)
-    success = metric(before, "envoy_config_reload_success")
-    failed = metric(before, "envoy_config_reload_failed")
+    success = metric(before, "tsgate_config_reload_success")
+    failed = metric(before, "tsgate_config_reload_failed")
     assert admin_request(setup.admin, "/reload", "POST")[0] == 200
     samples = scrape(setup.admin)
-    assert metric(samples, "envoy_config_reload_success") == success + 1
-    assert metric(samples, "envoy_config_reload_failed") == failed
+    assert metric(samples, "tsgate_config_reload_success") == success + 1
+    assert metric(samples, "tsgate_config_reload_failed") == failed
     setup.extra.write_text(yaml.safe_dump({
         "apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
         "metadata": {"name": "broken"},
@@ -501,8 +501,8 @@ def test_reload_failed_counts_failures_only(setup: Setup) -> None:
         status, body = admin_request(setup.admin, "/reload", "POST")
         assert status == 400, body
         samples = scrape(setup.admin)
-        assert metric(samples, "envoy_config_reload_success") == success + 1
-        assert metric(samples, "envoy_config_reload_failed") == failed + 1
+        assert metric(samples, "tsgate_config_reload_success") == success + 1
+        assert metric(samples, "tsgate_config_reload_failed") == failed + 1
     finally:
         setup.extra.write_text("")
     with socket.create_connection(("127.0.0.1", setup.port(HELD)), timeout=10) as s:

@@ -42,7 +42,4 @@ def test_no_access_to_another_objects_private_names() -> None:
                 owner = node.value
                 if isinstance(owner, ast.Name) and owner.id in ("self", "cls"):
                     continue
-                if path.name == "relay.py" and node.attr in (
-                        "_tempDataBuffer", "_writeDisconnecting", "_writeDisconnected"):
-                    continue  # WriteThrough, pinned by test_relay (until the lean transport)
                 raise AssertionError(f"{path.name}:{node.lineno} reads .{node.attr}")

@@ -152,10 +152,10 @@ def test_worker_arguments_leave_admin_and_watching_to_the_supervisor() -> None:
 
 
 @pytest.mark.parametrize("description, expected", [
-    ("tcp:port=0:interface=127.0.0.1:backlog=1024", (socket.AF_INET, "127.0.0.1", 0, 1024)),
-    ("tcp:31400:interface=127.0.0.1", (socket.AF_INET, "127.0.0.1", 31400, 50)),
-    ("tcp6:port=31400:interface=\\:\\:1", (socket.AF_INET6, "::1", 31400, 50)),
-    ("tcp:port=31400", (socket.AF_INET, "", 31400, 50)),
+    ("tcp:port=0:interface=127.0.0.1:backlog=1024", (socket.AF_INET, "127.0.0.1", 0)),
+    ("tcp:31400:interface=127.0.0.1", (socket.AF_INET, "127.0.0.1", 31400)),
+    ("tcp6:port=31400:interface=\\:\\:1", (socket.AF_INET6, "::1", 31400)),
+    ("tcp:port=31400", (socket.AF_INET, "0.0.0.0", 31400)),
     ("systemd:domain=INET:index=0", None),
     ("unix:/run/tsgate.sock", None),
     ("tcp:port=notaport", None),

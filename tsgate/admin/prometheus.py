@@ -52,7 +52,7 @@ ENVOY_TAG_NAMES = {
 }
 
 #: Prefixes of tsgate's own stats, exported as ``tsgate_*`` (Envoy has none of these).
-TSGATE_PREFIXES = ("config.", "gateway.", "plugin.")
+TSGATE_PREFIXES = ("config.", "gateway.", "plugin.", "workers.")
 
 #: Histograms the registry keeps in seconds whose Envoy name is in milliseconds.
 SECONDS_TO_MS = {"listener.downstream_cx_length_seconds": "listener.downstream_cx_length_ms"}

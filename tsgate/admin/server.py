@@ -325,6 +325,11 @@ def clusters_view(gateway: GatewayState,
              "bytes_sent": ep_bytes.get(f"{ep.address}:{ep.port}", [0, 0])[1]}
             for ep in cluster.endpoints
         ]
+        balancer = getattr(gateway, "balancer", None)
+        policy = cluster.policy
+        if balancer is not None:
+            # the hosts in force (DNS names resolved), each with its state
+            endpoints = balancer.host_views(cluster)
         last = [(t, m) for t, m in errors if cluster.name in m][-CLUSTER_ERRORS:]
         out.append({
             "name": cluster.name,
@@ -335,6 +340,7 @@ def clusters_view(gateway: GatewayState,
             "connect_timeout": cluster.connect_timeout,
             "lb_policy": cluster.lb_policy,
             "max_connections": cluster.max_connections,
+            "policy": policy.describe() if policy is not None else [],
             "endpoints": endpoints,
             "active_connections": len(mine),
             # bytes of the connections open now (from clients / to clients)
@@ -437,10 +443,15 @@ def clusters_text(views: list[dict[str, Any]]) -> str:
         lines.append(f"{n}::cx_active::{c['active_connections']}")
         for stat, value in c["stats"].items():
             lines.append(f"{n}::{stat}::{stats_text._fmt(value)}")
+        lines.append(f"{n}::lb_policy::{c['lb_policy']}")
+        for text in c.get("policy", ()):
+            lines.append(f"{n}::policy::{text}")
         for ep in c["endpoints"]:
             addr = f"{ep['address']}:{ep['port']}"
             lines.append(f"{n}::{addr}::cx_active::{ep['active_connections']}")
             lines.append(f"{n}::{addr}::weight::{ep['weight']}")
+            if "status" in ep:
+                lines.append(f"{n}::{addr}::health_flags::{ep['status']}")
         listed = {f"{ep['address']}:{ep['port']}" for ep in c["endpoints"]}
         for addr, count in c["upstreams"].items():
             if addr not in listed:  # DNS-resolved upstreams the table does not list

@@ -163,8 +163,10 @@ def compile_listener(listener: Listener, policies: Sequence[AuthorizationPolicy]
                          has_allow[False])
     shadow_set = PolicySet(tuple(sets[True]["DENY"]), tuple(sets[True]["ALLOW"]),
                            has_allow[True])
+    needs_local = any(c.key == "destination.ip" for p in policies for r in p.rules or ()
+                      for c in r.when)
     return ListenerAuthz(enforced, shadow_set, limits_from_annotations(listener.annotations),
-                         tuple(infos)), notes
+                         tuple(infos), needs_local), notes
 
 
 def attach(table: RouteTable, resources: Iterable[Resource], *,

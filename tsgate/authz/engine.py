@@ -24,6 +24,7 @@ SNI-dependent part waits for the ClientHello.
 from __future__ import annotations
 
 import ipaddress
+import socket
 from collections.abc import Iterable
 from typing import Any, Callable, Optional
 
@@ -35,19 +36,27 @@ UNKNOWN: Any = type("Unknown", (), {"__repr__": lambda self: "UNKNOWN"})()
 IpValue = Optional[tuple[int, int]]  # (version, integer) or None (no address)
 
 
+_FROM = int.from_bytes
+
+
 def parse_ip(text: Optional[str]) -> IpValue:
-    """``"127.0.0.1"`` -> (4, int); IPv4-mapped IPv6 becomes IPv4; junk -> None."""
+    """
+    ``"127.0.0.1"`` -> (4, int); IPv4-mapped IPv6 becomes IPv4; junk -> None.
+    (``inet_pton``: a tenth of ``ipaddress.ip_address``'s cost, per connection.)
+    """
     if not text:
         return None
     try:
-        addr = ipaddress.ip_address(text.split("%", 1)[0])
-    except ValueError:
+        return (4, _FROM(socket.inet_pton(socket.AF_INET, text), "big"))
+    except OSError:
+        pass
+    try:
+        value = _FROM(socket.inet_pton(socket.AF_INET6, text.split("%", 1)[0]), "big")
+    except OSError:
         return None
-    if addr.version == 6:
-        mapped = addr.ipv4_mapped
-        if mapped is not None:
-            return (4, int(mapped))
-    return (addr.version, int(addr))
+    if value >> 32 == 0xFFFF:
+        return (4, value & 0xFFFFFFFF)
+    return (6, value)
 
 
 class CidrSet:
@@ -302,6 +311,8 @@ class ListenerAuthz:
     shadow: PolicySet = PolicySet()
     limits: Any = None  # tsgate.authz.limits.Limits, or None
     policies: tuple[PolicyInfo, ...] = ()
+    #: some rule looks at destination.ip (else the data path skips getHost())
+    needs_local: bool = True
 
     @property
     def needs_sni(self) -> bool:

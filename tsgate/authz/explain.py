@@ -34,9 +34,11 @@ def authorization(listener: Any, source: Optional[str], sni: Optional[str],
     if source is None:
         out.update(decision="unknown", reason="give --source IP to evaluate the policies")
         return out
-    at_accept = authz.decide(Facts(source, remote, None,
+    # destination.ip: the listener's bind address when it has one
+    local = None if listener.bind in ("0.0.0.0", "::", "") else listener.bind
+    at_accept = authz.decide(Facts(source, remote, local,
                                    UNKNOWN if listener.inspect else sni))
-    final: Optional[Verdict] = at_accept or authz.decide(Facts(source, remote, None, sni))
+    final: Optional[Verdict] = at_accept or authz.decide(Facts(source, remote, local, sni))
     assert final is not None
     when = "at accept, before any upstream connect" if at_accept is not None else \
         "after the ClientHello (SNI rules), before any upstream connect"
@@ -47,7 +49,7 @@ def authorization(listener: Any, source: Optional[str], sni: Optional[str],
     if not final.allowed:
         out["connection_termination_details"] = final.termination_details
     if not authz.shadow.empty:
-        shadow = authz.decide_shadow(Facts(source, remote, None, sni))
+        shadow = authz.decide_shadow(Facts(source, remote, local, sni))
         if shadow is not None:
             out["dry_run"] = {"decision": "allowed" if shadow.allowed else "denied",
                               "policy": _where(authz, shadow.policy) if shadow.policy else None}

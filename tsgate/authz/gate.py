@@ -33,6 +33,8 @@ DENIED = "tcp.rbac.denied"
 SHADOW_ALLOWED = "tcp.rbac.shadow_allowed"
 SHADOW_DENIED = "tcp.rbac.shadow_denied"
 LIMIT_REFUSED = "tcp.limit_refused"
+#: seconds between two log lines about limit refusals on one listener
+LOG_INTERVAL = 1.0
 
 
 def limit_details(reason: str) -> str:
@@ -106,7 +108,7 @@ def _shadow(adm: Admission, guards: Guards, stats: Any, now: float, final: bool)
 
 def admit(guards: Guards, stats: Any, listener: Any, *, peer: Optional[str],
           remote: Optional[str], local: Optional[str], now: float,
-          remote_known: bool = True,
+          remote_known: bool = True, reads_first: Optional[bool] = None,
           principal: Optional[str] = None) -> tuple[Optional[Admission], Optional[str]]:
     """
     At accept: (the connection's admission, or None when the listener has no
@@ -116,8 +118,12 @@ def admit(guards: Guards, stats: Any, listener: Any, *, peer: Optional[str],
     source (None: the peer), ``local`` the address the client connected to.
     ``remote_known`` False: a PROXY header is still to come, so only the
     listener-wide caps are applied now and :func:`remote_found` does the rest.
+    ``reads_first``: the connection waits for client bytes before its route
+    (inspection, a PROXY header): it counts against the inspection cap until
+    :func:`inspected` (default: the listener inspects).
     A refused connection must still be given to :func:`closed`.
     """
+    waiting = listener.inspect if reads_first is None else reads_first
     authz: Optional[ListenerAuthz] = listener.authz
     if authz is None:
         return None, None
@@ -127,21 +133,30 @@ def admit(guards: Guards, stats: Any, listener: Any, *, peer: Optional[str],
     if limits is not None and (limits.max_connections is not None
                                or limits.max_inspecting is not None or limits.tracks_sources):
         tracker = guards.tracker(listener.name)
-        reason = tracker.admit_listener(facts.remote or "-", now, limits, listener.inspect)
+        reason = tracker.admit_listener(facts.remote or "-", now, limits, waiting)
         if reason is not None:
-            return adm, _limited(stats, listener.name, reason)
+            return adm, _limited(stats, tracker, listener.name, reason, facts.remote, now)
         adm.tracker = tracker
-        adm.inspecting = listener.inspect
+        adm.inspecting = waiting
     if not remote_known:
         adm.remote_known = False
         return adm, None
     return adm, _admit_remote(adm, guards, stats, now)
 
 
-def _limited(stats: Any, listener: str, reason: str) -> str:
+def _limited(stats: Any, tracker: SourceTracker, listener: str, reason: str,
+             address: Optional[str], now: float) -> str:
     stats.inc(LIMIT_REFUSED, reason=reason)
     if reason == REASON_MAX_CONNECTIONS:
         stats.inc("listener.downstream_cx_overflow", listener=listener)
+    # One log line per listener per second at most: a flood must not become a log flood.
+    tracker.unlogged += 1
+    if now - tracker.last_logged >= LOG_INTERVAL:
+        log.info("limit tsgate.io/{reason}: refused {address} on listener {listener} at accept "
+                 "({count} refused since the last line)", reason=reason, address=address,
+                 listener=listener, count=tracker.unlogged)
+        tracker.last_logged = now
+        tracker.unlogged = 0
     return limit_details(reason)
 
 
@@ -157,7 +172,7 @@ def _admit_remote(adm: Admission, guards: Guards, stats: Any, now: float) -> Opt
         address = adm.facts.remote or "-"
         reason = adm.tracker.admit_source(address, now, limits)
         if reason is not None:
-            return _limited(stats, adm.listener, reason)
+            return _limited(stats, adm.tracker, adm.listener, reason, address, now)
         adm.address = address
         adm.source_counted = True
     return None

@@ -9,7 +9,8 @@ Per-source connection limits (Gateway annotations), pure and bounded.
 - ``tsgate.io/max-connections: "N"``: concurrent connections on the
   listener (Envoy's listener connection limit);
 - ``tsgate.io/max-inspecting-connections: "N"``: connections still in
-  inspection (waiting for their ClientHello) on the listener; over it, a
+  inspection (waiting for their ClientHello, or a PROXY header) on the
+  listener; over it, a
   new connection is closed at accept, so silent clients cannot hold the
   inspection buffers and timers of a listener.
 
@@ -23,7 +24,7 @@ its rate bucket; when the table is full the least recently used such entry
 is evicted (an address idle the longest has the fullest bucket, so
 forgetting it loses the least). An entry with open connections is never
 evicted (its count would be lost); if no entry can be evicted among the
-oldest few, the new address is refused (``source_table_full``), as nginx's
+oldest few, the new address is refused (``source-table-full``), as nginx's
 ``limit_conn`` refuses when its zone is full: failing closed is what keeps
 a flood of distinct addresses from growing memory or resetting counts.
 """
@@ -43,12 +44,13 @@ CONNECTION_RATE_PER_IP = PREFIX + "connection-rate-per-ip"
 MAX_CONNECTIONS = PREFIX + "max-connections"
 MAX_INSPECTING = PREFIX + "max-inspecting-connections"
 
-#: Reasons a connection is refused at accept (access log, counters, status page).
-REASON_MAX_CONNECTIONS = "max_connections"
-REASON_MAX_INSPECTING = "max_inspecting_connections"
-REASON_PER_IP = "max_connections_per_ip"
-REASON_RATE = "connection_rate_per_ip"
-REASON_TABLE_FULL = "source_table_full"
+#: Reasons a connection is refused at accept (access log, counters, status page):
+#: the annotation's name, and source-table-full.
+REASON_MAX_CONNECTIONS = "max-connections"
+REASON_MAX_INSPECTING = "max-inspecting-connections"
+REASON_PER_IP = "max-connections-per-ip"
+REASON_RATE = "connection-rate-per-ip"
+REASON_TABLE_FULL = "source-table-full"
 
 #: Per-address entries kept per listener.
 DEFAULT_CAPACITY = 65536
@@ -155,6 +157,9 @@ class SourceTracker:
         #: address -> [refusals, last reason, last time]; the RECENT most recent
         self.refused: collections.OrderedDict[str, list[Any]] = collections.OrderedDict()
         self.refused_total: collections.Counter[str] = collections.Counter()
+        #: the gateway log's throttle (tsgate.authz.gate): last line, refusals since
+        self.last_logged = float("-inf")
+        self.unlogged = 0
 
     def admit(self, address: str, now: float, limits: Limits, inspecting: bool) -> Optional[str]:
         """Count a new connection in, or the reason it is refused (nothing counted)."""

@@ -48,8 +48,9 @@ def at_accept(conn: Any) -> Optional[Ending]:
     waits = bool(conn.runtime.listener_stages)  # a PROXY header may change the client
     conn.authz, refusal = gate.admit(
         ctx.guards, ctx.stats, conn.listener, peer=peer, remote=None if waits else peer,
-        local=getattr(transport.getHost(), "host", None), now=ctx.reactor.seconds(),
-        remote_known=not waits)
+        local=getattr(transport.getHost(), "host", None) if conn.listener.authz.needs_local
+        else None, now=ctx.reactor.seconds(),
+        remote_known=not waits, reads_first=conn.runtime.reads_first)
     return None if refusal is None else _ending(refusal)
 
 

@@ -28,6 +28,9 @@ from tsgate.config.validate import validate
 from tsgate.routing import RouteTable
 
 DEFAULT_GATEWAY_LABELS: Mapping[str, str] = {"istio": "ingressgateway"}
+#: Kubernetes Gateway API versions whose Gateways a VirtualService may name
+KUBERNETES_GATEWAY_VERSIONS = tuple(f"gateway.networking.k8s.io/{v}"
+                                    for v in ("v1", "v1beta1", "v1alpha2"))
 
 
 @attrs.frozen
@@ -88,6 +91,7 @@ def load_config(
     gateway_classes: Sequence[str] = DEFAULT_GATEWAY_CLASSES,
     namespace_labels: Mapping[str, Mapping[str, str]] = {},
     root_namespace: str = DEFAULT_ROOT_NAMESPACE,
+    credentials_dir: Optional[str] = None,
 ) -> ConfigResult:
     """
     Load, validate and compile the Istio YAML at ``paths`` (files or
@@ -102,6 +106,8 @@ def load_config(
     Gateway API Gateways are served when their ``gatewayClassName`` is in
     ``gateway_classes``; ``namespace_labels`` adds namespace labels (for
     ``allowedRoutes`` selectors) to those of ``Namespace`` objects in the files.
+    ``credentials_dir`` is ``--credentials DIR``, where ``credentialName``
+    certificates are read (``DIR/<name>/tls.crt``, ...).
     """
     if isinstance(paths, str):
         paths = [paths]
@@ -112,10 +118,14 @@ def load_config(
     resources, found = merge_duplicates(parsed)
     diags.extend(found)
     diags.extend(validate(resources))
+    others = [d.data for d in loaded.documents if isinstance(d.data, dict)
+              and d.data.get("kind") in ("Pod", "Gateway")
+              and d.data.get("apiVersion") in ("v1", *KUBERNETES_GATEWAY_VERSIONS)]
     api = translate(resources, loaded.documents, gateway_classes, namespace_labels,
                     default_namespace)
     diags.extend(api.diags)
-    table, found = compile_table(resources + api.synthetic, gateway_labels, gateway_namespace)
+    table, found = compile_table(resources + api.synthetic, gateway_labels, gateway_namespace,
+                                 credentials_dir, others)
     table, found = api.finish(table, found)
     diags.extend(found)
     diags.extend(validate_policies(resources))  # AuthorizationPolicy (tsgate.authz)

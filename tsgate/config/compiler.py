@@ -25,8 +25,8 @@ and the affected route or chain is left out.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Optional
+from collections.abc import Mapping, Sequence
+from typing import Any, Optional
 
 import attrs
 
@@ -64,13 +64,17 @@ from tsgate.routing import (
     SourceRef,
     WeightedCluster,
 )
+from tsgate.tls.checks import shared_certificate_hosts, terminates, termination_warnings
+from tsgate.tls.client import build_origination
+from tsgate.tls.server import TERMINATING_MODES, build_termination
+from tsgate.upstream.policy import build_policy
 
 DEFAULT_BIND = "0.0.0.0"
 ANNOTATION_PREFIX = "tsgate.io/"
 #: weight of a lone destination (Istio ignores its weight: it gets everything)
 FULL_WEIGHT = 100
-#: what the data path does when no DestinationRule sets loadBalancer.simple
-#: (Istio's default is LEAST_REQUEST; see tsgate.routing.Cluster.lb_policy)
+#: what the data path does when no DestinationRule sets loadBalancer.simple:
+#: Istio's default, LEAST_REQUEST (see tsgate.upstream.policy)
 DEFAULT_LB_POLICY: str = str(attrs.fields(Cluster).lb_policy.default)
 
 
@@ -142,8 +146,11 @@ class Compiler:
     """One compilation; holds the inputs, the caches and the diagnostics."""
 
     def __init__(self, resources: list[Resource], gateway_labels: Mapping[str, str],
-                 gateway_namespace: Optional[str] = None) -> None:
+                 gateway_namespace: Optional[str] = None,
+                 credentials_dir: Optional[str] = None) -> None:
         self.labels = dict(gateway_labels)
+        #: --credentials DIR: where credentialName certificates are read (tsgate.tls)
+        self.credentials_dir = credentials_dir
         self.gateway_namespace = gateway_namespace
         self.gateways = [r for r in resources if isinstance(r, Gateway)]
         self.virtual_services = [r for r in resources if isinstance(r, VirtualService)]
@@ -152,6 +159,7 @@ class Compiler:
         self.destination_rules = [r for r in resources if isinstance(r, DestinationRule)]
         self.diags: list[Diagnostic] = []
         self._clusters: dict[str, Optional[Cluster]] = {}
+        self._missing_clusters: dict[str, Cluster] = {}
         self._routes: dict[tuple[object, ...], Optional[Route]] = {}
         self._said: set[tuple[object, ...]] = set()
         self._bound: set[tuple[str, str, str]] = set()
@@ -274,13 +282,12 @@ class Compiler:
                 return "tls"
             if mode == "AUTO_PASSTHROUGH":
                 return "auto"
-            # --- TLS termination (issue #10 replaces this block by serving it) ---
-            if mode in ("SIMPLE", "MUTUAL", "OPTIONAL_MUTUAL", "ISTIO_MUTUAL"):
+            if mode in TERMINATING_MODES:
+                return "tls"  # terminated by tsgate.tls (see tls_chains)
+            if mode == "ISTIO_MUTUAL":
                 self.report(WARNING, meta, f"{ref.path}.tls.mode",
-                            f"tls.mode {mode}: tsgate does not terminate TLS yet; this server "
-                            "is skipped (nothing listens for it; use mode PASSTHROUGH and "
-                            "terminate TLS in the backend)")
-            # --- end TLS termination ---
+                            "ISTIO_MUTUAL needs Istio's mesh certificates, which tsgate does "
+                            "not have: server skipped")
             return None
         if server.tls is not None:
             return None  # validation reports TLS settings on a TCP server
@@ -304,17 +311,12 @@ class Compiler:
         return self.gateway_refs(vs, tuple(refs))
 
     def check_references(self) -> None:
-        known = {(g.meta.namespace, g.meta.name) for g in self.gateways}
+        # Missing Gateways (IST0101) and hosts no server has (IST0132) are reported
+        # by tsgate.config.analyze, as istioctl analyze does.
         for vs in self.virtual_services:
             if not vs.gateways or vs.gateways == ("mesh",):
                 self.report(INFO, vs.meta, "spec",
                             "bound to the mesh only (no spec.gateways): ignored by tsgate")
-            for i, ref in enumerate(vs.gateways):
-                key = gateway_key(ref, vs.meta.namespace)
-                if key is not None and key not in known:
-                    self.report(WARNING, vs.meta, f"spec.gateways[{i}]",
-                                f"gateway {key[0]}/{key[1]} not found in the configuration",
-                                code="IST0101")
 
     def host_binds(self, vs: VirtualService, ref: _ServerRef) -> bool:
         gw_ns = ref.gateway.meta.namespace
@@ -384,13 +386,6 @@ class Compiler:
             listener = self.listener(slot)
             if listener is not None:
                 listeners.append(listener)
-        for vs in self.virtual_services:
-            missed = self._unbound.get(vs.meta.key)
-            if missed and vs.meta.key not in self._bound:
-                hosts = sorted({h for ref in missed for h in ref.server.hosts})
-                self.report(WARNING, vs.meta, "spec.hosts",
-                            "no host matches a host of the servers of the gateways it names ("
-                            + ", ".join(hosts) + "): bound to no server", code="IST0132")
         self.check_match_ports()
         if not listeners and gateways and \
                 (self.virtual_services or self.service_entries or self.destination_rules):
@@ -470,7 +465,14 @@ class Compiler:
         chains: list[SniChain] = []
         used: dict[str, str] = {}
         emitted: set[tuple[object, ...]] = set()
+        terminated: list[tuple[_ServerRef, SniChain]] = []
         for ref in slot.tls:
+            if terminates(ref.server):
+                chain = self.terminating_chain(ref, slot, used)
+                if chain is not None:
+                    chains.append(chain)
+                    terminated.append((ref, chain))
+                continue
             found = False
             for vs in self.bound(ref):
                 if vs.tcp and not vs.tls and any(self.rule_passes(vs, rule, ref)
@@ -489,7 +491,10 @@ class Compiler:
                         if mark in emitted:
                             found = True
                             continue
-                        names = sorted({s.lower().rstrip(".") for s in match.sni_hosts})
+                        names = sorted({s.lower().rstrip(".") for s in match.sni_hosts
+                                        if not H.partial_wildcard(s)})  # warned: skipped
+                        if not names:
+                            continue
                         clash = [n for n in names if n in used]
                         if clash:
                             self.report(WARNING, vs.meta, f"spec.tls[{idx}].match[{j}].sniHosts",
@@ -510,6 +515,15 @@ class Compiler:
                 self.report(WARNING, ref.gateway.meta, ref.path,
                             f"no VirtualService has a tls route for this TLS server (port "
                             f"{ref.port}, hosts " + ", ".join(ref.server.hosts) + ")")
+        passthrough = [n for c in chains if c.termination is None for n in c.server_names]
+        for ref, chain in terminated:
+            shared = shared_certificate_hosts(chain.termination, passthrough)
+            if shared:
+                self.report(WARNING, ref.gateway.meta, f"{ref.path}.tls",
+                            "this server's certificate also covers the passthrough host(s) "
+                            + ", ".join(shared) + f" on port {slot.port}: a client may reuse "
+                            "one connection for the other (HTTP/2 connection coalescing), "
+                            "reaching the wrong backend")
         return chains
 
     def check_match_ports(self) -> None:
@@ -532,6 +546,57 @@ class Compiler:
                                 "no server of gateway " + ", ".join(f"{k[0]}/{k[1]}"
                                                                      for k in sorted(keys))
                                 + f" listens on port {m.port}: this match never applies")
+
+    def terminating_chain(self, ref: _ServerRef, slot: _Slot,
+                          used: dict[str, str]) -> Optional[SniChain]:
+        """A server TLS-terminated by tsgate: its hosts as SNI names, the first tcp route."""
+        server, meta = ref.server, ref.gateway.meta
+        assert server.tls is not None and server.port is not None
+        names = sorted({h.rpartition("/")[2].lower().rstrip(".") for h in server.hosts})
+
+        def report(severity: str, field: str, message: str) -> None:
+            path = f"{ref.path}.tls" + (f".{field}" if field else "")
+            self.report(ERROR if severity == "error" else WARNING, meta, path, message)
+
+        # Certificates first: a missing file or a mismatched key is an error
+        # whether or not a route uses the server yet.
+        termination = build_termination(server.tls, names, ref.describe(),
+                                        self.credentials_dir, report)
+        if termination is None:
+            return None
+        for severity, field, message in termination_warnings(termination):
+            report(severity, field, message)
+        chosen: Optional[tuple[VirtualService, int]] = None
+        for vs in self.bound(ref):
+            for idx, rule in enumerate(vs.tcp):
+                if self.rule_passes(vs, rule, ref):
+                    chosen = (vs, idx)
+                    break
+            if chosen is not None:
+                break
+        if chosen is None:
+            if server.port.protocol == "HTTPS":
+                self.report(WARNING, meta, ref.path,
+                            "HTTPS server skipped: no VirtualService routes it with tcp (tsgate "
+                            "terminates TLS for tcp routes; HTTP routing is not served)")
+            else:
+                self.report(WARNING, meta, ref.path,
+                            f"no VirtualService has a tcp route for this {server.tls.mode} TLS "
+                            f"server (port {ref.port}): connections to it are closed")
+            return None
+        vs, idx = chosen
+        route = self.route(vs, "tcp", idx, vs.tcp[idx], ref.port)
+        if route is None:
+            return None
+        clash = [n for n in names if n in used]
+        if clash:
+            self.report(WARNING, meta, f"{ref.path}.hosts",
+                        f"duplicate SNI {clash[0]!r} on port {slot.port}: already routed by "
+                        f"{used[clash[0]]}; this server is skipped (first wins)")
+            return None
+        for n in names:
+            used[n] = f"{ref.describe()} ({server.tls.mode})"
+        return SniChain(() if "*" in names else tuple(names), route, termination)
 
     # ------------------------------------------------------------------ routes
 
@@ -630,28 +695,37 @@ class Compiler:
                 port = se.ports[0].number if len(se.ports) == 1 else listener_port
             se_port = next((p for p in se.ports if p.number == port), None)
             if se_port is None:
-                self.report(ERROR, vs.meta, f"{path}.port" if dest.port else path,
-                            f"{se.meta.ref} (host {fqdn}) has no port {port} (ports: "
-                            + (", ".join(str(p.number) for p in se.ports) or "none") + ")")
-                return None, None
+                assert port is not None  # validation: every ServicePort has a number
+                ports = ", ".join(str(p.number) for p in se.ports) or "none"
+                if dest.port:
+                    # istioctl analyze's DestinationHostAnalyzer (IST0101)
+                    said = f'Referenced host:port not found: "{dest.host}:{port}"'
+                    code = "IST0101"
+                else:
+                    # IST0112: no port given and the service has several
+                    said = (f"no destination port and {se.meta.ref} (host {fqdn}) has several "
+                            f"ports: the listener port {port} is used, which it does not have")
+                    code = "IST0112"
+                return self._missing(vs, f"{path}.port" if dest.port else path, fqdn, port,
+                                     dest.subset,
+                                     f"{said} ({se.meta.ref} ports: {ports})", code), None
         elif port is None:
             port = listener_port
         assert port is not None
         dr = self.destination_rule(fqdn, viewer, vs.meta, path)
         subset: Optional[Subset] = None
         if dest.subset:
-            if dr is None:
-                self.report(ERROR, vs.meta, f"{path}.subset",
-                            f"subset {dest.subset!r} not found: no DestinationRule for host "
-                            f"{fqdn}", code="IST0101")
-                return None, None
-            subset = next((s for s in dr.subsets if s.name == dest.subset), None)
+            subset = None if dr is None else \
+                next((s for s in dr.subsets if s.name == dest.subset), None)
             if subset is None:
-                self.report(ERROR, vs.meta, f"{path}.subset",
-                            f"subset {dest.subset!r} not found in {dr.meta.ref} (subsets: "
-                            + (", ".join(s.name for s in dr.subsets) or "none") + ")",
-                            code="IST0101")
-                return None, None
+                where = f"no DestinationRule for host {fqdn}" if dr is None else \
+                    f"{dr.meta.ref} has subsets: " + (
+                        ", ".join(s.name for s in dr.subsets) or "none")
+                return self._missing(
+                    vs, f"{path}.subset", fqdn, port, dest.subset,
+                    f'Referenced host+subset in destinationrule not found: '
+                    f'"{fqdn}+{dest.subset}" ({where})', "IST0101"), \
+                    dr.traffic_policy if dr else None
         # Route-level settings (idleTimeout, maxConnectionDuration) come from the
         # DestinationRule's top-level policy, as istiod builds tcp_proxy; cluster
         # settings honour portLevelSettings and the subset's overrides.
@@ -661,22 +735,42 @@ class Compiler:
         name = f"outbound|{port}|{dest.subset}|{fqdn}"
         if name in self._clusters:
             return self._clusters[name], top
-        cluster = self._build_cluster(vs, dest, path, fqdn, port, found, se_port, subset, policy)
+        cluster = self._build_cluster(vs, dest, path, fqdn, port, found, se_port, subset, policy,
+                                      dr)
         self._clusters[name] = cluster
         return cluster, top
+
+    def _missing(self, vs: VirtualService, path: str, fqdn: str, port: int, subset: str,
+                 said: str, code: str) -> Cluster:
+        """
+        The cluster istiod names but never builds (Istio admits the route):
+        a warning, and a cluster whose connections are closed at once (NC).
+        """
+        name = f"outbound|{port}|{subset}|{fqdn}"
+        self.report(WARNING, vs.meta, path,
+                    f"{said}; the route is served, but cluster {name} does not exist: a "
+                    "connection routed to it is closed at once (NC), as Envoy does",
+                    once=("missing", vs.meta.key, path, name), code=code)
+        cluster = self._missing_clusters.get(name)
+        if cluster is None:
+            cluster = Cluster(name=name, host=fqdn, port=port, subset=subset, missing=True)
+            self._missing_clusters[name] = cluster
+        return cluster
 
     def _build_cluster(self, vs: VirtualService, dest: Destination, path: str, fqdn: str,
                        port: int, found: Optional[tuple[ServiceEntry, str]],
                        se_port: Optional[ServicePort], subset: Optional[Subset],
-                       policy: Optional[TrafficPolicy]) -> Optional[Cluster]:
+                       policy: Optional[TrafficPolicy],
+                       dr: Optional[DestinationRule] = None) -> Optional[Cluster]:
         name = f"outbound|{port}|{dest.subset}|{fqdn}"
         tcp = policy.tcp if policy is not None else None
-        lb = policy.lb_simple if policy is not None else None
+        annotations = dr.meta.annotations if dr is not None else ()
+        upstream = build_policy(policy, annotations, found[0].resolution if found else "")
         settings = _ClusterSettings(
             connect_timeout=(tcp.connect_timeout if tcp is not None and tcp.connect_timeout
                              is not None else DEFAULT_CONNECT_TIMEOUT),
             max_connections=tcp.max_connections if tcp is not None else None,
-            lb_policy=_lb_policy(lb),
+            lb_policy=upstream.lb,
         )
 
         def make(resolution: str, endpoints: tuple[Endpoint, ...]) -> Cluster:
@@ -684,7 +778,9 @@ class Compiler:
                            resolution=resolution, endpoints=endpoints,
                            connect_timeout=settings.connect_timeout,
                            lb_policy=settings.lb_policy,
-                           max_connections=settings.max_connections)
+                           max_connections=settings.max_connections,
+                           tls=self.origination(policy, dr, fqdn, port, dest.subset),
+                           policy=upstream)
 
         if found is None:
             how = "as written (an IP address)" if H.is_ip(dest.host) else \
@@ -711,6 +807,12 @@ class Compiler:
             wl = dict(w.labels)
             if any(wl.get(k) != v for k, v in labels.items()):
                 continue
+            if not w.address:
+                self.report(WARNING, se.meta, "spec.endpoints",
+                            f"endpoint without an address (network {w.network!r}) skipped: "
+                            "tsgate has nothing to connect to",
+                            once=("noaddr", se.meta.key, w.network))
+                continue
             if w.address.startswith("unix://"):
                 self.report(WARNING, se.meta, "spec.endpoints",
                             f"unix endpoint {w.address} skipped: tsgate connects over TCP",
@@ -731,6 +833,22 @@ class Compiler:
                         + ": connections to it fail (UH)", once=("noep", name))
         return make(resolution, tuple(endpoints))
 
+    def origination(self, policy: Optional[TrafficPolicy], dr: Optional[DestinationRule],
+                    fqdn: str, port: int, subset: str) -> Any:
+        """TLS origination for a cluster (DestinationRule tls SIMPLE/MUTUAL), or None."""
+        if policy is None or policy.tls is None or policy.tls.mode not in ("SIMPLE", "MUTUAL") \
+                or dr is None:
+            return None
+        path = _tls_path(dr, policy.tls, port, subset)
+
+        def report(severity: str, field: str, message: str) -> None:
+            assert dr is not None
+            self.report(ERROR if severity == "error" else WARNING, dr.meta,
+                        path + (f".{field}" if field else ""), message,
+                        once=("orig", dr.meta.key, path, field, message))
+
+        return build_origination(policy.tls, fqdn, self.credentials_dir, report)
+
     def _workloads(self, se: ServiceEntry) -> list[WorkloadSpec]:
         if se.endpoints or se.workload_selector is None:
             return list(se.endpoints)
@@ -738,13 +856,6 @@ class Compiler:
         return [we.spec for we in self.workload_entries
                 if we.meta.namespace == se.meta.namespace
                 and all(dict(we.spec.labels).get(k) == v for k, v in selector.items())]
-
-
-def _lb_policy(simple: Optional[str]) -> str:
-    """loadBalancer.simple as the cluster's policy; LEAST_CONN is Istio's old alias."""
-    if not simple or simple == "UNSPECIFIED":
-        return DEFAULT_LB_POLICY
-    return "LEAST_REQUEST" if simple == "LEAST_CONN" else simple
 
 
 def _for_port(policy: Optional[TrafficPolicy], port: int) -> Optional[TrafficPolicy]:
@@ -765,12 +876,20 @@ def _merge(base: Optional[TrafficPolicy], override: Optional[TrafficPolicy]) -> 
     if base is None:
         return override
     tcp: Optional[TcpSettings] = override.tcp if override.tcp is not None else base.tcp
-    lb = override.lb_simple if (override.lb_simple is not None or override.consistent_hash) \
-        else base.lb_simple
-    return attrs.evolve(base, lb_simple=lb, tcp=tcp,
-                        tls_mode=override.tls_mode or base.tls_mode,
-                        use_source_ip=override.use_source_ip or (
-                            base.use_source_ip and override.lb_simple is None))
+    lb_set = override.lb_simple is not None or bool(override.consistent_hash) \
+        or "loadBalancer" in override.set_fields
+    return attrs.evolve(
+        base, tcp=tcp, tls_mode=override.tls_mode or base.tls_mode,
+        tls=override.tls or base.tls,
+        lb_simple=override.lb_simple if lb_set else base.lb_simple,
+        consistent_hash=override.consistent_hash if lb_set else base.consistent_hash,
+        consistent_hash_settings=(override.consistent_hash_settings if lb_set
+                                  else base.consistent_hash_settings),
+        use_source_ip=override.use_source_ip if lb_set else base.use_source_ip,
+        proxy_protocol=(override.proxy_protocol if "proxyProtocol" in override.set_fields
+                        else base.proxy_protocol),
+        outlier_detection=(override.outlier_detection if "outlierDetection"
+                           in override.set_fields else base.outlier_detection))
 
 
 def auto_passthrough_chains(compiler: Compiler, refs: list[_ServerRef],
@@ -781,11 +900,36 @@ def auto_passthrough_chains(compiler: Compiler, refs: list[_ServerRef],
     return chains(compiler, refs, taken)
 
 
+def _tls_path(dr: DestinationRule, tls: Any, port: int, subset: str) -> str:
+    """Where in ``dr`` the ClientTLS settings ``tls`` were written."""
+    candidates: list[tuple[str, Optional[TrafficPolicy]]] = []
+    for j, s in enumerate(dr.subsets):
+        if s.name == subset:
+            candidates.append((f"spec.subsets[{j}].trafficPolicy", s.traffic_policy))
+    candidates.append(("spec.trafficPolicy", dr.traffic_policy))
+    for base, policy in candidates:
+        if policy is None:
+            continue
+        for i, (number, level) in enumerate(policy.port_level):
+            if number == port and level.tls is tls:
+                return f"{base}.portLevelSettings[{i}].tls"
+        if policy.tls is tls:
+            return f"{base}.tls"
+    return "spec.trafficPolicy.tls"
+
+
 def compile_table(resources: list[Resource], gateway_labels: Mapping[str, str],
-                  gateway_namespace: Optional[str] = None) -> tuple[RouteTable, list[Diagnostic]]:
-    """The route table of ``resources`` for a gateway with ``gateway_labels``."""
-    compiler = Compiler(resources, gateway_labels, gateway_namespace)
+                  gateway_namespace: Optional[str] = None,
+                  credentials_dir: Optional[str] = None,
+                  others: Sequence[Mapping[str, Any]] = ()) -> tuple[RouteTable, list[Diagnostic]]:
+    """
+    The route table of ``resources`` for a gateway with ``gateway_labels``;
+    ``credentials_dir`` is ``--credentials DIR``; ``others`` are the non-Istio
+    objects loaded with them (Pods, Kubernetes Gateways), which istioctl
+    analyze's checks look at.
+    """
+    compiler = Compiler(resources, gateway_labels, gateway_namespace, credentials_dir)
     table = compiler.compile()
     from tsgate.config.analyze import analyze
 
-    return table, compiler.diags + analyze(resources, compiler._bound)
+    return table, compiler.diags + analyze(resources, compiler._bound, gateway_labels, others)

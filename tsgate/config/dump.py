@@ -41,6 +41,10 @@ def cluster_to_dict(cluster: Cluster) -> dict[str, Any]:
         "connect_timeout": cluster.connect_timeout,
         "lb_policy": cluster.lb_policy,
         "max_connections": cluster.max_connections,
+        "tls": None if cluster.tls is None else cluster.tls.to_dict(),
+        # the rest of the upstream policy in force, in words (tsgate.upstream.policy)
+        "policy": cluster.policy.describe() if cluster.policy is not None else [],
+        "missing": cluster.missing,
     }
 
 
@@ -54,7 +58,10 @@ def listener_to_dict(listener: Listener) -> dict[str, Any]:
         "port_names": list(listener.port_names),
         "annotations": dict(listener.annotations),
         "tls_chains": [{"server_names": list(c.server_names) or ["*"],
-                        "route": route_to_dict(c.route)} for c in listener.tls_chains],
+                        "route": route_to_dict(c.route),
+                        **({} if c.termination is None
+                           else {"termination": c.termination.to_dict()})}
+                       for c in listener.tls_chains],
         "tcp_route": route_to_dict(listener.tcp_route),
     }
 

@@ -124,7 +124,9 @@ def subset_of(a: str, b: str) -> bool:
 
 # ------------------------------------------- Istio's own host rules, exactly
 
-_WILDCARD_LABEL = re.compile(r"^(\*|(\*|\*-)?[a-z0-9]([-a-z0-9]*[a-z0-9])?)$")
+#: Istio's labels (pkg/config/labels) allow upper case, unlike Kubernetes object names
+_ISTIO_LABEL = re.compile(r"^[a-zA-Z0-9]([-a-zA-Z0-9]*[a-zA-Z0-9])?$")
+_WILDCARD_LABEL = re.compile(r"^(\*|(\*|\*-)?[a-zA-Z0-9]([-a-zA-Z0-9]*[a-zA-Z0-9])?)$")
 #: The SNI Istio generates for mesh mTLS: outbound_.<port>_.<subset>_.<host>
 AUTO_SNI_PREFIX = "outbound_"
 
@@ -142,7 +144,7 @@ def _labels_error(domain: str, whole: str) -> Optional[str]:
     for i, part in enumerate(parts):
         if i == len(parts) - 1 and part == "":
             return None
-        if len(part) > DNS1123_LABEL_MAX or not _LABEL.match(part):
+        if len(part) > DNS1123_LABEL_MAX or not _ISTIO_LABEL.match(part):
             return f"host {whole!r} is invalid: label {part!r} is not a DNS-1123 label"
     return None
 
@@ -224,4 +226,14 @@ def unix_address_error(addr: str) -> Optional[str]:
         return None
     if not addr.startswith("/") or addr.endswith("/"):
         return f"{addr} is not an absolute path to a file"
+    return None
+
+
+def istio_label_error(text: str) -> Optional[str]:
+    """Istio's IsDNS1123Label (port and subset names): as Kubernetes', upper case allowed."""
+    if not text:
+        return "must not be empty"
+    if len(text) > DNS1123_LABEL_MAX or not _ISTIO_LABEL.match(text):
+        return f"{text!r} is not a DNS-1123 label (letters, digits and '-', starting and " \
+               "ending with a letter or digit)"
     return None

@@ -12,7 +12,16 @@ the compiler and the data path read one definition.
   fallback route or close (``--inspect-timeout`` otherwise);
 - ``tsgate.io/observers``: comma-separated observer plugin names, or
   ``none``: the stream observers of those listeners, instead of Istio's
-  selection by port protocol and port-name prefix.
+  selection by port protocol and port-name prefix;
+- ``tsgate.io/max-connections-per-ip``, ``tsgate.io/connection-rate-per-ip``,
+  ``tsgate.io/max-connections``, ``tsgate.io/max-inspecting-connections``:
+  per-source and listener limits, parsed in ``tsgate.authz.limits``;
+- ``tsgate.io/proxy-protocol``: ``required`` or ``optional``: read a PROXY
+  protocol v1/v2 header first on those listeners (tsgate.proxy_protocol);
+- ``tsgate.io/proxy-protocol-trusted-cidrs``: the peers allowed to send it.
+
+On a DestinationRule (tsgate.upstream.policy): ``tsgate.io/connect-attempts``
+and ``tsgate.io/health-check``.
 """
 
 from __future__ import annotations
@@ -22,9 +31,11 @@ from typing import Any, Callable, Optional
 
 import attrs
 
+from tsgate import proxy_protocol
 from tsgate.authz.limits import KNOWN as LIMIT_KNOBS
 from tsgate.config.schema import parse_duration
 from tsgate.routing import Listener
+from tsgate.upstream import policy
 
 PREFIX = "tsgate.io/"
 INSPECT_TIMEOUT = PREFIX + "inspect-timeout"
@@ -51,7 +62,18 @@ KNOWN: Mapping[str, Callable[[str], Any]] = {
     INSPECT_TIMEOUT: _duration,
     OBSERVERS: _names,
     **LIMIT_KNOBS,  # tsgate.io/max-connections, -per-ip, rate, inspecting (tsgate.authz.limits)
+    proxy_protocol.MODE: proxy_protocol.parse_mode,
+    proxy_protocol.TRUSTED_CIDRS: proxy_protocol.parse_cidrs,
+    **policy.DESTINATION_RULE_KNOBS,
 }
+
+#: the kind each knob belongs on (Gateway unless listed)
+KIND: Mapping[str, str] = {key: "DestinationRule" for key in policy.DESTINATION_RULE_KNOBS}
+
+
+def kind_of(key: str) -> str:
+    """The resource kind whose annotation ``key`` takes effect on."""
+    return KIND.get(key, "Gateway")
 
 
 def unknown(key: str) -> Optional[str]:

@@ -70,6 +70,20 @@ class ServerTLS:
     cert_fields: tuple[str, ...] = ()
     min_protocol_version: str = ""
     max_protocol_version: str = ""
+    # The certificate fields as written (tsgate.tls serves SIMPLE/MUTUAL/OPTIONAL_MUTUAL).
+    server_certificate: str = ""
+    private_key: str = ""
+    ca_certificates: str = ""
+    ca_crl: str = ""
+    credential_name: str = ""
+    credential_names: tuple[str, ...] = ()
+    ca_cert_credential_name: str = ""
+    #: tlsCertificates[]: (serverCertificate, privateKey) pairs
+    tls_certificates: tuple[tuple[str, str], ...] = ()
+    subject_alt_names: tuple[str, ...] = ()
+    verify_certificate_spki: tuple[str, ...] = ()
+    verify_certificate_hash: tuple[str, ...] = ()
+    cipher_suites: tuple[str, ...] = ()
 
 
 @attrs.frozen
@@ -133,6 +147,9 @@ class VirtualService:
     tls: tuple[L4Route, ...] = ()
     http_count: int = 0
     export_to: tuple[str, ...] = ()
+    #: destinations of http routes and mirrors (path, destination): not served, but
+    #: istioctl analyze checks their subsets (IST0101)
+    http_destinations: tuple[tuple[str, Destination], ...] = ()
 
 
 # ------------------------------------------------ ServiceEntry/WorkloadEntry
@@ -189,6 +206,23 @@ class TcpSettings:
     keepalive_probes: Optional[int] = None
     keepalive_time: Optional[float] = None
     keepalive_interval: Optional[float] = None
+    #: tcpKeepalive was present (``{}`` turns keepalive on with the system's settings)
+    keepalive: bool = False
+
+
+@attrs.frozen
+class ClientTLS:
+    """DestinationRule ``trafficPolicy.tls`` (ClientTLSSettings): upstream origination."""
+
+    mode: str = "DISABLE"
+    client_certificate: str = ""
+    private_key: str = ""
+    ca_certificates: str = ""
+    ca_crl: str = ""
+    credential_name: str = ""
+    subject_alt_names: tuple[str, ...] = ()
+    sni: str = ""
+    insecure_skip_verify: bool = False
 
 
 @attrs.frozen
@@ -199,8 +233,12 @@ class TrafficPolicy:
     #: keys set under loadBalancer.consistentHash (useSourceIp, httpHeaderName, ...)
     consistent_hash: tuple[str, ...] = ()
     use_source_ip: bool = False
+    #: loadBalancer.consistentHash as written (ringHash, maglev, minimumRingSize, ...)
+    consistent_hash_settings: tuple[tuple[str, Any], ...] = ()
     tcp: Optional[TcpSettings] = None
     tls_mode: Optional[str] = None
+    #: the whole ``tls`` block (origination), when set
+    tls: Optional[ClientTLS] = None
     #: upstream PROXY protocol version (V1, V2) when trafficPolicy.proxyProtocol is set
     proxy_protocol: Optional[str] = None
     tunnel_protocol: Optional[str] = None
@@ -211,6 +249,8 @@ class TrafficPolicy:
     set_fields: tuple[str, ...] = ()
     #: the fields set under tls (caCertificates, credentialName, ...), for IST0128/IST0129
     tls_fields: tuple[str, ...] = ()
+    #: the fields set under loadBalancer (simple, localityLbSetting, ...)
+    lb_fields: tuple[str, ...] = ()
     #: loadBalancer.warmup as written, None when absent (validated, not acted on)
     warmup: Optional[tuple[tuple[str, Any], ...]] = None
     #: the fields set under connectionPool, None when absent (empty is an error)

@@ -19,6 +19,7 @@ from tsgate.config.authz import build_authorization_policy
 from tsgate.config.diagnostics import ERROR, INFO, WARNING, Diagnostic
 from tsgate.config.loader import Document, join_path
 from tsgate.config.model import (
+    ClientTLS,
     Destination,
     DestinationRule,
     Gateway,
@@ -124,6 +125,8 @@ def parse_document(doc: Document, default_namespace: str,
         note = "not an Istio networking kind"
         if kind in OTHER_GROUPS:
             note = f"{api_version} is not {home} (AuthorizationPolicy is {home})"
+        elif group == "security.istio.io":
+            note = "tsgate does not use this kind"
         elif kind in SPECS or kind in ("TCPRoute", "TLSRoute", "HTTPRoute", "GRPCRoute"):
             note = (f"{api_version} is not {ISTIO_GROUP} "
                     "(the Kubernetes Gateway API is not supported)")
@@ -212,10 +215,43 @@ def build_gateway(meta: Meta, spec: dict[str, Any]) -> Gateway:
             https_redirect=bool(t.get("httpsRedirect")),
             cert_fields=tuple(f for f in CERT_FIELDS if t.get(f)),
             min_protocol_version=t.get("minProtocolVersion") or "",
-            max_protocol_version=t.get("maxProtocolVersion") or "")
+            max_protocol_version=t.get("maxProtocolVersion") or "",
+            **_server_tls_files(t))
         servers.append(Server(port=port, hosts=_strs(s.get("hosts")), bind=s.get("bind") or "",
                               name=s.get("name") or "", tls=tls))
     return Gateway(meta, selector=_labels(spec.get("selector")), servers=tuple(servers))
+
+
+def _server_tls_files(t: dict[str, Any]) -> dict[str, Any]:
+    """The certificate settings of a ServerTLSSettings (served by tsgate.tls)."""
+    return {
+        "server_certificate": t.get("serverCertificate") or "",
+        "private_key": t.get("privateKey") or "",
+        "ca_certificates": t.get("caCertificates") or "",
+        "ca_crl": t.get("caCrl") or "",
+        "credential_name": t.get("credentialName") or "",
+        "credential_names": _strs(t.get("credentialNames")),
+        "ca_cert_credential_name": t.get("caCertCredentialName") or "",
+        "tls_certificates": tuple((c.get("serverCertificate") or "", c.get("privateKey") or "")
+                                  for c in t.get("tlsCertificates") or ()
+                                  if isinstance(c, dict)),
+        "subject_alt_names": _strs(t.get("subjectAltNames")),
+        "verify_certificate_spki": _strs(t.get("verifyCertificateSpki")),
+        "verify_certificate_hash": _strs(t.get("verifyCertificateHash")),
+        "cipher_suites": _strs(t.get("cipherSuites")),
+    }
+
+
+def _client_tls(t: Optional[dict[str, Any]]) -> Optional[ClientTLS]:
+    """A DestinationRule's ``tls`` block (ClientTLSSettings)."""
+    if t is None:
+        return None
+    return ClientTLS(
+        mode=t.get("mode") or "DISABLE", client_certificate=t.get("clientCertificate") or "",
+        private_key=t.get("privateKey") or "", ca_certificates=t.get("caCertificates") or "",
+        ca_crl=t.get("caCrl") or "", credential_name=t.get("credentialName") or "",
+        subject_alt_names=_strs(t.get("subjectAltNames")), sni=t.get("sni") or "",
+        insecure_skip_verify=bool(t.get("insecureSkipVerify")))
 
 
 def _match(m: dict[str, Any]) -> L4Match:
@@ -244,7 +280,31 @@ def build_virtual_service(meta: Meta, spec: dict[str, Any]) -> VirtualService:
         meta, hosts=_strs(spec.get("hosts")), gateways=_strs(spec.get("gateways")),
         tcp=tuple(_route(r) for r in spec.get("tcp") or ()),
         tls=tuple(_route(r) for r in spec.get("tls") or ()),
-        http_count=len(spec.get("http") or ()), export_to=_strs(spec.get("exportTo")))
+        http_count=len(spec.get("http") or ()), export_to=_strs(spec.get("exportTo")),
+        http_destinations=_http_destinations(spec.get("http") or ()))
+
+
+def _http_destinations(http: Any) -> tuple[tuple[str, Destination], ...]:
+    """Where http routes and mirrors go, for istioctl analyze's subset check."""
+    out = []
+
+    def add(path: str, d: Any) -> None:
+        if isinstance(d, dict) and isinstance(d.get("host"), str):
+            subset = d.get("subset")
+            out.append((path, Destination(host=d["host"],
+                                          subset=subset if isinstance(subset, str) else "")))
+
+    for i, rule in enumerate(http if isinstance(http, list) else ()):
+        if not isinstance(rule, dict):
+            continue
+        for j, rd in enumerate(rule.get("route") or ()):
+            if isinstance(rd, dict):
+                add(f"spec.http[{i}].route[{j}].destination", rd.get("destination"))
+        add(f"spec.http[{i}].mirror", rule.get("mirror"))
+        for k, m in enumerate(rule.get("mirrors") or ()):
+            if isinstance(m, dict):
+                add(f"spec.http[{i}].mirrors[{k}].destination", m.get("destination"))
+    return tuple(out)
 
 
 def _workload(w: dict[str, Any]) -> WorkloadSpec:
@@ -288,7 +348,8 @@ def build_traffic_policy(tp: Optional[dict[str, Any]]) -> Optional[TrafficPolicy
             idle_timeout=_dur(tcp.get("idleTimeout")),
             max_connection_duration=_dur(tcp.get("maxConnectionDuration")),
             keepalive_probes=keepalive.get("probes"), keepalive_time=_dur(keepalive.get("time")),
-            keepalive_interval=_dur(keepalive.get("interval")))
+            keepalive_interval=_dur(keepalive.get("interval")),
+            keepalive=tcp.get("tcpKeepalive") is not None)
     port_level = []
     for pl in tp.get("portLevelSettings") or ():
         number = (pl.get("port") or {}).get("number")
@@ -301,7 +362,9 @@ def build_traffic_policy(tp: Optional[dict[str, Any]]) -> Optional[TrafficPolicy
         consistent_hash=tuple(k for k in ("httpHeaderName", "httpCookie", "useSourceIp",
                                           "httpQueryParameterName") if hashing.get(k)),
         use_source_ip=bool(hashing.get("useSourceIp")), tcp=settings,
+        consistent_hash_settings=tuple(hashing.items()),
         tls_mode=(tp.get("tls") or {}).get("mode"),
+        tls=_client_tls(tp.get("tls")),
         proxy_protocol=None if proxy is None else (proxy.get("version") or "V1"),
         tunnel_protocol=None if tp.get("tunnel") is None else (tp["tunnel"].get("protocol")
                                                                 or "CONNECT"),
@@ -309,6 +372,7 @@ def build_traffic_policy(tp: Optional[dict[str, Any]]) -> Optional[TrafficPolicy
         port_level=tuple(port_level),
         set_fields=tuple(k for k, v in tp.items() if v is not None),
         tls_fields=tuple(k for k, v in (tp.get("tls") or {}).items() if v),
+        lb_fields=tuple(k for k, v in lb.items() if v is not None),
         warmup=None if lb.get("warmup") is None else tuple((lb["warmup"] or {}).items()),
         connection_pool_fields=None if tp.get("connectionPool") is None else tuple(
             k for k, v in (tp["connectionPool"] or {}).items() if v is not None),

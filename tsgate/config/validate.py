@@ -33,6 +33,7 @@ from tsgate.config.model import (
     WorkloadSpec,
 )
 from tsgate.config.schema import parse_duration
+from tsgate.upstream.truth import unapplied
 
 #: Istio protocol names (case-insensitive in Istio; the model upper-cases).
 PROTOCOLS = ("HTTP", "HTTPS", "GRPC", "GRPC-WEB", "HTTP2", "MONGO", "TCP", "TLS",
@@ -99,6 +100,8 @@ def validate(resources: Iterable[Resource]) -> list[Diagnostic]:
             validate_destination_rule(res, r)
         elif isinstance(res, WorkloadEntry):
             _validate_workload(res.spec, "spec", r, None, fqdn=True)
+        for path, message in unapplied(res):  # fields tsgate reads but does not apply
+            r.warn(path, message)
     return out
 
 
@@ -123,9 +126,9 @@ def _validate_meta(res: Resource, r: Reporter) -> None:
                 r.error(f'metadata.annotations["{key}"]', problem)
             elif warning:
                 r.unserved(f'metadata.annotations["{key}"]', warning)
-            elif not isinstance(res, Gateway) and meta.kind != "Gateway":  # or Gateway API's
+            elif knobs.kind_of(key) != meta.kind:
                 r.unserved(f'metadata.annotations["{key}"]',
-                       "tsgate annotations take effect on Gateways only; ignored here")
+                           f"{key} takes effect on {knobs.kind_of(key)}s only; ignored here")
 
 
 def _port(r: Reporter, path: str, number: Optional[int], *, allow_zero: bool = False) -> None:
@@ -254,6 +257,42 @@ def validate_gateway(gw: Gateway, r: Reporter) -> None:
         _validate_server_tls(server.tls, protocol, p, r)
 
 
+def _validate_certificates(tls: Any, t: str, r: Reporter) -> None:
+    """Istio's validateTLSOptions for SIMPLE, MUTUAL and OPTIONAL_MUTUAL servers."""
+    certs = set(tls.cert_fields)
+    sources = sum((("serverCertificate" in certs and "privateKey" in certs),
+                   "credentialName" in certs, "credentialNames" in certs,
+                   bool(tls.tls_certificates)))
+    if sources > 1:
+        r.error(t, "only one of serverCertificate/privateKey, credentialName, "
+                "credentialNames, tlsCertificates may be set")
+    mutual = tls.mode in ("MUTUAL", "OPTIONAL_MUTUAL")
+    if tls.mode in ("SIMPLE", "MUTUAL", "OPTIONAL_MUTUAL") and \
+            ("credentialName" in certs or "credentialNames" in certs):
+        return  # fetched remotely: nothing more is required
+    if mutual and "caCertificates" not in certs:
+        r.error(t, f"{tls.mode} TLS requires caCertificates (a client CA bundle) or a "
+                "credentialName")
+    if len(tls.tls_certificates) > 2:
+        r.warn(f"{t}.tlsCertificates", f"{tls.mode} TLS can support up to 2 server "
+               "certificates")
+    pairs = tls.tls_certificates or (("serverCertificate" in certs, "privateKey" in certs),)
+    for has_cert, has_key in pairs:
+        if not has_cert and not has_key and not tls.tls_certificates:
+            r.error(t, f"{tls.mode} TLS requires serverCertificate and privateKey, "
+                    "credentialName, credentialNames or tlsCertificates")
+            break
+        if not has_cert:
+            r.error(t, f"{tls.mode} TLS requires a server certificate")
+        if not has_key:
+            r.error(t, f"{tls.mode} TLS requires a private key")
+    if "caCrl" in certs:
+        if "credentialName" in certs:
+            r.error(t, "CRL is not supported with credentialName; put it in the credential")
+        if tls.mode == "SIMPLE":
+            r.error(t, "CRL is not supported with SIMPLE TLS")
+
+
 def _validate_server_tls(tls: Any, protocol: str, p: str, r: Reporter) -> None:
     if tls is None:
         if protocol in TLS_PROTOCOLS:
@@ -282,21 +321,8 @@ def _validate_server_tls(tls: Any, protocol: str, p: str, r: Reporter) -> None:
         if certs:
             r.error(t, "ISTIO_MUTUAL TLS cannot have certificate fields: "
                     + ", ".join(sorted(certs)))
-    elif protocol in TLS_PROTOCOLS:
-        sources = [s for s in (("serverCertificate" in certs or "privateKey" in certs),
-                               "credentialName" in certs, "credentialNames" in certs,
-                               "tlsCertificates" in certs) if s]
-        if not sources:
-            r.error(t, f"{tls.mode} TLS requires serverCertificate and privateKey, "
-                    "credentialName, credentialNames or tlsCertificates")
-        elif len(sources) > 1:
-            r.error(t, "only one of serverCertificate/privateKey, credentialName, "
-                    "credentialNames, tlsCertificates may be set")
-        elif ("serverCertificate" in certs) != ("privateKey" in certs):
-            r.error(t, "serverCertificate and privateKey must be set together")
-        if tls.mode in ("MUTUAL", "OPTIONAL_MUTUAL") and "serverCertificate" in certs \
-                and "caCertificates" not in certs:
-            r.error(t, f"{tls.mode} TLS requires caCertificates (or a credentialName)")
+    else:
+        _validate_certificates(tls, t, r)
     for field, value in (("minProtocolVersion", tls.min_protocol_version),
                          ("maxProtocolVersion", tls.max_protocol_version)):
         if value and value not in TLS_VERSIONS:
@@ -308,6 +334,26 @@ def _validate_server_tls(tls: Any, protocol: str, p: str, r: Reporter) -> None:
         r.error(t, f"minProtocolVersion {lo} is higher than maxProtocolVersion {hi}")
 
 
+def _validate_client_tls(tp: TrafficPolicy, p: str, r: Reporter) -> None:
+    """DestinationRule ``tls`` (origination, served by tsgate.tls.client)."""
+    tls = tp.tls
+    if tp.tls_mode == "ISTIO_MUTUAL":
+        r.warn(f"{p}.tls.mode", "ISTIO_MUTUAL needs Istio's mesh certificates, which tsgate "
+               "does not have: connections to this host are not TLS-originated")
+        return
+    if tls is None or tls.mode not in ("SIMPLE", "MUTUAL"):
+        return
+    if tls.mode == "MUTUAL" and not tls.credential_name and \
+            not (tls.client_certificate and tls.private_key):
+        r.error(f"{p}.tls", "MUTUAL TLS requires clientCertificate and privateKey (or "
+                "credentialName)")
+    if tls.mode == "SIMPLE" and (tls.client_certificate or tls.private_key):
+        r.warn(f"{p}.tls", "clientCertificate/privateKey are only sent with mode MUTUAL")
+    if tls.insecure_skip_verify and (tls.ca_certificates or tls.subject_alt_names):
+        r.warn(f"{p}.tls.insecureSkipVerify", "insecureSkipVerify: the server is not "
+               "verified, caCertificates and subjectAltNames are ignored")
+
+
 # ----------------------------------------------------------- VirtualService
 
 
@@ -317,14 +363,14 @@ def gateway_ref_error(ref: str) -> Optional[str]:
         return None
     namespace, slash, name = ref.partition("/")
     if slash:
-        problem = H.label_error(namespace)
+        problem = H.istio_label_error(namespace)
         if problem:
             return f"namespace of gateway {ref!r}: {problem}"
-        problem = H.label_error(name)
+        problem = H.istio_label_error(name)
         return f"gateway name in {ref!r}: {problem}" if problem else None
     if "." in ref:
         return None  # legacy FQDN form; warned about separately
-    problem = H.label_error(ref)
+    problem = H.istio_label_error(ref)
     return f"gateway {ref!r}: {problem}" if problem else None
 
 
@@ -487,7 +533,7 @@ def _validate_destinations(route: tuple[RouteDestination, ...], p: str, r: Repor
                                "ServiceEntry with STATIC endpoints)"
                 r.error(f"{dp}.host", problem)
         if d.subset:
-            problem = H.label_error(d.subset)
+            problem = H.istio_label_error(d.subset)
             if problem:
                 r.error(f"{dp}.subset", f"subset name {problem}")
         _port(r, f"{dp}.port.number", d.port)
@@ -526,7 +572,7 @@ def validate_service_entry(se: ServiceEntry, r: Reporter) -> None:
             r.error(p, problem)
         elif se.resolution != "DYNAMIC_DNS" and H.partial_wildcard(host):
             r.warn(p, f"partial wildcard {host!r} not allowed (Istio warns; tsgate matches "
-                   "it as a suffix of destination hosts)")
+                   "no destination host against it: only exact names and '*.' wildcards)")
     for i, address in enumerate(se.addresses):
         problem = H.subnet_error(address)
         if problem:
@@ -559,8 +605,8 @@ def validate_service_entry(se: ServiceEntry, r: Reporter) -> None:
                   "VirtualService destination and does not need them)", ADDRESSES_REQUIRED)
         if not port.name:
             r.error(p, "port name is required")
-        elif H.label_error(port.name):
-            r.error(f"{p}.name", f"port name {H.label_error(port.name)}")
+        elif H.istio_label_error(port.name):
+            r.error(f"{p}.name", f"port name {H.istio_label_error(port.name)}")
         if port.protocol and port.protocol not in PROTOCOLS:
             r.error(f"{p}.protocol", f"invalid protocol {port.protocol!r} (one of "
                     + ", ".join(PROTOCOLS) + ")")
@@ -635,7 +681,7 @@ def _endpoint_ports(ep: WorkloadSpec, p: str, r: Reporter,
         if port_names is not None and name not in port_names:
             r.error(pp, f"endpoint port name {name!r} is not a port name of the service ("
                     + ", ".join(sorted(port_names)) + ")")
-        if H.label_error(name):
+        if H.istio_label_error(name):
             r.error(pp, f"invalid port name: {name}")
         if not 1 <= number <= 65535:
             r.error(pp, f"port number {number} must be in the range 1..65535")
@@ -690,7 +736,7 @@ def validate_destination_rule(dr: DestinationRule, r: Reporter) -> None:
         if not subset.name:
             r.error(p, "subset name is required")
         else:
-            problem = H.label_error(subset.name)
+            problem = H.istio_label_error(subset.name)
             if problem:
                 r.error(f"{p}.name", f"subset name {problem}")
             if subset.name in names:
@@ -710,6 +756,8 @@ def _duration(r: Reporter, path: str, value: Optional[float], *, zero_ok: bool =
         return
     if value < MIN_DURATION:
         r.error(path, "duration must be at least 1ms" + (" (or 0s to disable)" if zero_ok else ""))
+    elif abs(value * 1000 - round(value * 1000)) > 1e-6:
+        r.error(path, "only durations to ms precision are supported")
 
 
 def _validate_policy(tp: TrafficPolicy, p: str, r: Reporter, *, top: bool) -> None:
@@ -764,14 +812,33 @@ def _validate_policy(tp: TrafficPolicy, p: str, r: Reporter, *, top: bool) -> No
         _duration(r, f"{cp}.tcpKeepalive.interval", tcp.keepalive_interval)
         if tcp.keepalive_probes is not None and tcp.keepalive_probes < 0:
             r.error(f"{cp}.tcpKeepalive.probes", "probes must be >= 0")
+    tls = set(tp.tls_fields)
+    if "insecureSkipVerify" in tls:
+        if tp.tls_mode == "SIMPLE" and tls & {"caCertificates", "credentialName",
+                                              "subjectAltNames"}:
+            r.error(f"{p}.tls.insecureSkipVerify", "cannot specify caCertificates or "
+                    "credentialName or subjectAltNames when insecureSkipVerify is set true")
+        if tp.tls_mode == "MUTUAL" and tls & {"caCertificates", "subjectAltNames"}:
+            r.error(f"{p}.tls.insecureSkipVerify", "cannot specify caCertificates or "
+                    "subjectAltNames when insecureSkipVerify is set true")
+    if tp.tls_mode in ("SIMPLE", "MUTUAL") and "credentialName" in tls:
+        if tls & {"clientCertificate", "caCertificates", "privateKey", "caCrl"}:
+            r.error(f"{p}.tls", "cannot specify client certificates or CA certificate or CA "
+                    "CRL if credentialName is set")
+    elif tp.tls_mode == "MUTUAL":
+        if "clientCertificate" not in tls:
+            r.error(f"{p}.tls", "client certificate required for mutual tls")
+        if "privateKey" not in tls:
+            r.error(f"{p}.tls", "private key required for mutual tls")
+    if {"localityLbSetting", "zoneAwareLbSetting"} <= set(tp.lb_fields):
+        r.error(f"{p}.loadBalancer", "only one of localityLbSetting and zoneAwareLbSetting can "
+                "be set")
     if tp.tls_mode is not None:
         if tp.tls_mode not in CLIENT_TLS_MODES:
             r.error(f"{p}.tls.mode", f"invalid TLS mode {tp.tls_mode!r} (one of "
                     + ", ".join(CLIENT_TLS_MODES) + ")")
-        elif tp.tls_mode != "DISABLE":
-            r.unserved(f"{p}.tls", "tsgate does not originate TLS upstream: tls mode "
-                       f"{tp.tls_mode} is ignored (with passthrough routes it would mean "
-                       "double TLS anyway)")
+        else:
+            _validate_client_tls(tp, p, r)
     if tp.proxy_protocol is not None and tp.proxy_protocol not in ("V1", "V2"):
         r.error(f"{p}.proxyProtocol.version",
                 f"invalid PROXY protocol version {tp.proxy_protocol!r} (V1 or V2)")
@@ -790,6 +857,11 @@ def _validate_policy(tp: TrafficPolicy, p: str, r: Reporter, *, top: bool) -> No
                 "consecutiveLocalOriginFailures"):
         if key in od and od[key] is not None and od[key] < 0:
             r.error(f"{p}.outlierDetection.{key}", f"{key} {od[key]} must be >= 0")
+    if (od.get("consecutiveLocalOriginFailures") or 0) > 0 and \
+            not od.get("splitExternalLocalOriginErrors"):
+        r.error(f"{p}.outlierDetection.consecutiveLocalOriginFailures", "outlier detection "
+                "consecutive local origin failures is specified, but split external local "
+                "origin errors is set to false")
     for key in ("interval", "baseEjectionTime"):
         if isinstance(od.get(key), str):
             _duration(r, f"{p}.outlierDetection.{key}", parse_duration(od[key]))

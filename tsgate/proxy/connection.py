@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import Optional
 
-from twisted.internet.interfaces import IHalfCloseableProtocol
+from twisted.internet.interfaces import IHalfCloseableProtocol, IHandshakeListener
 from twisted.internet.protocol import connectionDone
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -26,7 +26,7 @@ from zope.interface import implementer
 from tsgate.accesslog import AccessRecord
 from tsgate.proxy.context import ListenerRuntime, ProxyContext
 from tsgate.proxy.inspect import InspectStage
-from tsgate.proxy.relay import LATENCY_BUCKETS, WriteThrough, write_through
+from tsgate.proxy.relay import LATENCY_BUCKETS, write_through
 from tsgate.proxy.state import (
     CLOSED,
     CONNECTING,
@@ -37,15 +37,16 @@ from tsgate.proxy.state import (
 )
 from tsgate.proxy.upstream import UpstreamFactory, UpstreamProtocol
 from tsgate.routing import Listener
+from tsgate.tls import stage as tls_stage
 
 __all__ = [
     "CLOSED", "CONNECTING", "INSPECTING", "LATENCY_BUCKETS", "NEGOTIATING", "RELAYING",
-    "DownstreamProtocol", "UpstreamFactory", "UpstreamProtocol", "WriteThrough",
-    "format_address", "write_through",
+    "DownstreamProtocol", "UpstreamFactory", "UpstreamProtocol", "format_address",
+    "write_through",
 ]
 
 
-@implementer(IHalfCloseableProtocol)
+@implementer(IHalfCloseableProtocol, IHandshakeListener)
 class DownstreamProtocol(InspectStage):
     """The client side of one proxied connection; owns the connection's state."""
 
@@ -104,23 +105,26 @@ class DownstreamProtocol(InspectStage):
     def writeConnectionLost(self) -> None:
         """Our FIN to the client went out (buffer flushed)."""
 
+    def handshakeCompleted(self) -> None:  # noqa: N802 (IHandshakeListener)
+        """The client's TLS handshake (termination) completed: decide and connect."""
+        tls_stage.handshake_completed(self)
+
     def close_gracefully(self, why: str) -> None:
         """Close both sides after flushing what is buffered (drain, shutdown)."""
         self.termination = why
         self.record.connection_termination_details = why
         for protocol in (self, self.upstream):
             if protocol is not None and protocol.transport is not None:
-                protocol.transport.unregisterProducer()
-                protocol.transport.loseConnection()
+                tls_stage.release(protocol.transport)
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
+        if self.tls is not None and not self.tls.done:
+            tls_stage.termination_lost(self, reason)
         previous, self.state = self.state, CLOSED
         self.cancel_timers()
         if self.connector is not None:
             connector, self.connector = self.connector, None
             connector.stopConnecting()
         if self.upstream is not None:
-            up_t = self.upstream.transport
-            up_t.unregisterProducer()
-            up_t.loseConnection()
+            tls_stage.release(self.upstream.transport)
         self.write_close_record(previous)

@@ -11,12 +11,14 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Callable, Optional
 
 import attrs
+from twisted.internet.interfaces import IReactorFDSet
 
 from tsgate.accesslog import AccessLog
 from tsgate.authz.limits import Guards
+from tsgate.proxy.dial import lean_connect
 from tsgate.proxy.stages import Connect, StageProvider, connect_tcp
 from tsgate.proxy.timers import TimerWheel
-from tsgate.routing import Listener
+from tsgate.routing import Decision, Listener
 from tsgate.stats import Stats
 from tsgate.upstream.balancer import Balancer
 
@@ -46,6 +48,9 @@ class Settings:
     idle_timeout: Optional[float] = None
     read_size: int = READ_SIZE
     max_inspect_bytes: int = MAX_INSPECT_BYTES
+    #: accept and connect with tsgate's own lean transport (tsgate.proxy.transport)
+    #: when the reactor provides IReactorFDSet; False: Twisted's tcp transports
+    lean: bool = False
 
 
 @attrs.define
@@ -78,6 +83,11 @@ class ProxyContext:
         default=attrs.Factory(lambda self: TimerWheel(self.reactor), takes_self=True)
     )
 
+    #: the reactor's clock as one bound method shared by every connection
+    now: Callable[[], float] = attrs.field(
+        default=attrs.Factory(lambda self: self.reactor.seconds, takes_self=True)
+    )
+
     def error(self, message: str) -> None:
         self.recent_errors.append((self.reactor.seconds(), message))
 
@@ -106,7 +116,8 @@ class ProxyContext:
         else:
             chosen = ()
         stages = [provider(listener) for provider in self.stage_providers]
-        connect: Connect = connect_tcp
+        lean = self.settings.lean and IReactorFDSet.providedBy(self.reactor)
+        connect: Connect = lean_connect if lean else connect_tcp
         for extra in stages:
             if extra.connect is not None:
                 connect = extra.connect
@@ -137,6 +148,10 @@ class ListenerRuntime:
     upstream_stages: tuple[Any, ...] = ()
     close_hooks: tuple[Any, ...] = ()
     connect: Connect = connect_tcp
+    #: the listener's TCP decision, the same for every connection that gets it
+    tcp_decision: Decision = attrs.field(
+        default=attrs.Factory(lambda self: Decision(self.listener.tcp_route, "tcp", "TCP route"),
+                              takes_self=True))
 
     @property
     def reads_first(self) -> bool:

@@ -16,6 +16,7 @@ from typing import Optional
 from tsgate.proxy.stages import Ending
 from tsgate.proxy.upstream import ConnectStage
 from tsgate.routing import Decision, trace_token
+from tsgate.tls import stage as tls_stage
 
 
 class DecideStage(ConnectStage):
@@ -48,6 +49,11 @@ class DecideStage(ConnectStage):
         if route is None:
             self.ctx.stats.inc_key("listener.no_filter_chain_match", self.runtime.stats_key)
             self._no_route(decision)
+            return
+        if decision.termination is not None and self.tls is None:
+            # TLS termination (tsgate.tls.stage): the handshake first; the
+            # decision checks and the connect follow in handshakeCompleted.
+            tls_stage.start_termination(self, decision)
             return
         self.route = route
         for check in self.runtime.decision_checks:

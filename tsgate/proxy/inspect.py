@@ -28,7 +28,6 @@ from tsgate.interfaces import Hint, HintParseError, HintTooLarge, NeedMore, Prea
 from tsgate.proxy.decide import DecideStage
 from tsgate.proxy.stages import NEED_MORE, Ending
 from tsgate.proxy.state import INSPECTING
-from tsgate.routing import Decision
 
 log = Logger(namespace="tsgate.proxy")
 
@@ -40,13 +39,19 @@ class InspectStage(DecideStage):
 
     def start_listener_stages(self) -> None:
         """Entry at accept: read first (under a deadline), or route at once."""
+        for stage in self.runtime.listener_stages:
+            accepted = getattr(stage, "accepted", None)  # optional: a verdict at accept
+            ending = accepted(self) if accepted is not None else None
+            if ending is not None:
+                self.end(ending)
+                return
         if self.runtime.reads_first:
             self.inspect_timer = self.ctx.timers.schedule(
                 self.runtime.inspect_timeout, self._inspection_timed_out
             )
         else:
             self.transport.pauseProducing()
-            self.route_by(Decision(self.listener.tcp_route, "tcp", "TCP route"))
+            self.route_by(self.runtime.tcp_decision)
 
     def read_first(self, data: bytes) -> None:
         """``dataReceived`` until the route is decided: buffer, then run the stages."""
@@ -63,13 +68,12 @@ class InspectStage(DecideStage):
                 return
             self.buffer = self.buffer[result:]
             self.stage_index += 1
-            if not self.buffer:
-                return
         if self.listener.inspect:
-            self._inspect()
+            if self.buffer:  # else: wait for the ClientHello
+                self._inspect()
         else:
             self.transport.pauseProducing()
-            self.route_by(Decision(self.listener.tcp_route, "tcp", "TCP route"))
+            self.route_by(self.runtime.tcp_decision)
 
     def _inspect(self) -> None:
         """Offer the peeked bytes to each inspector in order until one decides."""
@@ -137,12 +141,23 @@ class InspectStage(DecideStage):
             return
         key = self.runtime.stats_key
         self.ctx.stats.inc_key("listener.downstream_pre_cx_timeout", key)
+        stages = self.runtime.listener_stages
+        while self.stage_index < len(stages):
+            # a stage still waiting decides (optional ``timed_out``): pass, or end
+            timed_out = getattr(stages[self.stage_index], "timed_out", None)
+            ending = (timed_out(self) if timed_out is not None else
+                      Ending(termination="listener_stage_timeout",
+                             why="timed out before the listener stages finished"))
+            if ending is not None:
+                self.end(ending)
+                return
+            self.stage_index += 1
         if self.listener.inspect:
             self.ctx.stats.inc_key("tls_inspector.read_timeout", key)
             self.decide(None, timed_out=True)
-        else:  # a listener stage waited in vain: no route without its bytes
-            self.end(Ending(termination="listener_stage_timeout",
-                            why="timed out before the listener stages finished"))
+        else:  # every stage passed without bytes (a server-first client)
+            self.transport.pauseProducing()
+            self.route_by(self.runtime.tcp_decision)
 
     def client_closed_early(self) -> None:
         """The client half-closed (or closed) before the route was decided."""

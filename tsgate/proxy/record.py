@@ -63,6 +63,7 @@ class CloseRecord(ConnectionState):
         if self.counted_active and cluster is not None:
             state = ctx.balancer.state(cluster)
             state.active -= 1
+            ctx.balancer.release(self.endpoint)  # the host's active count
             ctx.stats.gauge_add_key("cluster.upstream_cx_active", state.cluster_key, -1)
         self.count_closed(record.response_flags)
         ctx.access_log.emit(record)
@@ -99,6 +100,10 @@ class CloseRecord(ConnectionState):
                 attributes.update(observer.attributes())
             except Exception:
                 pass
+        if self.tls is not None:  # terminated TLS: version, cipher, peer certificate
+            attributes.update(self.tls.facts)
+        if self.upstream is not None and self.upstream.tls is not None:  # originated TLS
+            attributes.update(self.upstream.tls.facts)
         attributes.pop("sni", None)  # already %REQUESTED_SERVER_NAME%
         return {k: str(v) for k, v in attributes.items() if v not in (None, "")} or None
 

@@ -22,7 +22,9 @@ from tsgate.interfaces import ITimedStreamObserverFactory
 from tsgate.proxy.record import CloseRecord
 from tsgate.proxy.stages import Ending
 from tsgate.proxy.state import CLOSED, NEGOTIATING, RELAYING
+from tsgate.proxy.transport import LeanTransport
 from tsgate.stats import Stats
+from tsgate.tls import stage as tls_stage
 
 log = Logger(namespace="tsgate.proxy")
 
@@ -31,67 +33,20 @@ LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0
                    2.5, 5.0, 10.0)
 
 
-class WriteThrough:
-    """
-    A ``write`` for one relayed direction that sends at once when nothing is
-    queued, instead of queueing every chunk for a later reactor turn.
-
-    Twisted's ``write`` only buffers and asks epoll for writability: each
-    relayed chunk then costs another reactor turn, a buffer join and two
-    ``epoll_ctl`` calls. Sending right away when the transport's buffer is
-    empty (what every event-loop proxy does) measured 3.5x the bulk rate and
-    15-20 µs less latency per hop (bench/results/notes-2026-11-25.md).
-    Whatever the socket does not take goes through Twisted's ``write``, which
-    keeps the order, the high-water pause of the other side and the close
-    handling. A slotted object rather than a closure: one per direction of
-    every idle connection, so its size counts.
-
-    It reads ``twisted.internet.abstract.FileDescriptor``'s write-buffer
-    fields (``_tempDataBuffer``, ``dataBuffer``, ``offset`` and the
-    disconnect flags); tests/proxy/test_relay.py pins them against the
-    installed Twisted, and :func:`write_through` falls back to the plain
-    ``write`` when a transport does not have them.
-    """
-
-    __slots__ = ("transport", "socket")
-
-    def __init__(self, transport: Any) -> None:
-        self.transport = transport
-        self.socket = transport.socket
-
-    def __call__(self, data: bytes) -> None:
-        transport = self.transport
-        if (
-            not transport._tempDataBuffer
-            and transport.offset == len(transport.dataBuffer)
-            and transport.connected
-            and not transport.disconnecting
-            and not transport._writeDisconnecting
-            and not transport._writeDisconnected
-        ):
-            try:
-                sent = self.socket.send(data)
-            except OSError:  # EAGAIN, or an error Twisted's own path will report
-                sent = 0
-            if sent == len(data):
-                return
-            if sent:
-                data = data[sent:]
-        transport.write(data)
-
-
-#: the FileDescriptor fields WriteThrough reads (pinned by a test)
-WRITE_BUFFER_FIELDS = ("_tempDataBuffer", "dataBuffer", "offset", "_writeDisconnecting",
-                       "_writeDisconnected", "disconnecting", "connected")
-
-
 def write_through(transport: Any) -> Callable[[bytes], None]:
-    """The fastest correct ``write`` for a relayed transport (see WriteThrough)."""
-    if getattr(transport, "socket", None) is None or not all(
-        hasattr(transport, name) for name in WRITE_BUFFER_FIELDS
-    ):
-        return transport.write  # type: ignore[no-any-return]  # not a plain TCP socket
-    return WriteThrough(transport)
+    """
+    The ``write`` the relay calls for a transport. A :class:`LeanTransport`
+    sends at once when nothing is queued (every event-loop proxy does;
+    Twisted's ``write`` queues each chunk for a later reactor turn, a buffer
+    join and two ``epoll_ctl`` calls: bench/results/notes-2026-11-25.md) and
+    is its own write function, so the relay keeps no bound method per
+    connection. Other transports (unix sockets, systemd-handed listeners,
+    reactors without ``IReactorFDSet``) get their own ``write``: nothing
+    reads Twisted's private buffer fields.
+    """
+    if type(transport) is LeanTransport:
+        return transport
+    return transport.write  # type: ignore[no-any-return]
 
 
 def _emitter(stats: Stats, protocol: str, listener: str) -> Any:
@@ -130,7 +85,7 @@ class RelayStage(CloseRecord):
         # one side pauses reading on the other (bounded memory both ways).
         down_t.registerProducer(up_t, True)
         up_t.registerProducer(down_t, True)
-        self.now = ctx.reactor.seconds
+        self.now = ctx.now  # one bound method for every connection
         self.last_activity = self.now()
         self.up_write = write_through(up_t)
         self.down_write = write_through(down_t)
@@ -158,10 +113,16 @@ class RelayStage(CloseRecord):
             self.forward_eof_upstream()
         else:
             down_t.resumeProducing()
+            if type(down_t) is LeanTransport:
+                # The client usually spoke while the upstream connected: read
+                # now rather than after another reactor turn (a recv that finds
+                # nothing costs less than the turn saves).
+                down_t.read_now()
 
     def _build_observers(self) -> None:
         ctx = self.ctx
         name = self.listener.name
+        observers: list[Any] = []
         for factory in self.runtime.observers:
             emit = _emitter(ctx.stats, factory.protocol, name)
             try:
@@ -170,9 +131,11 @@ class RelayStage(CloseRecord):
                     observer = factory.new_timed_observer(emit, observe, ctx.reactor.seconds)
                 else:
                     observer = factory.new_observer(emit)
-                self.observers.append(observer)
+                observers.append(observer)
             except Exception:
                 ctx.stats.inc(f"{factory.protocol}.observer_crashed", listener=name)
+        if observers:
+            self.observers = observers
 
     # -- the hot path ------------------------------------------------------
 
@@ -248,6 +211,12 @@ class RelayStage(CloseRecord):
         a FIN); when both directions have ended, close both sockets.
         """
         if not transport.connected:
+            return
+        if tls_stage.is_tls(transport):  # close_notify, then the TCP FIN (tsgate.tls.stage)
+            transport.unregisterProducer()
+            tls_stage.half_close(transport)
+            if other_direction_done:
+                self.finish()
             return
         # A registered producer would stop a paused transport from finishing
         # its shutdown (Twisted resumes the producer instead); the side that

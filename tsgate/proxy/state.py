@@ -32,7 +32,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from tsgate.interfaces import Hint, Preamble
     from tsgate.proxy.context import ListenerRuntime, ProxyContext
     from tsgate.proxy.upstream import UpstreamProtocol
-    from tsgate.routing import Cluster, Decision, Endpoint, Listener, Route
+    from tsgate.routing import Cluster, Decision, Listener, Route
 
 INSPECTING = "inspecting"
 CONNECTING = "connecting"
@@ -62,8 +62,8 @@ class ConnectionState(Protocol):
         "observers", "last_activity", "termination", "started", "record", "decision", "route",
         "cluster", "endpoint", "upstream", "preamble", "hint", "idle_timeout", "inspect_timer",
         "connect_timer", "idle_timer", "duration_timer", "connector", "counted_active",
-        "now", "up_write", "down_write", "_peer", "_remote", "authz",
-        "dataReceived", "transport", "connected", "factory",
+        "now", "up_write", "down_write", "_peer", "_remote", "authz", "tried",
+        "dataReceived", "transport", "connected", "factory", "tls",
     )
 
     #: a TCP transport (ITCPTransport + IProducer + IConsumer + half-close)
@@ -96,13 +96,13 @@ class ConnectionState(Protocol):
         self.reported_sent = 0
         self.client_eof = False
         self.upstream_eof = False
-        self.observers: list[Any] = []
+        self.observers: Any = ()  # a list once the relay builds any (most routes have none)
         self.last_activity = 0.0
         self.termination = "-"
         self.decision: Optional[Decision] = None
         self.route: Optional[Route] = None
         self.cluster: Optional[Cluster] = None
-        self.endpoint: Optional[Endpoint] = None
+        self.endpoint: Any = None  # a tsgate.upstream.balancer.HostState once picked
         self.upstream: Optional[UpstreamProtocol] = None
         self.preamble: Optional[Preamble] = None
         self.hint: Optional[Hint] = None
@@ -117,6 +117,10 @@ class ConnectionState(Protocol):
         self._remote: Optional[str] = None
         #: the connection's standing with policies and limits (tsgate.authz.gate)
         self.authz: Any = None
+        #: a tsgate.tls.server.TlsSession once the gateway terminates this client's TLS
+        self.tls: Any = None
+        #: upstream hosts tried so far (tsgate.io/connect-attempts)
+        self.tried: list[Any] = []
 
     # -- addresses -----------------------------------------------------------
 

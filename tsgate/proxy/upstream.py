@@ -19,7 +19,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from twisted.internet import error as ierror
-from twisted.internet.interfaces import IHalfCloseableProtocol
+from twisted.internet.interfaces import IHalfCloseableProtocol, IHandshakeListener
 from twisted.internet.protocol import ClientFactory, Protocol, connectionDone
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -28,9 +28,18 @@ from tsgate.proxy.relay import RelayStage
 from tsgate.proxy.stages import Ending
 from tsgate.proxy.state import CLOSED, CONNECTING, NEGOTIATING, RELAYING, format_address
 from tsgate.stats import Stats
+from tsgate.tls import stage as tls_stage
 
 if TYPE_CHECKING:  # pragma: no cover
     from tsgate.routing import Route
+
+
+def source_ip(conn: Any, cluster: Any) -> Optional[str]:
+    """The client's IP when the cluster hashes on it (a PROXY header's source, if any)."""
+    policy = cluster.policy
+    if policy is None or not policy.hash_source_ip:
+        return None
+    return conn.remote_address.rpartition(":")[0].strip("[]") or None
 
 
 class ConnectStage(RelayStage):
@@ -44,8 +53,15 @@ class ConnectStage(RelayStage):
         balancer = ctx.balancer
         cluster = self.cluster = balancer.pick_cluster(route)
         self.record.upstream_cluster = cluster.name
-        endpoint = self.endpoint = balancer.pick_endpoint(cluster)
+        endpoint = self.endpoint = balancer.pick_endpoint(cluster, source_ip(self, cluster))
         if endpoint is None:
+            if cluster.missing:
+                # The route names a cluster that does not exist (settled at
+                # config time): Envoy's tcp_proxy closes it at once, NC.
+                self.end(Ending("NC", details="cluster_not_found",
+                                counter=("tcp.downstream_cx_no_route",
+                                         Stats.label_key(route=route.name))))
+                return
             self.end(Ending("UH", counter=("cluster.upstream_cx_none_healthy",
                                            Stats.label_key(cluster=cluster.name))))
             return
@@ -55,13 +71,22 @@ class ConnectStage(RelayStage):
                                            Stats.label_key(cluster=cluster.name))))
             return
         self.state = CONNECTING
-        self.record.upstream_host = f"{endpoint.address}:{endpoint.port}"
-        timeout = ctx.settings.connect_timeout or cluster.connect_timeout
         ctx.stats.inc_key("cluster.upstream_cx_total", state.cluster_key)
         state.active += 1
         state.total += 1
         ctx.stats.gauge_add_key("cluster.upstream_cx_active", state.cluster_key, 1)
         self.counted_active = True
+        self._connect(endpoint)
+
+    def _connect(self, endpoint: Any) -> None:
+        """One connect attempt (the host counts it as active until it fails or closes)."""
+        ctx, cluster = self.ctx, self.cluster
+        assert cluster is not None
+        self.endpoint = endpoint
+        self.tried.append(endpoint)
+        ctx.balancer.begin(endpoint)
+        self.record.upstream_host = f"{endpoint.address}:{endpoint.port}"
+        timeout = ctx.settings.connect_timeout or cluster.connect_timeout
         # The connect timeout is our own timer on the injected clock (not
         # connectTCP's), so it is testable and counted like Envoy's.
         self.connect_timer = ctx.timers.schedule(timeout, self._connect_timed_out)
@@ -94,12 +119,24 @@ class ConnectStage(RelayStage):
         else:
             detail = reason.getErrorMessage()
         ctx.stats.inc("cluster.upstream_cx_connect_fail", cluster=cluster.name)
-        self.record.response_flags = "DF" if reason.check(ierror.DNSLookupError) else "UF"
-        # One token, as Envoy renders it (log parsers split on spaces).
-        self.record.upstream_transport_failure_reason = "_".join(detail.replace('"', "'").split())
         message = f"{cluster.name} {self.record.upstream_host}: {detail}"
         ctx.balancer.state(cluster).recent_errors.append((ctx.reactor.seconds(), message))
         ctx.error(message)
+        # outlier detection, then tsgate.io/connect-attempts: the next host, if any
+        retry = ctx.balancer.attempt_failed(cluster, self.endpoint, self.tried,
+                                            source_ip(self, cluster))
+        self.endpoint = None
+        if retry is not None:
+            ctx.stats.inc("cluster.upstream_cx_connect_attempts", cluster=cluster.name)
+            self._connect(retry)
+            return
+        self.record.response_flags = "DF" if reason.check(ierror.DNSLookupError) else "UF"
+        policy = cluster.policy
+        if policy is not None and policy.connect_attempts > 1:  # out of attempts: URX
+            ctx.stats.inc("cluster.upstream_cx_connect_attempts_exceeded", cluster=cluster.name)
+            self.record.response_flags += ",URX"
+        # One token, as Envoy renders it (log parsers split on spaces).
+        self.record.upstream_transport_failure_reason = "_".join(detail.replace('"', "'").split())
         self.abort()
 
     def upstream_connected(self, upstream: UpstreamProtocol) -> None:
@@ -122,15 +159,26 @@ class ConnectStage(RelayStage):
             self.record.upstream_local_address = format_address(transport.getHost())
         cluster = self.cluster
         assert cluster is not None
+        self.ctx.balancer.connected(cluster, self.endpoint)
         self.ctx.stats.inc_key(
             "istio_tcp_connections_opened_total", self.ctx.balancer.state(cluster).metric_key()
         )
-        for stage in self.runtime.upstream_stages:
+        for stage in self.runtime.upstream_stages:  # on the raw socket (a PROXY header)
             ending = stage(self, transport)
             if ending is not None:
                 self.end(ending)
                 return
-        if self.preamble is not None:
+        if cluster.tls is not None and upstream.tls is None:
+            tls_stage.start_origination(self, upstream)  # upstream_ready after the handshake
+            return
+        self.upstream_ready()
+
+    def upstream_ready(self) -> None:
+        """Connected (and TLS handshake done when originating): STARTTLS, then the relay."""
+        upstream = self.upstream
+        assert upstream is not None
+        transport = upstream.transport
+        if self.preamble is not None and self.tls is None:  # terminated: plaintext upstream
             self.state = NEGOTIATING
             transport.write(self.preamble.upstream_request)
             return
@@ -159,6 +207,10 @@ class ConnectStage(RelayStage):
         """The upstream connection is fully gone: close the client after flushing."""
         if self.state is CLOSED:
             return
+        upstream = self.upstream
+        if upstream is not None and upstream.tls is not None and not upstream.tls.done:
+            tls_stage.origination_failed(self, upstream, reason)
+            return
         if self.state is NEGOTIATING:
             self.termination = "upstream closed during STARTTLS"
         transport = self.transport
@@ -166,11 +218,11 @@ class ConnectStage(RelayStage):
         transport.loseConnection()
 
 
-@implementer(IHalfCloseableProtocol)
+@implementer(IHalfCloseableProtocol, IHandshakeListener)
 class UpstreamProtocol(Protocol):
     """The upstream side; everything is decided by its connection."""
 
-    __slots__ = ("downstream", "reply", "dataReceived", "transport", "connected")
+    __slots__ = ("downstream", "reply", "dataReceived", "transport", "connected", "tls")
 
     transport: Any
 
@@ -180,9 +232,15 @@ class UpstreamProtocol(Protocol):
         self.dataReceived = self._before_relay  # type: ignore[method-assign]
         self.downstream = downstream
         self.reply = b""
+        #: a tsgate.tls.server.TlsSession when the gateway originates TLS upstream
+        self.tls: Any = None
 
     def connectionMade(self) -> None:
         self.downstream.upstream_connected(self)
+
+    def handshakeCompleted(self) -> None:  # noqa: N802 (IHandshakeListener)
+        """The upstream TLS handshake (origination) completed and verified."""
+        tls_stage.origination_done(self)
 
     def relay_to(self, receive: Callable[[bytes], None]) -> None:
         """From now on each chunk goes straight to ``receive`` (the connection's relay)."""

@@ -128,12 +128,9 @@ def start_listening(first_fd: int, channel_fd: int) -> None:
     connection waits long in the queue of a worker that is still starting.
     (A socket that listens already, shared by all workers, is unchanged.)
     """
-    backlog = socket.SOMAXCONN
-    try:
-        with open("/proc/sys/net/core/somaxconn", encoding="ascii") as f:
-            backlog = max(backlog, int(f.read()))
-    except (OSError, ValueError):
-        pass
+    from tsgate.proxy.listen import max_backlog
+
+    backlog = max_backlog()
     for fd in range(first_fd, channel_fd):
         sock = socket.socket(fileno=fd)
         try:

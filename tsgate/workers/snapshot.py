@@ -44,7 +44,7 @@ def stats_to_json(stats: Stats) -> JSONStats:
 
 #: Series a worker keeps about itself that the supervisor counts for the whole
 #: gateway (a reload is one reload, not one per worker).
-SUPERVISOR_SERIES = ("config.",)
+SUPERVISOR_SERIES = ("config.", "server.days_until_first_cert_expiring")
 
 
 def add_json(into: Stats, data: Mapping[str, Any], *, gauges: bool = True,
@@ -58,6 +58,8 @@ def add_json(into: Stats, data: Mapping[str, Any], *, gauges: bool = True,
         series[key] = series.get(key, 0) + value
     if gauges:
         for name, labels, value in data.get("gauges", ()):
+            if skip and name.startswith(skip):
+                continue
             series = into.gauges.setdefault(name, {})
             key = _key(labels)
             series[key] = series.get(key, 0) + value

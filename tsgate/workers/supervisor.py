@@ -118,18 +118,19 @@ class _NeverAccepts(Factory):
         return None
 
 
-@attrs.frozen
+@attrs.define
 class HeldSocket:
     """
     What the supervisor holds for one listener.
 
-    For TCP, a bound (not listening) ``SO_REUSEPORT`` socket that keeps the
-    port; each worker gets a fresh socket bound to the same address, and
-    calls ``listen()`` on it only once its reactor runs (see
-    :func:`tsgate.workers.channel.start_listening`). The kernel spreads new
-    connections evenly over the listening sockets of the group, and a worker
-    that dies takes only its own socket with it: new connections go to the
-    others at once, never into a queue nobody reads. For other endpoints
+    For TCP, a bound (never listening) ``SO_REUSEPORT`` anchor that keeps the
+    port, and one socket per worker slot bound to the same address. A worker
+    calls ``listen()`` on its slot's socket only once it has loaded (see
+    :func:`tsgate.workers.channel.start_listening`), so the kernel spreads
+    connections evenly over the workers that are ready. The supervisor keeps
+    each slot's socket open: when a worker dies, connections the kernel had
+    already queued on its socket are not reset, they wait there for the
+    replacement, which takes the same socket. For other endpoints
     (systemd-activated, unix) one listening socket shared by all workers.
     """
 
@@ -138,14 +139,18 @@ class HeldSocket:
     domain: str  # INET, INET6 or UNIX, for the worker's systemd: endpoint
     shared: Any = None  # a Twisted port, not reading, shared by every worker
     anchor: Optional[socket.socket] = None  # SO_REUSEPORT: bound, keeps the port
+    slots: dict[int, socket.socket] = attrs.field(factory=dict)  # worker id -> its socket
 
-    def worker_socket(self) -> tuple[int, Optional[socket.socket]]:
-        """A descriptor for one more worker (and the socket to close once it is handed over)."""
+    def worker_socket(self, worker_id: int) -> int:
+        """The descriptor worker ``worker_id`` accepts on (its slot's, made on first use)."""
         if self.shared is not None:
-            return int(self.shared.fileno()), None
+            return int(self.shared.fileno())
         assert self.anchor is not None
-        sock = reuseport_socket(self.anchor.family, self.anchor.getsockname()[:2])
-        return sock.fileno(), sock
+        sock = self.slots.get(worker_id)
+        if sock is None:
+            sock = self.slots[worker_id] = reuseport_socket(
+                self.anchor.family, self.anchor.getsockname()[:2])
+        return sock.fileno()
 
     def address(self) -> str:
         if self.shared is not None:
@@ -159,6 +164,9 @@ class HeldSocket:
     def close(self) -> None:
         if self.shared is not None:
             self.shared.stopListening()
+        for sock in self.slots.values():
+            sock.close()
+        self.slots.clear()
         if self.anchor is not None:
             self.anchor.close()
 
@@ -168,36 +176,17 @@ def _domain(port: Any) -> str:
     return {socket.AF_INET6: "INET6", socket.AF_UNIX: "UNIX"}.get(family, "INET")
 
 
-def _split_endpoint(description: str) -> list[str]:
-    """Twisted's endpoint-string fields (``:`` separated, ``\\:`` escaped)."""
-    fields, current, chars = [], "", iter(description)
-    for c in chars:
-        if c == "\\":
-            current += next(chars, "")
-        elif c == ":":
-            fields.append(current)
-            current = ""
-        else:
-            current += c
-    fields.append(current)
-    return fields
+def tcp_address(description: str) -> Optional[tuple[int, str, int]]:
+    """``(family, host, port)`` of a plain ``tcp:``/``tcp6:`` endpoint string, else None."""
+    from tsgate.gateway import plain_tcp
 
-
-def tcp_address(description: str) -> Optional[tuple[int, str, int, int]]:
-    """``(family, host, port, backlog)`` of a ``tcp:``/``tcp6:`` endpoint string, else None."""
-    kind, *args = _split_endpoint(description)
-    if kind not in ("tcp", "tcp6"):
+    plain = plain_tcp(description)
+    if plain is None:
         return None
-    named = dict(a.split("=", 1) for a in args if "=" in a)
-    positional = [a for a in args if "=" not in a]
-    try:
-        port = int(named.get("port", positional[0] if positional else ""))
-        backlog = int(named.get("backlog", "50"))
-    except ValueError:
-        return None
-    host = named.get("interface", "::" if kind == "tcp6" else "")
-    family = socket.AF_INET6 if kind == "tcp6" or ":" in host else socket.AF_INET
-    return family, host, port, backlog
+    port, host, _backlog = plain
+    family = socket.AF_INET6 if description.startswith("tcp6:") or ":" in host \
+        else socket.AF_INET
+    return family, host, port
 
 
 def reuseport_socket(family: int, address: tuple[str, int]) -> socket.socket:
@@ -214,14 +203,6 @@ def reuseport_socket(family: int, address: tuple[str, int]) -> socket.socket:
     return sock
 
 
-def _somaxconn() -> int:
-    try:
-        with open("/proc/sys/net/core/somaxconn", encoding="ascii") as f:
-            return int(f.read())
-    except (OSError, ValueError):
-        return 1024
-
-
 def hold_socket(reactor: Any, key: tuple[str, int], description: str, name: str,
                 shared: bool = False) -> HeldSocket:
     """Bind and listen on ``description``, but let no one accept here (the workers will)."""
@@ -229,7 +210,7 @@ def hold_socket(reactor: Any, key: tuple[str, int], description: str, name: str,
 
     tcp = tcp_address(description) if hasattr(socket, "SO_REUSEPORT") else None
     if tcp is not None and not shared:
-        family, host, port, _backlog = tcp
+        family, host, port = tcp
         try:
             anchor = reuseport_socket(family, (host, port))
         except OSError as exc:
@@ -408,42 +389,33 @@ class Supervisor(service.Service):
 
     # -- workers -----------------------------------------------------------------------------
 
-    def _fd_layout(self) -> tuple[dict[int, Any], dict[int, str], dict[str, str], int,
-                                  list[socket.socket]]:
-        """A worker's childFDs, --endpoint overrides, LISTEN_* variables, channel fd,
-        and the sockets made for it (closed here once it has them)."""
+    def _fd_layout(self, worker_id: int) -> tuple[dict[int, Any], dict[int, str],
+                                                  dict[str, str], int]:
+        """A worker's childFDs, --endpoint overrides, LISTEN_* variables, channel fd."""
         child_fds: dict[int, Any] = {0: "w", 1: 1, 2: 2}
         overrides: dict[int, str] = {}
         names = []
-        made: list[socket.socket] = []
         for index, (key, held) in enumerate(sorted(self.sockets.items())):
-            fd, sock = held.worker_socket()
-            if sock is not None:
-                made.append(sock)
-            child_fds[FIRST_LISTEN_FD + index] = fd
+            child_fds[FIRST_LISTEN_FD + index] = held.worker_socket(worker_id)
             overrides[key[1]] = f"systemd:domain={held.domain}:index={index}"
             names.append(f"tsgate-{key[1]}")
         channel = FIRST_LISTEN_FD + len(self.sockets)
         child_fds[channel] = "r"
         env = {"LISTEN_FDS": str(len(names)), "LISTEN_FDNAMES": ":".join(names)}
-        return child_fds, overrides, env, channel, made
+        return child_fds, overrides, env, channel
 
     def spawn(self, worker_id: Optional[int] = None) -> Worker:
         worker = Worker(id=worker_id or next(self._ids), generation=self.generation,
                         started=self.reactor.seconds())
-        child_fds, overrides, listen_env, channel, made = self._fd_layout()
+        child_fds, overrides, listen_env, channel = self._fd_layout(worker.id)
         args = [self.executable, "-c", _BOOTSTRAP, *self._worker_args(overrides),
                 "--worker-id", str(worker.id), "--worker-channel", str(channel)]
         env = {k: v for k, v in os.environ.items() if not k.startswith("LISTEN_")}
         env.update(listen_env)
         env["PYTHONUNBUFFERED"] = "1"
         protocol = WorkerProcess(self, worker, channel)
-        try:
-            worker.process = self.reactor.spawnProcess(
-                protocol, self.executable, args, env=env, path=os.getcwd(), childFDs=child_fds)
-        finally:
-            for sock in made:  # the worker has its own copy now
-                sock.close()
+        worker.process = self.reactor.spawnProcess(
+            protocol, self.executable, args, env=env, path=os.getcwd(), childFDs=child_fds)
         worker.pid = worker.process.pid
         self.workers.append(worker)
         self.stats.inc("workers.started")

@@ -91,18 +91,23 @@ function clusterRows(clusters) {
     const fails = c.stats.upstream_cx_connect_fail || 0;
     const live = el("td", c.active_connections, "num");
     live.dataset.cluster = c.name;
-    const tr = row([el("td", c.name), c.resolution, el("td", "all endpoints", "muted"),
+    // the policy in force (tsgate.upstream.policy) as the name's tooltip
+    const name = el("td", c.name);
+    if (c.policy && c.policy.length) name.title = c.policy.join("\n");
+    const tr = row([name, c.resolution + ", " + c.lb_policy, el("td", "all endpoints", "muted"),
                     live, el("td", bytes(c.bytes_received || 0), "num"),
                     el("td", bytes(c.bytes_sent || 0), "num"),
                     el("td", c.stats.upstream_cx_total || 0, "num"), el("td", fails, "num")]);
     tr.className = "cluster";
     rows.push(tr);
     // one row per endpoint: the table's, then DNS-resolved ones seen on live connections
-    const eps = c.endpoints.map(e => ({ addr: e.address + ":" + e.port,
+    // each endpoint with its state (healthy / ejected / unhealthy)
+    const eps = c.endpoints.map(e => ({ addr: e.address + ":" + e.port +
+                                          (e.status ? " [" + e.status + "]" : ""),
                                         live: e.active_connections,
                                         rx: e.bytes_received || 0, tx: e.bytes_sent || 0 }));
     for (const [addr, n] of Object.entries(c.upstreams)) {
-      if (eps.some(e => e.addr === addr)) continue;
+      if (c.endpoints.some(e => e.address + ":" + e.port === addr)) continue;
       const b = (c.upstream_bytes || {})[addr] || {};
       eps.push({ addr: addr, live: n, rx: b.bytes_received || 0, tx: b.bytes_sent || 0 });
     }

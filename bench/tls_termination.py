@@ -1,0 +1,330 @@
+#!/usr/bin/env python3
+"""
+TLS termination benchmark: tsgate (SIMPLE termination, plaintext to the
+backend) against HAProxy (``bind ... ssl crt``) and nginx (stream ``listen
+... ssl``), in one run, on loopback.
+
+    python bench/tls_termination.py            # 3 rounds
+    python bench/tls_termination.py --quick    # 2 rounds, shorter runs
+
+Workloads (each proxy freshly started, measured in the same round):
+
+- **handshakes/s**: ``bench/tlsload.c`` (C, OpenSSL) with 50 connections in
+  flight: connect, a full TLS 1.3 handshake (SNI a or b, the certificate
+  verified against the CA and the name), close. No session resumption. The
+  proxy connects the plaintext backend (``bench/backend.c``) per connection.
+- **bulk Gbit/s**: one Python ``ssl`` client streams 512 MiB (``--quick``:
+  256 MiB) of zeros through the terminating proxy to the backend's sink;
+  time from the first byte until the last is written (the proxy's buffers
+  hold at most a few hundred KiB of it, so this is the relay rate).
+
+One certificate (ECDSA P-256 by default, ``--key rsa``) covers both names
+for every proxy, so the crypto is the same. The proxy runs on CPU 0, the
+clients and backend on CPU 1 (``--no-pin`` to disable). Results are printed
+and written to ``bench/results/tls-termination-<UTC>.txt``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from relay import (  # noqa: E402
+    RESULTS,
+    BenchError,
+    Proc,
+    command_output,
+    cpu_ns,
+    free_port,
+    parse_kv,
+    wait_connectable,  # noqa: E402
+)
+
+HERE = Path(__file__).resolve().parent
+HOSTS = ("a.bench.test", "b.bench.test")
+PROXIES = ("haproxy", "nginx", "tsgate")
+
+HAPROXY = """\
+global
+    nbthread 1
+    maxconn 9000
+defaults
+    mode tcp
+    maxconn 9000
+    timeout connect 5s
+    timeout client 30s
+    timeout server 30s
+frontend tls
+    bind 127.0.0.1:{port} ssl crt {pem}
+    default_backend plain
+backend plain
+    server b 127.0.0.1:{backend}
+"""
+
+NGINX = """\
+load_module /usr/lib/nginx/modules/ngx_stream_module.so;
+worker_processes 1;
+master_process off;
+daemon off;
+error_log {workdir}/nginx-error.log warn;
+pid {workdir}/nginx.pid;
+events {{ worker_connections 9000; }}
+stream {{
+    server {{
+        listen 127.0.0.1:{port} ssl backlog=1024;
+        ssl_certificate {cert};
+        ssl_certificate_key {key};
+        ssl_protocols TLSv1.2 TLSv1.3;
+        proxy_pass 127.0.0.1:{backend};
+    }}
+}}
+"""
+
+TSGATE = """\
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {{name: bench-tls}}
+spec:
+  selector: {{istio: ingressgateway}}
+  servers:
+  - port: {{number: 8443, name: tls, protocol: TLS}}
+    hosts: [a.bench.test, b.bench.test]
+    tls: {{mode: SIMPLE, serverCertificate: {cert}, privateKey: {key}}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: bench-tls}}
+spec:
+  hosts: [a.bench.test, b.bench.test]
+  gateways: [bench-tls]
+  tcp:
+  - route: [{{destination: {{host: plain.bench.local, port: {{number: 9000}}}}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: plain}}
+spec:
+  hosts: [plain.bench.local]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{{number: 9000, name: tcp, protocol: TCP, targetPort: {backend}}}]
+  endpoints: [{{address: 127.0.0.1}}]
+"""
+
+
+def certificates(workdir: Path, key_type: str) -> dict[str, Path]:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+    from cryptography.x509.oid import NameOID
+
+    def key() -> Any:
+        if key_type == "rsa":
+            return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        return ec.generate_private_key(ec.SECP256R1())
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+    ca_key = key()
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "tsgate bench CA")])
+    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name)
+          .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
+          .not_valid_before(now - datetime.timedelta(hours=1))
+          .not_valid_after(now + datetime.timedelta(days=2))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+          .sign(ca_key, hashes.SHA256()))
+    leaf_key = key()
+    leaf = (x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, HOSTS[0])]))
+            .issuer_name(ca_name).public_key(leaf_key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(hours=1))
+            .not_valid_after(now + datetime.timedelta(days=2))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName(h) for h in HOSTS]),
+                           critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    pem = serialization.Encoding.PEM
+    key_pem = leaf_key.private_bytes(pem, serialization.PrivateFormat.PKCS8,
+                                     serialization.NoEncryption())
+    files = {"ca": workdir / "ca.pem", "cert": workdir / "leaf.pem",
+             "key": workdir / "leaf-key.pem", "combined": workdir / "combined.pem"}
+    files["ca"].write_bytes(ca.public_bytes(pem))
+    files["cert"].write_bytes(leaf.public_bytes(pem))
+    files["key"].write_bytes(key_pem)
+    files["combined"].write_bytes(leaf.public_bytes(pem) + key_pem)
+    return files
+
+
+BULK_CLIENT = r"""
+import socket, ssl, sys, time
+port, ca, total = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+ctx = ssl.create_default_context(cafile=ca)
+raw = socket.create_connection(("127.0.0.1", port))
+s = ctx.wrap_socket(raw, server_hostname="a.bench.test")
+block = b"\0" * (1 << 20)
+start = time.monotonic()
+sent = 0
+while sent < total:
+    s.sendall(block)
+    sent += len(block)
+elapsed = time.monotonic() - start
+print(f"bytes={sent} seconds={elapsed:.4f} gbit_s={sent * 8 / elapsed / 1e9:.4f}")
+s.close()
+"""
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.workdir = Path(tempfile.mkdtemp(prefix="tsgate-tls-bench-"))
+        self.procs: list[Proc] = []
+        self.seconds = 2.0 if args.quick else 4.0
+        self.bulk_bytes = (256 if args.quick else 512) << 20
+
+    def pin(self, cpu: str, argv: list[str]) -> list[str]:
+        return argv if self.args.no_pin else ["taskset", "-c", cpu, *argv]
+
+    def build(self) -> None:
+        for name, libs in (("tlsload", ["-lssl", "-lcrypto"]), ("backend", [])):
+            subprocess.run(["gcc", "-O2", "-o", str(self.workdir / name), str(HERE / f"{name}.c"),
+                            *libs], check=True, timeout=120, capture_output=True)
+
+    def setup(self) -> None:
+        self.files = certificates(self.workdir, self.args.key)
+        backend = Proc("backend", self.pin("1", [str(self.workdir / "backend")]))
+        self.procs.append(backend)
+        self.backend_port = int(backend.wait_for(r"^READY (\d+)", 10).group(1))
+
+    def start(self, name: str) -> tuple[Proc, int]:
+        port = free_port()
+        if name == "haproxy":
+            cfg = self.workdir / "haproxy.cfg"
+            cfg.write_text(HAPROXY.format(port=port, pem=self.files["combined"],
+                                          backend=self.backend_port))
+            proc = Proc(name, self.pin("0", ["haproxy", "-db", "-f", str(cfg)]))
+        elif name == "nginx":
+            cfg = self.workdir / "nginx.conf"
+            cfg.write_text(NGINX.format(port=port, cert=self.files["cert"],
+                                        key=self.files["key"], backend=self.backend_port,
+                                        workdir=self.workdir))
+            proc = Proc(name, self.pin("0", ["nginx", "-e", "stderr", "-c", str(cfg),
+                                             "-p", str(self.workdir)]))
+        else:
+            cfg = self.workdir / "tsgate.yaml"
+            cfg.write_text(TSGATE.format(cert=self.files["cert"], key=self.files["key"],
+                                         backend=self.backend_port))
+            proc = Proc(name, self.pin("0", [
+                sys.executable, "-m", "twisted", "--log-format=text", "tsgate", "--config",
+                str(cfg), "--endpoint", f"8443=tcp:{port}:interface=127.0.0.1",
+                "--admin", "none", "--readiness", "none", "--access-log", "none"]))
+        wait_connectable(port, 30)
+        return proc, port
+
+    def handshakes(self, port: int, seconds: float) -> dict[str, float]:
+        argv = self.pin("1", [str(self.workdir / "tlsload"), "client", str(self.files["ca"]),
+                              str(port), str(port), "50", str(seconds)])
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 30)
+        if done.returncode != 0:
+            raise BenchError(f"tlsload failed: {done.stderr or done.stdout}")
+        return parse_kv(done.stdout.strip().splitlines()[-1])
+
+    def bulk(self, port: int) -> dict[str, float]:
+        argv = self.pin("1", [sys.executable, "-c", BULK_CLIENT, str(port),
+                              str(self.files["ca"]), str(self.bulk_bytes)])
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+        if done.returncode != 0:
+            raise BenchError(f"bulk client failed: {done.stderr}")
+        return parse_kv(done.stdout.strip().splitlines()[-1])
+
+    def measure(self, name: str) -> dict[str, float]:
+        proc, port = self.start(name)
+        try:
+            self.handshakes(port, 0.5)  # warm-up
+            before = cpu_ns(proc.pid)
+            hs = self.handshakes(port, self.seconds)
+            hs_cpu_s = (cpu_ns(proc.pid) - before) / 1e9
+            before = cpu_ns(proc.pid)
+            bulk = self.bulk(port)
+            bulk_cpu_s = (cpu_ns(proc.pid) - before) / 1e9
+            return {"hs_s": hs["rate"], "errors": hs["errors"], "p50_ms": hs["p50_ms"],
+                    "cpu_us_hs": hs_cpu_s * 1e6 / max(1.0, hs["done"]),
+                    "gbit_s": bulk["gbit_s"],
+                    "gbit_per_cpu_s": bulk["bytes"] * 8 / 1e9 / max(bulk_cpu_s, 1e-9)}
+        finally:
+            proc.stop()
+
+    def close(self) -> None:
+        for proc in self.procs:
+            proc.stop()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--rounds", type=int, default=0)
+    parser.add_argument("--key", choices=("ec", "rsa"), default="ec")
+    parser.add_argument("--proxies", default=",".join(PROXIES))
+    parser.add_argument("--no-pin", action="store_true")
+    parser.add_argument("--no-save", action="store_true")
+    args = parser.parse_args()
+    names = [n for n in args.proxies.split(",") if n]
+    rounds = args.rounds or (2 if args.quick else 3)
+    bench = Bench(args)
+    results: dict[str, list[dict[str, float]]] = {n: [] for n in names}
+    try:
+        bench.build()
+        bench.setup()
+        for r in range(rounds):
+            for name in names:
+                results[name].append(bench.measure(name))
+                print(f"round {r + 1} {name}: {results[name][-1]}", flush=True)
+    finally:
+        bench.close()
+
+    def median(values: list[float]) -> float:
+        values = sorted(values)
+        mid = len(values) // 2
+        return values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
+
+    lines = [f"# TLS termination, {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%dT%H%MZ}"
+             f", key {args.key}, {rounds} rounds (medians; ratio = per-round ratio to HAProxy)",
+             f"# load before: {os.getloadavg()}; haproxy "
+             f"{command_output(['haproxy', '-v']).split()[2] if shutil.which('haproxy') else '-'}",
+             "", "| proxy | TLS 1.3 handshakes/s | errors | p50 ms | proxy CPU µs/handshake "
+             "| bulk Gbit/s | bulk Gbit per proxy CPU-s |",
+             "|---|---|---|---|---|---|---|"]
+    for name in names:
+        rows = results[name]
+        cells = []
+        for key, fmt in (("hs_s", "{:,.0f}"), ("errors", "{:.0f}"), ("p50_ms", "{:.1f}"),
+                         ("cpu_us_hs", "{:,.0f}"), ("gbit_s", "{:.2f}"),
+                         ("gbit_per_cpu_s", "{:.2f}")):
+            value = fmt.format(median([row[key] for row in rows]))
+            if key in ("hs_s", "gbit_s", "cpu_us_hs", "gbit_per_cpu_s") and name != "haproxy" \
+                    and "haproxy" in results:
+                ratio = median([row[key] / ref[key] for row, ref in
+                                zip(rows, results["haproxy"]) if ref[key]])
+                value += f" ({ratio:.2f}×)"
+            cells.append(value)
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines += ["", "raw: " + repr(results)]
+    text = "\n".join(lines)
+    print(text)
+    if not args.no_save:
+        RESULTS.mkdir(exist_ok=True)
+        stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H%MZ")
+        (RESULTS / f"tls-termination-{stamp}.txt").write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

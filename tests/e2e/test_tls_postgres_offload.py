@@ -1,0 +1,81 @@
+"""
+PostgreSQL TLS offload: psql (``sslmode=verify-full``) speaks TLS to the
+gateway, which answers its SSLRequest with ``S``, terminates the TLS session
+with the certificate chosen by SNI, and speaks plaintext to a PostgreSQL
+server that has TLS off.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.support.gateway import GatewayProcess, free_port
+from tests.support.postgres import PG_USER, start_postgres
+from tests.support.tlscerts import CA, write_credential
+
+pytestmark = pytest.mark.e2e
+
+PORT = 5432
+HOST = "pg.offload.test"
+
+
+def test_psql_verify_full_through_tls_offload(tmp_path: Path) -> None:
+    server = start_postgres(tmp_path, free_port(), "plain.db.local", name="offloaded",
+                            tls=False)
+    try:
+        ca = CA.create()
+        ca_file = ca.write(tmp_path / "ca.pem")
+        creds = tmp_path / "creds"
+        write_credential(creds, "pg-cert", ca.issue(HOST, dns=[HOST]))
+        docs = [
+            {"apiVersion": "networking.istio.io/v1", "kind": "Gateway",
+             "metadata": {"name": "pg"},
+             "spec": {"selector": {"istio": "ingressgateway"},
+                      "servers": [{"port": {"number": PORT, "name": "tls-postgres",
+                                            "protocol": "TLS"},
+                                   "hosts": [HOST],
+                                   "tls": {"mode": "SIMPLE", "credentialName": "pg-cert"}}]}},
+            {"apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
+             "metadata": {"name": "pg"},
+             "spec": {"hosts": [HOST], "gateways": ["pg"],
+                      "tcp": [{"match": [{"port": PORT}],
+                               "route": [{"destination": {"host": "plain.db.local",
+                                                          "port": {"number": 5432}}}]}]}},
+            {"apiVersion": "networking.istio.io/v1", "kind": "ServiceEntry",
+             "metadata": {"name": "plain"},
+             "spec": {"hosts": ["plain.db.local"], "location": "MESH_INTERNAL",
+                      "resolution": "STATIC",
+                      "ports": [{"number": 5432, "name": "tcp-postgres", "protocol": "TCP",
+                                 "targetPort": server.port}],
+                      "endpoints": [{"address": "127.0.0.1"}]}},
+        ]
+        config = tmp_path / "pg.yaml"
+        config.write_text(yaml.safe_dump_all(docs))
+        with GatewayProcess([str(config)], [PORT], extra=["--credentials", str(creds)]) as gw:
+            dsn = (f"host={HOST} hostaddr=127.0.0.1 port={gw.port(PORT)} user={PG_USER} "
+                   f"dbname=postgres sslmode=verify-full sslrootcert={ca_file}")
+            out = subprocess.run(
+                ["psql", "-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", dsn, "-c",
+                 "SELECT name FROM whoami; SELECT ssl FROM pg_stat_ssl "
+                 "WHERE pid = pg_backend_pid();", "-c", "\\conninfo"],
+                capture_output=True, text=True, timeout=30)
+            assert out.returncode == 0, out.stderr + gw.text()
+            lines = out.stdout.splitlines()
+            assert lines[0] == "offloaded"
+            # The server saw plaintext; the client had TLS (to the gateway).
+            assert lines[1] == "f"
+            assert "SSL connection (protocol: TLSv1.3" in out.stdout
+            # A client that does not trust the gateway's CA is refused by psql.
+            other = CA.create("other").write(tmp_path / "other.pem")
+            bad = subprocess.run(["psql", "-X", "-A", "-t", dsn.replace(str(ca_file),
+                                                                        str(other)),
+                                  "-c", "SELECT 1"], capture_output=True, text=True,
+                                 timeout=30)
+            assert bad.returncode != 0
+            assert "certificate verify failed" in bad.stderr
+    finally:
+        server.stop()
