@@ -15,6 +15,7 @@ from twisted.internet.testing import MemoryReactorClock
 from tests.support.routes import route
 from tsgate.gateway import Gateway, ListenError, listener_endpoint, unix_endpoint
 from tsgate.proxy.context import ProxyContext
+from tsgate.proxy.listen import max_backlog
 from tsgate.routing import Listener, RouteTable
 
 
@@ -59,15 +60,16 @@ def bound(gw: Gateway) -> list[int]:
 
 
 def test_listener_endpoint_strings() -> None:
+    backlog = max_backlog()  # the kernel's somaxconn
     assert listener_endpoint(tcp_listener(31400), None, {}) == (
-        "tcp:port=31400:interface=0.0.0.0:backlog=1024")
+        f"tcp:port=31400:interface=0.0.0.0:backlog={backlog}")
     assert listener_endpoint(tcp_listener(31400), "127.0.0.1", {}) == (
-        "tcp:port=31400:interface=127.0.0.1:backlog=1024")
+        f"tcp:port=31400:interface=127.0.0.1:backlog={backlog}")
     # --bind replaces only the wildcard addresses, IPv6 is escaped and tcp6
     assert listener_endpoint(tcp_listener(443, "::"), "::1", {}) == (
-        "tcp6:port=443:interface=\\:\\:1:backlog=1024")
+        f"tcp6:port=443:interface=\\:\\:1:backlog={backlog}")
     assert listener_endpoint(tcp_listener(443, "10.0.0.1"), "127.0.0.1", {}) == (
-        "tcp:port=443:interface=10.0.0.1:backlog=1024")
+        f"tcp:port=443:interface=10.0.0.1:backlog={backlog}")
     # --endpoint PORT=STRING wins over everything
     assert listener_endpoint(tcp_listener(443), "127.0.0.1", {443: "systemd:domain=INET:index=0"}
                              ) == "systemd:domain=INET:index=0"
