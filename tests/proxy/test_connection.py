@@ -202,7 +202,10 @@ class InspectionTests(SynchronousTestCase):
                                          listener="0.0.0.0_31400"), 1)
 
     def test_oversized_hello_is_counted_and_treated_as_not_tls(self) -> None:
-        """A hello past 16 KiB: client_hello_too_large, then the TCP fallback (Envoy's default)."""
+        """
+        A hello past tsgate's 16 KiB cap (Envoy's max_client_hello_size default is
+        64 KiB): client_hello_too_large, then the TCP fallback, as Envoy does.
+        """
         h = Harness(MIXED)
         protocol, down = h.accept()
         # a handshake record announcing a ClientHello of 60,000 bytes
