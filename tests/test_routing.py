@@ -29,7 +29,7 @@ def test_defaults_are_envoy_and_istio_defaults():
     assert DEFAULT_IDLE_TIMEOUT == 3600.0 and DEFAULT_CONNECT_TIMEOUT == 10.0
     c = Cluster(name="outbound|1||h", host="h", port=1)
     assert (c.subset, c.resolution, c.endpoints, c.connect_timeout, c.lb_policy,
-            c.max_connections) == ("", "STATIC", (), 10.0, "ROUND_ROBIN", None)
+            c.max_connections) == ("", "STATIC", (), 10.0, "LEAST_REQUEST", None)
     r = route("r")
     assert (r.idle_timeout, r.max_connection_duration, r.source) == (3600.0, None, None)
 

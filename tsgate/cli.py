@@ -108,7 +108,7 @@ def load_from_args(args: argparse.Namespace) -> Any:
                        gateway_namespace=args.gateway_namespace,
                        root_namespace=getattr(args, "root_namespace", "istio-system"),
                        credentials_dir=getattr(args, "credentials", None),
-                       **gateway_api_kwargs(args))
+                       tls_files_fatal=False, **gateway_api_kwargs(args))
 
 
 def register(subparsers: Any) -> None:

@@ -130,7 +130,7 @@ def run(args: Any, out: Optional[TextIO] = None, err: Optional[TextIO] = None) -
                          gateway_namespace=args.gateway_namespace,
                          root_namespace=args.root_namespace,
                          credentials_dir=getattr(args, "credentials", None),
-                         **gateway_api_kwargs(args))
+                         tls_files_fatal=False, **gateway_api_kwargs(args))
     if not result.ok:
         for diag in result.errors:
             print(str(diag), file=err)

@@ -55,7 +55,8 @@ def test_the_corpus_is_there():
 def test_tsgate_agrees_with_istio(path: Path) -> None:
     meta = header(path)
     assert meta["source"].startswith("istio/istio@")
-    result = load_config([str(path)])
+    # as `tsgate validate` reads it (certificate files are not Istio's to check)
+    result = load_config([str(path)], tls_files_fatal=False)
     errors = "\n".join(str(d) for d in result.errors)
     if meta.get("istio") == "accept":
         assert result.ok, errors

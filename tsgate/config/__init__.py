@@ -92,6 +92,7 @@ def load_config(
     namespace_labels: Mapping[str, Mapping[str, str]] = {},
     root_namespace: str = DEFAULT_ROOT_NAMESPACE,
     credentials_dir: Optional[str] = None,
+    tls_files_fatal: bool = True,
 ) -> ConfigResult:
     """
     Load, validate and compile the Istio YAML at ``paths`` (files or
@@ -107,7 +108,10 @@ def load_config(
     ``gateway_classes``; ``namespace_labels`` adds namespace labels (for
     ``allowedRoutes`` selectors) to those of ``Namespace`` objects in the files.
     ``credentials_dir`` is ``--credentials DIR``, where ``credentialName``
-    certificates are read (``DIR/<name>/tls.crt``, ...).
+    certificates are read (``DIR/<name>/tls.crt``, ...). With
+    ``tls_files_fatal`` (the gateway) a certificate that cannot be read is an
+    error; without it (``tsgate validate``, which gives Istio's verdict) a
+    warning, and that server is not served.
     """
     if isinstance(paths, str):
         paths = [paths]
@@ -125,7 +129,7 @@ def load_config(
                     default_namespace)
     diags.extend(api.diags)
     table, found = compile_table(resources + api.synthetic, gateway_labels, gateway_namespace,
-                                 credentials_dir, others)
+                                 credentials_dir, others, tls_files_fatal)
     table, found = api.finish(table, found)
     diags.extend(found)
     diags.extend(validate_policies(resources))  # AuthorizationPolicy (tsgate.authz)

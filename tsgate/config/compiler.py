@@ -147,10 +147,14 @@ class Compiler:
 
     def __init__(self, resources: list[Resource], gateway_labels: Mapping[str, str],
                  gateway_namespace: Optional[str] = None,
-                 credentials_dir: Optional[str] = None) -> None:
+                 credentials_dir: Optional[str] = None, tls_files_fatal: bool = True) -> None:
         self.labels = dict(gateway_labels)
         #: --credentials DIR: where credentialName certificates are read (tsgate.tls)
         self.credentials_dir = credentials_dir
+        #: certificates that cannot be read (or keys that do not match) are errors
+        #: for the gateway (it cannot serve them); ``tsgate validate`` reports them
+        #: as warnings, since Istio's validation admits the YAML (issue 9)
+        self.tls_files_fatal = tls_files_fatal
         self.gateway_namespace = gateway_namespace
         self.gateways = [r for r in resources if isinstance(r, Gateway)]
         self.virtual_services = [r for r in resources if isinstance(r, VirtualService)]
@@ -556,7 +560,8 @@ class Compiler:
 
         def report(severity: str, field: str, message: str) -> None:
             path = f"{ref.path}.tls" + (f".{field}" if field else "")
-            self.report(ERROR if severity == "error" else WARNING, meta, path, message)
+            self.report(self.tls_severity(severity), meta, path, self.tls_message(severity,
+                                                                                  message))
 
         # Certificates first: a missing file or a mismatched key is an error
         # whether or not a route uses the server yet.
@@ -833,6 +838,15 @@ class Compiler:
                         + ": connections to it fail (UH)", once=("noep", name))
         return make(resolution, tuple(endpoints))
 
+    def tls_severity(self, severity: str) -> str:
+        return ERROR if severity == "error" and self.tls_files_fatal else WARNING
+
+    def tls_message(self, severity: str, message: str) -> str:
+        if severity == "error" and not self.tls_files_fatal:
+            return message + " (Istio admits the YAML; tsgate would not serve this, and the " \
+                "gateway refuses to start with it)"
+        return message
+
     def origination(self, policy: Optional[TrafficPolicy], dr: Optional[DestinationRule],
                     fqdn: str, port: int, subset: str) -> Any:
         """TLS origination for a cluster (DestinationRule tls SIMPLE/MUTUAL), or None."""
@@ -843,8 +857,9 @@ class Compiler:
 
         def report(severity: str, field: str, message: str) -> None:
             assert dr is not None
-            self.report(ERROR if severity == "error" else WARNING, dr.meta,
-                        path + (f".{field}" if field else ""), message,
+            self.report(self.tls_severity(severity), dr.meta,
+                        path + (f".{field}" if field else ""),
+                        self.tls_message(severity, message),
                         once=("orig", dr.meta.key, path, field, message))
 
         return build_origination(policy.tls, fqdn, self.credentials_dir, report)
@@ -921,14 +936,16 @@ def _tls_path(dr: DestinationRule, tls: Any, port: int, subset: str) -> str:
 def compile_table(resources: list[Resource], gateway_labels: Mapping[str, str],
                   gateway_namespace: Optional[str] = None,
                   credentials_dir: Optional[str] = None,
-                  others: Sequence[Mapping[str, Any]] = ()) -> tuple[RouteTable, list[Diagnostic]]:
+                  others: Sequence[Mapping[str, Any]] = (),
+                  tls_files_fatal: bool = True) -> tuple[RouteTable, list[Diagnostic]]:
     """
     The route table of ``resources`` for a gateway with ``gateway_labels``;
     ``credentials_dir`` is ``--credentials DIR``; ``others`` are the non-Istio
     objects loaded with them (Pods, Kubernetes Gateways), which istioctl
     analyze's checks look at.
     """
-    compiler = Compiler(resources, gateway_labels, gateway_namespace, credentials_dir)
+    compiler = Compiler(resources, gateway_labels, gateway_namespace, credentials_dir,
+                        tls_files_fatal)
     table = compiler.compile()
     from tsgate.config.analyze import analyze
 

@@ -270,7 +270,7 @@ def _validate_certificates(tls: Any, t: str, r: Reporter) -> None:
     if tls.mode in ("SIMPLE", "MUTUAL", "OPTIONAL_MUTUAL") and \
             ("credentialName" in certs or "credentialNames" in certs):
         return  # fetched remotely: nothing more is required
-    if mutual and "caCertificates" not in certs:
+    if mutual and "caCertificates" not in certs and "caCertCredentialName" not in certs:
         r.error(t, f"{tls.mode} TLS requires caCertificates (a client CA bundle) or a "
                 "credentialName")
     if len(tls.tls_certificates) > 2:
