@@ -1,6 +1,6 @@
 """
-tsgate.logging: text/JSON gateway log with a level filter, and the access log
-as its own stream (stdout or a real file), fed by twisted.logger events.
+tsgate.logging: text/JSON gateway log with a level filter, and the
+reopenable access-log file.
 """
 
 from __future__ import annotations
@@ -13,10 +13,8 @@ from twisted.logger import Logger, LogPublisher
 from twisted.python import usage
 
 from tsgate.logging import (
-    ACCESS_NAMESPACE,
-    emit_access,
+    AccessLogFile,
     install_twistd_logger,
-    make_access_log_observer,
     make_log_observer,
     parse_level,
 )
@@ -24,8 +22,6 @@ from tsgate.logging import (
 LINE = ('[2026-11-25T20:19:47.123Z] "- - -" 0 - - - "-" 512 1024 30012 - "-" "-" "-" "-" '
         '"127.0.0.1:2701" outbound|2701||tcp-echo-service 127.0.0.1:41234 127.0.0.1:31400 '
         '127.0.0.1:52311 - tcp->default/tcp-echo-vs-from-gw#tcp[0]')
-RECORD = {"bytes_received": 512, "bytes_sent": 1024, "route_name": "default/tcp-echo-vs#tcp[0]",
-          "response_flags": None}
 
 
 def publisher_with(*observers):
@@ -35,15 +31,14 @@ def publisher_with(*observers):
     return pub
 
 
-def test_text_log_level_filter_and_access_events_excluded():
-    """info passes at level info, debug does not; access events never reach the main log."""
+def test_text_log_level_filter():
+    """info passes at level info, debug does not."""
     out = io.StringIO()
     pub = publisher_with(make_log_observer("text", "info", out))
     log = Logger(namespace="tsgate.proxy", observer=pub)
     log.debug("hidden {x}", x=1)
     log.info("listening on {port}", port=31400)
     log.error("upstream {cluster} refused", cluster="outbound|2701||echo")
-    emit_access(Logger(namespace=ACCESS_NAMESPACE, observer=pub), LINE, RECORD)
     lines = out.getvalue().splitlines()
     assert len(lines) == 2
     assert "[tsgate.proxy#info] listening on 31400" in lines[0]
@@ -71,35 +66,23 @@ def test_json_log_lines():
     assert "ZeroDivisionError" in records[1]["traceback"]
 
 
-def test_access_log_to_a_real_file_text_and_json(tmp_path):
-    """--access-log PATH: only access events, one line each, readable while open."""
-    text_path, json_path = tmp_path / "access.log", tmp_path / "access.json"
-    text_obs = make_access_log_observer("text", str(text_path))
-    json_obs = make_access_log_observer("json", str(json_path))
-    pub = publisher_with(text_obs, json_obs)
-    Logger(namespace="tsgate.proxy", observer=pub).info("not an access event")
-    access = Logger(namespace=ACCESS_NAMESPACE, observer=pub)
-    emit_access(access, LINE, RECORD)
-    emit_access(access, LINE + "\n", {**RECORD, "bytes_sent": 7})
-    assert text_path.read_text().splitlines() == [LINE, LINE]
-    records = [json.loads(x) for x in json_path.read_text().splitlines()]
-    assert records == [RECORD, {**RECORD, "bytes_sent": 7}]
+def test_access_log_file_appends_lines_and_reopens_after_logrotate(tmp_path):
+    """--access-log PATH: appended, readable while open, reopen() after a move."""
+    path = tmp_path / "access.log"
+    path.write_text("older\n")
+    log = AccessLogFile(str(path))
+    log.write(LINE + "\n")
+    assert path.read_text().splitlines() == ["older", LINE]  # line-buffered
 
     # logrotate: the file is moved away, reopen() starts a new one
-    text_path.rename(tmp_path / "access.log.1")
-    text_obs.stream.reopen()
-    emit_access(access, "after rotate", RECORD)
-    assert text_path.read_text() == "after rotate\n"
+    path.rename(tmp_path / "access.log.1")
+    log.reopen()
+    log.write("after rotate\n")
+    log.flush()
+    assert path.read_text() == "after rotate\n"
     assert (tmp_path / "access.log.1").read_text().count("\n") == 2
-    text_obs.stream.close()
-    json_obs.stream.close()
-
-
-def test_access_log_to_stdout_stream():
-    out = io.StringIO()
-    pub = publisher_with(make_access_log_observer("text", "-", stream=out))
-    emit_access(Logger(namespace=ACCESS_NAMESPACE, observer=pub), LINE, RECORD)
-    assert out.getvalue() == LINE + "\n"
+    log.close()
+    assert log.stream.closed
 
 
 def test_bad_names_are_refused():
@@ -107,8 +90,6 @@ def test_bad_names_are_refused():
         parse_level("loud")
     with pytest.raises(ValueError, match="text or json"):
         make_log_observer("xml")
-    with pytest.raises(ValueError, match="text or json"):
-        make_access_log_observer("xml")
 
 
 class _Sub(usage.Options):

@@ -4,15 +4,14 @@ modules register.
 
 Each subcommand lives in a module with a ``register(subparsers)`` function
 that adds its parser and sets ``func`` (``args.func(args) -> int``, the exit
-status). :data:`COMMAND_MODULES` lists those modules; a module that is not
-installed (yet) is skipped, so a subcommand is added by writing its module
-and naming it here, without touching the others.
+status): this module (``validate``, ``routes``), :mod:`tsgate.explain_cli`
+(``explain``) and :mod:`tsgate.plugins_cli` (``plugins``), all registered by
+:func:`build_parser`.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import os
 import sys
@@ -21,13 +20,6 @@ from collections.abc import Sequence
 from typing import Any, Optional, TextIO
 
 from tsgate import __version__
-
-#: Modules whose ``register(subparsers)`` adds subcommands, in help order.
-COMMAND_MODULES = (
-    "tsgate.cli",  # validate, routes
-    "tsgate.explain_cli",  # explain
-    "tsgate.plugins_cli",  # plugins
-)
 
 
 def parse_label(text: str) -> tuple[str, str]:
@@ -295,14 +287,12 @@ def build_parser() -> argparse.ArgumentParser:
         prog="tsgate", description="Layer-4 ingress gateway configured by Istio YAML.")
     parser.add_argument("--version", action="version", version=f"tsgate {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name == name:
-                continue  # not written yet
-            raise
-        module.register(subparsers)
+    # Imported here: explain_cli imports its shared options from this module.
+    from tsgate import explain_cli, plugins_cli
+
+    register(subparsers)  # validate, routes
+    explain_cli.register(subparsers)
+    plugins_cli.register(subparsers)
     return parser
 
 

@@ -21,7 +21,7 @@ from tsgate.explain import Explanation, explain
 
 def register(subparsers: Any) -> argparse.ArgumentParser:
     """Add the ``explain`` subcommand; its handler is ``func`` (``args.func(args) -> int``)."""
-    parser = subparsers.add_parser(
+    parser: argparse.ArgumentParser = subparsers.add_parser(
         "explain",
         help="show which listener, chain, rule and destination a connection would get, and why",
         description=(

@@ -153,7 +153,7 @@ class Gateway(service.MultiService):
         initial: Any = None,
         drain_period: float = 5.0,
     ) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]
         self.reactor = reactor
         self.ctx = ctx
         self.stats = ctx.stats
@@ -167,7 +167,7 @@ class Gateway(service.MultiService):
         self.drain_period = drain_period
         self.ready = False
         self.draining = False
-        self._drain_waiters: list[defer.Deferred] = []
+        self._drain_waiters: list[defer.Deferred[int]] = []
         self._drain_result: Optional[int] = None
         self._flusher = LoopingCall(self.flush_metrics)
         self._flusher.clock = reactor
@@ -218,16 +218,16 @@ class Gateway(service.MultiService):
     def privilegedStartService(self) -> None:
         """Bind every listener before the reactor runs (and before dropping privileges)."""
         self._apply_table(self.table)
-        super().privilegedStartService()
+        super().privilegedStartService()  # type: ignore[no-untyped-call]
 
     def startService(self) -> None:
         if not self.ports and self.table.listeners:
             self._apply_table(self.table)
-        super().startService()
+        super().startService()  # type: ignore[no-untyped-call]
         self.ready = True
         self._flusher.start(METRICS_FLUSH_INTERVAL, now=False)
 
-    def stopService(self) -> defer.Deferred:
+    def stopService(self) -> defer.Deferred[list[Any]]:
         self.ready = False
         if self._flusher.running:
             self._flusher.stop()
@@ -358,7 +358,7 @@ class Gateway(service.MultiService):
             log.info("configuration reloaded: {n} listener(s)", n=len(result.table.listeners))
         return result
 
-    def drain(self, period: Optional[float] = None) -> defer.Deferred:
+    def drain(self, period: Optional[float] = None) -> defer.Deferred[int]:
         """
         Graceful drain: stop accepting, fail readiness, let connections finish
         for ``period`` seconds (default: the drain period), then close the
@@ -367,7 +367,7 @@ class Gateway(service.MultiService):
         """
         if self._drain_result is not None:  # drained already (POST /drain, then SIGTERM)
             return defer.succeed(self._drain_result)
-        waiter: defer.Deferred = defer.Deferred()
+        waiter: defer.Deferred[int] = defer.Deferred()
         self._drain_waiters.append(waiter)
         if self.draining:
             return waiter

@@ -31,11 +31,21 @@ class HintParseError(Exception):
     """
 
 
-class HintTooLarge(HintParseError):
+class HintTooLarge(HintParseError):  # noqa: N818 (a published plugin API name)
     """
     The message would not fit in the parser's ``max_bytes``: a HintParseError
     the data path counts apart (``<protocol>.too_large``,
     ``tls_inspector.client_hello_too_large``) from malformed input.
+    """
+
+
+class DecodeError(ValueError):
+    """
+    The base of every stream observer's decode error: the bytes broke the
+    protocol's framing, so the observer counts ``decode_error`` once and goes
+    quiet. Each protocol's module in ``tsgate.hints`` has exactly one subclass
+    (``KafkaDecodeError``, ``RedisDecodeError`` ...) and raises only that;
+    the observers catch it, never let it out (``IStreamObserver``).
     """
 
 
@@ -104,7 +114,7 @@ class IHintParser(Interface):
     protocol = Attribute("Protocol name this parser recognises, e.g. 'tls'.")
     max_bytes = Attribute("The most bytes parse() needs to decide (a cap).")
 
-    def parse(data: bytes) -> ParseResult:  # type: ignore[misc]
+    def parse(data: bytes) -> ParseResult:
         """Decide from the first client bytes: NEED_MORE, NotMine or a Hint."""
 
 
@@ -148,7 +158,7 @@ class IPreambleNegotiator(Interface):
     protocol = Attribute("Protocol name, e.g. 'postgres'.")
     max_bytes = Attribute("The most bytes parse() needs to decide.")
 
-    def parse(data: bytes) -> Union[NeedMore, NotMine, Preamble]:  # type: ignore[misc]
+    def parse(data: bytes) -> Union[NeedMore, NotMine, Preamble]:
         """Recognise the client's STARTTLS preamble."""
 
 
@@ -170,13 +180,13 @@ class IStreamObserver(Interface):
     and counts ``<protocol>.observer_crashed``).
     """
 
-    def client_data(data: bytes) -> None:  # type: ignore[misc]
+    def client_data(data: bytes) -> None:
         """Bytes the client sent toward the upstream."""
 
-    def server_data(data: bytes) -> None:  # type: ignore[misc]
+    def server_data(data: bytes) -> None:
         """Bytes the upstream sent toward the client."""
 
-    def attributes() -> Mapping[str, str]:  # type: ignore[misc]
+    def attributes() -> Mapping[str, str]:
         """What it learned that belongs in the access log (user, database, ...)."""
 
 
@@ -192,7 +202,7 @@ class IStreamObserverFactory(Interface):
     istio_protocols = Attribute("Istio port.protocol values it serves, e.g. ('REDIS',).")
     port_name_prefixes = Attribute("Port-name prefixes it serves, e.g. ('redis',).")
 
-    def new_observer(emit: Emit) -> IStreamObserver:  # type: ignore[misc]
+    def new_observer(emit: Emit) -> IStreamObserver:
         """A fresh observer for one connection."""
 
 
@@ -211,7 +221,7 @@ class ITimedStreamObserverFactory(IStreamObserverFactory):
     ``new_timed_observer`` instead of ``new_observer``.
     """
 
-    def new_timed_observer(  # type: ignore[misc]
+    def new_timed_observer(
         emit: Emit, observe: Observe, clock: Callable[[], float]
     ) -> IStreamObserver:
         """

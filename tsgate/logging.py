@@ -1,6 +1,6 @@
 """
 The gateway's own log (twisted.logger) in text or JSON, with a level filter,
-and the access log as a separate stream of ``tsgate.access`` events.
+and the reopenable file the access log (:mod:`tsgate.accesslog`) writes to.
 
 Why a module of its own: under ``twistd`` the log observer is installed by
 twistd *after* the plugin's ``makeService``; the only clean hook is the
@@ -9,10 +9,9 @@ plugin's ``Options.postOptions`` can still set through ``self.parent``.
 :func:`install_twistd_logger` does that, so ``twistd -n tsgate --log-format
 json --log-level warn`` needs no ``--logger`` from the user.
 
-Access-log events are those with ``log_namespace == "tsgate.access"``; they
-carry the formatted line in ``access_line`` and the JSON-ready dict in
-``access_record``. The gateway's log leaves them out, and
-:func:`make_access_log_observer` writes only them, one line each.
+The access log does not go through twisted.logger: :class:`tsgate.accesslog.AccessLog`
+writes its lines straight to stdout or an :class:`AccessLogFile` (reopened on
+SIGUSR1 after logrotate moved it, see ``tsgate.tap``).
 """
 
 from __future__ import annotations
@@ -24,20 +23,16 @@ from typing import IO, Any, Optional
 
 from twisted.logger import (
     FilteringLogObserver,
-    ILogFilterPredicate,
     ILogObserver,
     LogLevel,
     LogLevelFilterPredicate,
-    PredicateResult,
     formatEvent,
     textFileLogObserver,
 )
 from zope.interface import implementer
 
-ACCESS_NAMESPACE = "tsgate.access"
-
 #: Accepted --log-level names (Twisted's, plus common aliases).
-LEVELS = {
+LEVELS: dict[str, LogLevel] = {
     "debug": LogLevel.debug,
     "info": LogLevel.info,
     "warn": LogLevel.warn,
@@ -58,10 +53,6 @@ def parse_level(name: str) -> LogLevel:
         raise ValueError(
             f"log level must be one of {', '.join(sorted(set(LEVELS)))}, not {name!r}"
         ) from None
-
-
-def _is_access(event: Event) -> bool:
-    return event.get("log_namespace") == ACCESS_NAMESPACE
 
 
 def _iso(epoch: Optional[float]) -> str:
@@ -131,15 +122,7 @@ def make_log_observer(fmt: str = "text", level: str = "info",
         raise ValueError(f"log format must be text or json, not {fmt!r}")
 
     predicate = LogLevelFilterPredicate(defaultLogLevel=parse_level(level))
-    return FilteringLogObserver(base, [_DropAccess(), predicate])
-
-
-@implementer(ILogFilterPredicate)
-class _DropAccess:
-    """Access-log events go to their own observer, not the gateway's log."""
-
-    def __call__(self, event: Event) -> PredicateResult:
-        return PredicateResult.no if _is_access(event) else PredicateResult.maybe
+    return FilteringLogObserver(base, [predicate])
 
 
 class AccessLogFile:
@@ -167,56 +150,6 @@ class AccessLogFile:
 
     def close(self) -> None:
         self.stream.close()
-
-
-@implementer(ILogObserver)
-class AccessLogObserver:
-    """Writes ``tsgate.access`` events only: the text line, or the record as JSON."""
-
-    def __init__(self, stream: Any, fmt: str = "text") -> None:
-        if fmt not in ("text", "json"):
-            raise ValueError(f"access log format must be text or json, not {fmt!r}")
-        self.stream = stream
-        self.fmt = fmt
-
-    def __call__(self, event: Event) -> None:
-        if not _is_access(event):
-            return
-        if self.fmt == "json":
-            record = event.get("access_record")
-            if record is None:
-                return
-            line = json.dumps(record, default=str, separators=(",", ":"))
-        else:
-            text = event.get("access_line")
-            if text is None:
-                return
-            line = str(text)
-        try:
-            self.stream.write(line.rstrip("\n") + "\n")
-            self.stream.flush()
-        except (OSError, ValueError):
-            pass
-
-
-def make_access_log_observer(fmt: str = "text", path: Optional[str] = None,
-                             stream: Optional[IO[str]] = None) -> AccessLogObserver:
-    """
-    The access-log observer: to ``path`` (``--access-log PATH``; ``-`` or
-    None means ``stream``, default stdout). Its ``stream`` has ``reopen()``
-    when it is a file.
-    """
-    target: Any
-    if path and path != "-":
-        target = AccessLogFile(path)
-    else:
-        target = stream if stream is not None else sys.stdout
-    return AccessLogObserver(target, fmt)
-
-
-def emit_access(logger: Any, line: str, record: dict[str, Any]) -> None:
-    """Publish one access-log event through a ``Logger(namespace="tsgate.access")``."""
-    logger.info("{access_line}", access_line=line, access_record=record)
 
 
 def install_twistd_logger(options: Any, fmt: str, level: str) -> bool:

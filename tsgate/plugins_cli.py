@@ -17,7 +17,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     Add the ``plugins`` subcommand to an ``argparse`` subparsers object.
     Its handler is set as ``func`` (``args.func(args) -> int``).
     """
-    parser = subparsers.add_parser(
+    parser: argparse.ArgumentParser = subparsers.add_parser(
         "plugins",
         help="list protocol plugins (hint parsers, STARTTLS negotiators, observers)",
         description=(

@@ -157,7 +157,7 @@ class Options(usage.Options):
     ]
 
     def __init__(self) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]
         self["config"] = []
         self["gateway-labels"] = {}
         self["endpoints"] = {}
@@ -406,7 +406,7 @@ class GatewayService(service.MultiService):
     """
 
     def __init__(self, gateway: Any, options: Any, reactor: Any, state: Any = None) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]
         #: a Gateway, or with --workers a Supervisor (both reload, drain, serve)
         self.gateway = gateway
         #: what the admin server reads (the Gateway, or the workers added up)
@@ -417,9 +417,9 @@ class GatewayService(service.MultiService):
         # self.reload: it logs the warnings, declares the new series at 0 and
         # records the outcome for the status page.
         self._gateway_reload = gateway.reload
-        gateway.reload = self.reload  # type: ignore[method-assign]
-        gateway.last_reload = None  # type: ignore[attr-defined]
-        gateway.started_at = time.time()  # type: ignore[attr-defined]
+        gateway.reload = self.reload
+        gateway.last_reload = None
+        gateway.started_at = time.time()
         self.watcher = ConfigWatcher(reactor, options["config"], self.reload,
                                      options["watch-interval"])
         self.cert_watcher = CertificateWatcher(reactor, gateway, options["watch-interval"])
@@ -436,7 +436,7 @@ class GatewayService(service.MultiService):
             log_warnings(result, "reload")  # (a worker's supervisor logs them once)
         if ok:
             declare_metrics(self.gateway.stats, self.gateway.table)
-        self.gateway.last_reload = {  # type: ignore[attr-defined]
+        self.gateway.last_reload = {
             "time": time.time(),
             "ok": ok,
             "errors": len(getattr(result, "errors", ()) or ()) if result is not None else 1,
@@ -469,7 +469,7 @@ class GatewayService(service.MultiService):
 
             start_listening(FIRST_LISTEN_FD, self.options["worker-channel"])
         try:
-            super().privilegedStartService()
+            super().privilegedStartService()  # type: ignore[no-untyped-call]
             self._start_admin()
         except ListenError as exc:
             raise SystemExit(f"tsgate: {exc}") from None
@@ -521,7 +521,7 @@ class GatewayService(service.MultiService):
     def startService(self) -> None:
         if not self._bound:  # runners that skip privilegedStartService (`twist`)
             self.privilegedStartService()
-        super().startService()
+        super().startService()  # type: ignore[no-untyped-call]
         if self.options.get("worker-channel") is not None:
             from tsgate.workers.channel import attach
 
@@ -562,7 +562,7 @@ class GatewayService(service.MultiService):
     def _sigusr1(self, signum: int, frame: Any) -> None:
         self.reactor.callFromThread(self.reopen_access_log)
 
-    def stopService(self) -> defer.Deferred:
+    def stopService(self) -> defer.Deferred[Any]:
         """SIGTERM: drain (stop accepting, fail readiness, wait), then stop."""
         self.watcher.stop()
         self.cert_watcher.stop()
@@ -572,12 +572,13 @@ class GatewayService(service.MultiService):
             signal.signal(signal.SIGUSR1, self._previous_sigusr1)
         drained = self.gateway.drain()
 
-        def stop_rest(cut: int) -> defer.Deferred:
+        def stop_rest(cut: int) -> defer.Deferred[list[Any]]:
             waits = [defer.maybeDeferred(p.stopListening) for p in self._admin_ports]
             waits.append(defer.maybeDeferred(service.MultiService.stopService, self))
             return defer.gatherResults(waits)
 
-        return drained.addCallback(stop_rest)
+        result: defer.Deferred[Any] = drained.addCallback(stop_rest)
+        return result
 
 
 def declare_metrics(stats: Stats, table: Any) -> None:

@@ -84,8 +84,8 @@ def test_both_api_versions_parse_and_apply(tmp_path: Path) -> None:
     assert result.ok, result.diagnostics
     assert decide(result, 31400, "127.0.0.5") == Verdict(
         False, "ns[apps]-policy[a]-rule[0]", "DENY policy matched")
-    assert not decide(result, 31400, "127.0.0.6").allowed  # type: ignore[union-attr]
-    assert decide(result, 31400, "127.0.0.7").allowed  # type: ignore[union-attr]
+    assert not decide(result, 31400, "127.0.0.6").allowed
+    assert decide(result, 31400, "127.0.0.7").allowed
 
 
 def test_unsupported_version_is_an_error(tmp_path: Path) -> None:
@@ -163,7 +163,7 @@ def test_deny_wins_over_allow_and_ids_carry_rule_index(tmp_path: Path) -> None:
     assert v is not None and not v.allowed
     assert v.termination_details == \
         "rbac_access_denied_matched_policy[ns[apps]-policy[deny]-rule[1]]"
-    assert decide(result, 31400, "127.0.0.4").allowed  # type: ignore[union-attr]
+    assert decide(result, 31400, "127.0.0.4").allowed
 
 
 def test_allow_policy_without_rules_denies_everything(tmp_path: Path) -> None:
@@ -175,7 +175,7 @@ def test_allow_policy_without_rules_denies_everything(tmp_path: Path) -> None:
 
 def test_deny_without_rules_matches_nothing(tmp_path: Path) -> None:
     result = load(tmp_path, policy("d", "action: DENY"))
-    assert decide(result, 31400, "127.0.0.1").allowed  # type: ignore[union-attr]
+    assert decide(result, 31400, "127.0.0.1").allowed
 
 
 def test_fields_are_anded_values_ored_and_not_fields(tmp_path: Path) -> None:
@@ -186,13 +186,13 @@ def test_fields_are_anded_values_ored_and_not_fields(tmp_path: Path) -> None:
           to: [{operation: {ports: ["31400"]}}]
           when: [{key: source.ip, notValues: ["127.0.0.8"]}]
     """))
-    assert decide(result, 31400, "127.0.0.1").allowed  # type: ignore[union-attr]
-    assert decide(result, 31400, "10.1.2.3").allowed  # type: ignore[union-attr]
-    assert not decide(result, 31400, "127.0.0.9").allowed  # type: ignore[union-attr]
-    assert not decide(result, 31400, "127.0.0.8").allowed  # type: ignore[union-attr]
-    assert not decide(result, 31400, "192.168.1.1").allowed  # type: ignore[union-attr]
+    assert decide(result, 31400, "127.0.0.1").allowed
+    assert decide(result, 31400, "10.1.2.3").allowed
+    assert not decide(result, 31400, "127.0.0.9").allowed
+    assert not decide(result, 31400, "127.0.0.8").allowed
+    assert not decide(result, 31400, "192.168.1.1").allowed
     # the rule is for port 31400 only: on 8443 the ALLOW policy matches nothing
-    assert not decide(result, 8443, "127.0.0.1", sni="a.example.com").allowed  # type: ignore
+    assert not decide(result, 8443, "127.0.0.1", sni="a.example.com").allowed
 
 
 def test_ports_are_settled_at_compile_time(tmp_path: Path) -> None:
@@ -207,9 +207,9 @@ def test_ports_are_settled_at_compile_time(tmp_path: Path) -> None:
     on_tls = next(li for li in result.table.listeners if li.port == 8443).authz
     assert [r.policy_id for r in on_tcp.enforced.deny] == ["ns[apps]-policy[d]-rule[1]"]
     assert [r.policy_id for r in on_tls.enforced.deny] == ["ns[apps]-policy[d]-rule[0]"]
-    assert not decide(result, 8443, "127.0.0.1", sni="a.example.com").allowed  # type: ignore
-    assert not decide(result, 31400, "127.0.0.2").allowed  # type: ignore[union-attr]
-    assert decide(result, 31400, "127.0.0.3").allowed  # type: ignore[union-attr]
+    assert not decide(result, 8443, "127.0.0.1", sni="a.example.com").allowed
+    assert not decide(result, 31400, "127.0.0.2").allowed
+    assert decide(result, 31400, "127.0.0.3").allowed
 
 
 def test_remote_ip_uses_the_proxy_protocol_address(tmp_path: Path) -> None:
@@ -222,11 +222,11 @@ def test_remote_ip_uses_the_proxy_protocol_address(tmp_path: Path) -> None:
         rules: [{from: [{source: {notRemoteIpBlocks: ["0.0.0.0/0"]}}]}]
     """))
     # peer is the load balancer, remote is the client from the PROXY header
-    assert decide(result, 31400, "127.0.0.1", remote="203.0.113.9").allowed  # type: ignore
-    assert decide(result, 31400, "127.0.0.1", remote="198.51.100.7").allowed  # type: ignore
-    assert not decide(result, 31400, "127.0.0.1", remote="198.51.100.8").allowed  # type: ignore
+    assert decide(result, 31400, "127.0.0.1", remote="203.0.113.9").allowed
+    assert decide(result, 31400, "127.0.0.1", remote="198.51.100.7").allowed
+    assert not decide(result, 31400, "127.0.0.1", remote="198.51.100.8").allowed
     # no PROXY header: remote is the peer
-    assert decide(result, 31400, "203.0.113.9").allowed  # type: ignore[union-attr]
+    assert decide(result, 31400, "203.0.113.9").allowed
     # an IPv6 remote is outside 0.0.0.0/0: notRemoteIpBlocks denies it
     v = decide(result, 31400, "127.0.0.1", remote="2001:db8::1")
     assert v is not None and v.policy == "ns[apps]-policy[d]-rule[0]"
@@ -246,11 +246,11 @@ def test_sni_conditions_wait_for_the_client_hello(tmp_path: Path) -> None:
     # an IP DENY rule decides at accept, whatever the SNI would be
     assert decide(result, 8443, "127.0.0.66", sni=UNKNOWN) == Verdict(
         False, "ns[apps]-policy[d]-rule[0]", "DENY policy matched")
-    assert decide(result, 8443, "127.0.0.1", sni="good.example.com").allowed  # type: ignore
-    assert decide(result, 8443, "127.0.0.1", sni="x.ok.example.com").allowed  # type: ignore
+    assert decide(result, 8443, "127.0.0.1", sni="good.example.com").allowed
+    assert decide(result, 8443, "127.0.0.1", sni="x.ok.example.com").allowed
     assert decide(result, 8443, "127.0.0.1", sni="bad.example.com").policy == \
-        "ns[apps]-policy[d]-rule[1]"  # type: ignore[union-attr]
-    assert not decide(result, 8443, "127.0.0.1", sni=None).allowed  # type: ignore
+        "ns[apps]-policy[d]-rule[1]"
+    assert not decide(result, 8443, "127.0.0.1", sni=None).allowed
 
 
 def test_http_only_fields_allow_drops_rule_deny_drops_condition(tmp_path: Path) -> None:
@@ -270,14 +270,14 @@ def test_http_only_fields_allow_drops_rule_deny_drops_condition(tmp_path: Path) 
     assert sum("whole ALLOW rule is ignored" in m for m in warnings) == 2
     assert sum("this condition is ignored" in m for m in warnings) == 2
     # ALLOW rules 0 and 1 are dropped: 127.0.0.2 is no longer allowed
-    assert not decide(result, 31400, "127.0.0.2").allowed  # type: ignore[union-attr]
-    assert decide(result, 31400, "127.0.0.3").allowed  # type: ignore[union-attr]
+    assert not decide(result, 31400, "127.0.0.2").allowed
+    assert decide(result, 31400, "127.0.0.3").allowed
     # DENY rule 0 keeps ports: every TCP connection to 8443 is denied
     v = decide(result, 8443, "127.0.0.3", sni="a.example.com")
     assert v is not None and v.policy == "ns[apps]-policy[deny]-rule[0]"
     # DENY rule 1 without its header condition denies 127.0.0.4 everywhere
     assert decide(result, 31400, "127.0.0.4").policy == \
-        "ns[apps]-policy[deny]-rule[1]"  # type: ignore[union-attr]
+        "ns[apps]-policy[deny]-rule[1]"
 
 
 def test_principals_need_a_client_certificate(tmp_path: Path) -> None:
@@ -288,15 +288,15 @@ def test_principals_need_a_client_certificate(tmp_path: Path) -> None:
         - when: [{key: source.principal, values: ["*/sa/admin"]}]
     """))
     assert any("verified client certificate" in m for m in messages(result, "warning"))
-    assert not decide(result, 31400, "127.0.0.1").allowed  # type: ignore[union-attr]
+    assert not decide(result, 31400, "127.0.0.1").allowed
     assert decide(result, 31400, "127.0.0.1",
-                  principal="spiffe://cluster.local/ns/shop/sa/web").allowed  # type: ignore
+                  principal="spiffe://cluster.local/ns/shop/sa/web").allowed
     assert decide(result, 31400, "127.0.0.1",
-                  principal="cluster.local/ns/billing/sa/x").allowed  # type: ignore
+                  principal="cluster.local/ns/billing/sa/x").allowed
     assert decide(result, 31400, "127.0.0.1",
-                  principal="cluster.local/ns/other/sa/admin").allowed  # type: ignore
+                  principal="cluster.local/ns/other/sa/admin").allowed
     assert not decide(result, 31400, "127.0.0.1",
-                      principal="cluster.local/ns/other/sa/x").allowed  # type: ignore
+                      principal="cluster.local/ns/other/sa/x").allowed
 
 
 def test_selection_root_namespace_selector_and_target_refs(tmp_path: Path) -> None:
@@ -321,19 +321,19 @@ def test_selection_root_namespace_selector_and_target_refs(tmp_path: Path) -> No
     )
     result = load(tmp_path, text)
     assert result.ok, result.errors
-    assert not decide(result, 31400, "127.0.0.10").allowed  # type: ignore[union-attr]
-    assert decide(result, 31400, "127.0.0.11").allowed  # type: ignore[union-attr]
-    assert decide(result, 31400, "127.0.0.12").allowed  # type: ignore[union-attr]
-    assert not decide(result, 31400, "127.0.0.13").allowed  # type: ignore[union-attr]
-    assert decide(result, 31400, "127.0.0.14").allowed  # type: ignore[union-attr]
+    assert not decide(result, 31400, "127.0.0.10").allowed
+    assert decide(result, 31400, "127.0.0.11").allowed
+    assert decide(result, 31400, "127.0.0.12").allowed
+    assert not decide(result, 31400, "127.0.0.13").allowed
+    assert decide(result, 31400, "127.0.0.14").allowed
     notices = messages(result, "info")
     assert sum("applies to no listener" in m for m in notices) == 3
     # another root namespace: the istio-system policy no longer applies
     moved = load(tmp_path, text, root_namespace="mesh-root")
-    assert decide(moved, 31400, "127.0.0.10").allowed  # type: ignore[union-attr]
+    assert decide(moved, 31400, "127.0.0.10").allowed
     # the gateway runs in "elsewhere": that namespace's policy applies, apps' do not
     there = load(tmp_path, text, gateway_namespace="elsewhere")
-    assert not decide(there, 31400, "127.0.0.11").allowed  # type: ignore[union-attr]
+    assert not decide(there, 31400, "127.0.0.11").allowed
 
 
 def test_dry_run_goes_to_the_shadow_set(tmp_path: Path) -> None:
@@ -360,7 +360,7 @@ def test_custom_and_audit_do_not_decide(tmp_path: Path) -> None:
     """))
     assert result.ok
     assert any("CUSTOM" in m and "not enforced" in m for m in messages(result, "warning"))
-    assert decide(result, 31400, "127.0.0.1").allowed  # type: ignore[union-attr]
+    assert decide(result, 31400, "127.0.0.1").allowed
 
 
 def test_resource_dump_includes_policies(tmp_path: Path) -> None:

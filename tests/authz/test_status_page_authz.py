@@ -18,7 +18,7 @@ pytestmark = pytest.mark.e2e
 
 
 @pytest_twisted.inlineCallbacks
-def test_denials_and_limited_sources_on_the_status_page():  # type: ignore[no-untyped-def]
+def test_denials_and_limited_sources_on_the_status_page():
     gateway = busy_gateway()
     guards = Guards()
     guards.note_denied("0.0.0.0_31400", "127.0.0.66",

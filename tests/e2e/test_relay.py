@@ -65,7 +65,7 @@ def rss_kib(pid: int) -> int:
 def gateway_to(tmp_path: Path) -> Iterator:
     started: list[tuple[ThreadedServer, GatewayProcess]] = []
 
-    def start(handler, **kwargs) -> tuple[ThreadedServer, GatewayProcess]:  # type: ignore[no-untyped-def]
+    def start(handler, **kwargs) -> tuple[ThreadedServer, GatewayProcess]:
         server = ThreadedServer(handler)
         config = tcp_config(tmp_path / f"relay{len(started)}.yaml", 7000, server.port)
         gw = GatewayProcess([str(config)], ports=[7000], **kwargs)
@@ -78,7 +78,7 @@ def gateway_to(tmp_path: Path) -> Iterator:
         server.close()
 
 
-def test_one_gib_upstream_with_matching_sha256(gateway_to) -> None:  # type: ignore[no-untyped-def]
+def test_one_gib_upstream_with_matching_sha256(gateway_to) -> None:
     """1 GiB client -> upstream, then the client's half-close; the reply comes back whole."""
     server, gw = gateway_to(sha256_sink)
     block = pattern(1 << 20)
@@ -93,7 +93,7 @@ def test_one_gib_upstream_with_matching_sha256(gateway_to) -> None:  # type: ign
     assert server.errors == []
 
 
-def test_one_gib_downstream_with_matching_sha256(gateway_to) -> None:  # type: ignore[no-untyped-def]
+def test_one_gib_downstream_with_matching_sha256(gateway_to) -> None:
     server, gw = gateway_to(source(GIB))
     block = pattern(1 << 20)
     expected = hashlib.sha256()
@@ -110,7 +110,7 @@ def test_one_gib_downstream_with_matching_sha256(gateway_to) -> None:  # type: i
     assert (total, got.hexdigest()) == (GIB, expected.hexdigest())
 
 
-def test_upstream_half_close_then_client_keeps_sending(gateway_to) -> None:  # type: ignore[no-untyped-def]
+def test_upstream_half_close_then_client_keeps_sending(gateway_to) -> None:
     """The upstream shuts its write side first; the client still gets its bytes upstream."""
     handler = HalfCloseFirst()
     server, gw = gateway_to(handler)
@@ -128,7 +128,7 @@ def test_upstream_half_close_then_client_keeps_sending(gateway_to) -> None:  # t
     assert handler.received == b"still here\n" * 1000
 
 
-def test_slow_reader_keeps_gateway_memory_bounded(gateway_to) -> None:  # type: ignore[no-untyped-def]
+def test_slow_reader_keeps_gateway_memory_bounded(gateway_to) -> None:
     """A fast upstream and a client reading slowly: the gateway pauses the upstream."""
     server, gw = gateway_to(source(4 * GIB))
     pid = gw.process.pid
@@ -150,7 +150,7 @@ def test_slow_reader_keeps_gateway_memory_bounded(gateway_to) -> None:  # type: 
     assert received > 0
 
 
-def test_thousand_concurrent_connections_each_verified(gateway_to) -> None:  # type: ignore[no-untyped-def]
+def test_thousand_concurrent_connections_each_verified(gateway_to) -> None:
     server, gw = gateway_to(echo)
     port = gw.port(7000)
     socks = []
@@ -174,7 +174,7 @@ def test_thousand_concurrent_connections_each_verified(gateway_to) -> None:  # t
     assert server.errors == []
 
 
-def test_client_close_mid_stream_closes_upstream(gateway_to) -> None:  # type: ignore[no-untyped-def]
+def test_client_close_mid_stream_closes_upstream(gateway_to) -> None:
     """A client that resets mid-transfer does not leave the upstream connection open."""
     closed = threading.Event()
 

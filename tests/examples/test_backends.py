@@ -38,6 +38,8 @@ import certs  # noqa: E402
 import walkthrough  # noqa: E402
 from backends import echo_server, fake_service  # noqa: E402
 
+from tests.support.net import free_port  # noqa: E402 (after the examples path)
+
 ECHO = EXAMPLES / "backends" / "echo_server.py"
 FAKE = EXAMPLES / "backends" / "fake_service.py"
 HOST1 = "simple-sni-1.istioinaction.io"
@@ -47,10 +49,6 @@ STARTUP_SECONDS = 15.0
 IO_TIMEOUT = 10.0
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def clean_env(**extra: str) -> dict[str, str]:

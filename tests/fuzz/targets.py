@@ -159,7 +159,7 @@ def _observer_target(factory: Any) -> Target:
 
 
 class _Sink(Protocol):
-    def dataReceived(self, data: bytes) -> None:  # noqa: N802
+    def dataReceived(self, data: bytes) -> None:
         pass
 
 

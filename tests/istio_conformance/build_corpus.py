@@ -36,7 +36,7 @@ from typing import Any
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import go_tables  # noqa: E402
+import go_tables
 
 HERE = Path(__file__).resolve().parent
 CASES = HERE / "cases"

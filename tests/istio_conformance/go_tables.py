@@ -30,7 +30,7 @@ WRAPPERS = ("UInt32Value", "Int32Value", "UInt64Value", "BoolValue", "DoubleValu
 ONEOF_FIELDS = {"LbPolicy", "HashKey", "HashAlgorithm"}
 
 
-class Unsupported(Exception):
+class Unsupported(Exception):  # noqa: N818 (reads as "this case is Unsupported")
     pass
 
 

@@ -91,9 +91,9 @@ def check(plants: Iterable[Plant], out: object = sys.stdout) -> list[tuple[Plant
                 outcome = f"error (exit {code})"
             results.append((plant, outcome))
             print(f"{outcome:8} {time.monotonic() - started:5.1f}s  {plant.name}  "
-                  f"({plant.path})", file=out, flush=True)  # type: ignore[arg-type]
+                  f"({plant.path})", file=out, flush=True)
             if outcome != "caught":
-                print(output[-2000:], file=out)  # type: ignore[arg-type]
+                print(output[-2000:], file=out)
     return results
 
 

@@ -59,7 +59,7 @@ def get(port: int, path: str, method: str = "GET") -> tuple[int, bytes]:
         return e.code, e.read()
 
 
-def wait_for(predicate, what: str, timeout: float = 15.0):  # type: ignore[no-untyped-def]
+def wait_for(predicate, what: str, timeout: float = 15.0):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()

@@ -153,7 +153,7 @@ def test_shadowed_module_reported(tmp_path, monkeypatch):
     other = tmp_path / "elsewhere"
     other.mkdir()
     (other / "same.py").write_text(textwrap.dedent(PARSER.format(name="hidden")))
-    pkg.__path__.append(str(other))  # type: ignore[attr-defined]
+    pkg.__path__.append(str(other))
     plugins = load_plugins(pkg)
     assert list(plugins.hint_parsers) == ["visible"]
     assert str(other / "same.py") in plugins.broken

@@ -22,6 +22,7 @@ from zope.interface.verify import verifyObject
 from tests.support.traces import Recorder, Trace, read_trace
 from tests.support.traces import replay as replay_through
 from tsgate.hints import kafka as wire
+from tsgate.hints.kafka import MAX_OUTSTANDING, KafkaObserverFactory
 from tsgate.interfaces import (
     NEED_MORE,
     Hint,
@@ -33,12 +34,7 @@ from tsgate.interfaces import (
     NeedMore,
     NotMine,
 )
-from tsgate.plugins.kafka import (
-    MAX_OUTSTANDING,
-    KafkaObserverFactory,
-    kafka_hint_parser,
-    kafka_observer_factory,
-)
+from tsgate.plugins.kafka import kafka_hint_parser, kafka_observer_factory
 
 DATA = os.path.join(os.path.dirname(__file__), "..", "data", "kafka")
 MONGO_DATA = os.path.join(os.path.dirname(__file__), "..", "data", "mongo")

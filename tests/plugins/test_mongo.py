@@ -23,6 +23,7 @@ from zope.interface.verify import verifyObject
 from tests.support.traces import Recorder, Trace, read_trace
 from tests.support.traces import replay as replay_through
 from tsgate.hints import mongo as wire
+from tsgate.hints.mongo import MAX_OUTSTANDING, PER_CONNECTION_NAMES, MongoObserverFactory
 from tsgate.interfaces import (
     NEED_MORE,
     Hint,
@@ -34,13 +35,7 @@ from tsgate.interfaces import (
     NeedMore,
     NotMine,
 )
-from tsgate.plugins.mongo import (
-    MAX_OUTSTANDING,
-    PER_CONNECTION_NAMES,
-    MongoObserverFactory,
-    mongo_hint_parser,
-    mongo_observer_factory,
-)
+from tsgate.plugins.mongo import mongo_hint_parser, mongo_observer_factory
 
 DATA = os.path.join(os.path.dirname(__file__), "..", "data", "mongo")
 KAFKA_DATA = os.path.join(os.path.dirname(__file__), "..", "data", "kafka")

@@ -11,19 +11,20 @@ from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
+from tests.support.routes import cluster, route
 from tests.support.samples import client_hello
 from tsgate.accesslog import AccessLog, AccessRecord
 from tsgate.config import knobs
 from tsgate.hints.tls import TlsHintParser
 from tsgate.proxy.connection import CLOSED, CONNECTING, INSPECTING, RELAYING, DownstreamProtocol
 from tsgate.proxy.context import ProxyContext, Settings
-from tsgate.routing import Cluster, Endpoint, Listener, Route, SniChain, WeightedCluster
+from tsgate.routing import Listener, SniChain
 
 
 class HalfCloseTransport(StringTransport):
     """StringTransport plus the half-close and TCP calls the data path makes."""
 
-    def __init__(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+    def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.write_closed = False
         self.connected = True
@@ -37,19 +38,12 @@ class HalfCloseTransport(StringTransport):
         self.loseConnection()
 
 
-def cluster(name: str = "outbound|2701||echo.default.svc.cluster.local", port: int = 2701,
-            **kwargs) -> Cluster:  # type: ignore[no-untyped-def]
-    return Cluster(name=name, host="echo.default.svc.cluster.local", port=port,
-                   endpoints=(Endpoint("127.0.0.1", port),), **kwargs)
 
 
-def route(name: str = "default/echo#tcp[0]", **kwargs) -> Route:  # type: ignore[no-untyped-def]
-    c = kwargs.pop("cluster", None) or cluster()
-    return Route(name=name, destinations=(WeightedCluster(c, 1),), **kwargs)
 
 
 class Harness:
-    def __init__(self, listener: Listener, **settings) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, listener: Listener, **settings) -> None:
         self.reactor = MemoryReactorClock()
         self.records: list[AccessRecord] = []
         log = AccessLog(None)
@@ -64,7 +58,7 @@ class Harness:
         protocol.makeConnection(transport)
         return protocol, transport
 
-    def connect_upstream(self, index: int = -1):  # type: ignore[no-untyped-def]
+    def connect_upstream(self, index: int = -1):
         host, port, factory, timeout, bind = self.reactor.tcpClients[index]
         upstream = factory.buildProtocol(None)
         transport = HalfCloseTransport()
@@ -208,7 +202,10 @@ class InspectionTests(SynchronousTestCase):
                                          listener="0.0.0.0_31400"), 1)
 
     def test_oversized_hello_is_counted_and_treated_as_not_tls(self) -> None:
-        """A hello past 16 KiB: client_hello_too_large, then the TCP fallback (Envoy's default)."""
+        """
+        A hello past tsgate's 16 KiB cap (Envoy's max_client_hello_size default is
+        64 KiB): client_hello_too_large, then the TCP fallback, as Envoy does.
+        """
         h = Harness(MIXED)
         protocol, down = h.accept()
         # a handshake record announcing a ClientHello of 60,000 bytes
@@ -238,7 +235,7 @@ class InspectionTests(SynchronousTestCase):
             name = protocol = "crash"
             max_bytes = 10
 
-            def parse(self, data: bytes):  # type: ignore[no-untyped-def]
+            def parse(self, data: bytes):
                 raise ZeroDivisionError()
 
         h = Harness(MIXED)
@@ -290,7 +287,7 @@ class IdleTimeoutTests(SynchronousTestCase):
 
 
 class _CountingObserver:
-    def __init__(self, emit) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, emit) -> None:
         self.emit = emit
         self.client = b""
 
@@ -301,7 +298,7 @@ class _CountingObserver:
     def server_data(self, data: bytes) -> None:
         self.emit("server_chunks", 1)
 
-    def attributes(self):  # type: ignore[no-untyped-def]
+    def attributes(self):
         return {"user": "sam", "database": "app"}
 
 
@@ -315,10 +312,10 @@ class _Factory:
     istio_protocols = ("FAKE",)
     port_name_prefixes = ("fake",)
 
-    def __init__(self, cls) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, cls) -> None:
         self.cls = cls
 
-    def new_observer(self, emit):  # type: ignore[no-untyped-def]
+    def new_observer(self, emit):
         return self.cls(emit)
 
 
@@ -327,7 +324,7 @@ OBSERVED = Listener(bind="0.0.0.0", port=6379, tcp_route=route(), protocols=("FA
 
 
 class ObserverTests(SynchronousTestCase):
-    def harness(self, *factories) -> Harness:  # type: ignore[no-untyped-def]
+    def harness(self, *factories) -> Harness:
         h = Harness(OBSERVED)
         h.ctx.observers_for = lambda servers: list(factories)
         return h
@@ -360,7 +357,7 @@ class ObserverTests(SynchronousTestCase):
 
     def test_observer_factory_that_raises_costs_only_its_counters(self) -> None:
         class Broken(_Factory):
-            def new_observer(self, emit):  # type: ignore[no-untyped-def]
+            def new_observer(self, emit):
                 raise ValueError("cannot build")
 
         h = self.harness(Broken(_CountingObserver))

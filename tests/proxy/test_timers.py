@@ -14,7 +14,7 @@ class TimerWheelTests(SynchronousTestCase):
         self.wheel = TimerWheel(self.clock, resolution=0.1)
         self.fired: list[str] = []
 
-    def at(self, name: str):  # type: ignore[no-untyped-def]
+    def at(self, name: str):
         return lambda: self.fired.append(name)
 
     def test_never_early_at_most_one_bucket_late(self) -> None:

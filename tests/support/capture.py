@@ -26,12 +26,6 @@ from pathlib import Path
 Record = tuple[str, bytes]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class RecordingRelay:
     """Relay 127.0.0.1:<port> to ``upstream``, recording every connection."""
 

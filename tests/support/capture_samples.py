@@ -36,9 +36,9 @@ sys.path[0:1] = [str(ROOT)]
 from tests.support.capture import (  # noqa: E402
     Record,
     RecordingRelay,
-    free_port,
     write_capture,
 )
+from tests.support.net import free_port  # noqa: E402
 
 DATA = ROOT / "tests" / "data"
 

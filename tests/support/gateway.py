@@ -23,6 +23,8 @@ from typing import Optional
 
 import yaml
 
+from tests.support.net import free_port as free_port  # re-exported: tests import it from here
+
 LISTENING = re.compile(r"tsgate listening: (\S+)_(\d+) on ([\d.:\[\]a-f]+):(\d+)")
 
 
@@ -30,12 +32,6 @@ def twistd() -> str:
     """The twistd script of the Python running the tests."""
     beside = Path(sys.executable).parent / "twistd"
     return str(beside) if beside.exists() else "twistd"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_for_port(port: int, host: str = "127.0.0.1", timeout: float = 10.0) -> None:

@@ -9,11 +9,13 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
 
+from tests.support.routes import cluster as cluster  # re-exported
+from tests.support.routes import route as route  # re-exported
 from tsgate.accesslog import AccessLog, AccessRecord
 from tsgate.hints.tls import TlsHintParser
 from tsgate.proxy.connection import DownstreamProtocol
 from tsgate.proxy.context import ProxyContext, Settings
-from tsgate.routing import Cluster, Endpoint, Listener, Route, WeightedCluster
+from tsgate.routing import Listener
 
 
 class HalfCloseTransport(StringTransport):
@@ -30,17 +32,6 @@ class HalfCloseTransport(StringTransport):
     def unregisterProducer(self) -> None:
         if self.producer is not None:  # as Twisted's FileDescriptor: no producer is fine
             super().unregisterProducer()
-
-
-def cluster(name: str = "outbound|2701||echo.default.svc.cluster.local", port: int = 2701,
-            **kwargs: Any) -> Cluster:
-    return Cluster(name=name, host="echo.default.svc.cluster.local", port=port,
-                   endpoints=(Endpoint("127.0.0.1", port),), **kwargs)
-
-
-def route(name: str = "default/echo#tcp[0]", **kwargs: Any) -> Route:
-    c = kwargs.pop("cluster", None) or cluster()
-    return Route(name=name, destinations=(WeightedCluster(c, 1),), **kwargs)
 
 
 PEER = IPv4Address("TCP", "127.0.0.9", 40001)
@@ -69,6 +60,7 @@ class Harness:
     def connect_upstream(self, index: int = -1) -> tuple[Any, HalfCloseTransport]:
         host, port, factory, timeout, bind = self.reactor.tcpClients[index]
         upstream = factory.buildProtocol(None)
+        assert upstream is not None
         transport = HalfCloseTransport()
         upstream.makeConnection(transport)
         return upstream, transport

@@ -136,7 +136,7 @@ class UpstreamPolicyTests(SynchronousTestCase):
         h.connect_upstream()
         self.assertIs(protocol.state, RELAYING)
         hosts = {host.port: host.active for host in h.ctx.balancer.hosts(
-            lst.tcp_route.destinations[0].cluster)}  # type: ignore[union-attr]
+            lst.tcp_route.destinations[0].cluster)}
         self.assertEqual(sorted(hosts.values()), [0, 1])  # only the live one is active
         h.close(protocol)
         self.assertEqual(sorted(hosts), [1000, 1001])

@@ -122,17 +122,17 @@ def test_reload_is_announced_once_every_worker_switched(caplog: Any) -> None:
         s.message(w, {"t": "stats", "ready": True, "stats": {}})
     s.reload()
     assert all(w.process.sent[-1] == b"reload\n" for w in s.workers)
-    assert s._reload_announce is not None  # noqa: SLF001 (the pending announcement)
+    assert s._reload_announce is not None
     s.message(s.workers[0], {"t": "reload", "ok": True})
-    assert s._reload_announce is not None  # noqa: SLF001
+    assert s._reload_announce is not None
     s.message(s.workers[1], {"t": "reload", "ok": True})
-    assert s._reload_announce is None  # noqa: SLF001
+    assert s._reload_announce is None
     assert s.stats.get("config.reload_success") == 1
 
 
 def test_worker_arguments_leave_admin_and_watching_to_the_supervisor() -> None:
     options = Options()
-    options.parseOptions(["--config", "a.yaml", "--config", "b/", "--gateway-label", "app=gw",
+    options.parseOptions(["--config", "a.yaml", "--config", "b/", "--gateway-label", "app=gw",  # type: ignore[no-untyped-call]
                           "--workers", "2", "--idle-timeout", "30", "--admin",
                           "tcp:15000", "--endpoint", "31400=tcp:0"])
     build = sup.worker_arguments(options, Options.optParameters)
@@ -147,7 +147,7 @@ def test_worker_arguments_leave_admin_and_watching_to_the_supervisor() -> None:
     assert "--idle-timeout 30.0" in joined
     assert args.count("--workers") == 1 and args[args.index("--workers") + 1] == "1"
     reparsed = Options()
-    reparsed.parseOptions(args[args.index("tsgate") + 1:])
+    reparsed.parseOptions(args[args.index("tsgate") + 1:])  # type: ignore[no-untyped-call]
     assert reparsed["idle-timeout"] == 30.0 and reparsed["workers"] == 1
 
 

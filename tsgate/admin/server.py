@@ -122,6 +122,9 @@ def _same_origin(request: Request) -> bool:
 class _Dir(Resource):
     """A resource whose unknown children are a plain 404 (twisted's default is deprecated)."""
 
+    def __init__(self) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]
+
     def getChild(self, path: bytes, request: Request) -> Any:  # noqa: N802
         return pages.notFound()
 
@@ -136,7 +139,7 @@ class _Endpoint(_Dir):
         self.handler = handler
         self.methods = tuple(methods)
 
-    def render(self, request: Request) -> Union[bytes, int]:  # type: ignore[override]
+    def render(self, request: Request) -> Union[bytes, int]:
         if request.method not in self.methods:
             request.setResponseCode(http.NOT_ALLOWED)
             request.setHeader(b"allow", b", ".join(self.methods))
@@ -160,7 +163,9 @@ class _GuardedRoot(_Dir):
         if not _host_allowed(request.getHeader(b"host"), self.allowed_hosts):
             return _Endpoint(_forbidden_host, methods=(b"GET", b"HEAD", b"POST", b"PUT",
                                                       b"DELETE", b"OPTIONS", b"PATCH"))
-        return super().getChildWithDefault(path, request)
+        child: Resource = super().getChildWithDefault(  # type: ignore[no-untyped-call]
+            path, request)
+        return child
 
 
 def _forbidden_host(request: Request) -> bytes:
@@ -195,6 +200,9 @@ class _QuietSite(Site):
     """A Site that logs requests at debug level instead of a combined log line each."""
 
     noisy = False
+
+    def __init__(self, resource: Resource) -> None:
+        super().__init__(resource)  # type: ignore[no-untyped-call]
 
     def log(self, request: Request) -> None:  # type: ignore[override]
         log.debug("{method} {uri} {code}", method=request.method, uri=request.uri,

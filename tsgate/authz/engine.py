@@ -74,7 +74,7 @@ class CidrSet:
             shift = bits - net.prefixlen
             by_len.setdefault((net.version, shift), set()).add(int(net.network_address) >> shift)
             if net.version == 6 and net.prefixlen >= 96:
-                mapped = net.network_address.ipv4_mapped  # type: ignore[union-attr]
+                mapped = net.network_address.ipv4_mapped
                 if mapped is not None:  # ::ffff:a.b.c.d/120 also matches a.b.c.d/24
                     shift4 = 128 - net.prefixlen
                     by_len.setdefault((4, shift4), set()).add(int(mapped) >> shift4)
@@ -88,7 +88,7 @@ class CidrSet:
         if ip is None:
             return False
         value = ip[1]
-        for shift, nets in self.tables[ip[0]]:
+        for shift, nets in self.tables[ip[0]]:  # noqa: SIM110 (per connection: no generator)
             if value >> shift in nets:
                 return True
         return False

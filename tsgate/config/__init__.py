@@ -18,7 +18,7 @@ import attrs
 
 from tsgate.config.authz import DEFAULT_ROOT_NAMESPACE, validate_policies
 from tsgate.config.compiler import compile_table
-from tsgate.config.diagnostics import ERROR, INFO, WARNING, ConfigError, Diagnostic
+from tsgate.config.diagnostics import ERROR, INFO, WARNING, Diagnostic
 from tsgate.config.dump import table_to_dict
 from tsgate.config.gatewayapi import DEFAULT_GATEWAY_CLASSES, ApiStatus, translate
 from tsgate.config.loader import load_documents
@@ -145,15 +145,7 @@ def load_config(
     return ConfigResult(table, ordered, tuple(resources), loaded.files, api.status(table))
 
 
-def load_config_or_raise(paths: Sequence[str], **kwargs: Any) -> ConfigResult:
-    """``load_config``, raising ``ConfigError`` (with every diagnostic) on errors."""
-    result = load_config(paths, **kwargs)
-    if not result.ok:
-        raise ConfigError(result.diagnostics)
-    return result
-
-
 __all__ = [
-    "ConfigError", "ConfigResult", "Diagnostic", "load_config", "load_config_or_raise",
+    "ConfigResult", "Diagnostic", "load_config",
     "table_to_dict", "ERROR", "WARNING", "INFO",
 ]

@@ -58,17 +58,3 @@ def strict(diagnostics: Iterable[Diagnostic]) -> tuple[Diagnostic, ...]:
     """``--strict``: every warning becomes an error (notices stay notices)."""
     return tuple(attrs.evolve(d, severity=ERROR) if d.severity == WARNING else d
                  for d in diagnostics)
-
-
-class ConfigError(Exception):
-    """
-    The configuration has errors; ``diagnostics`` holds all of them (and the
-    warnings), so a caller can print every problem, not just the first.
-    """
-
-    def __init__(self, diagnostics: Iterable[Diagnostic]) -> None:
-        self.diagnostics = tuple(diagnostics)
-        errors = [d for d in self.diagnostics if d.is_error]
-        head = str(errors[0]) if errors else "invalid configuration"
-        more = f" (and {len(errors) - 1} more errors)" if len(errors) > 1 else ""
-        super().__init__(head + more)

@@ -237,14 +237,14 @@ class K8sLoader(Reader, Scanner, Parser, Composer, SafeConstructor, _K8sResolver
         if self.check_event(AliasEvent):
             self.aliases += 1
             if self.aliases > MAX_ALIASES:
-                mark = self.peek_event().start_mark
+                mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
                 raise LimitError(f"more than {MAX_ALIASES} aliases in one document",
                                  mark.line + 1)
             return super().compose_node(parent, index)
         self.depth += 1
         try:
             if self.depth > MAX_DEPTH:
-                mark = self.peek_event().start_mark
+                mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
                 raise LimitError(f"nested deeper than {MAX_DEPTH} levels", mark.line + 1)
             return super().compose_node(parent, index)
         finally:

@@ -360,4 +360,5 @@ def resource_to_dict(resource: Resource) -> dict[str, Any]:
             return [plain(v) for v in value]
         return value
 
-    return plain(attrs.asdict(resource, filter=keep))
+    out: dict[str, Any] = plain(attrs.asdict(resource, filter=keep))
+    return out

@@ -117,7 +117,9 @@ def parse_document(doc: Document, default_namespace: str,
     if group == GATEWAY_API_GROUP:
         from tsgate.config.gatewayapi.parse import parse_api_object
 
-        return parse_api_object(doc, kind, api_version, default_namespace, diags, label)
+        api_object: Optional[Resource] = parse_api_object(
+            doc, kind, api_version, default_namespace, diags, label)
+        return api_object
     home, versions = OTHER_GROUPS.get(kind, (ISTIO_GROUP, ISTIO_VERSIONS))
     if group != home:
         note = "not an Istio networking kind"
@@ -179,7 +181,8 @@ def parse_document(doc: Document, default_namespace: str,
         labels=_labels(metadata.get("labels")), annotations=_labels(metadata.get("annotations")),
         file=doc.file, line=doc.line, index=doc.index, positions=doc.positions,
     )
-    return BUILDERS[kind](meta, spec)
+    resource: Resource = BUILDERS[kind](meta, spec)
+    return resource
 
 
 def _labels(value: Any) -> Labels:

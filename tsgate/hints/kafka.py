@@ -16,16 +16,59 @@ message schemas bundled in kafka-python 3.0.12.
 Limits: frames declaring more than :data:`MAX_FRAME_BYTES` are a decode
 error; :class:`FrameSplitter` keeps at most a bounded prefix of each frame
 and counts past the rest. Errors are :class:`KafkaDecodeError`.
+
+The hint parser and the observer
+--------------------------------
+
+The hint parser (declared as the ``kafka`` plugin in
+:mod:`tsgate.plugins.kafka`) reads client_id and the first API from a
+connection's first request; the passive stream observer has Envoy
+``kafka_broker``-like counters.
+
+Istio has no KAFKA port protocol, so the observer is chosen only by the
+port-name prefix ``kafka-`` (``kafka-brokers``), never by ``port.protocol``.
+
+Counters (the data path prefixes ``kafka.``):
+
+- ``request.<api>`` per request (``request.produce``, ``request.api_versions``;
+  names from :data:`tsgate.hints.kafka.API_KEYS`), ``request.unknown`` for
+  an API key we do not know (still relayed, still timed);
+- ``response.<api>`` per response matched to its request by correlation id,
+  ``response.unknown`` for one matching no request we saw (or answering a
+  ``request.unknown``);
+- ``outstanding_overflow`` (a request forgotten because too many were
+  waiting), ``decode_error`` (once; then quiet).
+
+Histogram (timed observers only): ``response.<api>_duration``, seconds
+from the request's bytes reaching the gateway to the response's (Envoy's
+name, in seconds rather than milliseconds like the rest of tsgate).
+
+Produce requests with ``acks=0`` get no response, so they are not
+remembered; anything else waits in a table of at most
+:data:`MAX_OUTSTANDING` entries (oldest forgotten first).
 """
 
 from __future__ import annotations
 
 import struct
-from typing import Optional
+from typing import Callable, Optional
 
 import attrs
+from zope.interface import implementer
 
-from tsgate.interfaces import NEED_MORE, Hint, HintParseError, NotMine, ParseResult
+from tsgate.interfaces import (
+    NEED_MORE,
+    DecodeError,
+    Emit,
+    Hint,
+    HintParseError,
+    IHintParser,
+    IStreamObserver,
+    ITimedStreamObserverFactory,
+    NotMine,
+    Observe,
+    ParseResult,
+)
 
 #: api_key -> (counter name, first flexible version or None if never flexible).
 API_KEYS: dict[int, tuple[str, Optional[int]]] = {
@@ -140,7 +183,7 @@ _REQUEST = struct.Struct(">ihhi")  # size, api_key, api_version, correlation_id
 _I16 = struct.Struct(">h")
 
 
-class KafkaDecodeError(ValueError):
+class KafkaDecodeError(DecodeError):
     """The bytes are not a well-formed Kafka frame."""
 
 
@@ -420,3 +463,122 @@ def parse_hint(data: bytes, max_bytes: int = REQUEST_PREFIX_BYTES) -> ParseResul
         attributes["client_id"] = header.client_id[:MAX_ATTRIBUTE]
     attributes.update(api_versions_software(prefix, header))
     return Hint("kafka", attributes, length=4 + size)
+
+
+# --- the passive observer and the plugin objects' classes (declared in tsgate.plugins.kafka)
+
+#: Kafka clients pipeline up to max.in.flight.requests (default 5) per
+#: connection; 1024 leaves room for odd clients and stays small.
+MAX_OUTSTANDING = 1024
+
+
+@implementer(IStreamObserver)
+class KafkaObserver:
+    """One connection's passive Kafka decoder (see the module docstring)."""
+
+    def __init__(
+        self,
+        emit: Emit,
+        observe: Optional[Observe] = None,
+        clock: Optional[Callable[[], float]] = None,
+    ) -> None:
+        self._emit = emit
+        self._observe = observe
+        self._clock = clock
+        self._requests = FrameSplitter(REQUEST_PREFIX_BYTES, min_size=8)
+        self._responses = FrameSplitter(RESPONSE_PREFIX_BYTES, min_size=4)
+        # correlation_id -> (api name, time or None)
+        self._outstanding: dict[int, tuple[str, Optional[float]]] = {}
+        self._attributes: dict[str, str] = {}
+        self._first = True
+        self._dead = False
+
+    def client_data(self, data: bytes) -> None:
+        if self._dead:
+            return
+        try:
+            frames = self._requests.feed(data)
+            now = self._clock() if self._clock is not None and frames else None
+            for prefix in frames:
+                self._request(prefix, now)
+        except KafkaDecodeError:
+            self._fail()
+
+    def server_data(self, data: bytes) -> None:
+        if self._dead:
+            return
+        try:
+            frames = self._responses.feed(data)
+            now = self._clock() if self._clock is not None and frames else None
+            for prefix in frames:
+                self._response(response_correlation_id(prefix), now)
+        except KafkaDecodeError:
+            self._fail()
+
+    def attributes(self) -> dict[str, str]:
+        return dict(self._attributes)
+
+    def _fail(self) -> None:
+        self._dead = True
+        self._emit("decode_error", 1)
+        self._requests = FrameSplitter(0, 8)
+        self._responses = FrameSplitter(0, 4)
+        self._outstanding.clear()
+
+    def _request(self, prefix: bytes, now: Optional[float]) -> None:
+        header = parse_request_header(prefix)
+        name = header.api_name
+        self._emit(f"request.{name}", 1)
+        if self._first:
+            self._first = False
+            if header.client_id is not None:
+                self._attributes["client_id"] = header.client_id[: MAX_ATTRIBUTE]
+        if header.api_key == API_VERSIONS:
+            self._attributes.update(api_versions_software(prefix, header))
+        if header.api_key == PRODUCE and produce_acks(prefix, header) == 0:
+            return  # acks=0: the broker never answers
+        table = self._outstanding
+        if header.correlation_id not in table and len(table) >= MAX_OUTSTANDING:
+            del table[next(iter(table))]
+            self._emit("outstanding_overflow", 1)
+        table[header.correlation_id] = (name, now)
+
+    def _response(self, correlation_id: int, now: Optional[float]) -> None:
+        entry = self._outstanding.pop(correlation_id, None)
+        if entry is None:
+            self._emit("response.unknown", 1)
+            return
+        name, started = entry
+        self._emit(f"response.{name}", 1)
+        if started is not None and now is not None and self._observe is not None:
+            self._observe(f"response.{name}_duration", max(0.0, now - started))
+
+
+@implementer(ITimedStreamObserverFactory)
+class KafkaObserverFactory:
+    """Observer plugin for Gateway ports named ``kafka-*``."""
+
+    name = "kafka"
+    protocol = "kafka"
+    istio_protocols: tuple[str, ...] = ()  # Istio has no KAFKA protocol
+    port_name_prefixes = ("kafka",)
+
+    def new_observer(self, emit: Emit) -> IStreamObserver:
+        return KafkaObserver(emit)
+
+    def new_timed_observer(
+        self, emit: Emit, observe: Observe, clock: Callable[[], float]
+    ) -> IStreamObserver:
+        return KafkaObserver(emit, observe, clock)
+
+
+@implementer(IHintParser)
+class KafkaHintParser:
+    """Hint parser: a first Kafka request gives client_id, api_key, api_version."""
+
+    name = "kafka"
+    protocol = "kafka"
+    max_bytes = REQUEST_PREFIX_BYTES
+
+    def parse(self, data: bytes) -> ParseResult:
+        return parse_hint(data, self.max_bytes)

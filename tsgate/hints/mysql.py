@@ -28,8 +28,12 @@ from __future__ import annotations
 
 from zope.interface import implementer
 
-from tsgate.hints.stream import ByteQueue, DecodeError, ObserverBase, bounded_name
-from tsgate.interfaces import Emit, IStreamObserver
+from tsgate.hints.stream import ByteQueue, ObserverBase, bounded_name
+from tsgate.interfaces import DecodeError, Emit, IStreamObserver, IStreamObserverFactory
+
+
+class MysqlDecodeError(DecodeError):
+    """The bytes are not a well-formed MySQL packet; the observer goes quiet."""
 
 CLIENT_CONNECT_WITH_DB = 0x00000008
 CLIENT_COMPRESS = 0x00000020
@@ -67,7 +71,7 @@ _GREETING, _HANDSHAKE, _AUTH, _COMMAND = range(4)
 
 
 class _Reader:
-    """Cursor over one decoded payload; DecodeError when it runs out."""
+    """Cursor over one decoded payload; MysqlDecodeError when it runs out."""
 
     def __init__(self, data: bytes) -> None:
         self.data = data
@@ -75,7 +79,7 @@ class _Reader:
 
     def take(self, n: int) -> bytes:
         if self.pos + n > len(self.data):
-            raise DecodeError("MySQL packet shorter than its fields")
+            raise MysqlDecodeError("MySQL packet shorter than its fields")
         out = self.data[self.pos : self.pos + n]
         self.pos += n
         return out
@@ -86,7 +90,7 @@ class _Reader:
     def cstring(self) -> bytes:
         end = self.data.find(b"\x00", self.pos)
         if end < 0:
-            raise DecodeError("MySQL string without NUL")
+            raise MysqlDecodeError("MySQL string without NUL")
         out = self.data[self.pos : end]
         self.pos = end + 1
         return out
@@ -101,7 +105,7 @@ class _Reader:
             return self.uint(3)
         if first == 0xFE:
             return self.uint(8)
-        raise DecodeError(f"bad MySQL length-encoded integer 0x{first:02x}")
+        raise MysqlDecodeError(f"bad MySQL length-encoded integer 0x{first:02x}")
 
     def lenenc_str(self) -> bytes:
         return self.take(self.lenenc_int())
@@ -151,7 +155,7 @@ class MysqlObserver(ObserverBase):
                 length = b[pos] | b[pos + 1] << 8 | b[pos + 2] << 16
                 whole = self._needs_whole(side)
                 if whole and length > HANDSHAKE_CAP:
-                    raise DecodeError(f"MySQL handshake packet of {length} bytes")
+                    raise MysqlDecodeError(f"MySQL handshake packet of {length} bytes")
                 want = length if whole else min(length, PREFIX)
                 if n - pos < 4 + want:
                     break
@@ -183,7 +187,7 @@ class MysqlObserver(ObserverBase):
             self._greeting(payload)
             self._phase = _HANDSHAKE
         elif self._phase == _HANDSHAKE:
-            raise DecodeError("MySQL server packet before the client's handshake response")
+            raise MysqlDecodeError("MySQL server packet before the client's handshake response")
         elif self._phase == _AUTH:
             if first == 0x00:
                 self._phase = _COMMAND
@@ -203,7 +207,7 @@ class MysqlObserver(ObserverBase):
         r = _Reader(payload)
         version = r.uint(1)
         if version != 10:
-            raise DecodeError(f"MySQL handshake protocol {version}, not 10")
+            raise MysqlDecodeError(f"MySQL handshake protocol {version}, not 10")
         server_version = r.cstring()
         connection_id = r.uint(4)
         r.take(8 + 1)  # auth-plugin-data part 1 (a nonce) and a filler
@@ -231,7 +235,7 @@ class MysqlObserver(ObserverBase):
 
     def _client_packet(self, seq: int, payload: bytes) -> None:
         if self._phase == _GREETING:
-            raise DecodeError("MySQL client spoke before the server's greeting")
+            raise MysqlDecodeError("MySQL client spoke before the server's greeting")
         if self._phase == _HANDSHAKE:
             self._handshake_response(payload)
         elif self._phase == _COMMAND and seq == 0 and payload:
@@ -247,7 +251,7 @@ class MysqlObserver(ObserverBase):
         r = _Reader(payload)
         caps = r.uint(2)
         if not caps & CLIENT_PROTOCOL_41:
-            raise DecodeError("MySQL pre-4.1 handshake response")
+            raise MysqlDecodeError("MySQL pre-4.1 handshake response")
         caps |= r.uint(2) << 16
         self._client_caps = caps
         r.take(4 + 1 + 23)  # max packet size, character set, filler
@@ -288,3 +292,16 @@ class MysqlObserver(ObserverBase):
 
 
 __all__ = ["COMMANDS", "MysqlObserver"]
+
+
+@implementer(IStreamObserverFactory)
+class MysqlObserverFactory:
+    """Counts MySQL logins, COM_* commands and ERR packets per connection."""
+
+    name = "mysql"
+    protocol = "mysql"
+    istio_protocols = ("MYSQL",)
+    port_name_prefixes = ("mysql", "mariadb")
+
+    def new_observer(self, emit: Emit) -> IStreamObserver:
+        return MysqlObserver(emit)

@@ -37,20 +37,26 @@ from typing import Callable, Optional, Union
 import attrs
 from zope.interface import implementer
 
-from tsgate.hints.stream import ByteQueue, DecodeError, ObserverBase, bounded_name
+from tsgate.hints.stream import ByteQueue, ObserverBase, bounded_name
 from tsgate.interfaces import (
     NEED_MORE,
+    DecodeError,
     Emit,
     Hint,
     HintParseError,
     IHintParser,
     IPreambleNegotiator,
     IStreamObserver,
+    ITimedStreamObserverFactory,
     NeedMore,
     NotMine,
     Observe,
     Preamble,
 )
+
+
+class PostgresDecodeError(DecodeError):
+    """The bytes are not a well-formed PostgreSQL message; the observer goes quiet."""
 
 SSL_REQUEST_CODE = 80877103
 GSSENC_REQUEST_CODE = 80877104
@@ -313,9 +319,9 @@ class PostgresObserver(ObserverBase):
         try:
             result = parse_startup(head)
         except HintParseError as e:
-            raise DecodeError(str(e)) from None
+            raise PostgresDecodeError(str(e)) from None
         if isinstance(result, NotMine):
-            raise DecodeError(result.reason)
+            raise PostgresDecodeError(result.reason)
         if isinstance(result, NeedMore):
             return False
         buf.discard(result.length)
@@ -348,7 +354,7 @@ class PostgresObserver(ObserverBase):
                     self.go_quiet()
                     return
                 if reply != b"N":
-                    raise DecodeError(f"PostgreSQL encryption reply {reply!r}")
+                    raise PostgresDecodeError(f"PostgreSQL encryption reply {reply!r}")
                 self._emit("backend.encryption_refused", 1)
             else:
                 self._typed_messages(buf, _BACKEND_COUNTERS, "backend")
@@ -373,12 +379,14 @@ class PostgresObserver(ObserverBase):
                 kind = b[pos]
                 length = int.from_bytes(b[pos + 1 : pos + 5], "big", signed=True)
                 if length < 4 or length > MAX_MESSAGE:
-                    raise DecodeError(
+                    raise PostgresDecodeError(
                         f"PostgreSQL {side} message {chr(kind)!r} with length {length}"
                     )
                 counter = counters.get(kind)
                 if counter is None:
-                    raise DecodeError(f"unknown PostgreSQL {side} message type {chr(kind)!r}")
+                    raise PostgresDecodeError(
+                        f"unknown PostgreSQL {side} message type {chr(kind)!r}"
+                    )
                 if backend and kind in (67, 69):  # 'C' and 'E' bodies are read
                     wanted = min(length - 4, BODY_PREFIX if kind == 69 else TAG_PREFIX)
                     if n - pos < 5 + wanted:
@@ -436,3 +444,24 @@ class PostgresObserver(ObserverBase):
         if len(code) == 5 and code.isalnum():
             self._count(f"errors.sqlstate_class.{bounded_name(code[:2])}")
             self._attributes["last_error"] = code
+
+
+@implementer(ITimedStreamObserverFactory)
+class PostgresObserverFactory:
+    """
+    Counts PostgreSQL messages and errors per connection, and times
+    ``query.duration`` when the data path gives a clock (see PostgresObserver).
+    """
+
+    name = "postgres"
+    protocol = "postgres"
+    istio_protocols: tuple[str, ...] = ()
+    port_name_prefixes = ("postgres", "postgresql", "pg")
+
+    def new_observer(self, emit: Emit) -> IStreamObserver:
+        return PostgresObserver(emit)
+
+    def new_timed_observer(
+        self, emit: Emit, observe: Observe, clock: Callable[[], float]
+    ) -> IStreamObserver:
+        return PostgresObserver(emit, observe, clock)

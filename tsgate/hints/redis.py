@@ -24,17 +24,23 @@ from typing import Union
 
 from zope.interface import implementer
 
-from tsgate.hints.stream import DecodeError, ObserverBase, bounded_name
+from tsgate.hints.stream import ObserverBase, bounded_name
 from tsgate.interfaces import (
     NEED_MORE,
+    DecodeError,
     Emit,
     Hint,
     HintParseError,
     IHintParser,
     IStreamObserver,
+    IStreamObserverFactory,
     NeedMore,
     NotMine,
 )
+
+
+class RedisDecodeError(DecodeError):
+    """The bytes are not a well-formed RESP frame; the observer goes quiet."""
 
 #: Top-level commands of Redis 7.0 (``COMMAND LIST`` without subcommands).
 COMMANDS = frozenset(
@@ -61,7 +67,7 @@ COMMANDS = frozenset(
     zrangebylex zrangebyscore zrangestore zrank zrem zremrangebylex zremrangebyrank
     zremrangebyscore zrevrange zrevrangebylex zrevrangebyscore zrevrank zscan zscore zunion
     zunionstore
-    """.split()
+    """.split()  # noqa: SIM905 (a word list reads better than 240 quoted strings)
 )
 #: Error-reply codes Redis and Redis Cluster send (the first word of ``-CODE message``).
 ERROR_CODES = frozenset(
@@ -69,7 +75,7 @@ ERROR_CODES = frozenset(
     err wrongtype noauth noperm wrongpass moved ask loading busy noscript readonly oom execabort
     masterdown misconf noreplicas clusterdown crossslot tryagain noproto busykey unkillable
     notbusy nogoodslave
-    """.split()
+    """.split()  # noqa: SIM905 (a word list, as above)
 )
 #: Longest command name we read (the longest real one is 20 bytes).
 MAX_NAME = 64
@@ -208,10 +214,10 @@ _COMMAND_COUNTERS = {name: f"command.{name}" for name in COMMANDS}
 
 def _length(raw: bytes, what: str, limit: int) -> int:
     if not _digits(raw, allow_negative=True):
-        raise DecodeError(f"RESP {what} is not a number: {raw[:20]!r}")
+        raise RedisDecodeError(f"RESP {what} is not a number: {raw[:20]!r}")
     n = int(raw)
     if n < -1 or n > limit:
-        raise DecodeError(f"RESP {what} out of range: {n}")
+        raise RedisDecodeError(f"RESP {what} out of range: {n}")
     return n
 
 
@@ -219,7 +225,7 @@ def _line_end(b: bytes, pos: int) -> int:
     """Index of the LF ending the line at ``pos``, -1 if not here yet (capped)."""
     end = b.find(b"\n", pos, pos + LINE_CAP + 2)
     if end < 0 and len(b) - pos > LINE_CAP:
-        raise DecodeError("RESP line longer than 64 KiB")
+        raise RedisDecodeError("RESP line longer than 64 KiB")
     return end
 
 
@@ -279,10 +285,12 @@ class RedisObserver(ObserverBase):
                 pos = end + 1
                 if self._c_elements:
                     if line[:1] != b"$":
-                        raise DecodeError(f"RESP request element {line[:1]!r}, not a bulk string")
+                        raise RedisDecodeError(
+                            f"RESP request element {line[:1]!r}, not a bulk string"
+                        )
                     size = _length(line[1:], "bulk length", MAX_BULK)
                     if size < 0:
-                        raise DecodeError("null bulk string in a request")
+                        raise RedisDecodeError("null bulk string in a request")
                     if self._c_name_next and size <= MAX_NAME:
                         self._c_name_len = size
                         continue
@@ -386,7 +394,7 @@ class RedisObserver(ObserverBase):
                 elif kind == 33:  # '!'
                     self._s_blob_error = _length(rest, "blob error length", MAX_BULK)
                     if self._s_blob_error < 0:
-                        raise DecodeError("null blob error")
+                        raise RedisDecodeError("null blob error")
                 elif kind in _AGGREGATES:
                     size = _length(rest, "aggregate length", MAX_BULK)
                     if kind in _PAIRS and size > 0:
@@ -394,11 +402,11 @@ class RedisObserver(ObserverBase):
                     if size <= 0:
                         self._value_done(0)
                     elif len(self._stack) >= MAX_DEPTH:
-                        raise DecodeError("RESP replies nested too deep")
+                        raise RedisDecodeError("RESP replies nested too deep")
                     else:
                         self._stack.append([size, kind])
                 else:
-                    raise DecodeError(f"unknown RESP type {bytes([kind])!r}")
+                    raise RedisDecodeError(f"unknown RESP type {bytes([kind])!r}")
         finally:
             buf.discard(pos)
 
@@ -419,3 +427,16 @@ class RedisObserver(ObserverBase):
         code = text.split(b" ", 1)[0].decode("ascii", "replace").lower()
         self._count("errors")
         self._count(f"error.{bounded_name(code, ERROR_CODES, 'other')}")
+
+
+@implementer(IStreamObserverFactory)
+class RedisObserverFactory:
+    """Counts Redis commands (per name) and error replies per connection."""
+
+    name = "redis"
+    protocol = "redis"
+    istio_protocols = ("REDIS",)
+    port_name_prefixes = ("redis",)
+
+    def new_observer(self, emit: Emit) -> IStreamObserver:
+        return RedisObserver(emit)

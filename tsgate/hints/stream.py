@@ -21,11 +21,9 @@ from __future__ import annotations
 import re
 from collections.abc import Collection, Mapping
 
-from tsgate.interfaces import Emit
+from tsgate.interfaces import DecodeError, Emit
 
-
-class DecodeError(Exception):
-    """The bytes broke the protocol's framing; the observer goes quiet."""
+__all__ = ["ByteQueue", "DecodeError", "ObserverBase", "bounded_name"]
 
 
 class ByteQueue:
@@ -95,11 +93,11 @@ class ByteQueue:
 class ObserverBase:
     """
     The plumbing every observer shares: the ``IStreamObserver`` methods, a
-    :class:`DecodeError` turned into one ``decode_error`` count and silence
-    afterwards, and attributes for the access log.
+    :class:`~tsgate.interfaces.DecodeError` (any protocol's subclass) turned
+    into one ``decode_error`` count and silence afterwards, and attributes for the access log.
 
     Subclasses implement ``_client(data)`` and ``_server(data)`` and raise
-    :class:`DecodeError` on malformed input. Any *other* exception is a bug
+    their protocol's ``DecodeError`` subclass on malformed input. Any *other* exception is a bug
     and is deliberately not swallowed here: the data path drops the observer
     and counts ``observer_crashed``, which is how bugs get noticed.
     """

@@ -7,24 +7,7 @@ first (see that module's docstring).
 
 from __future__ import annotations
 
-from twisted.plugin import IPlugin
-from zope.interface import implementer
+from tsgate.hints.mysql import MysqlObserverFactory
+from tsgate.plugins import declare
 
-from tsgate.hints.mysql import MysqlObserver
-from tsgate.interfaces import Emit, IStreamObserver, IStreamObserverFactory
-
-
-@implementer(IPlugin, IStreamObserverFactory)
-class MysqlObserverFactory:
-    """Counts MySQL logins, COM_* commands and ERR packets per connection."""
-
-    name = "mysql"
-    protocol = "mysql"
-    istio_protocols = ("MYSQL",)
-    port_name_prefixes = ("mysql", "mariadb")
-
-    def new_observer(self, emit: Emit) -> IStreamObserver:
-        return MysqlObserver(emit)
-
-
-mysql_observer = MysqlObserverFactory()
+mysql_observer = declare(MysqlObserverFactory())

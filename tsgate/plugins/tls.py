@@ -1,5 +1,5 @@
 """
-The built-in ``tls`` hint parser plugin: the ClientHello parser of
+The built-in ``tls`` hint parser: the ClientHello parser of
 :mod:`tsgate.hints.tls` (SNI, ALPN, versions, JA3/JA4), always used on TLS
 passthrough listeners. A PostgreSQL 17 client connecting with
 ``sslnegotiation=direct`` (ALPN ``postgresql``) starts with a plain
@@ -8,11 +8,7 @@ ClientHello, so this parser, not the ``postgres`` one, routes it.
 
 from __future__ import annotations
 
-from twisted.plugin import IPlugin
-from zope.interface import alsoProvides
-
 from tsgate.hints.tls import TlsHintParser
-from tsgate.interfaces import IHintParser
+from tsgate.plugins import declare
 
-tls = TlsHintParser()
-alsoProvides(tls, IPlugin, IHintParser)
+tls = declare(TlsHintParser())

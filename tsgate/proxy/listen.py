@@ -68,7 +68,7 @@ class LeanPort:
             self.listening = True
             self.reactor.addReader(self)
 
-    def stopListening(self) -> defer.Deferred:
+    def stopListening(self) -> defer.Deferred[None]:
         if self.listening:
             self.listening = False
             self.reactor.removeReader(self)

@@ -142,7 +142,7 @@ def build_origination(tls: Any, host: str, credentials_dir: Optional[str],
             files.extend((cert_path, key_path))
             ctx.use_certificate(chain[0])
             for extra in chain[1:]:
-                ctx.add_extra_chain_cert(extra)  # type: ignore[arg-type]
+                ctx.add_extra_chain_cert(extra)
             ctx.use_privatekey(key)
             certs.append(C.certificate_facts(chain[0]))
         names: tuple[str, ...] = ()

@@ -127,7 +127,7 @@ def read_private_key(path: str, field: str) -> Any:
     except TypeError:
         raise CredentialError(field, f"private key {path} is encrypted; tsgate reads "
                                      "unencrypted keys (as Istio does)") from None
-    except (ValueError, Exception):  # noqa: B014 (cryptography raises several kinds)
+    except (ValueError, Exception):
         raise CredentialError(field, f"private key {path} holds no PEM private key") from None
 
 

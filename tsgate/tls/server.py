@@ -225,7 +225,7 @@ def apply_versions_and_ciphers(ctx: SSL.Context, lo: str, hi: str, ciphers: Sequ
 def _load_cert_into(ctx: SSL.Context, chain: Sequence[x509.Certificate], key: Any) -> None:
     ctx.use_certificate(chain[0])
     for extra in chain[1:]:
-        ctx.add_extra_chain_cert(extra)  # type: ignore[arg-type]
+        ctx.add_extra_chain_cert(extra)
     ctx.use_privatekey(key)
     ctx.check_privatekey()
 
@@ -308,7 +308,7 @@ def build_termination(tls: Any, hosts: Sequence[str], where: str,
             for ca in cas:
                 store.add_cert(crypto.X509.from_cryptography(ca))
             for ca in cas:
-                ctx.add_client_ca(ca)  # type: ignore[arg-type]
+                ctx.add_client_ca(ca)
             has_ca = True
             if crl_path:
                 crl = C.read_crl(crl_path, crl_field)

@@ -311,13 +311,13 @@ class Balancer:
             if source is None:
                 return available[self.rng.randrange(len(available))]
             if available is hosts:
-                return picker.pick(source, _always)  # type: ignore[no-any-return]
+                return picker.pick(source, _always)
             allowed = set(available)
             host = picker.pick(source, allowed.__contains__)
             return host if host is not None else available[0]
         if len(available) == 1:
             return available[0]
-        return picker.pick(available)  # type: ignore[no-any-return]
+        return picker.pick(available)
 
     def _available(self, state: ClusterState, hosts: Sequence[HostState],
                    exclude: Iterable[HostState]) -> list[HostState]:

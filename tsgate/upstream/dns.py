@@ -96,7 +96,7 @@ def names_resolver(resolver: Any = None,
             raise LookupError(f"no addresses for {name}")
         return found
 
-    return resolve  # type: ignore[no-any-return]
+    return resolve
 
 
 class _Entry:

@@ -60,7 +60,7 @@ class WorkerChannel(LineOnlyReceiver):
         self._pusher.clock = reactor
         self._stopping = False
 
-    def connectionMade(self) -> None:  # noqa: N802
+    def connectionMade(self) -> None:
         self.send({"t": "hello", "worker": self.worker_id, "pid": os.getpid()})
         self._pusher.start(PUSH_INTERVAL, now=True)
 
@@ -112,7 +112,7 @@ class WorkerChannel(LineOnlyReceiver):
 
         d.addCallbacks(stop, failed)
 
-    def connectionLost(self, reason: Failure = connectionDone) -> None:  # noqa: N802
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         if self._pusher.running:
             self._pusher.stop()
         # The supervisor is gone (or closed our input): nobody will stop us.

@@ -28,7 +28,7 @@ class ConnectionsResource(Resource):
     isLeaf = True
 
     def __init__(self, aggregate: Any) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]
         self.aggregate = aggregate
 
     def render_GET(self, request: Request) -> Any:  # noqa: N802
@@ -65,7 +65,7 @@ class WorkersResource(Resource):
     isLeaf = True
 
     def __init__(self, aggregate: Any) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]
         self.aggregate = aggregate
 
     def render_GET(self, request: Request) -> bytes:  # noqa: N802

@@ -114,7 +114,7 @@ def _cancel_then_pass(result: Any, call: Any) -> Any:
 class _NeverAccepts(Factory):
     noisy = False
 
-    def buildProtocol(self, addr: Any) -> Optional[Protocol]:  # noqa: N802
+    def buildProtocol(self, addr: Any) -> Optional[Protocol]:
         return None
 
 
@@ -257,7 +257,7 @@ class Worker:
     active: int = 0
     stats: dict[str, Any] = attrs.field(factory=dict)
     exited: Optional[str] = None
-    connections_waiters: dict[str, defer.Deferred] = attrs.field(factory=dict)
+    connections_waiters: dict[str, defer.Deferred[Any]] = attrs.field(factory=dict)
 
     def send(self, line: str) -> None:
         if self.process is not None and self.exited is None:
@@ -355,7 +355,7 @@ class Supervisor(service.Service):
         self._quick_deaths = 0
         self._ids = itertools.count(1)
         self._requests = itertools.count(1)
-        self._all_ended: list[defer.Deferred] = []
+        self._all_ended: list[defer.Deferred[Any]] = []
         self._reload_pending: set[Worker] = set()
         self._retire_when_ready: list[Worker] = []
         self._reload_announce: Optional[int] = None
@@ -383,9 +383,9 @@ class Supervisor(service.Service):
             raise
         return new
 
-    def privilegedStartService(self) -> None:  # noqa: N802
+    def privilegedStartService(self) -> None:
         self.sockets.update(self.bind(self.table))
-        super().privilegedStartService()
+        super().privilegedStartService()  # type: ignore[no-untyped-call]
 
     # -- workers -----------------------------------------------------------------------------
 
@@ -423,10 +423,10 @@ class Supervisor(service.Service):
                  id=worker.id, pid=worker.pid, gen=worker.generation)
         return worker
 
-    def startService(self) -> None:  # noqa: N802
+    def startService(self) -> None:
         if not self.sockets:
             self.sockets.update(self.bind(self.table))
-        super().startService()
+        super().startService()  # type: ignore[no-untyped-call]
         for _ in range(self.count):
             self.spawn()
 
@@ -518,12 +518,12 @@ class Supervisor(service.Service):
     def merged_stats(self) -> Stats:
         return merged(self.stats, self.retired, (w.stats for w in self.everyone()))
 
-    def fetch_connections(self, timeout: float = 2.0) -> defer.Deferred:
+    def fetch_connections(self, timeout: float = 2.0) -> defer.Deferred[Any]:
         """Every worker's live connections (a worker that does not answer in time: none)."""
         waits = []
         for worker in self.everyone():
             request = str(next(self._requests))
-            d: defer.Deferred = defer.Deferred()
+            d: defer.Deferred[Any] = defer.Deferred()
             worker.connections_waiters[request] = d
 
             def expire(worker: Worker = worker, request: str = request) -> None:
@@ -604,7 +604,7 @@ class Supervisor(service.Service):
         for worker in old:
             worker.send(f"drain {RETIRE_PERIOD}")
 
-    def drain(self, period: Optional[float] = None) -> defer.Deferred:
+    def drain(self, period: Optional[float] = None) -> defer.Deferred[Any]:
         """Stop accepting everywhere; workers finish their connections, then exit."""
         if not self.draining:
             self.draining = True
@@ -621,8 +621,8 @@ class Supervisor(service.Service):
             held.close()
         self.sockets.clear()
 
-    def _when_all_ended(self) -> defer.Deferred:
-        d: defer.Deferred = defer.Deferred()
+    def _when_all_ended(self) -> defer.Deferred[Any]:
+        d: defer.Deferred[Any] = defer.Deferred()
         self._all_ended.append(d)
         self._check_all_ended()
         return d
@@ -634,9 +634,9 @@ class Supervisor(service.Service):
         for d in waiters:
             d.callback(None)
 
-    def stopService(self) -> defer.Deferred:  # noqa: N802
+    def stopService(self) -> defer.Deferred[Any]:
         """SIGTERM: every worker drains (its drain period) and exits; then we do."""
-        super().stopService()
+        super().stopService()  # type: ignore[no-untyped-call]
         self.stopping = True
         self._release_sockets()
         for worker in self.everyone():
@@ -712,14 +712,14 @@ class Aggregate:
     def connections(self) -> Iterable[Any]:
         return list(self.last_connections)
 
-    def refresh_connections(self) -> defer.Deferred:
+    def refresh_connections(self) -> defer.Deferred[Any]:
         def keep(items: list[WorkerConnection]) -> list[WorkerConnection]:
             self.last_connections = items
             return items
 
         return self.supervisor.fetch_connections().addCallback(keep)
 
-    def drain(self) -> defer.Deferred:
+    def drain(self) -> defer.Deferred[Any]:
         return self.supervisor.drain()
 
     def reload(self) -> Any:
