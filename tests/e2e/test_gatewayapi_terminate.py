@@ -62,7 +62,7 @@ def test_terminate_listener_with_tcproute_reaches_a_plaintext_echo(tmp_path: Pat
                 local = raw.getsockname()
                 with ctx.wrap_socket(raw, server_hostname=HOST) as s:
                     cert = s.getpeercert()
-                    assert ("DNS", HOST) in cert["subjectAltName"]
+                    assert cert is not None and ("DNS", HOST) in cert["subjectAltName"]
                     with s.makefile("rb") as f:
                         assert f.readline() == b"plain echo\n"
                         payload = b"x" * 100_000 + b"\n"

@@ -8,6 +8,7 @@ status conditions as the API defines them.
 from __future__ import annotations
 
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -60,8 +61,8 @@ def creds(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def load(tmp_path: Path, creds: Path):
-    def _load(*texts: str, ref: str = "{name: echo-cert}", **kwargs: Any):
+def load(tmp_path: Path, creds: Path) -> Callable[..., Any]:
+    def _load(*texts: str, ref: str = "{name: echo-cert}", **kwargs: Any) -> Any:
         paths = []
         for i, text in enumerate(texts):
             p = tmp_path / f"{i:02d}.yaml"
@@ -73,12 +74,13 @@ def load(tmp_path: Path, creds: Path):
     return _load
 
 
-def conditions(result, name: str = "tls-term") -> dict[str, tuple[str, str]]:
+def conditions(result: Any, name: str = "tls-term") -> dict[str, tuple[str, str]]:
     li = result.gateway_api.listener("Gateway infra/gw", name)
     return {c.type: (c.status, c.reason) for c in li.conditions}
 
 
-def test_terminate_listener_is_a_simple_server_with_the_secret_as_credential(load):
+def test_terminate_listener_is_a_simple_server_with_the_secret_as_credential(
+        load: Callable[..., Any]) -> None:
     from tsgate.config.gatewayapi.translate import translate
 
     r = load(GW, ROUTE)
@@ -110,7 +112,8 @@ def test_terminate_listener_is_a_simple_server_with_the_secret_as_credential(loa
     assert r.gateway_api.condition("TCPRoute infra/r", "Accepted").status == "True"
 
 
-def test_credential_that_cannot_be_read_is_invalid_certificate_ref(load):
+def test_credential_that_cannot_be_read_is_invalid_certificate_ref(
+        load: Callable[..., Any]) -> None:
     r = load(GW, ROUTE, ref="{name: missing-cert}")
     assert r.ok, r.errors  # the listener's status, not a refused configuration
     assert not r.table.listeners
@@ -123,7 +126,7 @@ def test_credential_that_cannot_be_read_is_invalid_certificate_ref(load):
     assert "missing-cert" in warning.message and warning.line > 1
 
 
-def test_other_listeners_are_served_beside_a_bad_certificate(load):
+def test_other_listeners_are_served_beside_a_bad_certificate(load: Callable[..., Any]) -> None:
     gw = GW + """\
   - name: tcp
     protocol: TCP
@@ -145,7 +148,7 @@ spec:
     assert conditions(r, "tcp")["Programmed"] == ("True", "Programmed")
 
 
-def test_not_a_secret_is_invalid_certificate_ref(load):
+def test_not_a_secret_is_invalid_certificate_ref(load: Callable[..., Any]) -> None:
     r = load(GW, ROUTE, ref="{group: example.com, kind: Vault, name: echo-cert}")
     got = conditions(r)
     assert got["ResolvedRefs"] == ("False", "InvalidCertificateRef")
@@ -153,7 +156,8 @@ def test_not_a_secret_is_invalid_certificate_ref(load):
     assert not r.table.listeners
 
 
-def test_cross_namespace_secret_needs_a_reference_grant(load, creds):
+def test_cross_namespace_secret_needs_a_reference_grant(load: Callable[..., Any],
+                                                         creds: Path) -> None:
     ref = "{name: echo-cert, namespace: certs}"
     r = load(GW, ROUTE, ref=ref)
     got = conditions(r)
@@ -172,7 +176,7 @@ def test_cross_namespace_secret_needs_a_reference_grant(load, creds):
     assert conditions(r)["ResolvedRefs"] == ("False", "RefNotPermitted")
 
 
-def test_tlsroute_on_a_terminate_listener_is_not_served(load):
+def test_tlsroute_on_a_terminate_listener_is_not_served(load: Callable[..., Any]) -> None:
     gw = GW.replace("    tls:\n", "    allowedRoutes: {kinds: [{kind: TLSRoute}]}\n    tls:\n")
     r = load(gw)
     got = conditions(r)
@@ -181,7 +185,7 @@ def test_tlsroute_on_a_terminate_listener_is_not_served(load):
         ("TLSRoute",)
 
 
-def test_terminate_and_passthrough_share_a_port_by_hostname(load):
+def test_terminate_and_passthrough_share_a_port_by_hostname(load: Callable[..., Any]) -> None:
     gw = GW + """\
   - name: tls-pass
     protocol: TLS

@@ -30,7 +30,7 @@ def hello(sni: str | None = "a.example.test", alpn: tuple[str, ...] = ()) -> Cli
     return found
 
 
-def test_keys_in_order_fingerprints_last():
+def test_keys_in_order_fingerprints_last() -> None:
     attrs = TlsAttributes(hello(alpn=("h2", "http/1.1")))
     assert list(attrs) == ["sni", "alpn", "versions", "ja3", "ja3_hash", "ja4"]
     assert len(attrs) == 6
@@ -39,14 +39,14 @@ def test_keys_in_order_fingerprints_last():
     assert list(bare) == ["versions", "ja3", "ja3_hash", "ja4"] and len(bare) == 4
 
 
-def test_membership():
+def test_membership() -> None:
     attrs = TlsAttributes(hello())
     assert "sni" in attrs and "versions" in attrs
     assert "ja3" in attrs and "ja4" in attrs  # before they are computed
     assert "alpn" not in attrs and "nope" not in attrs
 
 
-def test_fingerprints_computed_once_and_only_when_asked(monkeypatch):
+def test_fingerprints_computed_once_and_only_when_asked(monkeypatch: pytest.MonkeyPatch) -> None:
     calls = []
     real = tls.ja3_string
 
@@ -64,7 +64,7 @@ def test_fingerprints_computed_once_and_only_when_asked(monkeypatch):
     assert attrs["ja3"] == ja3 and len(calls) == 1
 
 
-def test_hint_attributes_and_repr():
+def test_hint_attributes_and_repr() -> None:
     h = hello(alpn=("h2",))
     plain = hint_attributes(h)
     assert plain == dict(TlsAttributes(h))
@@ -72,7 +72,7 @@ def test_hint_attributes_and_repr():
     assert repr(TlsAttributes(h)) == f"TlsAttributes({plain!r})"
 
 
-def test_too_large_messages():
+def test_too_large_messages() -> None:
     assert str(ClientHelloTooLarge()) == "client hello too large"
     with pytest.raises(ClientHelloTooLarge) as raised:
         read_client_hello(client_hello("a.example.test"), max_bytes=100)
@@ -87,18 +87,18 @@ def test_too_large_messages():
     (b"\x00\x01\x00", "alpn protocol name length out of bounds"),
     (b"\x00\x02\x02h", "alpn protocol name length out of bounds"),
 ])
-def test_alpn_errors(ext: bytes, message: str):
+def test_alpn_errors(ext: bytes, message: str) -> None:
     with pytest.raises(HintParseError) as raised:
         tls._alpn(ext)
     assert str(raised.value) == message
 
 
-def test_alpn_names():
+def test_alpn_names() -> None:
     assert tls._alpn(b"\x00\x03\x02h2") == (b"h2",)
     assert tls._alpn(b"\x00\x07\x02h2\x03h3x") == (b"h2", b"h3x")
 
 
-def test_ja4_hash_of_an_empty_list_is_twelve_zeros():
+def test_ja4_hash_of_an_empty_list_is_twelve_zeros() -> None:
     """JA4: a hello with no ciphers (or no extensions) hashes to 000000000000, not sha256('')."""
     assert tls._sha256_12("") == "000000000000"
     assert tls._sha256_12("1301") == hashlib.sha256(b"1301").hexdigest()[:12]
@@ -121,14 +121,14 @@ def sni_ext(*entries: tuple[int, bytes]) -> bytes:
     (sni_ext((0, b"a" * 256)), "server name longer than 255 bytes"),
     (sni_ext((0, b"a b")), "server name is not an ASCII host name"),
 ])
-def test_server_name_errors(ext: bytes, message: str):
+def test_server_name_errors(ext: bytes, message: str) -> None:
     """The exact messages: they are what a parse error logs."""
     with pytest.raises(HintParseError) as raised:
         tls._server_name(ext)
     assert str(raised.value) == message
 
 
-def test_server_name_bounds():
+def test_server_name_bounds() -> None:
     assert tls._server_name(sni_ext((0, b"a"))) == "a"  # one letter is a name
     assert tls._server_name(sni_ext((0, b"A" * 255))) == "a" * 255  # the longest allowed
     assert tls._server_name(sni_ext((0, b"Host.Example."))) == "host.example"
@@ -136,7 +136,7 @@ def test_server_name_bounds():
     assert tls._server_name(sni_ext((1, b"xyz"))) is None
 
 
-def test_length_prefixed_lists():
+def test_length_prefixed_lists() -> None:
     """supported_groups / signature_algorithms (u16 length) and ec_point_formats (u8)."""
     assert tls._u16_prefixed(b"\x00\x00", "g") == (2, 0)  # empty list
     long_list = b"\x01\x00" + b"\x00" * 256
@@ -153,7 +153,7 @@ def test_length_prefixed_lists():
         assert str(raised.value) == "ec_point_formats length does not match its extension"
 
 
-def test_ja4_unknown_version_and_counts_capped_at_99():
+def test_ja4_unknown_version_and_counts_capped_at_99() -> None:
     base = hello()
     odd = attrs.evolve(base, legacy_version=0x7F12, supported_versions=None)
     assert tls.ja4_string(odd)[:3] == "t00"
@@ -171,14 +171,14 @@ RANDOM = b"\x00" * 32
     (b"\x02\x03" + RANDOM + b"\x00", "bad client hello version 0x0203"),
     (b"\x04\x03" + RANDOM + b"\x00", "bad client hello version 0x0403"),
 ])
-def test_client_hello_body_errors(body: bytes, message: str):
+def test_client_hello_body_errors(body: bytes, message: str) -> None:
     """The first bounds: 2 version bytes, 32 random bytes, a session id length."""
     with pytest.raises(HintParseError) as raised:
         tls._parse_body(body, len(body))
     assert str(raised.value) == message
 
 
-def test_client_hello_version_checks_the_major_byte_only():
+def test_client_hello_version_checks_the_major_byte_only() -> None:
     body = b"\x03\x07" + RANDOM + b"\x00" + b"\x00\x02\x13\x01" + b"\x01\x00"
     assert tls._parse_body(body, 99).legacy_version == 0x0307
 
@@ -197,13 +197,13 @@ def u16s(*values: int) -> bytes:
     (10, b"\x00\x05\x00", "supported_groups length does not match its extension"),
     (13, b"\x00\x05\x00", "signature_algorithms length does not match its extension"),
 ])
-def test_extension_errors_name_the_extension(etype: int, ext: bytes, message: str):
+def test_extension_errors_name_the_extension(etype: int, ext: bytes, message: str) -> None:
     with pytest.raises(HintParseError) as raised:
         tls._parse_extension(etype, ext)
     assert str(raised.value) == message
 
 
-def test_extension_lists():
+def test_extension_lists() -> None:
     assert tls._parse_extension(43, b"\x04" + u16s(0x0304, 0x0303)) == (0x0304, 0x0303)
     assert tls._parse_extension(10, b"\x00\x04" + u16s(0x001D, 0x0017)) == (0x001D, 0x0017)
     assert tls._parse_extension(13, b"\x00\x02" + u16s(0x0403)) == (0x0403,)
