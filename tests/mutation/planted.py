@@ -6,9 +6,9 @@ repository and runs ``tests``; the plant is *caught* when they fail. Run
 them with ``python3 -m tests.mutation.plant`` (see docs/testing.md).
 
 ``DATAPATH`` are the bugs issue #17 found uncaught, in the data path and
-gateway service; they are checked by end-to-end tests and are run on demand
-(the data path is being rewritten; after that, update ``old``/``new`` here
-and redo the mutmut run over ``tsgate/proxy/``). ``CI`` is the short subset
+gateway service; they are checked by end-to-end tests and are run on demand.
+They are aimed at the staged data path (``tsgate/proxy/connection.py``,
+``upstream.py``, ``relay.py``, ``record.py``). ``CI`` is the short subset
 that ``tests/mutation/test_planted.py`` runs with the suite: logic bugs in
 routing, the TLS hint parser, the balancer and the config compiler, caught by
 unit tests in seconds.
@@ -32,25 +32,32 @@ class Plant:
 
 CLOSE = "tests/e2e/test_close_paths.py"
 PG_N = "tests/e2e/test_postgres_sni.py::test_server_answering_n_gets_no_client_hello"
+# The data path is a pipeline of stage modules (tsgate/proxy/stages.py): the
+# accept stage, the upstream connect (with STARTTLS negotiation), the relay and
+# the close record each live in their own module.
 CONNECTION = "tsgate/proxy/connection.py"
+UPSTREAM = "tsgate/proxy/upstream.py"
+RELAY = "tsgate/proxy/relay.py"
+RECORD = "tsgate/proxy/record.py"
 
 DATAPATH: tuple[Plant, ...] = (
-    Plant("postgres N answer relays on", CONNECTION,
+    Plant("postgres N answer relays on", UPSTREAM,
           "if reply[: len(want)] != want:", "if False:", (PG_N,)),
-    Plant("maxConnections disabled", CONNECTION,
+    Plant("maxConnections disabled", UPSTREAM,
           "state.active >= cluster.max_connections:", "False:",
           (f"{CLOSE}::test_max_connections_overflow_is_uo",)),
-    Plant("maxConnections off by one (>)", CONNECTION,
+    Plant("maxConnections off by one (>)", UPSTREAM,
           "state.active >= cluster.max_connections:", "state.active > cluster.max_connections:",
           (f"{CLOSE}::test_max_connections_overflow_is_uo",)),
-    Plant("maxConnections off by one (max - 1)", CONNECTION,
+    Plant("maxConnections off by one (max - 1)", UPSTREAM,
           "state.active >= cluster.max_connections:",
           "state.active >= cluster.max_connections - 1:",
           (f"{CLOSE}::test_max_connections_overflow_is_uo",)),
-    Plant("upstream bytes not activity", CONNECTION,
-          "        down.last_activity = down._now()\n", "", (
-              f"{CLOSE}::test_server_only_traffic_is_activity",), count=2),
-    Plant("--connect-timeout ignored (data path)", CONNECTION,
+    Plant("upstream bytes not activity", RELAY,
+          "        self.bytes_sent += len(data)\n        self.last_activity = self.now()\n",
+          "        self.bytes_sent += len(data)\n",
+          (f"{CLOSE}::test_server_only_traffic_is_activity",)),
+    Plant("--connect-timeout ignored (data path)", UPSTREAM,
           "timeout = ctx.settings.connect_timeout or cluster.connect_timeout",
           "timeout = cluster.connect_timeout",
           (f"{CLOSE}::test_connect_timeout_option_is_honoured",)),
@@ -61,39 +68,39 @@ DATAPATH: tuple[Plant, ...] = (
           'self.stats.inc("config.reload_success")', 'self.stats.inc("config.reload_failed")',
           (f"{CLOSE}::test_reload_failed_counts_failures_only",)),
     Plant("access log local/remote swapped", CONNECTION,
-          "local, remote = format_address(transport.getHost()), "
-          "format_address(transport.getPeer())",
-          "remote, local = format_address(transport.getHost()), "
-          "format_address(transport.getPeer())",
+          "downstream_local_address=local, downstream_remote_address=remote",
+          "downstream_local_address=remote, downstream_remote_address=local",
           (f"{CLOSE}::test_access_log_with_asymmetric_traffic",)),
-    Plant("access log duration in seconds", CONNECTION,
+    Plant("access log duration in seconds", RECORD,
           "record.duration_ms = int(duration * 1000)", "record.duration_ms = int(duration)",
           (f"{CLOSE}::test_access_log_with_asymmetric_traffic",)),
-    Plant("access log bytes_sent is bytes_received", CONNECTION,
+    Plant("access log bytes_sent is bytes_received", RECORD,
           "record.bytes_sent = self.bytes_sent", "record.bytes_sent = self.bytes_received",
           (f"{CLOSE}::test_access_log_with_asymmetric_traffic",)),
-    Plant("Istio sent/received byte counters swapped", CONNECTION,
+    Plant("Istio sent/received byte counters swapped", RECORD,
           'stats.inc_key("istio_tcp_received_bytes_total", key, received)',
           'stats.inc_key("istio_tcp_received_bytes_total", key, sent)',
           (f"{CLOSE}::test_metrics_with_asymmetric_traffic",)),
     Plant("periodic byte-counter flush does nothing", "tsgate/gateway.py",
           "            conn.flush_byte_counters()", "            pass",
           (f"{CLOSE}::test_byte_counters_move_while_the_connection_is_open",)),
-    Plant("failed connections not counted closed (unit)", CONNECTION,
-          "        self._count_closed(record.response_flags)\n",
+    Plant("failed connections not counted closed (unit)", RECORD,
+          "        self.count_closed(record.response_flags)\n",
           "        if self.upstream is not None:\n"
-          "            self._count_closed(record.response_flags)\n",
+          "            self.count_closed(record.response_flags)\n",
           ("tests/proxy/test_close_metrics.py",)),
-    Plant("failed connections not counted closed (e2e)", CONNECTION,
-          "        self._count_closed(record.response_flags)\n",
+    Plant("failed connections not counted closed (e2e)", RECORD,
+          "        self.count_closed(record.response_flags)\n",
           "        if self.upstream is not None:\n"
-          "            self._count_closed(record.response_flags)\n",
+          "            self.count_closed(record.response_flags)\n",
           (f"{CLOSE}::test_every_close_is_counted_with_its_response_flags",)),
 )
 
 ROUTING_TESTS = ("tests/test_routing.py", "tests/config/test_config_sni_index.py")
 TLS_TESTS = ("tests/hints/test_tls.py",)
-BALANCER_TESTS = ("tests/upstream/test_balancer.py",)
+# test_balancer.py: the load-balancing policies (tsgate/upstream/lb.py);
+# test_balancer_picks.py: the weighted cluster pick and the Istio labels.
+BALANCER_TESTS = ("tests/upstream/test_balancer.py", "tests/upstream/test_balancer_picks.py")
 COMPILER_TESTS = ("tests/config/test_config_compiler.py",)
 
 CI: tuple[Plant, ...] = (
@@ -121,8 +128,9 @@ CI: tuple[Plant, ...] = (
           "if sid_len > 32:", "if sid_len > 33:", TLS_TESTS),
     Plant("weighted pick: a boundary goes to the earlier cluster", "tsgate/upstream/balancer.py",
           "if point < 0:", "if point <= 0:", BALANCER_TESTS),
-    Plant("round robin stuck on the first endpoint", "tsgate/upstream/balancer.py",
-          "state.next_index += 1", "state.next_index += 0", BALANCER_TESTS),
+    Plant("round robin stuck on the first endpoint", "tsgate/upstream/lb.py",
+          "            self.index += 1\n            return host\n",
+          "            self.index += 0\n            return host\n", BALANCER_TESTS),
     Plant("Istio namespace label from the wrong label", "tsgate/upstream/balancer.py",
           'namespace = parts[1] if len(parts) >= 3 and parts[2] == "svc" else "unknown"',
           'namespace = parts[0] if len(parts) >= 3 and parts[2] == "svc" else "unknown"',
