@@ -333,7 +333,7 @@ class GatewayService(service.MultiService):
         self._previous_sighup: Any = None
         self._previous_sigusr1: Any = None
         self._admin_ports: list[Any] = []
-        declare_metrics(gateway.stats, gateway.table)
+        declare_metrics(gateway)
         gateway.setServiceParent(self)
 
     def reload(self) -> Any:
@@ -342,7 +342,7 @@ class GatewayService(service.MultiService):
         if result is not None:
             log_warnings(result, "reload")
         if ok:
-            declare_metrics(self.gateway.stats, self.gateway.table)
+            declare_metrics(self.gateway)
         self.gateway.last_reload = {  # type: ignore[attr-defined]
             "time": time.time(),
             "ok": ok,
@@ -467,11 +467,12 @@ class GatewayService(service.MultiService):
         return drained.addCallback(stop_rest)
 
 
-def declare_metrics(stats: Stats, table: Any) -> None:
-    """Every series the table can produce, at 0 (see tsgate.admin.catalog)."""
+def declare_metrics(gateway: Gateway) -> None:
+    """Every series the table in force can produce, at 0 (see tsgate.admin.catalog)."""
     from tsgate.admin.catalog import declare_table
 
-    declare_table(stats, table)
+    names = [getattr(p, "name", "") for p in getattr(gateway.ctx, "inspectors", ())]
+    declare_table(gateway.stats, gateway.table, [n for n in names if n])
 
 
 def makeService(options: Any, reactor: Any = None) -> service.IService:
