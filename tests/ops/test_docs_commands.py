@@ -150,3 +150,16 @@ def test_paths_named_in_the_docs_exist(doc: Path) -> None:
     assert not missing, missing
     for name in ("LICENSE", "CHANGELOG.md", "run-tests", "run-walkthrough"):
         assert (ROOT / name).exists()
+
+
+def test_twistd_help_reads_as_sentences():
+    """`twistd tsgate --help`: no docstring indentation inside a description, our --version."""
+    from tests.support.gateway import twistd
+
+    out = subprocess.run([twistd(), "tsgate", "--help"], capture_output=True, text=True,
+                         env=env(), timeout=60)
+    assert out.returncode == 0
+    for line in out.stdout.splitlines():
+        description = line[28:] if line.startswith("  ") else line
+        assert "   " not in description.strip(), line
+    assert "--metrics=" in out.stdout and "Print tsgate's version" in out.stdout
