@@ -426,7 +426,7 @@ class GatewayService(service.MultiService):
         self._previous_sighup: Any = None
         self._previous_sigusr1: Any = None
         self._admin_ports: list[Any] = []
-        declare_metrics(gateway.stats, gateway.table)
+        declare_metrics(gateway)
         gateway.setServiceParent(self)
 
     def reload(self) -> Any:
@@ -435,7 +435,7 @@ class GatewayService(service.MultiService):
         if result is not None and self.options.get("worker-id") is None:
             log_warnings(result, "reload")  # (a worker's supervisor logs them once)
         if ok:
-            declare_metrics(self.gateway.stats, self.gateway.table)
+            declare_metrics(self.gateway)
         self.gateway.last_reload = {
             "time": time.time(),
             "ok": ok,
@@ -581,11 +581,16 @@ class GatewayService(service.MultiService):
         return result
 
 
-def declare_metrics(stats: Stats, table: Any) -> None:
-    """Every series the table can produce, at 0 (see tsgate.admin.catalog)."""
+def declare_metrics(gateway: Any) -> None:
+    """
+    Every series the table in force can produce, at 0 (see tsgate.admin.catalog),
+    on a Gateway or (``--workers``) the supervisor, whose workers declare their own.
+    """
     from tsgate.admin.catalog import declare_table
 
-    declare_table(stats, table)
+    ctx = getattr(gateway, "ctx", None)
+    names = [getattr(p, "name", "") for p in getattr(ctx, "inspectors", ())]
+    declare_table(gateway.stats, gateway.table, [n for n in names if n])
 
 
 def makeService(options: Any, reactor: Any = None) -> service.IService:

@@ -14,7 +14,8 @@ What it does, in the book's order:
    ``twistd -n tsgate --config ... --inspect-timeout 1 --bind 127.0.0.1`` -- with
    the book's YAML plus ``local/serviceentries.yaml``, which points the book's
    service names at those local ports (the gateway's admin and readiness
-   endpoints keep their defaults, 127.0.0.1:15000 and :15021; pass
+   endpoints keep their defaults, 127.0.0.1:15000 and :15021, and its metrics
+   listener is on 127.0.0.1:15090; pass
    ``--gateway-arg=--admin=none`` and the like to change them);
 5. prints the book's commands with local paths: ``telnet localhost 31400`` and
    the two ``curl --cacert ... --resolve ...`` lines.

@@ -6,6 +6,7 @@ connections.
 
 from __future__ import annotations
 
+import os
 import socket
 import textwrap
 from pathlib import Path
@@ -96,7 +97,9 @@ def test_crashing_third_party_plugin_cannot_take_the_gateway_down(
         backends: Backends, tmp_path: Path) -> None:
     server = ThreadedServer(echo)
     config = tcp_port_config(tmp_path / "tcp.yaml", server.port)
-    env = {"PYTHONPATH": str(dropin(tmp_path))}
+    # the dropin first, then whatever tsgate the run uses (a worktree on PYTHONPATH)
+    env = {"PYTHONPATH": os.pathsep.join(p for p in (str(dropin(tmp_path)),
+                                                      os.environ.get("PYTHONPATH")) if p)}
     try:
         with GatewayProcess(SNI_BOTH_FILES + [str(backends.service_entries), str(config)],
                             ports=[31400, 7600], env=env) as gw:

@@ -518,7 +518,7 @@ class Walkthrough:
     """``walkthrough.py`` on free ports, with the children's pids it reports.
 
     ``gateway=False`` runs it with ``--no-gateway``; with the gateway, its
-    admin and readiness endpoints are turned off so tests can run side by side.
+    admin, readiness and metrics endpoints are turned off so tests can run side by side.
     """
 
     def __init__(self, workdir: Path, gateway: bool = False) -> None:
@@ -531,6 +531,7 @@ class Walkthrough:
                 str(self.gateway_port),
                 "--gateway-arg=--admin=none",
                 "--gateway-arg=--readiness=none",
+                "--gateway-arg=--metrics=none",
             ]
         else:
             mode = ["--no-gateway"]

@@ -58,10 +58,25 @@ def main(argv: list[str] | None = None) -> int:
               f"slowest call {slow * 1000:.2f} ms", flush=True)
         if slow > CALL_BUDGET:
             key = next(k for k in SLOWEST.seconds if k.replace(" ", ":") == name or k == name)
+            data = SLOWEST.inputs[key]
+            # As hypothesis does for its deadline: confirm by running the input again. A
+            # garbage collection or a page fault of the fuzzing process can land in any call.
+            again = []
+            for _ in range(5):
+                SLOWEST.seconds[key] = 0.0
+                target(data)
+                again.append(SLOWEST.seconds[key])
+            SLOWEST.seconds[key] = slow
+            if min(again) <= CALL_BUDGET:
+                print(f"{name}: the {slow * 1000:.2f} ms call was not reproducible "
+                      f"(rerun: {min(again) * 1000:.2f} ms): a pause of the process, not the "
+                      "parser", flush=True)
+                continue
             path = Path(f"fuzz-slow-{name.replace(':', '-')}.bin")
-            path.write_bytes(SLOWEST.inputs[key])
-            print(f"{name}: a call took over {CALL_BUDGET * 1000:.0f} ms; input saved to "
-                  f"{path}", file=sys.stderr)
+            path.write_bytes(data)
+            print(f"{name}: a call took over {CALL_BUDGET * 1000:.0f} ms "
+                  f"({min(again) * 1000:.2f} ms on every rerun); input saved to {path}",
+                  file=sys.stderr)
             failed = True
     return 1 if failed else 0
 

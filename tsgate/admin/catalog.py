@@ -14,6 +14,7 @@ Declaring never changes a value that exists: ``setdefault`` only.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from tsgate.stats import Histogram, Stats
@@ -37,7 +38,7 @@ INSPECTOR_COUNTERS = (
     "tls_inspector.sni_found",
     "tls_inspector.sni_not_found",
     "tls_inspector.alpn_found",
-    "tls_inspector.alpn_not_found",
+    "tls_inspector.parse_error",
     "tls_inspector.client_hello_too_large",
     "tls_inspector.read_timeout",
     "tls_inspector.connection_closed",
@@ -73,10 +74,12 @@ def _routes(table: Any) -> list[Any]:
     return routes
 
 
-def declare_table(stats: Stats, table: Any) -> None:
-    """Declare at 0 every series ``table`` can produce (idempotent)."""
+def declare_table(stats: Stats, table: Any, plugins: Iterable[str] = ()) -> None:
+    """Declare at 0 every series ``table`` (and the named hint plugins) can produce."""
     for name in GATEWAY_COUNTERS:
         stats.declare(name)
+    for plugin in plugins:
+        stats.declare("plugin.crashed", plugin=plugin)
     for listener in table.listeners:
         for name in LISTENER_COUNTERS:
             stats.declare(name, listener=listener.name)

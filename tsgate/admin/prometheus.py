@@ -96,7 +96,7 @@ DESCRIPTIONS = {
     "listener.downstream_cx_length_seconds":
         "Downstream connection lengths, in milliseconds.",
     "tls_inspector.alpn_found": "ClientHellos that carried an ALPN extension.",
-    "tls_inspector.alpn_not_found": "ClientHellos without an ALPN extension.",
+    "tls_inspector.parse_error": "Connections whose ClientHello was malformed (closed).",
     "tls_inspector.connection_closed":
         "Connections closed by the client while the ClientHello was inspected.",
     "cluster.upstream_cx_overflow":
