@@ -11,7 +11,7 @@ from tsgate.stats import Stats
 from .fakes import ECHO, SNI1, TABLE, TCP_ROUTE
 
 
-def test_declared_at_zero_per_listener_cluster_route_and_plugin():
+def test_declared_at_zero_per_listener_cluster_route_and_plugin() -> None:
     s = Stats()
     declare_table(s, TABLE, ["tls", "postgres"])
     fams = {f.name: f for f in text_string_to_metric_families(render(s))}
@@ -35,7 +35,7 @@ def test_declared_at_zero_per_listener_cluster_route_and_plugin():
     assert counts == [0, 0]
 
 
-def test_declaring_again_keeps_the_counts():
+def test_declaring_again_keeps_the_counts() -> None:
     s = Stats()
     declare_table(s, TABLE)
     s.inc("listener.no_filter_chain_match", 3, listener="0.0.0.0_31400")
@@ -43,7 +43,7 @@ def test_declaring_again_keeps_the_counts():
     assert s.get("listener.no_filter_chain_match", listener="0.0.0.0_31400") == 3
 
 
-def test_every_declared_stat_has_its_own_help_text():
+def test_every_declared_stat_has_its_own_help_text() -> None:
     s = Stats()
     declare_table(s, TABLE, ["tls"])
     names = set(s.counters) | set(s.gauges) | set(s.histograms)

@@ -94,7 +94,7 @@ TWISTD = [(d, c) for d, c, _ in ALL
 FUZZ = [(d, c) for d, c, _ in ALL if "tests.fuzz.long_run" in c]
 
 
-def test_the_docs_have_the_commands_this_test_runs():
+def test_the_docs_have_the_commands_this_test_runs() -> None:
     assert len(TSGATE) >= 5 and FUZZ
     assert any("explain" in c and "sni/" in c for _, c, _ in TSGATE), \
         "the README's explain example includes sni/ (the TLS route)"
@@ -116,7 +116,7 @@ def test_twistd_command_lines_parse(doc: str, command: str) -> None:
     argv = shlex.split(command)
     args = argv[argv.index("tsgate") + 1:]
     options = Options()
-    options.parseOptions(args)
+    options.parseOptions(args)  # type: ignore[no-untyped-call]
     for path in options["config"]:
         assert (ROOT / path).exists(), path
 
@@ -152,7 +152,7 @@ def test_paths_named_in_the_docs_exist(doc: Path) -> None:
         assert (ROOT / name).exists()
 
 
-def test_twistd_help_reads_as_sentences():
+def test_twistd_help_reads_as_sentences() -> None:
     """`twistd tsgate --help`: no docstring indentation inside a description, our --version."""
     from tests.support.gateway import twistd
 
