@@ -132,7 +132,8 @@ def test_reload_is_announced_once_every_worker_switched(caplog: Any) -> None:
 
 def test_worker_arguments_leave_admin_and_watching_to_the_supervisor() -> None:
     options = Options()
-    options.parseOptions(["--config", "a.yaml", "--config", "b/", "--gateway-label", "app=gw",  # type: ignore[no-untyped-call]
+    options.parseOptions(["--config", "a.yaml", "--config", "b/", "--gateway-label", "app=gw",
+                          "--gateway-class", "tsgate", "--namespace-label", "apps:team=a",  # type: ignore[no-untyped-call]
                           "--workers", "2", "--idle-timeout", "30", "--admin",
                           "tcp:15000", "--endpoint", "31400=tcp:0"])
     build = sup.worker_arguments(options, Options.optParameters)
@@ -140,6 +141,7 @@ def test_worker_arguments_leave_admin_and_watching_to_the_supervisor() -> None:
     joined = " ".join(args)
     assert "--config a.yaml --config b/" in joined
     assert "--gateway-label app=gw" in joined
+    assert "--gateway-class tsgate" in joined and "--namespace-label apps:team=a" in joined
     assert "--endpoint 31400=systemd:domain=INET:index=0" in joined
     assert "tcp:0" not in joined
     assert "--admin none" in joined and "--readiness none" in joined
@@ -149,6 +151,8 @@ def test_worker_arguments_leave_admin_and_watching_to_the_supervisor() -> None:
     reparsed = Options()
     reparsed.parseOptions(args[args.index("tsgate") + 1:])  # type: ignore[no-untyped-call]
     assert reparsed["idle-timeout"] == 30.0 and reparsed["workers"] == 1
+    assert reparsed["gateway-classes"] == ["tsgate"]
+    assert reparsed["namespace-labels"] == {"apps": {"team": "a"}}
 
 
 @pytest.mark.parametrize("description, expected", [

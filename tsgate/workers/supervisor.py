@@ -771,6 +771,11 @@ def worker_arguments(options: Any, option_table: Sequence[Any],
             args += ["--config", path]
         for key, value in options["gateway-labels"].items():
             args += ["--gateway-label", f"{key}={value}"]
+        for name in options.get("gateway-classes") or ():
+            args += ["--gateway-class", name]
+        for ns, labels in (options.get("namespace-labels") or {}).items():
+            for key, value in labels.items():
+                args += ["--namespace-label", f"{ns}:{key}={value}"]
         for port, description in sorted(overrides.items()):
             args += ["--endpoint", f"{port}={description}"]
         for row in option_table:
