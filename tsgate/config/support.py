@@ -333,14 +333,16 @@ SUPPORT: dict[tuple[str, str], tuple[str, str]] = {
     ("Source", "remoteIpBlocks"): (HONOURED, "the client a PROXY header declares "
                                    "(tsgate.io/proxy-protocol), else the peer"),
     ("Source", "notRemoteIpBlocks"): (HONOURED, "as remoteIpBlocks, negated"),
-    ("Source", "principals"): (WARNED, "needs a verified client certificate; no principal "
-                               "reaches the check, so positive matches fail, not* succeed "
-                               "(warned)"),
-    ("Source", "notPrincipals"): (WARNED, "as principals"),
-    ("Source", "namespaces"): (WARNED, "as principals"),
-    ("Source", "notNamespaces"): (WARNED, "as principals"),
-    ("Source", "serviceAccounts"): (WARNED, "as principals"),
-    ("Source", "notServiceAccounts"): (WARNED, "as principals"),
+    ("Source", "principals"): (HONOURED, "the SPIFFE URI SAN of the client certificate "
+                               "verified by a MUTUAL/OPTIONAL_MUTUAL server, decided after the "
+                               "handshake and before the upstream connect; on a listener "
+                               "without such a server there is no identity (warned)"),
+    ("Source", "notPrincipals"): (HONOURED, "as principals"),
+    ("Source", "namespaces"): (HONOURED, "the ns segment of that SPIFFE identity; as principals"),
+    ("Source", "notNamespaces"): (HONOURED, "as namespaces"),
+    ("Source", "serviceAccounts"): (HONOURED, "the ns/sa segments of that identity; as "
+                                    "principals"),
+    ("Source", "notServiceAccounts"): (HONOURED, "as serviceAccounts"),
     ("Source", "requestPrincipals"): (WARNED, "HTTP only: an ALLOW rule with it is dropped, "
                                       "in DENY/AUDIT the field is ignored (as Istio's TCP "
                                       "filter); warned"),
