@@ -90,13 +90,12 @@ SUPPORT: dict[tuple[str, str], tuple[str, str]] = {
                                                   "when terminating (default TLSV1_3)"),
     ("ServerTLSSettings", "cipherSuites"): (HONOURED, "OpenSSL cipher list for TLS <= 1.2; "
                                             "unknown or duplicate names warned and ignored"),
-    ("ServerTLSSettings", "insecureSkipVerify"): (ACCEPTED, "no effect: tsgate reads it on "
-                                                  "no code path"),
+    ("ServerTLSSettings", "insecureSkipVerify"): (WARNED, "not applied on a gateway server, "
+                                                  "warned"),
     ("TLSCertificate", "serverCertificate"): (HONOURED, "as ServerTLSSettings.serverCertificate"),
     ("TLSCertificate", "privateKey"): (HONOURED, "as ServerTLSSettings.privateKey"),
-    ("TLSCertificate", "caCertificates"): (ACCEPTED, "not read: the client CA comes from "
-                                           "ServerTLSSettings.caCertificates or a "
-                                           "credential"),
+    ("TLSCertificate", "caCertificates"): (WARNED, "not applied (the server's caCertificates "
+                                           "or credential is the client CA), warned"),
     # ----------------------------------------------------- VirtualService
     ("VirtualService", "hosts"): (HONOURED, "binding to server hosts; none = a delegate (http "
                                   "only, accepted, not served)"),
@@ -222,9 +221,7 @@ SUPPORT: dict[tuple[str, str], tuple[str, str]] = {
                                                      "(warned)"),
     ("LoadBalancerSettings", "warmup"): (WARNED, "bounds checked as Istio; slow start is not "
                                          "implemented: warned"),
-    ("LoadBalancerSettings", "zoneAwareLbSetting"): (ACCEPTED, "not applied and not warned "
-                                                     "(no zones); only one of it and "
-                                                     "localityLbSetting, checked"),
+    ("LoadBalancerSettings", "zoneAwareLbSetting"): (WARNED, "not applied (no zones), warned"),
     ("ConsistentHashLB", "httpHeaderName"): (WARNED, "HTTP data: warned, ignored"),
     ("ConsistentHashLB", "httpCookie"): (WARNED, "HTTP data: warned, ignored"),
     ("ConsistentHashLB", "useSourceIp"): (HONOURED, "hash key: the client IP (the PROXY "
@@ -293,8 +290,8 @@ SUPPORT: dict[tuple[str, str], tuple[str, str]] = {
     ("ClientTLSSettings", "insecureSkipVerify"): (HONOURED, "the upstream is not verified "
                                                   "(warned beside caCertificates or "
                                                   "subjectAltNames)"),
-    ("ClientTLSSettings", "caCrl"): (ACCEPTED, "checked beside credentialName (error) but not "
-                                     "applied and not warned: no CRL check upstream"),
+    ("ClientTLSSettings", "caCrl"): (WARNED, "not applied on originated TLS (no revocation "
+                                     "check), warned"),
     ("TunnelSettings", "protocol"): (WARNED, "see TrafficPolicy.tunnel"),
     ("TunnelSettings", "targetHost"): (WARNED, "see TrafficPolicy.tunnel"),
     ("TunnelSettings", "targetPort"): (WARNED, "see TrafficPolicy.tunnel"),
