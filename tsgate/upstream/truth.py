@@ -1,6 +1,6 @@
 """
-Every DestinationRule / ServiceEntry / WorkloadEntry field tsgate reads but
-does not apply gets a warning that says so (Istio-valid YAML is never
+Every DestinationRule / ServiceEntry / WorkloadEntry (and Gateway TLS) field
+tsgate reads but does not apply gets a warning that says so (Istio-valid YAML is never
 refused, and never silently half-applied).
 
 Found from the document's field paths (``Meta.positions``), so fields the
@@ -21,6 +21,12 @@ DESTINATION_RULE: tuple[tuple[re.Pattern[str], str], ...] = tuple(
         (_TP + r"\.loadBalancer\.localityLbSetting",
          "locality load balancing is not applied: tsgate has no localities (all endpoints "
          "are balanced as one locality)"),
+        (_TP + r"\.loadBalancer\.zoneAwareLbSetting",
+         "zone-aware load balancing is not applied: tsgate has no zones (all endpoints are "
+         "balanced as one zone)"),
+        (_TP + r"\.tls\.caCrl",
+         "caCrl is not applied on originated TLS: the upstream's certificate is verified "
+         "against caCertificates, without a revocation list"),
         (_TP + r"\.loadBalancer\.(?:warmup|warmupDurationSecs)",
          "slow-start warmup is not applied: new endpoints get their full share at once"),
         (_TP + r"\.loadBalancer\.simple",
@@ -47,7 +53,8 @@ _WORKLOAD = (
 
 SERVICE_ENTRY: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"spec\.subjectAltNames$"),
-     "subjectAltNames is not applied: tsgate does not originate TLS upstream"),
+     "subjectAltNames is not applied: originated TLS is verified by the DestinationRule's "
+     "tls.sni / tls.subjectAltNames (ISTIO_MUTUAL, which would use these, is not served)"),
     *((re.compile(r"spec\.endpoints\[\d+\]" + p + "$"), m) for p, m in _WORKLOAD),
 )
 
@@ -55,7 +62,17 @@ WORKLOAD_ENTRY: tuple[tuple[re.Pattern[str], str], ...] = tuple(
     (re.compile(r"spec" + p + "$"), m) for p, m in _WORKLOAD
 )
 
+GATEWAY: tuple[tuple[re.Pattern[str], str], ...] = (
+    (re.compile(r"spec\.servers\[\d+\]\.tls\.insecureSkipVerify$"),
+     "insecureSkipVerify is not applied on a gateway server: client certificates are "
+     "verified as the tls.mode says"),
+    (re.compile(r"spec\.servers\[\d+\]\.tls\.tlsCertificates\[\d+\]\.caCertificates$"),
+     "tlsCertificates[].caCertificates is not applied: the client CA comes from the server's "
+     "caCertificates or credential"),
+)
+
 _TABLES = {
+    "Gateway": GATEWAY,
     "DestinationRule": DESTINATION_RULE,
     "ServiceEntry": SERVICE_ENTRY,
     "WorkloadEntry": WORKLOAD_ENTRY,
