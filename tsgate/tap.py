@@ -179,15 +179,14 @@ class Options(usage.Options):
         whose selector matches apply (repeatable; default istio=ingressgateway).""")
 
     def opt_gateway_class(self, value: str) -> None:
-        """Serve Kubernetes Gateway API Gateways with this gatewayClassName
-        (repeatable; default istio)."""
         if not value:
             raise usage.UsageError("--gateway-class wants a GatewayClass name")
         self["gateway-classes"].append(value)
 
+    opt_gateway_class.__doc__ = _doc("""Serve Kubernetes Gateway API Gateways with this
+        gatewayClassName (repeatable; default istio).""")
+
     def opt_namespace_label(self, value: str) -> None:
-        """NS:KEY=VALUE: a label of namespace NS, for Gateway API allowedRoutes
-        namespace selectors (repeatable)."""
         from tsgate.config.gatewayapi import parse_namespace_label
 
         try:
@@ -195,6 +194,9 @@ class Options(usage.Options):
         except ValueError as exc:
             raise usage.UsageError(f"--namespace-label: {exc}") from None
         self["namespace-labels"].setdefault(ns, {})[key] = val
+
+    opt_namespace_label.__doc__ = _doc("""NS:KEY=VALUE: a label of namespace NS, for Gateway
+        API allowedRoutes namespace selectors (repeatable).""")
 
     def opt_endpoint(self, value: str) -> None:
         port, sep, description = value.partition("=")
