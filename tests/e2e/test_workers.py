@@ -58,6 +58,15 @@ def wait_until(check: Any, timeout: float = 10.0, what: str = "condition") -> An
     raise AssertionError(f"{what} not reached in {timeout}s (last: {last!r})")
 
 
+def workers_ready(admin: int, count: int) -> bool:
+    """The supervisor's /workers lists ``count`` workers, all ready."""
+    try:
+        ws = get_json(admin, "/workers")["workers"]
+    except OSError:
+        return False
+    return len(ws) == count and all(w["ready"] for w in ws)
+
+
 def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -419,14 +428,8 @@ def test_tac_file_with_workers(tmp_path: Path) -> None:
                                env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                cwd=tmp_path)
     try:
-        def both_ready() -> bool:
-            try:
-                ws = get_json(admin, "/workers")["workers"]
-            except OSError:
-                return False
-            return len(ws) == 2 and all(w["ready"] for w in ws)
-
-        wait_until(both_ready, timeout=30, what="two workers from the .tac file")
+        wait_until(lambda: workers_ready(admin, 2), timeout=30,
+                   what="two workers from the .tac file")
         for _ in range(10):
             echo_once(port, b"tac\n")
     finally:
@@ -464,14 +467,8 @@ def test_systemd_socket_activation_with_workers(tmp_path: Path) -> None:
     try:
         listening.close()
 
-        def both_ready() -> bool:
-            try:
-                ws = get_json(admin, "/workers")["workers"]
-            except OSError:
-                return False
-            return len(ws) == 2 and all(w["ready"] for w in ws)
-
-        wait_until(both_ready, timeout=30, what="two workers on the activated socket")
+        wait_until(lambda: workers_ready(admin, 2), timeout=30,
+                   what="two workers on the activated socket")
         for _ in range(20):
             echo_once(port, b"activated\n")
     finally:
