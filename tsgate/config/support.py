@@ -176,7 +176,7 @@ SUPPORT: dict[tuple[str, str], tuple[str, str]] = {
     ("WorkloadEntry", "weight"): (HONOURED, "endpoint weight for LEAST_REQUEST, ROUND_ROBIN "
                                   "(smooth weighted), RANDOM, ring hash and maglev (unset: 1)"),
     ("WorkloadEntry", "serviceAccount"): (WARNED, "not applied: tsgate does not originate "
-                                          "mTLS (warned)"),
+                                          "Istio mTLS (ISTIO_MUTUAL) (warned)"),
     ("WorkloadSelector", "labels"): (HONOURED, "ServiceEntry.workloadSelector"),
     ("WorkloadSelector", "matchLabels"): (HONOURED, "DestinationRule.workloadSelector and "
                                           "AuthorizationPolicy.selector: applied when a "
