@@ -48,7 +48,8 @@ DESTINATION_RULE: tuple[tuple[re.Pattern[str], str], ...] = tuple(
 _WORKLOAD = (
     (r"\.locality", "locality is not applied: tsgate balances all endpoints as one locality"),
     (r"\.network", "network is not applied: tsgate connects to every endpoint directly"),
-    (r"\.serviceAccount", "serviceAccount is not applied: tsgate does not originate Istio mTLS (ISTIO_MUTUAL)"),
+    (r"\.serviceAccount",
+     "serviceAccount is not applied: tsgate does not originate Istio mTLS (ISTIO_MUTUAL)"),
 )
 
 SERVICE_ENTRY: tuple[tuple[re.Pattern[str], str], ...] = (
