@@ -23,21 +23,12 @@ import pytest
 
 from tests.e2e.conftest import EXAMPLE, HOSTS, ROOT, Backends, seed
 from tests.support.gateway import GatewayProcess, free_port
+from tests.support.streams import recv_until
 
 GATEWAY_API = ROOT / "examples" / "gatewayapi"
 FILES = [seed("echo.yaml"), str(GATEWAY_API / "gateway.yaml"),
          str(GATEWAY_API / "tcp-echo-route.yaml"), str(GATEWAY_API / "tls-routes.yaml")]
 BANNER_FIRST_LINE = b"Welcome, you are connected to node minikube.\n"
-
-
-def recv_until(sock: socket.socket, marker: bytes, limit: int = 65536) -> bytes:
-    data = b""
-    while marker not in data and len(data) < limit:
-        chunk = sock.recv(4096)
-        if not chunk:
-            break
-        data += chunk
-    return data
 
 
 @pytest.fixture(scope="module")

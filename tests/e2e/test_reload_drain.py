@@ -6,11 +6,9 @@ cutting established connections, and graceful drain on SIGTERM.
 from __future__ import annotations
 
 import os
-import random
 import shutil
 import signal
 import socket
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -22,6 +20,7 @@ from tests.e2e.conftest import EXAMPLE, HOSTS, Backends
 from tests.e2e.test_seed_walkthrough import BANNER_FIRST_LINE, https_get, recv_until, tls_client
 from tests.support.backends import ThreadedServer
 from tests.support.gateway import GatewayProcess, free_port
+from tests.support.streams import EchoStreams
 
 
 def wait_log(gw: GatewayProcess, text: str, count: int, timeout: float = 15.0) -> None:
@@ -111,41 +110,10 @@ def test_reload_under_load(tmp_path: Path) -> None:
     servers = {b"A": ThreadedServer(Tagged(b"A")), b"B": ThreadedServer(Tagged(b"B"))}
     config = tmp_path / "gateway.yaml"
     tagged_config(config, servers[b"A"].port)
-    stop = threading.Event()
-    failures: list[str] = []
-    moved = [0] * 200
-
-    def stream(n: int, port: int, first: bytes) -> None:
-        rng = random.Random(n)
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=20) as s:
-                tag = recv_until(s, b"\n")
-                if tag != first + b"\n":
-                    failures.append(f"{n}: first tag {tag!r}")
-                    return
-                while not stop.is_set():
-                    payload = rng.randbytes(rng.randint(1, 4096))
-                    s.sendall(payload)
-                    got = b""
-                    while len(got) < len(payload):
-                        chunk = s.recv(len(payload) - len(got))
-                        if not chunk:
-                            failures.append(f"{n}: cut after {moved[n]} bytes")
-                            return
-                        got += chunk
-                    if got != payload:
-                        failures.append(f"{n}: bytes differ")
-                        return
-                    moved[n] += len(payload)
-                    time.sleep(0.005)
-        except OSError as exc:
-            failures.append(f"{n}: {exc}")
-
     with GatewayProcess([str(config)], ports=[7500], extra=["--watch-interval", "0"]) as gw:
         port = gw.port(7500)
-        threads = [threading.Thread(target=stream, args=(n, port, b"A")) for n in range(200)]
-        for t in threads:
-            t.start()
+        streams = EchoStreams(port, 200, b"A")
+        streams.start()
         time.sleep(1)
         current, reloads, rejects = b"A", 0, 0
         for change in range(20):
@@ -163,13 +131,11 @@ def test_reload_under_load(tmp_path: Path) -> None:
             wait_log(gw, *expected_log)
             with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
                 assert recv_until(s, b"\n") == current + b"\n", f"change {change}"
-        stop.set()
-        for t in threads:
-            t.join(30)
+        streams.stop()
     for server in servers.values():
         server.close()
-    assert failures == []
-    assert all(moved), "every connection kept moving bytes"
+    assert streams.failures == []
+    assert all(streams.moved), "every connection kept moving bytes"
     assert "reload rejected" in gw.text()
 
 

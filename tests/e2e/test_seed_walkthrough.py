@@ -17,18 +17,9 @@ import pytest
 
 from tests.e2e.conftest import HOSTS, SNI_BOTH_FILES, TCP_FILES, Backends
 from tests.support.gateway import GatewayProcess
+from tests.support.streams import recv_until
 
 BANNER_FIRST_LINE = b"Welcome, you are connected to node minikube.\n"
-
-
-def recv_until(sock: socket.socket, marker: bytes, limit: int = 65536) -> bytes:
-    data = b""
-    while marker not in data and len(data) < limit:
-        chunk = sock.recv(4096)
-        if not chunk:
-            break
-        data += chunk
-    return data
 
 
 def tls_client(port: int, server_hostname: str | None, cafile: str | None = None,

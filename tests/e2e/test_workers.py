@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import re
 import signal
 import socket
@@ -22,9 +21,9 @@ from typing import Any
 import pytest
 
 from tests.e2e.test_reload_drain import Tagged, tagged_config, wait_log
-from tests.e2e.test_seed_walkthrough import recv_until
 from tests.support.backends import ThreadedServer
 from tests.support.gateway import GatewayProcess, free_port
+from tests.support.streams import EchoStreams, recv_until
 
 pytestmark = pytest.mark.e2e
 
@@ -250,37 +249,9 @@ def test_reload_under_load_switches_every_worker(tmp_path: Path) -> None:
     """SIGHUP to the supervisor: every worker switches tables, no stream is cut."""
     w = Workers(tmp_path)
     servers = {b"A": w.server, b"B": ThreadedServer(Tagged(b"B"))}
-    stop = threading.Event()
-    failures: list[str] = []
-    moved = [0] * 40
-
-    def stream(n: int) -> None:
-        rng = random.Random(n)
-        try:
-            with socket.create_connection(("127.0.0.1", w.port), timeout=20) as s:
-                assert recv_until(s, b"\n") == b"A\n"
-                while not stop.is_set():
-                    payload = rng.randbytes(rng.randint(1, 4096))
-                    s.sendall(payload)
-                    got = b""
-                    while len(got) < len(payload):
-                        chunk = s.recv(len(payload) - len(got))
-                        if not chunk:
-                            failures.append(f"{n}: cut")
-                            return
-                        got += chunk
-                    if got != payload:
-                        failures.append(f"{n}: bytes differ")
-                        return
-                    moved[n] += len(payload)
-                    time.sleep(0.005)
-        except (OSError, AssertionError) as exc:
-            failures.append(f"{n}: {exc!r}")
-
-    threads = [threading.Thread(target=stream, args=(n,)) for n in range(40)]
+    streams = EchoStreams(w.port, 40, b"A")
     try:
-        for t in threads:
-            t.start()
+        streams.start()
         time.sleep(0.5)
         current = b"A"
         for reload in range(1, 5):
@@ -291,15 +262,13 @@ def test_reload_under_load_switches_every_worker(tmp_path: Path) -> None:
             for _ in range(10):  # both workers: each new connection is on the new table
                 with socket.create_connection(("127.0.0.1", w.port), timeout=10) as s:
                     assert recv_until(s, b"\n") == current + b"\n", f"reload {reload}"
-        stop.set()
-        for t in threads:
-            t.join(30)
-        assert failures == []
-        assert all(moved)
+        streams.stop()
+        assert streams.failures == []
+        assert all(streams.moved)
         # a reload is counted once, not once per worker
         assert "config.reload_success: 4" in get_text(w.admin, "/stats")
     finally:
-        stop.set()
+        streams.stop()
         w.close()
         servers[b"B"].close()
 
