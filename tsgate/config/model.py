@@ -281,12 +281,13 @@ class DestinationRule:
 
 
 @attrs.frozen
-class AuthzSource:
-    """``from[].source``: each field is a list of values, ``None`` when not set."""
+class _AuthzFields:
+    """The fields set on a source or an operation, each a list of values."""
 
     fields: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
     def get(self, name: str) -> Optional[tuple[str, ...]]:
+        """A field's values, ``None`` when it is not set."""
         for key, values in self.fields:
             if key == name:
                 return values
@@ -294,16 +295,13 @@ class AuthzSource:
 
 
 @attrs.frozen
-class AuthzOperation:
-    """``to[].operation``: fields set, each a list of values."""
+class AuthzSource(_AuthzFields):
+    """``from[].source``."""
 
-    fields: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
-    def get(self, name: str) -> Optional[tuple[str, ...]]:
-        for key, values in self.fields:
-            if key == name:
-                return values
-        return None
+@attrs.frozen
+class AuthzOperation(_AuthzFields):
+    """``to[].operation``."""
 
 
 @attrs.frozen
