@@ -149,9 +149,9 @@ def print_diagnostics(result: Any, err: TextIO, *, notices: bool = True) -> None
 def summary(result: Any) -> str:
     kinds = Counter(r.meta.kind for r in result.resources)
     listeners = result.table.listeners
-    chains = sum(len(li.tls_chains) for li in listeners)
-    routes = {c.route.name for li in listeners for c in li.tls_chains}
-    routes |= {li.tcp_route.name for li in listeners if li.tcp_route is not None}
+    entries = result.table.routes()
+    chains = sum(1 for e in entries if e.chain is not None)
+    routes = {e.route.name for e in entries}
     what = ", ".join(f"{n} {k}" for k, n in kinds.items()) or "no Istio resources"
     lines = [
         f"{len(result.files)} file(s): {what}",
@@ -226,10 +226,9 @@ def format_route(route: Any, indent: str) -> list[str]:
         extra.append(f"max duration {_seconds(route.max_connection_duration)}")
     if extra:
         lines.append(f"{indent}  " + ", ".join(extra))
-    total = sum(wc.weight for wc in route.destinations)
     for wc in route.destinations:
         c = wc.cluster
-        share = f"{100 * wc.weight / total:.0f}%" if len(route.destinations) > 1 else "100%"
+        share = f"{route.percent(wc):.0f}%" if len(route.destinations) > 1 else "100%"
         eps = " ".join(f"{e.address}:{e.port}" for e in c.endpoints) or "(no endpoints)"
         if c.missing:
             eps = "(cluster not found: connections closed, NC)"
@@ -238,6 +237,7 @@ def format_route(route: Any, indent: str) -> list[str]:
 
 
 def format_table(table: Any) -> str:
+    """``tsgate routes``: each listener, then its routes (``Listener.routes``) in order."""
     if not table.listeners:
         return "no listeners\n"
     lines = []
@@ -249,15 +249,16 @@ def format_table(table: Any) -> str:
                      f"{why}")
         for key, value in li.annotations:
             lines.append(f"  annotation {key}={value}")
-        for chain in li.tls_chains:
-            names = ", ".join(chain.server_names) or "* (catch-all, also no SNI)"
-            lines.append(f"  chain sni {names}")
-            lines.extend(format_route(chain.route, "    "))
-        if li.tcp_route is not None:
-            label = "tcp (fallback: no matching SNI, or not TLS)" if li.tls_chains else "tcp"
-            lines.append(f"  chain {label}")
-            lines.extend(format_route(li.tcp_route, "    "))
-        elif li.tls_chains and all(c.server_names for c in li.tls_chains):
+        entries = li.routes()
+        for entry in entries:
+            if entry.chain is not None:
+                names = ", ".join(entry.server_names) or "* (catch-all, also no SNI)"
+                lines.append(f"  chain sni {names}")
+            else:
+                label = "tcp (fallback: no matching SNI, or not TLS)" if entry.fallback else "tcp"
+                lines.append(f"  chain {label}")
+            lines.extend(format_route(entry.route, "    "))
+        if entries and all(e.server_names for e in entries):
             lines.append("  no TCP route: connections matching no SNI chain are closed (NR)")
     return "\n".join(lines) + "\n"
 

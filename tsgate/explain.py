@@ -24,6 +24,7 @@ from tsgate.routing import (
     Decision,
     Listener,
     Route,
+    RouteEntry,
     RouteTable,
     SniChain,
     sni_specificity,
@@ -129,11 +130,10 @@ def route_lines(route: Route) -> list[str]:
     out = [f"route: {route.name}"]
     if route.source is not None:
         out.append(f"  defined at: {route.source}")
-    total = sum(d.weight for d in route.destinations) or 1
     out.append("  destinations:")
     for d in route.destinations:
         c = d.cluster
-        pct = 100.0 * d.weight / total
+        pct = route.percent(d)
         out.append(f"    {pct:5.1f}%  {c.name} (weight {d.weight})")
         if c.missing:
             out.append("            cluster not found (no such subset or port): "
@@ -180,30 +180,44 @@ def _best_pattern(chain: SniChain, sni: str) -> tuple[Optional[str], int]:
 
 def candidates_for(listener: Listener, sni: Optional[str]) -> tuple[Candidate, ...]:
     """
-    Every chain of ``listener`` with its verdict for a connection presenting
-    ``sni``, by Envoy's precedence: exact > longest wildcard > catch-all SNI
-    chain > TCP route; among equals the first chain wins.
+    Every chain of ``listener`` (:meth:`tsgate.routing.Listener.routes`) with
+    its verdict for a connection presenting ``sni``, by Envoy's precedence:
+    exact > longest wildcard > catch-all SNI chain > TCP route; among equals
+    the first chain wins.
     """
     norm = sni.lower().rstrip(".") if sni is not None else None
-    scored: list[tuple[SniChain, Optional[str], int]] = []
-    winner: Optional[tuple[SniChain, str, int]] = None
-    for chain in listener.tls_chains:
-        if not chain.server_names:
+    entries = listener.routes()
+    scored: dict[int, tuple[Optional[str], int]] = {}
+    winner: Optional[tuple[RouteEntry, str, int]] = None
+    for i, entry in enumerate(entries):
+        if entry.chain is None or not entry.chain.server_names:
             continue
-        pattern, score = _best_pattern(chain, norm) if norm is not None else (None, -1)
-        scored.append((chain, pattern, score))
+        pattern, score = _best_pattern(entry.chain, norm) if norm is not None else (None, -1)
+        scored[i] = (pattern, score)
         if pattern is not None and (winner is None or score > winner[2]):
-            winner = (chain, pattern, score)
+            winner = (entry, pattern, score)
 
     out: list[Candidate] = []
-    catch_all_seen: Optional[SniChain] = None
+    catch_all_seen = False
     chosen_any = winner is not None
-    for chain in listener.tls_chains:
-        if not chain.server_names:
+    for i, entry in enumerate(entries):
+        if entry.chain is None:
+            if chosen_any:
+                out.append(Candidate("tcp", entry.route, REJECTED,
+                                     "TCP fallback not used: a TLS chain matched"))
+            elif entry.fallback:
+                what = f"SNI {norm}" if norm else "a connection without SNI"
+                out.append(Candidate("tcp", entry.route, CHOSEN,
+                                     f"no TLS chain matched {what}; TCP route is the fallback"))
+            else:
+                out.append(Candidate("tcp", entry.route, CHOSEN,
+                                     "the listener's only chain: every connection goes here"))
+            continue
+        if not entry.server_names:
             if winner is not None:
                 reason = f"catch-all (sniHosts *) shadowed by the more specific {winner[1]}"
                 verdict = REJECTED
-            elif catch_all_seen is not None:
+            elif catch_all_seen:
                 reason = "a second catch-all: the first one wins"
                 verdict = REJECTED
             else:
@@ -211,21 +225,21 @@ def candidates_for(listener: Listener, sni: Optional[str]) -> tuple[Candidate, .
                           else "catch-all took a connection without SNI")
                 verdict = CHOSEN
                 chosen_any = True
-            catch_all_seen = catch_all_seen or chain
-            out.append(Candidate("sni:*", chain.route, verdict, reason))
+            catch_all_seen = True
+            out.append(Candidate("sni:*", entry.route, verdict, reason))
             continue
-        pattern, score = next((p, s) for c, p, s in scored if c is chain)
-        names = ", ".join(chain.server_names)
-        if winner is not None and chain is winner[0]:
+        pattern, score = scored[i]
+        names = ", ".join(entry.server_names)
+        if winner is not None and entry is winner[0]:
             kind = _pattern_kind(pattern or "")
-            out.append(Candidate(f"sni:{pattern}", chain.route, CHOSEN,
+            out.append(Candidate(f"sni:{pattern}", entry.route, CHOSEN,
                                  f"{kind} {pattern} matches {norm}"))
             continue
         match = f"sni:{names}"
         if norm is None:
             reason = "needs an SNI; the connection presented none"
         elif pattern is None:
-            what = " / ".join(f"{_pattern_kind(p)} {p}" for p in chain.server_names)
+            what = " / ".join(f"{_pattern_kind(p)} {p}" for p in entry.server_names)
             reason = f"{what} does not match {norm}"
         elif winner is not None and score == winner[2]:
             reason = f"{pattern} matches equally; the earlier chain {winner[1]} wins"
@@ -233,19 +247,7 @@ def candidates_for(listener: Listener, sni: Optional[str]) -> tuple[Candidate, .
             assert winner is not None
             reason = (f"{_pattern_kind(pattern)} {pattern} matches but is less specific "
                       f"than {winner[1]}")
-        out.append(Candidate(match, chain.route, REJECTED, reason))
-
-    if listener.tcp_route is not None:
-        if chosen_any:
-            out.append(Candidate("tcp", listener.tcp_route, REJECTED,
-                                 "TCP fallback not used: a TLS chain matched"))
-        elif listener.tls_chains:
-            what = f"SNI {norm}" if norm else "a connection without SNI"
-            out.append(Candidate("tcp", listener.tcp_route, CHOSEN,
-                                 f"no TLS chain matched {what}; TCP route is the fallback"))
-        else:
-            out.append(Candidate("tcp", listener.tcp_route, CHOSEN,
-                                 "the listener's only chain: every connection goes here"))
+        out.append(Candidate(match, entry.route, REJECTED, reason))
     return tuple(out)
 
 

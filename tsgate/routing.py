@@ -123,6 +123,11 @@ class Route:
             return self.destinations[0].cluster.name
         return self.name
 
+    def percent(self, destination: WeightedCluster) -> float:
+        """The share of connections ``destination`` gets, in percent (0-100)."""
+        total = sum(d.weight for d in self.destinations) or 1
+        return 100.0 * destination.weight / total
+
 
 @attrs.frozen
 class SniChain:
@@ -228,6 +233,16 @@ class Listener:
     def inspect(self) -> bool:
         return bool(self.tls_chains)
 
+    def routes(self) -> tuple[RouteEntry, ...]:
+        """
+        The listener's routes, one per chain, in the order the listener
+        lists them: its SNI chains, then its TCP route.
+        """
+        entries = [RouteEntry(self, chain.route, chain) for chain in self.tls_chains]
+        if self.tcp_route is not None:
+            entries.append(RouteEntry(self, self.tcp_route))
+        return tuple(entries)
+
     def route_for_sni(self, sni: Optional[str]) -> Decision:
         """
         Choose a chain for a connection that presented ``sni`` in a ClientHello
@@ -264,6 +279,42 @@ class Listener:
                 self.tcp_route, "tcp", f"SNI {sni or '(none)'} matched no TLS chain; TCP route"
             )
         return Decision(None, "none", f"SNI {sni or '(none)'} matched no chain")
+
+
+@attrs.frozen
+class RouteEntry:
+    """
+    One route as one chain of one listener reaches it: an SNI chain
+    (``chain`` set) or the listener's TCP route (``chain`` None). What every
+    rendering of the table walks (``tsgate routes``, ``explain``,
+    ``/config_dump``, the admin views), so none of them walks chains itself.
+    """
+
+    listener: Listener
+    route: Route
+    chain: Optional[SniChain] = None
+
+    @property
+    def match(self) -> str:
+        """``sni:a.example.com,*.example.com``, ``sni:*`` (catch-all) or ``tcp``."""
+        if self.chain is None:
+            return "tcp"
+        return "sni:" + (",".join(self.chain.server_names) or "*")
+
+    @property
+    def server_names(self) -> tuple[str, ...]:
+        """The SNI chain's names (empty: catch-all, or the TCP route)."""
+        return () if self.chain is None else self.chain.server_names
+
+    @property
+    def termination(self) -> Any:
+        """The chain's TLS termination, or None (passthrough, or the TCP route)."""
+        return None if self.chain is None else self.chain.termination
+
+    @property
+    def fallback(self) -> bool:
+        """The TCP route of a listener with SNI chains: what matches no chain goes here."""
+        return self.chain is None and bool(self.listener.tls_chains)
 
 
 class _SniIndex:
@@ -313,9 +364,26 @@ def _sni_index(listener: Listener) -> _SniIndex:
 
 @attrs.frozen
 class RouteTable:
-    """All listeners of one compiled configuration, sorted by (bind, port)."""
+    """
+    All listeners of one compiled configuration, sorted by (bind, port).
+
+    :meth:`routes` and :meth:`clusters` are the one model of the table that
+    every rendering uses (the dict form is ``tsgate.config.dump.table_to_dict``).
+    """
 
     listeners: tuple[Listener, ...] = ()
+
+    def routes(self) -> tuple[RouteEntry, ...]:
+        """Every route with the listener and chain it is reached from, listener by listener."""
+        return tuple(entry for listener in self.listeners for entry in listener.routes())
+
+    def clusters(self) -> tuple[Cluster, ...]:
+        """Every cluster the routes use, once each (by name), in order of first use."""
+        seen: dict[str, Cluster] = {}
+        for entry in self.routes():
+            for destination in entry.route.destinations:
+                seen.setdefault(destination.cluster.name, destination.cluster)
+        return tuple(seen.values())
 
     def listener(self, bind: str, port: int) -> Optional[Listener]:
         for listener in self.listeners:

@@ -65,15 +65,6 @@ ISTIO_COUNTERS = (
 )
 
 
-def _routes(table: Any) -> list[Any]:
-    routes: list[Any] = []
-    for listener in table.listeners:
-        routes.extend(chain.route for chain in listener.tls_chains)
-        if listener.tcp_route is not None:
-            routes.append(listener.tcp_route)
-    return routes
-
-
 def declare_table(stats: Stats, table: Any, plugins: Iterable[str] = ()) -> None:
     """Declare at 0 every series ``table`` (and the named hint plugins) can produce."""
     for name in GATEWAY_COUNTERS:
@@ -91,7 +82,7 @@ def declare_table(stats: Stats, table: Any, plugins: Iterable[str] = ()) -> None
         stats.histograms.setdefault("listener.downstream_cx_length_seconds", {}) \
             .setdefault(key, Histogram())
     seen: set[str] = set()
-    for route in _routes(table):
+    for route in (entry.route for entry in table.routes()):
         for name in ROUTE_COUNTERS:
             stats.declare(name, route=route.name)
         for destination in route.destinations:

@@ -1,16 +1,19 @@
 """
-The route table as plain data: what ``tsgate routes --json`` prints and the
-admin ``/config_dump`` can serve.
+The route table as plain data, its one dict form: what ``tsgate routes
+--json`` prints, ``tsgate validate --json`` includes and the admin
+``/config_dump`` serves.
 
 Shaped like Envoy's config dump: listeners with their chains refer to
-clusters by name, and the clusters (with endpoints) are listed once.
+clusters by name, and the clusters (with endpoints) are listed once. Built
+from the table's own model (:meth:`tsgate.routing.RouteTable.routes`,
+:meth:`~tsgate.routing.RouteTable.clusters`).
 """
 
 from __future__ import annotations
 
 from typing import Any, Optional
 
-from tsgate.routing import Cluster, Listener, Route, RouteTable
+from tsgate.routing import Cluster, Listener, Route, RouteEntry, RouteTable
 
 
 def route_to_dict(route: Optional[Route]) -> Optional[dict[str, Any]]:
@@ -48,6 +51,15 @@ def cluster_to_dict(cluster: Cluster) -> dict[str, Any]:
     }
 
 
+def chain_to_dict(entry: RouteEntry) -> dict[str, Any]:
+    """An SNI chain: its names (``*``: catch-all), route and TLS termination if any."""
+    out: dict[str, Any] = {"server_names": list(entry.server_names) or ["*"],
+                           "route": route_to_dict(entry.route)}
+    if entry.termination is not None:
+        out["termination"] = entry.termination.to_dict()
+    return out
+
+
 def listener_to_dict(listener: Listener) -> dict[str, Any]:
     return {
         "name": listener.name,
@@ -57,31 +69,14 @@ def listener_to_dict(listener: Listener) -> dict[str, Any]:
         "protocols": list(listener.protocols),
         "port_names": list(listener.port_names),
         "annotations": dict(listener.annotations),
-        "tls_chains": [{"server_names": list(c.server_names) or ["*"],
-                        "route": route_to_dict(c.route),
-                        **({} if c.termination is None
-                           else {"termination": c.termination.to_dict()})}
-                       for c in listener.tls_chains],
+        "tls_chains": [chain_to_dict(e) for e in listener.routes() if e.chain is not None],
         "tcp_route": route_to_dict(listener.tcp_route),
     }
-
-
-def table_clusters(table: RouteTable) -> list[Cluster]:
-    """Every cluster the table's routes use, once each, in first-use order."""
-    seen: dict[str, Cluster] = {}
-    for listener in table.listeners:
-        routes = [c.route for c in listener.tls_chains]
-        if listener.tcp_route is not None:
-            routes.append(listener.tcp_route)
-        for route in routes:
-            for wc in route.destinations:
-                seen.setdefault(wc.cluster.name, wc.cluster)
-    return list(seen.values())
 
 
 def table_to_dict(table: RouteTable) -> dict[str, Any]:
     """The whole table, JSON-ready (``json.dumps`` needs nothing else)."""
     return {
         "listeners": [listener_to_dict(listener) for listener in table.listeners],
-        "clusters": [cluster_to_dict(c) for c in table_clusters(table)],
+        "clusters": [cluster_to_dict(c) for c in table.clusters()],
     }

@@ -27,23 +27,17 @@ EXPIRY_GAUGE = "server.days_until_first_cert_expiring"
 
 
 def table_terminations(table: Any) -> Iterator[Any]:
-    for listener in table.listeners:
-        for chain in listener.tls_chains:
-            if chain.termination is not None:
-                yield chain.termination
+    """Every chain's TLS termination, in route order."""
+    for entry in table.routes():
+        if entry.termination is not None:
+            yield entry.termination
 
 
 def table_originations(table: Any) -> Iterator[Any]:
-    seen: set[str] = set()
-    for listener in table.listeners:
-        routes = [c.route for c in listener.tls_chains]
-        if listener.tcp_route is not None:
-            routes.append(listener.tcp_route)
-        for route in routes:
-            for wc in route.destinations:
-                if wc.cluster.tls is not None and wc.cluster.name not in seen:
-                    seen.add(wc.cluster.name)
-                    yield wc.cluster.tls
+    """Every cluster's TLS origination, once per cluster, in order of first use."""
+    for cluster in table.clusters():
+        if cluster.tls is not None:
+            yield cluster.tls
 
 
 def table_tls_files(table: Any) -> list[str]:

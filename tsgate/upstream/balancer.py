@@ -168,19 +168,6 @@ def _always(host: Any) -> bool:
     return True
 
 
-def table_clusters(table: RouteTable) -> list[Cluster]:
-    """Every cluster of a table, once each, by name."""
-    seen: dict[str, Cluster] = {}
-    for listener in table.listeners:
-        routes = [chain.route for chain in listener.tls_chains]
-        if listener.tcp_route is not None:
-            routes.append(listener.tcp_route)
-        for route in routes:
-            for dest in route.destinations:
-                seen.setdefault(dest.cluster.name, dest.cluster)
-    return [seen[name] for name in sorted(seen)]
-
-
 def cluster_policy(cluster: Cluster) -> ClusterPolicy:
     policy = getattr(cluster, "policy", None)
     return policy if policy is not None else DEFAULT_POLICY
@@ -430,7 +417,7 @@ class Balancer:
         start resolving its DNS names. ``reactor`` (or ``self.reactor``) runs them.
         """
         reactor = reactor or self.reactor
-        clusters = table_clusters(table)
+        clusters = sorted(table.clusters(), key=lambda c: c.name)
         for cluster in clusters:
             self.hosts(cluster)  # resolves DNS names now, not at the first connection
         if reactor is None:
