@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from tests.admin.fakes import FakeGateway
-from tsgate.admin.server import clusters_text, clusters_view
+from tsgate.admin.views import clusters_text, clusters_view
 from tsgate.routing import Cluster, Endpoint, Listener, Route, RouteTable, WeightedCluster
 from tsgate.upstream.balancer import Balancer
 from tsgate.upstream.policy import ClusterPolicy, HealthCheck, OutlierSettings

@@ -11,7 +11,7 @@ from twisted.web import server
 from twisted.web.resource import Resource
 from twisted.web.server import Request
 
-from tsgate.admin.server import DEFAULT_PAGE, connections_view
+from tsgate.admin.views import DEFAULT_PAGE, connections_view
 
 
 def _write_json(request: Request, payload: Any) -> None:
