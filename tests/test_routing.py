@@ -130,3 +130,62 @@ def test_route_table_finds_a_listener_by_bind_and_port():
     assert table.listener("0.0.0.0", 2) is None
     assert table.listener("::", 1) is None
     assert RouteTable().listeners == ()
+
+
+# ---------------------------------------------------------------- the table's model
+
+
+def _cluster(name: str) -> Cluster:
+    return Cluster(name=f"outbound|80||{name}", host=name, port=80)
+
+
+SHARED = _cluster("shared")
+ONLY_TLS = _cluster("only-tls")
+ONLY_TCP = _cluster("only-tcp")
+SNI_ROUTE = Route("default/a#tls[0]", (WeightedCluster(ONLY_TLS, 80), WeightedCluster(SHARED, 20)))
+CATCH_ALL_ROUTE = Route("default/b#tls[0]", (WeightedCluster(SHARED, 1),))
+TCP_ROUTE = Route("default/c#tcp[0]", (WeightedCluster(ONLY_TCP, 1),))
+SNI = SniChain(("a.example.com", "*.a.example.com"), SNI_ROUTE, termination="terminates")
+CATCH_ALL = SniChain((), CATCH_ALL_ROUTE)
+AUTHZ = object()
+FIRST = Listener("0.0.0.0", 443, tls_chains=(SNI, CATCH_ALL), tcp_route=TCP_ROUTE, authz=AUTHZ)
+SECOND = Listener("0.0.0.0", 9000, tcp_route=Route("default/d#tcp[0]",
+                                                   (WeightedCluster(SHARED, 1),)))
+MODEL = RouteTable((FIRST, SECOND))
+
+
+def test_routes_are_every_chain_of_every_listener_in_order() -> None:
+    entries = MODEL.routes()
+    assert [(e.listener.name, e.match, e.route.name) for e in entries] == [
+        ("0.0.0.0_443", "sni:a.example.com,*.a.example.com", "default/a#tls[0]"),
+        ("0.0.0.0_443", "sni:*", "default/b#tls[0]"),
+        ("0.0.0.0_443", "tcp", "default/c#tcp[0]"),
+        ("0.0.0.0_9000", "tcp", "default/d#tcp[0]"),
+    ]
+    assert entries == FIRST.routes() + SECOND.routes()
+    assert MODEL.routes() == entries  # stable: the same order every time
+    assert [e.chain for e in entries] == [SNI, CATCH_ALL, None, None]
+
+
+def test_route_entries_carry_the_chain_facts() -> None:
+    sni, catch_all, tcp, only_tcp = MODEL.routes()
+    assert (sni.server_names, catch_all.server_names, tcp.server_names) == (
+        ("a.example.com", "*.a.example.com"), (), ())
+    # TLS termination stays on its chain; authz on the listener every route is reached from
+    assert (sni.termination, catch_all.termination, tcp.termination) == ("terminates", None, None)
+    assert sni.listener.authz is AUTHZ and tcp.listener.authz is AUTHZ
+    assert only_tcp.listener.authz is None
+    # a TCP route is the fallback only beside SNI chains
+    assert (sni.fallback, tcp.fallback, only_tcp.fallback) == (False, True, False)
+
+
+def test_clusters_are_listed_once_in_order_of_first_use() -> None:
+    assert MODEL.clusters() == (ONLY_TLS, SHARED, ONLY_TCP)
+    assert MODEL.clusters() == MODEL.clusters()
+    assert RouteTable().routes() == () and RouteTable().clusters() == ()
+
+
+def test_percent_is_the_share_of_the_weights() -> None:
+    low, high = SNI_ROUTE.destinations[1], SNI_ROUTE.destinations[0]
+    assert (SNI_ROUTE.percent(high), SNI_ROUTE.percent(low)) == (80.0, 20.0)
+    assert CATCH_ALL_ROUTE.percent(CATCH_ALL_ROUTE.destinations[0]) == 100.0
