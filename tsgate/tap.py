@@ -388,9 +388,7 @@ def log_warnings(result: Any, when: str) -> None:
 
 
 def _routes(table: Any) -> set[str]:
-    names = {c.route.name for li in table.listeners for c in li.tls_chains}
-    names |= {li.tcp_route.name for li in table.listeners if li.tcp_route is not None}
-    return names
+    return {entry.route.name for entry in table.routes()}
 
 
 def upstream_balancer(reactor: Any, dns_refresh_rate: float) -> Balancer:
