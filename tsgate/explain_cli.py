@@ -15,7 +15,7 @@ import json
 import sys
 from typing import Any, Optional, TextIO
 
-from tsgate.cli import add_gateway_arguments, parse_ip
+from tsgate.cli import add_gateway_arguments, load_from_args, parse_ip
 from tsgate.explain import Explanation, explain
 
 
@@ -101,8 +101,6 @@ def explanation_to_dict(e: Explanation) -> dict[str, Any]:
 
 
 def run(args: Any, out: Optional[TextIO] = None, err: Optional[TextIO] = None) -> int:
-    from tsgate.config import DEFAULT_GATEWAY_LABELS, load_config
-
     out = out or sys.stdout
     err = err or sys.stderr
     paths = list(args.paths) + list(args.config)
@@ -110,7 +108,6 @@ def run(args: Any, out: Optional[TextIO] = None, err: Optional[TextIO] = None) -
         print("tsgate explain: give the config as PATH or --config PATH", file=err)
         return 2
     try:
-        labels = dict(args.gateway_label) if args.gateway_label else dict(DEFAULT_GATEWAY_LABELS)
         sni, alpn = args.sni, args.alpn
         if args.first_bytes:
             file_sni, file_alpn, what = hints_from_file(args.first_bytes)
@@ -124,13 +121,7 @@ def run(args: Any, out: Optional[TextIO] = None, err: Optional[TextIO] = None) -
         print(f"tsgate explain: {e}", file=err)
         return 2
 
-    from tsgate.cli import gateway_api_kwargs
-
-    result = load_config(paths, gateway_labels=labels, default_namespace=args.namespace,
-                         gateway_namespace=args.gateway_namespace,
-                         root_namespace=args.root_namespace,
-                         credentials_dir=getattr(args, "credentials", None),
-                         tls_files_fatal=False, **gateway_api_kwargs(args))
+    result = load_from_args(args, paths)
     if not result.ok:
         for diag in result.errors:
             print(str(diag), file=err)
