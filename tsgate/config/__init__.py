@@ -4,7 +4,9 @@ Istio YAML in, route table out: ``load_config`` is the one entry point.
 Stages (one module each): ``loader`` (files, documents, line positions),
 ``parse`` + ``schema`` (kinds, unknown fields, the typed ``model``),
 ``validate`` (Istio's per-resource rules), ``compiler`` (gateway selection,
-binding, same-port merge, clusters), ``dump`` (the table as JSON-ready data).
+binding, same-port merge, clusters), ``dump`` (the table as JSON-ready data);
+``options`` is the gateway they compile for (``GatewayOptions``, from the
+command line of ``twistd tsgate`` or ``tsgate``).
 Bad configuration never raises: every problem is a ``Diagnostic`` and the
 result says whether it is usable (``ok``).
 """
