@@ -220,6 +220,17 @@ def test_first_bytes_from_a_captured_client_hello(sni_config, tmp_path):
     assert code == 2 and "incomplete ClientHello" in err
 
 
+def test_first_bytes_too_large_are_closed(sni_config, tmp_path):
+    """A ClientHello over the TLS parser's max_bytes: closed as the data path does (exit 1)."""
+    hello = tmp_path / "hello.bin"
+    hello.write_bytes(b"\x16\x03\x01\x3f\xff\x01\x00\xea\x60" + bytes(100))
+    code, out, _ = cli(str(sni_config), "--port", "31400", "--first-bytes", str(hello),
+                       "--sni", "simple-sni-1.istioinaction.io")
+    assert code == 1
+    assert "the connection is closed (tls_inspector.client_hello_too_large)" in out
+    assert "route:" not in out and "overrides" not in out
+
+
 # --- the pure function ---------------------------------------------------------------------
 
 

@@ -17,16 +17,25 @@ import os
 import sys
 from collections import Counter
 from collections.abc import Sequence
-from typing import Any, Optional, TextIO
+from typing import Any, Callable, Optional, TextIO, TypeVar
 
 from tsgate import __version__
+from tsgate.config import options as gateway_options
+from tsgate.config.options import GatewayOptions, OptionError
+
+T = TypeVar("T")
 
 
-def parse_label(text: str) -> tuple[str, str]:
-    key, sep, value = text.partition("=")
-    if not sep or not key:
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
-    return key, value
+def option_type(parse: Callable[[str], T]) -> Callable[[str], T]:
+    """A parser of :mod:`tsgate.config.options` as an argparse ``type`` (its message kept)."""
+
+    def parse_argument(text: str) -> T:
+        try:
+            return parse(text)
+        except OptionError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    return parse_argument
 
 
 def parse_ip(text: str) -> str:
@@ -49,66 +58,60 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_gateway_arguments(parser: argparse.ArgumentParser) -> None:
-    """Which gateway the configuration is compiled for (labels, namespaces)."""
-    parser.add_argument("--gateway-label", action="append", type=parse_label, default=None,
+    """Which gateway the configuration is compiled for: :class:`GatewayOptions`."""
+    parser.add_argument("--gateway-label", action="append",
+                        type=option_type(gateway_options.parse_label), default=None,
                         metavar="KEY=VALUE",
                         help="a label of this gateway workload, matched against Gateway "
                              "selectors (repeatable; default istio=ingressgateway)")
-    parser.add_argument("--namespace", default="default", metavar="NS",
+    parser.add_argument("--namespace", default=gateway_options.DEFAULT_NAMESPACE, metavar="NS",
                         help="namespace of objects without metadata.namespace (default: "
                              "%(default)s)")
     parser.add_argument("--gateway-namespace", default=None, metavar="NS",
                         help="namespace the gateway runs in, for exportTo (default: each "
                              "Gateway's own namespace)")
-    parser.add_argument("--root-namespace", default="istio-system", metavar="NS",
+    parser.add_argument("--root-namespace", default=gateway_options.DEFAULT_ROOT_NAMESPACE,
+                        metavar="NS",
                         help="Istio's root namespace, whose AuthorizationPolicies apply to "
                              "every gateway (default: %(default)s)")
     parser.add_argument("--credentials", default=None, metavar="DIR",
                         help="directory of TLS credentials: DIR/<credentialName>/tls.crt, "
                              "tls.key, ca.crt (a mounted Kubernetes Secret)")
-    add_gateway_api_arguments(parser)
-
-
-def add_gateway_api_arguments(parser: argparse.ArgumentParser) -> None:
-    """Which Kubernetes Gateway API Gateways are served, and namespace labels."""
-    parser.add_argument("--gateway-class", action="append", default=None, metavar="NAME",
+    parser.add_argument("--gateway-class", action="append",
+                        type=option_type(gateway_options.parse_gateway_class), default=None,
+                        metavar="NAME",
                         help="serve Gateway API Gateways with this gatewayClassName "
                              "(repeatable; default istio)")
-    parser.add_argument("--namespace-label", action="append", type=parse_namespace_label,
+    parser.add_argument("--namespace-label", action="append",
+                        type=option_type(gateway_options.parse_namespace_label),
                         default=None, metavar="NS:KEY=VALUE",
                         help="a label of namespace NS, for allowedRoutes namespace selectors "
                              "(repeatable; adds to Namespace objects in the config)")
 
 
-def parse_namespace_label(text: str) -> tuple[str, str, str]:
-    from tsgate.config.gatewayapi import parse_namespace_label as parse
-
-    try:
-        return parse(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def gateway_api_kwargs(args: argparse.Namespace) -> dict[str, Any]:
-    """load_config's Gateway API arguments from parsed options."""
-    from tsgate.config.gatewayapi import DEFAULT_GATEWAY_CLASSES
-
-    labels: dict[str, dict[str, str]] = {}
-    for ns, key, value in getattr(args, "namespace_label", None) or ():
-        labels.setdefault(ns, {})[key] = value
-    classes = getattr(args, "gateway_class", None) or DEFAULT_GATEWAY_CLASSES
-    return {"gateway_classes": tuple(classes), "namespace_labels": labels}
+def gateway_options_from(args: argparse.Namespace) -> GatewayOptions:
+    """The :class:`GatewayOptions` of parsed arguments (an option not there: its default)."""
+    return GatewayOptions.from_parsed(
+        gateway_labels=getattr(args, "gateway_label", None) or (),
+        gateway_classes=getattr(args, "gateway_class", None) or (),
+        namespace_labels=getattr(args, "namespace_label", None) or (),
+        default_namespace=getattr(args, "namespace", gateway_options.DEFAULT_NAMESPACE),
+        gateway_namespace=getattr(args, "gateway_namespace", None),
+        root_namespace=getattr(args, "root_namespace", gateway_options.DEFAULT_ROOT_NAMESPACE),
+        credentials_dir=getattr(args, "credentials", None),
+    )
 
 
-def load_from_args(args: argparse.Namespace) -> Any:
-    from tsgate.config import DEFAULT_GATEWAY_LABELS, load_config
+def load_from_args(args: argparse.Namespace, paths: Optional[Sequence[str]] = None) -> Any:
+    """
+    Load ``args.paths`` (or ``paths``) for the gateway the arguments describe,
+    as the commands read it: a certificate that cannot be read is a warning
+    (Istio's verdict), not an error.
+    """
+    from tsgate.config import load_config
 
-    labels = dict(args.gateway_label) if args.gateway_label else dict(DEFAULT_GATEWAY_LABELS)
-    return load_config(args.paths, gateway_labels=labels, default_namespace=args.namespace,
-                       gateway_namespace=args.gateway_namespace,
-                       root_namespace=getattr(args, "root_namespace", "istio-system"),
-                       credentials_dir=getattr(args, "credentials", None),
-                       tls_files_fatal=False, **gateway_api_kwargs(args))
+    return load_config(args.paths if paths is None else paths, gateway_options_from(args),
+                       tls_files_fatal=False)
 
 
 def register(subparsers: Any) -> None:

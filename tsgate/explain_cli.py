@@ -15,8 +15,9 @@ import json
 import sys
 from typing import Any, Optional, TextIO
 
-from tsgate.cli import add_gateway_arguments, parse_ip
+from tsgate.cli import add_gateway_arguments, load_from_args, parse_ip
 from tsgate.explain import Explanation, explain
+from tsgate.interfaces import HintTooLarge
 
 
 def register(subparsers: Any) -> argparse.ArgumentParser:
@@ -57,19 +58,26 @@ def hints_from_file(path: str) -> tuple[Optional[str], Optional[str], str]:
     """
     (sni, alpn, what happened) from a captured first flight of client bytes,
     as the data path's TLS inspector would read it. Bytes that are not a
-    ClientHello (or a malformed or oversized one) are routed as plaintext,
-    as Envoy's tls_inspector does by default.
+    ClientHello (or a malformed one) are routed as plaintext, as Envoy's
+    tls_inspector does by default; a ClientHello over the parser's
+    ``max_bytes`` raises :class:`~tsgate.interfaces.HintTooLarge` (the data
+    path closes such a connection).
     """
     from tsgate.hints.tls import TlsHintParser
-    from tsgate.interfaces import Hint, HintParseError, NeedMore
+    from tsgate.interfaces import Hint, HintParseError, HintTooLarge, NeedMore
 
     with open(path, "rb") as f:
         data = f.read()
+    parser = TlsHintParser()
     try:
-        result = TlsHintParser().parse(data)
+        result = parser.parse(data[:parser.max_bytes])
+    except HintTooLarge:
+        raise
     except HintParseError as e:
         return None, None, f"{path}: not a valid ClientHello ({e}); routed as plaintext"
     if isinstance(result, NeedMore):
+        if len(data) >= parser.max_bytes:
+            raise HintTooLarge(f"undecided at {parser.max_bytes} bytes")
         raise ValueError(f"{path}: an incomplete ClientHello ({len(data)} bytes); "
                          "capture the client's whole first flight")
     if isinstance(result, Hint):
@@ -101,42 +109,42 @@ def explanation_to_dict(e: Explanation) -> dict[str, Any]:
 
 
 def run(args: Any, out: Optional[TextIO] = None, err: Optional[TextIO] = None) -> int:
-    from tsgate.config import DEFAULT_GATEWAY_LABELS, load_config
-
     out = out or sys.stdout
     err = err or sys.stderr
     paths = list(args.paths) + list(args.config)
     if not paths:
         print("tsgate explain: give the config as PATH or --config PATH", file=err)
         return 2
+    too_large = False
     try:
-        labels = dict(args.gateway_label) if args.gateway_label else dict(DEFAULT_GATEWAY_LABELS)
         sni, alpn = args.sni, args.alpn
         if args.first_bytes:
-            file_sni, file_alpn, what = hints_from_file(args.first_bytes)
+            try:
+                file_sni, file_alpn, what = hints_from_file(args.first_bytes)
+            except HintTooLarge:
+                too_large = True
+                file_sni = file_alpn = None
+                what = (f"{args.first_bytes}: a ClientHello larger than the TLS inspector "
+                        "reads; the connection is closed (tls_inspector.client_hello_too_large)")
             print(f"first bytes: {what}", file=out)
             if sni is None:
                 sni = file_sni
-            elif file_sni != sni:
+            elif file_sni != sni and not too_large:
                 print(f"first bytes: --sni {sni} overrides the file's SNI", file=out)
             alpn = alpn if alpn is not None else file_alpn
     except (OSError, ValueError) as e:
         print(f"tsgate explain: {e}", file=err)
         return 2
 
-    from tsgate.cli import gateway_api_kwargs
-
-    result = load_config(paths, gateway_labels=labels, default_namespace=args.namespace,
-                         gateway_namespace=args.gateway_namespace,
-                         root_namespace=args.root_namespace,
-                         credentials_dir=getattr(args, "credentials", None),
-                         tls_files_fatal=False, **gateway_api_kwargs(args))
+    result = load_from_args(args, paths)
     if not result.ok:
         for diag in result.errors:
             print(str(diag), file=err)
         print(f"tsgate explain: {len(result.errors)} error(s) in the config; nothing to explain",
               file=err)
         return 2
+    if too_large:
+        return 1  # closed before any route is chosen
     found = explain(result.table, args.port, sni=sni, alpn=alpn, source=args.source,
                     bind=args.bind)
     authz = None

@@ -34,8 +34,9 @@ class HintParseError(Exception):
 class HintTooLarge(HintParseError):  # noqa: N818 (a published plugin API name)
     """
     The message would not fit in the parser's ``max_bytes``: a HintParseError
-    the data path counts apart (``<protocol>.too_large``,
-    ``tls_inspector.client_hello_too_large``) from malformed input.
+    the data path treats as too large, not malformed (see ``IHintParser``):
+    it counts ``<name>.too_large`` (the TLS parser's is Envoy's
+    ``tls_inspector.client_hello_too_large``) and closes the connection.
     """
 
 
@@ -102,7 +103,12 @@ class IHintParser(Interface):
       until it returns something other than ``NEED_MORE``. It keeps no state
       between calls, does no I/O, and imports nothing from Twisted.
     - It returns ``NEED_MORE`` only while ``len(data) < max_bytes``; the data
-      path stops calling it at ``max_bytes`` and counts ``<name>.too_large``.
+      path never gives it more than ``max_bytes`` bytes. A parser undecided
+      at ``max_bytes``, or raising :class:`HintTooLarge`, is too large: unless
+      another parser recognises the bytes or still needs more, the data path
+      closes the connection (as Envoy's tls_inspector does for a ClientHello
+      over its cap) and counts ``<name>.too_large`` per listener (the TLS
+      parser's: ``tls_inspector.client_hello_too_large``).
     - It returns ``NotMine`` as soon as the bytes cannot be this protocol
       (usually from the first one to eight bytes) so other parsers can try.
     - It raises only :class:`HintParseError`.
@@ -150,8 +156,8 @@ class IPreambleNegotiator(Interface):
     are not a ClientHello.
 
     ``parse(data)`` follows the hint-parser contract (stateless, sans-IO,
-    raises only HintParseError) but returns a :class:`Preamble` instead of a
-    Hint when the bytes are its preamble.
+    raises only HintParseError, ``max_bytes`` as there) but returns a
+    :class:`Preamble` instead of a Hint when the bytes are its preamble.
     """
 
     name = Attribute("Unique plugin name, e.g. 'postgres-starttls'.")

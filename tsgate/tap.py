@@ -23,6 +23,8 @@ from twisted.python.failure import Failure
 from tsgate import __version__, proxy_protocol
 from tsgate.accesslog import AccessLog
 from tsgate.authz import stages as authz_stages
+from tsgate.config import options as gateway_options
+from tsgate.config.options import GatewayOptions, OptionError
 from tsgate.config.schema import parse_duration
 from tsgate.gateway import Gateway, ListenError
 from tsgate.logging import AccessLogFile
@@ -34,13 +36,6 @@ from tsgate.upstream.balancer import Balancer, outlier_reporter
 from tsgate.upstream.dns import DnsRefresher
 
 log = Logger(namespace="tsgate")
-
-
-def _label(value: str) -> tuple[str, str]:
-    key, sep, val = value.partition("=")
-    if not sep or not key:
-        raise usage.UsageError(f"--gateway-label wants KEY=VALUE, not {value!r}")
-    return key, val
 
 
 def _seconds(name: str, value: Optional[str]) -> Optional[float]:
@@ -116,11 +111,12 @@ class Options(usage.Options):
         "VirtualService YAML. PATH is a YAML file or a directory of *.yaml files."
     )
     optParameters = [
-        ["namespace", "n", "default", "Namespace of resources that name none."],
+        ["namespace", "n", gateway_options.DEFAULT_NAMESPACE,
+         "Namespace of resources that name none."],
         ["gateway-namespace", None, None, "Namespace this gateway runs in, for exportTo "
          "(Istio: the gateway workload's; default: each Gateway's own)."],
-        ["root-namespace", None, "istio-system", "Istio's root namespace: its "
-         "AuthorizationPolicies apply to every gateway."],
+        ["root-namespace", None, gateway_options.DEFAULT_ROOT_NAMESPACE,
+         "Istio's root namespace: its AuthorizationPolicies apply to every gateway."],
         ["bind", "b", None, "Address to listen on instead of 0.0.0.0 (e.g. 127.0.0.1, ::)."],
         ["inspect-timeout", None, str(DEFAULT_INSPECT_TIMEOUT),
          "Seconds to wait for a ClientHello on TLS ports (Envoy listener_filters_timeout)."],
@@ -172,26 +168,28 @@ class Options(usage.Options):
     opt_c = opt_config
 
     def opt_gateway_label(self, value: str) -> None:
-        key, val = _label(value)
+        try:
+            key, val = gateway_options.parse_label(value)
+        except OptionError as exc:
+            raise usage.UsageError(f"--gateway-label wants {exc.wanted}, not {value!r}") from None
         self["gateway-labels"][key] = val
 
     opt_gateway_label.__doc__ = _doc("""KEY=VALUE label of this gateway workload; Gateways
         whose selector matches apply (repeatable; default istio=ingressgateway).""")
 
     def opt_gateway_class(self, value: str) -> None:
-        if not value:
-            raise usage.UsageError("--gateway-class wants a GatewayClass name")
-        self["gateway-classes"].append(value)
+        try:
+            self["gateway-classes"].append(gateway_options.parse_gateway_class(value))
+        except OptionError as exc:
+            raise usage.UsageError(f"--gateway-class wants {exc.wanted}") from None
 
     opt_gateway_class.__doc__ = _doc("""Serve Kubernetes Gateway API Gateways with this
         gatewayClassName (repeatable; default istio).""")
 
     def opt_namespace_label(self, value: str) -> None:
-        from tsgate.config.gatewayapi import parse_namespace_label
-
         try:
-            ns, key, val = parse_namespace_label(value)
-        except ValueError as exc:
+            ns, key, val = gateway_options.parse_namespace_label(value)
+        except OptionError as exc:
             raise usage.UsageError(f"--namespace-label: {exc}") from None
         self["namespace-labels"].setdefault(ns, {})[key] = val
 
@@ -222,10 +220,19 @@ class Options(usage.Options):
     def postOptions(self) -> None:
         if not self["config"]:
             raise usage.UsageError("--config PATH is required")
-        if not self["gateway-labels"]:
-            self["gateway-labels"] = {"istio": "ingressgateway"}
-        if not self["gateway-classes"]:
-            self["gateway-classes"] = ["istio"]
+        gateway = self["gateway"] = GatewayOptions.from_parsed(
+            gateway_labels=self["gateway-labels"].items(),
+            gateway_classes=self["gateway-classes"],
+            namespace_labels=[(ns, key, value) for ns, labels in self["namespace-labels"].items()
+                              for key, value in labels.items()],
+            default_namespace=self["namespace"],
+            gateway_namespace=self["gateway-namespace"],
+            root_namespace=self["root-namespace"],
+            credentials_dir=self["credentials"],
+        )
+        # the repeatable options as given, with the record's defaults filled in
+        self["gateway-labels"] = dict(gateway.gateway_labels)
+        self["gateway-classes"] = list(gateway.gateway_classes)
         self["inspect-timeout"] = _seconds("inspect-timeout", self["inspect-timeout"])
         self["connect-timeout"] = _seconds("connect-timeout", self["connect-timeout"])
         self["idle-timeout"] = _seconds("idle-timeout", self["idle-timeout"])
@@ -299,19 +306,10 @@ def config_loader(options: Any) -> tuple[Any, Any]:
     from tsgate.config import load_config
 
     paths = list(options["config"])
-    labels = dict(options["gateway-labels"])
-    namespace = options["namespace"]
-
-    gateway_namespace = options["gateway-namespace"]
-    gateway_classes = tuple(options.get("gateway-classes") or ("istio",))
-    namespace_labels = dict(options.get("namespace-labels") or {})
+    gateway: GatewayOptions = options["gateway"]
 
     def load() -> Any:
-        return load_config(paths, gateway_labels=labels, default_namespace=namespace,
-                           gateway_namespace=gateway_namespace, gateway_classes=gateway_classes,
-                           namespace_labels=namespace_labels,
-                           root_namespace=options["root-namespace"],
-                           credentials_dir=options.get("credentials"))
+        return load_config(paths, gateway)
 
     result = load()
     if not result.ok:

@@ -17,7 +17,7 @@ from tests.support.tlscerts import CA, write_credential
 from tsgate.authz import gate
 from tsgate.authz.engine import UNKNOWN
 from tsgate.authz.limits import Guards
-from tsgate.config import load_config
+from tsgate.config import GatewayOptions, load_config
 from tsgate.stats import Stats
 from tsgate.tls.identity import namespace_of, principal_of, spiffe_ids
 
@@ -111,7 +111,8 @@ def config(tmp_path: Path) -> Any:
     write_credential(creds, "cred-m", ca.issue("m.example.test", dns=["m.example.test"]),
                      ca=ca, separate_ca=True)
     (tmp_path / "c.yaml").write_text(textwrap.dedent(YAML))
-    result = load_config([str(tmp_path / "c.yaml")], credentials_dir=str(creds))
+    result = load_config([str(tmp_path / "c.yaml")],
+                         GatewayOptions(credentials_dir=str(creds)))
     assert result.ok, result.errors
     return result
 

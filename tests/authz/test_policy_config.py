@@ -9,7 +9,7 @@ from typing import Any, Optional
 import pytest
 
 from tsgate.authz.engine import UNKNOWN, Facts, Verdict
-from tsgate.config import ConfigResult, load_config
+from tsgate.config import ConfigResult, GatewayOptions, load_config
 
 GATEWAY = """
 apiVersion: networking.istio.io/v1
@@ -49,7 +49,8 @@ spec:
 def load(tmp_path: Path, policies: str, **kwargs: Any) -> ConfigResult:
     (tmp_path / "gw.yaml").write_text(textwrap.dedent(GATEWAY))
     (tmp_path / "policies.yaml").write_text(textwrap.dedent(policies))
-    return load_config([str(tmp_path / "gw.yaml"), str(tmp_path / "policies.yaml")], **kwargs)
+    return load_config([str(tmp_path / "gw.yaml"), str(tmp_path / "policies.yaml")],
+                       GatewayOptions(**kwargs))
 
 
 def decide(result: ConfigResult, port: int, source: str, sni: Any = None,

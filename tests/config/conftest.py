@@ -8,7 +8,7 @@ from typing import Any, Callable
 
 import pytest
 
-from tsgate.config import ConfigResult, load_config
+from tsgate.config import ConfigResult, GatewayOptions, load_config
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples" / "istioinaction"
@@ -29,10 +29,13 @@ def write(tmp_path: Path) -> Callable[[str, str], str]:
 
 @pytest.fixture
 def load(write: Callable[[str, str], str]) -> Callable[..., ConfigResult]:
-    """load(text, text2, ..., **load_config_kwargs): each text is its own file, in order."""
+    """
+    load(text, text2, ..., tls_files_fatal=True, **gateway_options): each text
+    is its own file, in order; the keywords are GatewayOptions fields.
+    """
 
-    def _load(*texts: str, **kwargs: Any) -> ConfigResult:
+    def _load(*texts: str, tls_files_fatal: bool = True, **options: Any) -> ConfigResult:
         paths = [write(f"{i:02d}.yaml", text) for i, text in enumerate(texts)]
-        return load_config(paths, **kwargs)
+        return load_config(paths, GatewayOptions(**options), tls_files_fatal=tls_files_fatal)
 
     return _load

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.config.conftest import EXAMPLES
-from tsgate.config import load_config, table_to_dict
+from tsgate.config import GatewayOptions, load_config, table_to_dict
 from tsgate.routing import DEFAULT_CONNECT_TIMEOUT, DEFAULT_IDLE_TIMEOUT
 
 TCP = [EXAMPLES / "echo.yaml", EXAMPLES / "gateway-tcp.yaml", EXAMPLES / "echo-vs.yaml"]
@@ -29,7 +29,7 @@ def only_listener(result):
 
 
 def seed(paths, **kwargs):
-    return load_config([str(p) for p in paths], **kwargs)
+    return load_config([str(p) for p in paths], GatewayOptions(**kwargs))
 
 
 def clusters(route):

@@ -19,7 +19,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tsgate.config import ConfigResult, load_config, table_to_dict
+from tsgate.config import ConfigResult, GatewayOptions, load_config, table_to_dict
 
 PORTS = (31400, 443, 9000)
 DEST_HOSTS = ("echo", "db.example.com", "ext.example.com")
@@ -123,7 +123,7 @@ def load_docs(named: list[tuple[str, Any]], **kwargs: Any) -> ConfigResult:
         for rank, (name, doc) in enumerate(named):
             with open(os.path.join(tmp, f"{rank:02d}-{name}.yaml"), "w") as f:
                 f.write(yaml.safe_dump(doc, sort_keys=False))
-        return load_config([tmp], **kwargs)
+        return load_config([tmp], GatewayOptions(**kwargs))
 
 
 def normalized(result: ConfigResult) -> Any:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from tsgate.config import ConfigResult, load_config
+from tsgate.config import ConfigResult, GatewayOptions, load_config
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "gatewayapi" / "conformance"
 BASE = DATA / "base" / "manifests.yaml"
@@ -28,4 +28,4 @@ def manifest(name: str) -> Path:
 
 def load(name: str, *extra: str, **kwargs: Any) -> ConfigResult:
     kwargs.setdefault("gateway_classes", (CLASS,))
-    return load_config([str(BASE), str(manifest(name)), *extra], **kwargs)
+    return load_config([str(BASE), str(manifest(name)), *extra], GatewayOptions(**kwargs))

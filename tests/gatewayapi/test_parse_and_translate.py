@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from tsgate.cli import main
-from tsgate.config import load_config
+from tsgate.config import GatewayOptions, load_config
 from tsgate.config.gatewayapi.translate import hostname_intersection
 
 GW = """\
@@ -42,7 +42,7 @@ def load(tmp_path: Path):
             p = tmp_path / f"{i:02d}.yaml"
             p.write_text(textwrap.dedent(text))
             paths.append(str(p))
-        return load_config(paths, **kwargs)
+        return load_config(paths, GatewayOptions(**kwargs))
 
     return _load
 

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from tests.support.tlscerts import CA, write_credential
-from tsgate.config import load_config
+from tsgate.config import GatewayOptions, load_config
 
 GW = """\
 apiVersion: gateway.networking.k8s.io/v1
@@ -69,7 +69,7 @@ def load(tmp_path: Path, creds: Path) -> Callable[..., Any]:
             p.write_text(textwrap.dedent(text).replace("CERTREF", ref))
             paths.append(str(p))
         kwargs.setdefault("credentials_dir", str(creds))
-        return load_config(paths, **kwargs)
+        return load_config(paths, GatewayOptions(**kwargs))
 
     return _load
 

@@ -201,10 +201,12 @@ class InspectionTests(SynchronousTestCase):
         self.assertEqual(h.ctx.stats.get("listener.no_filter_chain_match",
                                          listener="0.0.0.0_31400"), 1)
 
-    def test_oversized_hello_is_counted_and_treated_as_not_tls(self) -> None:
+    def test_oversized_hello_is_counted_and_closed(self) -> None:
         """
-        A hello past tsgate's 16 KiB cap (Envoy's max_client_hello_size default is
-        64 KiB): client_hello_too_large, then the TCP fallback, as Envoy does.
+        A hello past the TLS parser's max_bytes (16 KiB; Envoy's max_client_hello_size
+        default is 64 KiB): client_hello_too_large, and the connection is closed
+        without an upstream even where a TCP fallback exists, as Envoy's
+        tls_inspector closes it (tests/proxy/test_inspect.py has the rest).
         """
         h = Harness(MIXED)
         protocol, down = h.accept()
@@ -212,7 +214,9 @@ class InspectionTests(SynchronousTestCase):
         protocol.dataReceived(b"\x16\x03\x01\x3f\xff\x01\x00\xea\x60")
         self.assertEqual(h.ctx.stats.get("tls_inspector.client_hello_too_large",
                                          listener="0.0.0.0_31400"), 1)
-        self.assertEqual(protocol.route.name, "default/echo#tcp[0]")
+        self.assertTrue(down.disconnecting)
+        self.assertIsNone(protocol.route)
+        self.assertEqual(h.reactor.tcpClients, [])
 
     def test_client_eof_during_inspection_closes_without_upstream(self) -> None:
         h = Harness(MIXED)

@@ -84,7 +84,8 @@ DESCRIPTIONS = {
     "tls_inspector.sni_not_found": "ClientHellos without a server name.",
     "tls_inspector.tls_found": "Connections whose first bytes were a TLS ClientHello.",
     "tls_inspector.tls_not_found": "Connections whose first bytes were not TLS.",
-    "tls_inspector.client_hello_too_large": "ClientHellos larger than the inspection cap.",
+    "tls_inspector.client_hello_too_large":
+        "ClientHellos larger than the TLS parser's max_bytes (connection closed).",
     "tls_inspector.read_timeout": "Inspections that timed out waiting for client bytes.",
     "cluster.upstream_cx_total": "Upstream connections attempted.",
     "cluster.upstream_cx_active": "Upstream connections open.",
@@ -96,7 +97,8 @@ DESCRIPTIONS = {
     "listener.downstream_cx_length_seconds":
         "Downstream connection lengths, in milliseconds.",
     "tls_inspector.alpn_found": "ClientHellos that carried an ALPN extension.",
-    "tls_inspector.parse_error": "Connections whose ClientHello was malformed (closed).",
+    "tls_inspector.parse_error":
+        "Connections whose ClientHello was malformed (then handled as not TLS).",
     "tls_inspector.connection_closed":
         "Connections closed by the client while the ClientHello was inspected.",
     "cluster.upstream_cx_overflow":

@@ -4,30 +4,32 @@ Istio YAML in, route table out: ``load_config`` is the one entry point.
 Stages (one module each): ``loader`` (files, documents, line positions),
 ``parse`` + ``schema`` (kinds, unknown fields, the typed ``model``),
 ``validate`` (Istio's per-resource rules), ``compiler`` (gateway selection,
-binding, same-port merge, clusters), ``dump`` (the table as JSON-ready data).
+binding, same-port merge, clusters), ``dump`` (the table as JSON-ready data);
+``options`` is the gateway they compile for (``GatewayOptions``, from the
+command line of ``twistd tsgate`` or ``tsgate``).
 Bad configuration never raises: every problem is a ``Diagnostic`` and the
 result says whether it is usable (``ok``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any, Optional
 
 import attrs
 
-from tsgate.config.authz import DEFAULT_ROOT_NAMESPACE, validate_policies
+from tsgate.config.authz import validate_policies
 from tsgate.config.compiler import compile_table
 from tsgate.config.diagnostics import ERROR, INFO, WARNING, Diagnostic
 from tsgate.config.dump import table_to_dict
-from tsgate.config.gatewayapi import DEFAULT_GATEWAY_CLASSES, ApiStatus, translate
+from tsgate.config.gatewayapi import ApiStatus, translate
 from tsgate.config.loader import load_documents
 from tsgate.config.model import Resource, resource_to_dict
+from tsgate.config.options import DEFAULT_GATEWAY_LABELS, GatewayOptions
 from tsgate.config.parse import merge_duplicates, parse_documents
 from tsgate.config.validate import validate
 from tsgate.routing import RouteTable
 
-DEFAULT_GATEWAY_LABELS: Mapping[str, str] = {"istio": "ingressgateway"}
 #: Kubernetes Gateway API versions whose Gateways a VirtualService may name
 KUBERNETES_GATEWAY_VERSIONS = tuple(f"gateway.networking.k8s.io/{v}"
                                     for v in ("v1", "v1beta1", "v1alpha2"))
@@ -84,40 +86,27 @@ def _in_file_order(diags: list[Diagnostic], files: Sequence[str]) -> tuple[Diagn
 
 def load_config(
     paths: Sequence[str],
+    options: Optional[GatewayOptions] = None,
     *,
-    gateway_labels: Mapping[str, str] = DEFAULT_GATEWAY_LABELS,
-    default_namespace: str = "default",
-    gateway_namespace: Optional[str] = None,
-    gateway_classes: Sequence[str] = DEFAULT_GATEWAY_CLASSES,
-    namespace_labels: Mapping[str, Mapping[str, str]] = {},
-    root_namespace: str = DEFAULT_ROOT_NAMESPACE,
-    credentials_dir: Optional[str] = None,
     tls_files_fatal: bool = True,
 ) -> ConfigResult:
     """
     Load, validate and compile the Istio YAML at ``paths`` (files or
-    directories) for a gateway workload with ``gateway_labels``.
+    directories) for the gateway ``options`` describe (labels, namespaces,
+    Gateway API classes, credentials: :class:`GatewayOptions`; None: every
+    option's default). Never raises for bad configuration.
 
-    ``gateway_namespace`` is the namespace tsgate runs in, for ``exportTo``
-    (Istio uses the gateway workload's namespace); None means each Gateway's
-    own namespace. ``root_namespace`` is Istio's root namespace: its
-    AuthorizationPolicies apply to every workload. Never raises for bad
-    configuration.
-
-    Gateway API Gateways are served when their ``gatewayClassName`` is in
-    ``gateway_classes``; ``namespace_labels`` adds namespace labels (for
-    ``allowedRoutes`` selectors) to those of ``Namespace`` objects in the files.
-    ``credentials_dir`` is ``--credentials DIR``, where ``credentialName``
-    certificates are read (``DIR/<name>/tls.crt``, ...). With
-    ``tls_files_fatal`` (the gateway) a certificate that cannot be read is an
-    error; without it (``tsgate validate``, which gives Istio's verdict) a
-    warning, and that server is not served.
+    With ``tls_files_fatal`` (the gateway) a certificate that cannot be read
+    is an error; without it (``tsgate validate``, which gives Istio's
+    verdict) a warning, and that server is not served.
     """
+    if options is None:
+        options = GatewayOptions()
     if isinstance(paths, str):
         paths = [paths]
     loaded = load_documents(paths)
     diags = list(loaded.diagnostics)
-    parsed, found = parse_documents(loaded.documents, default_namespace)
+    parsed, found = parse_documents(loaded.documents, options.default_namespace)
     diags.extend(found)
     resources, found = merge_duplicates(parsed)
     diags.extend(found)
@@ -125,19 +114,20 @@ def load_config(
     others = [d.data for d in loaded.documents if isinstance(d.data, dict)
               and d.data.get("kind") in ("Pod", "Gateway")
               and d.data.get("apiVersion") in ("v1", *KUBERNETES_GATEWAY_VERSIONS)]
-    api = translate(resources, loaded.documents, gateway_classes, namespace_labels,
-                    default_namespace)
+    api = translate(resources, loaded.documents, options.gateway_classes,
+                    options.namespace_labels, options.default_namespace)
     diags.extend(api.diags)
-    table, found = compile_table(resources + api.synthetic, gateway_labels, gateway_namespace,
-                                 credentials_dir, others, tls_files_fatal)
+    table, found = compile_table(resources + api.synthetic, options.gateway_labels,
+                                 options.gateway_namespace, options.credentials_dir, others,
+                                 tls_files_fatal)
     table, found = api.finish(table, found)
     diags.extend(found)
     diags.extend(validate_policies(resources))  # AuthorizationPolicy (tsgate.authz)
     if not any(d.severity == ERROR for d in diags):
         from tsgate.authz.compile import attach as attach_authz  # imports tsgate.config
-        table, found = attach_authz(table, resources, gateway_labels=gateway_labels,
-                                    gateway_namespace=gateway_namespace,
-                                    root_namespace=root_namespace)
+        table, found = attach_authz(table, resources, gateway_labels=options.gateway_labels,
+                                    gateway_namespace=options.gateway_namespace,
+                                    root_namespace=options.root_namespace)
         diags.extend(found)
     ordered = _in_file_order(diags, loaded.files)
     if any(d.severity == ERROR for d in ordered):
@@ -146,6 +136,6 @@ def load_config(
 
 
 __all__ = [
-    "ConfigResult", "Diagnostic", "load_config",
+    "ConfigResult", "DEFAULT_GATEWAY_LABELS", "Diagnostic", "GatewayOptions", "load_config",
     "table_to_dict", "ERROR", "WARNING", "INFO",
 ]

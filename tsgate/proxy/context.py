@@ -28,9 +28,9 @@ from tsgate.upstream.balancer import Balancer
 #: each direction buffers at most about twice this.
 READ_SIZE = 256 * 1024
 
-#: How many client bytes inspection buffers before it gives up (tls_inspector's
-#: max_client_hello_size; Envoy's default is 64 KiB, tsgate keeps 16 KiB).
-MAX_INSPECT_BYTES = 16 * 1024
+#: The ``max_bytes`` assumed for an inspector whose own is not a positive
+#: integer (a plugin breaking its contract): the TLS hint parser's cap.
+FALLBACK_MAX_BYTES = 16 * 1024
 
 #: Envoy's listener_filters_timeout default.
 DEFAULT_INSPECT_TIMEOUT = 15.0
@@ -47,7 +47,6 @@ class Settings:
     #: overrides Route.idle_timeout when set (command line); 0 disables
     idle_timeout: Optional[float] = None
     read_size: int = READ_SIZE
-    max_inspect_bytes: int = MAX_INSPECT_BYTES
     #: accept and connect with tsgate's own lean transport (tsgate.proxy.transport)
     #: when the reactor provides IReactorFDSet; False: Twisted's tcp transports
     lean: bool = False
@@ -94,8 +93,8 @@ class ProxyContext:
     def runtime(self, listener: Listener) -> ListenerRuntime:
         """
         What the data path needs per listener, worked out once per table: the
-        knobs the compiler settled on the listener, the observers chosen, the
-        stages the features add.
+        knobs the compiler settled on the listener, the inspectors with their
+        ``max_bytes``, the observers chosen, the stages the features add.
         """
         timeout = listener.inspect_timeout
         if timeout is None:
@@ -121,8 +120,11 @@ class ProxyContext:
         for extra in stages:
             if extra.connect is not None:
                 connect = extra.connect
+        inspectors = tuple((inspector, max_bytes(inspector)) for inspector in self.inspectors) \
+            if listener.inspect else ()
         return ListenerRuntime(
             listener, timeout, chosen, Stats.label_key(listener=listener.name),
+            inspectors=inspectors,
             listener_stages=tuple(s for extra in stages for s in extra.listener),
             decision_checks=tuple(c for extra in stages for c in extra.decision),
             accept_checks=tuple(a for extra in stages for a in extra.accept),
@@ -141,6 +143,11 @@ class ListenerRuntime:
     observers: Sequence[Any] = ()
     #: ``listener=<name>`` as a prebuilt stats key (per-connection counters)
     stats_key: tuple[tuple[str, str], ...] = ()
+    #: what inspection offers the first bytes to, in order (the context's
+    #: ``inspectors``), each with its ``max_bytes``: it is never given more, and
+    #: undecided at that many bytes it counts as too large; empty on a listener
+    #: that does not inspect
+    inspectors: tuple[tuple[Any, int], ...] = ()
     #: the pipeline's hooks (tsgate.proxy.stages), in provider order
     listener_stages: tuple[Any, ...] = ()
     decision_checks: tuple[Any, ...] = ()
@@ -157,3 +164,11 @@ class ListenerRuntime:
     def reads_first(self) -> bool:
         """Whether the connection reads client bytes before choosing a route."""
         return self.listener.inspect or bool(self.listener_stages)
+
+
+def max_bytes(inspector: Any) -> int:
+    """An inspector's ``max_bytes`` (IHintParser), or :data:`FALLBACK_MAX_BYTES` if unusable."""
+    value = getattr(inspector, "max_bytes", None)
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return value
+    return FALLBACK_MAX_BYTES

@@ -10,12 +10,20 @@ decides::
 
     peek first bytes: TLS hint parser ─► SNI ─► decision
          │ not TLS: STARTTLS negotiators (answer the client, keep peeking)
-         │ timeout / not TLS / too large ─► decision without SNI
-         │                                  (TCP fallback route, or NR)
+         │ timeout / not TLS ─► decision without SNI (TCP fallback route, or NR)
+         │ too large ─► closed
 
 One deadline covers all of it (Envoy's listener_filters_timeout). The bytes
 inspection peeks at stay in the buffer and are replayed upstream unchanged.
 A listener with neither routes at accept and never waits for client bytes.
+
+Each inspector is given at most its own ``max_bytes`` (``IHintParser``),
+settled per listener in ``ListenerRuntime.inspectors``. One that raises
+``HintTooLarge``, or is still undecided at its ``max_bytes``, is too large;
+when no inspector recognises the bytes and none needs more, a too-large one
+closes the connection and counts ``<name>.too_large`` (the TLS parser's is
+Envoy's ``tls_inspector.client_hello_too_large``), as Envoy's tls_inspector
+closes a connection whose ClientHello exceeds its cap.
 """
 
 from __future__ import annotations
@@ -30,6 +38,9 @@ from tsgate.proxy.stages import NEED_MORE, Ending
 from tsgate.proxy.state import INSPECTING
 
 log = Logger(namespace="tsgate.proxy")
+
+#: What the TLS hint parser's ``<name>.too_large`` is called (Envoy's tls_inspector stat).
+TLS_TOO_LARGE = "tls_inspector.client_hello_too_large"
 
 
 class InspectStage(DecideStage):
@@ -79,12 +90,17 @@ class InspectStage(DecideStage):
         """Offer the peeked bytes to each inspector in order until one decides."""
         ctx = self.ctx
         data = self.buffer
+        size = len(data)
         undecided = False
-        for inspector in ctx.inspectors:
+        too_large: list[Any] = []
+        for inspector, limit in self.runtime.inspectors:
             try:
-                result = inspector.parse(data)
-            except HintParseError as exc:
-                self._count_hello_error(inspector, exc)
+                result = inspector.parse(data if size <= limit else data[:limit])
+            except HintTooLarge:
+                too_large.append(inspector)
+                continue
+            except HintParseError:
+                self._count_parse_error(inspector)
                 continue
             except Exception:
                 name = getattr(inspector, "name", "?")
@@ -100,19 +116,31 @@ class InspectStage(DecideStage):
                     return
                 continue  # a second STARTTLS request: not honoured
             if isinstance(result, NeedMore):
-                undecided = True
-        if undecided and len(data) < ctx.settings.max_inspect_bytes:
+                if size < limit:
+                    undecided = True
+                else:  # undecided at its max_bytes: it is not given more
+                    too_large.append(inspector)
+        if undecided:
             return
-        name = ("tls_inspector.client_hello_too_large" if undecided
-                else "tls_inspector.tls_not_found")
-        ctx.stats.inc_key(name, self.runtime.stats_key)
+        if too_large:
+            self._too_large(too_large)
+            return
+        ctx.stats.inc_key("tls_inspector.tls_not_found", self.runtime.stats_key)
         self.decide(None)
 
-    def _count_hello_error(self, parser: Any, exc: Exception) -> None:
-        name = "client_hello_too_large" if isinstance(exc, HintTooLarge) else "parse_error"
-        protocol = getattr(parser, "protocol", "")
+    def _count_parse_error(self, inspector: Any) -> None:
+        protocol = getattr(inspector, "protocol", "")
         prefix = "tls_inspector" if protocol == "tls" else protocol
-        self.ctx.stats.inc_key(f"{prefix}.{name}", self.runtime.stats_key)
+        self.ctx.stats.inc_key(f"{prefix}.parse_error", self.runtime.stats_key)
+
+    def _too_large(self, inspectors: list[Any]) -> None:
+        """Nothing recognised the bytes and some inspector's max_bytes was reached: close."""
+        names = [TLS_TOO_LARGE if getattr(inspector, "protocol", "") == "tls"
+                 else f"{getattr(inspector, 'name', '?')}.too_large" for inspector in inspectors]
+        for name in names:
+            self.ctx.stats.inc_key(name, self.runtime.stats_key)
+        self.end(Ending(termination=names[0].replace(".", "_"),
+                        why=f"first bytes too large to inspect ({names[0]})"))
 
     def _negotiated(self, pre: Preamble) -> None:
         """A STARTTLS preamble: answer the client, drop it, peek at what follows."""

@@ -42,6 +42,7 @@ from twisted.internet.protocol import Factory, ProcessProtocol, Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from tsgate.config.options import OPTION_NAMES as GATEWAY_OPTIONS
 from tsgate.routing import RouteTable
 from tsgate.stats import Stats
 from tsgate.workers.snapshot import add_json, merged
@@ -769,18 +770,13 @@ def worker_arguments(options: Any, option_table: Sequence[Any],
         args = [*twistd, "tsgate", "--workers", "1"]
         for path in options["config"]:
             args += ["--config", path]
-        for key, value in options["gateway-labels"].items():
-            args += ["--gateway-label", f"{key}={value}"]
-        for name in options.get("gateway-classes") or ():
-            args += ["--gateway-class", name]
-        for ns, labels in (options.get("namespace-labels") or {}).items():
-            for key, value in labels.items():
-                args += ["--namespace-label", f"{ns}:{key}={value}"]
+        args += options["gateway"].arguments()  # labels, namespaces, classes, credentials
         for port, description in sorted(overrides.items()):
             args += ["--endpoint", f"{port}={description}"]
         for row in option_table:
             name = row[0]
-            if name in ("workers", "worker-id", "worker-channel", "worker-sockets"):
+            if name in ("workers", "worker-id", "worker-channel", "worker-sockets") \
+                    or name in GATEWAY_OPTIONS:
                 continue
             value = SUPERVISOR_ONLY.get(name, options.get(name))
             if value is None:

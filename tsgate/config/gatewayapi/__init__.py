@@ -11,9 +11,7 @@ from tsgate.config.gatewayapi.status import ApiStatus, Condition
 from tsgate.config.gatewayapi.translate import (
     DEFAULT_GATEWAY_CLASSES,
     Translation,
-    parse_namespace_label,
     translate,
 )
 
-__all__ = ["ApiStatus", "Condition", "DEFAULT_GATEWAY_CLASSES", "Translation",
-           "parse_namespace_label", "translate"]
+__all__ = ["ApiStatus", "Condition", "DEFAULT_GATEWAY_CLASSES", "Translation", "translate"]

@@ -96,15 +96,6 @@ def termination_hook(gateway: Gateway, listener: Listener) -> Optional[ServerTLS
                      credential_names=tuple(dict.fromkeys(names)))
 
 
-def parse_namespace_label(text: str) -> tuple[str, str, str]:
-    """``--namespace-label ns:k=v`` -> (ns, k, v)."""
-    ns, colon, rest = text.partition(":")
-    key, eq, value = rest.partition("=")
-    if not colon or not eq or not ns or not key:
-        raise ValueError(f"expected NAMESPACE:KEY=VALUE, got {text!r}")
-    return ns, key, value
-
-
 def hostname_intersection(listener: str, route: Sequence[str]) -> list[str]:
     """The SNI names a TLSRoute gets on a listener (the API's hostname matching)."""
     if not route:

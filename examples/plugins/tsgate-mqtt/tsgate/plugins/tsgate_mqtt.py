@@ -21,7 +21,7 @@ from __future__ import annotations
 from twisted.plugin import IPlugin
 from zope.interface import implementer
 
-from tsgate.interfaces import NEED_MORE, Hint, HintParseError, IHintParser, NotMine
+from tsgate.interfaces import NEED_MORE, Hint, HintParseError, HintTooLarge, IHintParser, NotMine
 
 _CONNECT = 0x10
 _VERSIONS = {3: "3.1", 4: "3.1.1", 5: "5"}
@@ -69,7 +69,7 @@ class MqttConnectHintParser:
             return NotMine("CONNECT without the MQTT protocol name")
         end = pos + remaining
         if end > self.max_bytes:
-            raise HintParseError(f"MQTT CONNECT of {remaining} bytes is larger than we read")
+            raise HintTooLarge(f"MQTT CONNECT of {remaining} bytes is larger than we read")
         if len(data) < end:
             return NEED_MORE
         body = bytes(data[pos:end])
