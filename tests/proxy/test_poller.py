@@ -1,0 +1,206 @@
+"""
+The lean sockets' own epoll set (tsgate.proxy.poller.EpollLoop) on real
+loopback sockets, inside a private Twisted epoll reactor driven turn by turn
+(no global reactor, no reactor.run()).
+"""
+
+from __future__ import annotations
+
+import select
+import socket
+import time
+from typing import Any, Callable
+
+import pytest
+from twisted.internet import error
+from twisted.internet.protocol import ClientFactory, Protocol
+from twisted.python.failure import Failure
+
+from tests.proxy.test_transport import Producer, Recorder
+from tsgate.proxy.dial import lean_connect
+from tsgate.proxy.poller import EpollLoop, ReactorLoop, loop_for
+from tsgate.proxy.transport import LeanTransport
+from tsgate.routing import Endpoint
+
+pytestmark = pytest.mark.skipif(not hasattr(select, "epoll"), reason="epoll is Linux's")
+
+
+@pytest.fixture
+def reactor() -> Any:
+    from twisted.internet.epollreactor import EPollReactor
+
+    r = EPollReactor()
+    yield r
+    for selectable in r.removeAll():
+        selectable.connectionLost(Failure(error.ConnectionDone()))
+
+
+def turn(reactor: Any, timeout: float = 0.05) -> None:
+    reactor.runUntilCurrent()
+    reactor.doIteration(timeout)
+
+
+def until(reactor: Any, condition: Callable[[], bool], seconds: float = 5.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        turn(reactor)
+
+
+def pair(reactor: Any) -> tuple[LeanTransport, Recorder, socket.socket]:
+    a, b = socket.socketpair()
+    a.setblocking(False)
+    transport = LeanTransport(a, reactor)
+    protocol = Recorder()
+    transport.start(protocol)
+    return transport, protocol, b
+
+
+def test_twisted_poll_reactors_get_one_epoll_for_every_lean_socket(reactor: Any) -> None:
+    loop = loop_for(reactor)
+    assert isinstance(loop, EpollLoop) and loop_for(reactor) is loop
+    transport, protocol, peer = pair(reactor)
+    other, _, _ = pair(reactor)
+    # the reactor watches the loop only; the loop watches both sockets
+    readers = reactor.getReaders()
+    assert loop in readers and transport not in readers and other not in readers
+    assert set(loop.handlers.values()) == {transport, other}
+    peer.sendall(b"hello")
+    until(reactor, lambda: protocol.data == b"hello")
+
+
+def test_other_reactors_watch_each_socket_themselves() -> None:
+    from tests.proxy.test_transport import SelectReactor
+
+    fake = SelectReactor()
+    assert isinstance(loop_for(fake), ReactorLoop)
+
+
+def test_backpressure_and_half_close_through_the_loop(reactor: Any) -> None:
+    transport, protocol, peer = pair(reactor)
+    producer = Producer()
+    transport.registerProducer(producer, True)
+    transport.bufferSize = 1024
+    big = b"x" * (4 << 20)
+    transport.write(big)  # more than the socket buffers take: queued, producer paused
+    assert transport.writing and producer.events == ["pause"]
+    got = 0
+    peer.setblocking(False)
+    deadline = time.monotonic() + 10
+    while got < len(big):
+        assert time.monotonic() < deadline
+        turn(reactor, 0.01)
+        try:
+            got += len(peer.recv(1 << 20))
+        except BlockingIOError:
+            pass
+    until(reactor, lambda: transport.queued == 0 and not transport.writing)
+    assert producer.events == ["pause", "resume"]
+    peer.shutdown(socket.SHUT_WR)
+    until(reactor, lambda: "read-lost" in protocol.events)
+    assert transport.connected and not transport.reading
+    transport.loseWriteConnection()
+    assert peer.recv(10) == b""  # our FIN
+    transport.loseConnection()
+    until(reactor, lambda: any(e.startswith("lost:") for e in protocol.events))
+    assert protocol.events == ["read-lost", "write-lost", "lost:ConnectionDone"]
+    assert transport.fd not in loop_for(reactor).handlers
+
+
+def test_a_peer_hanging_up_while_paused_waits_until_resumed(reactor: Any) -> None:
+    transport, protocol, peer = pair(reactor)
+    transport.pauseProducing()
+    peer.close()
+    for _ in range(5):  # no busy loop, no event for a socket nothing is asked of
+        turn(reactor, 0.01)
+    assert protocol.events == []
+    assert transport.fd not in loop_for(reactor).kernel  # the hang-up unwatched it
+    transport.resumeProducing()
+    until(reactor, lambda: bool(protocol.events))
+    assert protocol.events == ["read-lost"]
+
+
+def test_a_number_reused_within_one_batch_gets_no_stale_event(reactor: Any) -> None:
+    transports: list[LeanTransport] = []
+    reused: list[tuple[int, LeanTransport, Recorder]] = []
+
+    class Closer(Recorder):
+        def dataReceived(self, data: bytes) -> None:
+            # the first to read closes the other, whose event is in the same
+            # batch, and opens a socket that takes the other's number
+            if reused:
+                return
+            other = transports[1] if self.transport is transports[0] else transports[0]
+            number = other.fd
+            other.loseConnection()
+            other.close_if_flushed()
+            a, b = socket.socketpair()
+            peers.append(b)
+            a.setblocking(False)
+            transport = LeanTransport(a, reactor)
+            recorder = Recorder()
+            transport.start(recorder)
+            reused.append((number, transport, recorder))
+
+    peers: list[socket.socket] = []
+    for _ in range(2):
+        a, b = socket.socketpair()
+        a.setblocking(False)
+        transport = LeanTransport(a, reactor)
+        transport.start(Closer())
+        transports.append(transport)
+        peers.append(b)
+    peers[0].sendall(b"a")
+    peers[1].sendall(b"b")
+    time.sleep(0.01)  # both readable before the turn: one batch
+    until(reactor, lambda: bool(reused))
+    turn(reactor, 0.01)
+    number, transport, recorder = reused[0]
+    assert transport.fd == number  # the lowest free number: the closed socket's
+    assert recorder.data == b"" and recorder.events == [] and transport.connected
+
+
+def test_connect_refused_and_stopped_through_the_loop(reactor: Any) -> None:
+    class Dialed(ClientFactory):
+        def __init__(self) -> None:
+            self.protocol_made: Any = None
+            self.failed: list[Any] = []
+
+        def buildProtocol(self, addr: Any) -> Protocol:
+            recorder = Recorder()
+            self.protocol_made = recorder
+            return recorder
+
+        def clientConnectionFailed(self, connector: Any, reason: Any) -> None:
+            self.failed.append(reason)
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+    port = server.getsockname()[1]
+    ok = Dialed()
+    lean_connect(reactor, None, Endpoint("127.0.0.1", port), ok)
+    until(reactor, lambda: ok.protocol_made is not None and ok.protocol_made.made)
+    accepted, _ = server.accept()
+    accepted.sendall(b"ready")
+    until(reactor, lambda: ok.protocol_made.data == b"ready")
+    server.close()
+    refused = Dialed()
+    lean_connect(reactor, None, Endpoint("127.0.0.1", port), refused)
+    until(reactor, lambda: bool(refused.failed))
+    assert refused.failed[0].check(error.ConnectionRefusedError)
+    stopped = Dialed()
+    connector = lean_connect(reactor, None, Endpoint("192.0.2.1", 9), stopped)  # TEST-NET-1
+    connector.stopConnecting()
+    assert stopped.failed[0].check(error.UserError)
+    assert connector.fd not in loop_for(reactor).handlers
+    accepted.close()
+
+
+def test_reactor_shutdown_reaches_every_lean_socket(reactor: Any) -> None:
+    transport, protocol, peer = pair(reactor)
+    loop = loop_for(reactor)
+    for selectable in reactor.removeAll():
+        selectable.connectionLost(Failure(error.ConnectionLost()))
+    assert protocol.events == ["lost:ConnectionLost"] and not transport.connected
+    assert loop_for(reactor) is not loop  # a new loop if the reactor runs again
