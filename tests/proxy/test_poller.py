@@ -204,3 +204,25 @@ def test_reactor_shutdown_reaches_every_lean_socket(reactor: Any) -> None:
         selectable.connectionLost(Failure(error.ConnectionLost()))
     assert protocol.events == ["lost:ConnectionLost"] and not transport.connected
     assert loop_for(reactor) is not loop  # a new loop if the reactor runs again
+
+
+def test_a_connect_complete_when_connect_returns_is_handed_over_at_once(reactor: Any) -> None:
+    from tests.proxy.test_transport import Dialed
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+    near = Dialed()
+    recorder: Any = near.protocol
+    connector = lean_connect(reactor, None, Endpoint("127.0.0.1", server.getsockname()[1]), near)
+    # loopback answers the SYN inside connect(): no turn, no writability wait
+    assert recorder.made and not connector.pending
+    assert connector.fd not in loop_for(reactor).handlers or \
+        loop_for(reactor).handlers[connector.fd] is recorder.transport
+    far = Dialed()
+    pending = lean_connect(reactor, None, Endpoint("192.0.2.1", 9), far)  # TEST-NET-1: no answer
+    assert pending.pending and not far.failed
+    assert loop_for(reactor).handlers[pending.fd] is pending  # waits for writability
+    pending.stopConnecting()
+    recorder.transport.loseConnection()
+    server.close()
