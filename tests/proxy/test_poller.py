@@ -6,6 +6,7 @@ loopback sockets, inside a private Twisted epoll reactor driven turn by turn
 
 from __future__ import annotations
 
+import os
 import select
 import socket
 import time
@@ -136,8 +137,13 @@ def test_a_number_reused_within_one_batch_gets_no_stale_event(reactor: Any) -> N
             other.close_if_flushed()
             a, b = socket.socketpair()
             peers.append(b)
-            a.setblocking(False)
-            transport = LeanTransport(a, reactor)
+            if a.fileno() != number:  # give it the closed socket's number, now free
+                os.dup2(a.fileno(), number)
+                a.close()
+                a = socket.socket(fileno=number)
+            sock = a
+            sock.setblocking(False)
+            transport = LeanTransport(sock, reactor)
             recorder = Recorder()
             transport.start(recorder)
             reused.append((number, transport, recorder))
@@ -156,7 +162,7 @@ def test_a_number_reused_within_one_batch_gets_no_stale_event(reactor: Any) -> N
     until(reactor, lambda: bool(reused))
     turn(reactor, 0.01)
     number, transport, recorder = reused[0]
-    assert transport.fd == number  # the lowest free number: the closed socket's
+    assert transport.fd == number
     assert recorder.data == b"" and recorder.events == [] and transport.connected
 
 
@@ -226,3 +232,25 @@ def test_a_connect_complete_when_connect_returns_is_handed_over_at_once(reactor:
     pending.stopConnecting()
     recorder.transport.loseConnection()
     server.close()
+
+
+def test_a_close_asked_for_in_a_batch_happens_at_its_end(reactor: Any) -> None:
+    events: list[str] = []
+
+    class Closing(Recorder):
+        def dataReceived(self, data: bytes) -> None:
+            assert self.transport is not None
+            self.transport.loseConnection()
+            events.append("asked")  # not lost within loseConnection
+
+        def connectionLost(self, reason: Any = None) -> None:
+            events.append("lost")
+
+    a, peer = socket.socketpair()
+    a.setblocking(False)
+    LeanTransport(a, reactor).start(Closing())
+    peer.sendall(b"x")
+    until(reactor, lambda: bool(events))
+    assert events == ["asked", "lost"]  # the same turn: no timer, no writability event
+    assert reactor.getDelayedCalls() == []
+    assert peer.recv(10) == b""

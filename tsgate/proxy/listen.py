@@ -69,12 +69,12 @@ class LeanPort:
     def startListening(self) -> None:
         if not self.listening:
             self.listening = True
-            self.reactor.addReader(self)
+            self.loop.addReader(self)
 
     def stopListening(self) -> defer.Deferred[None]:
         if self.listening:
             self.listening = False
-            self.reactor.removeReader(self)
+            self.loop.discard(self)  # before the close (an epoll set forgets it with the close)
             close_quietly(self.socket)
         return defer.succeed(None)
 

@@ -40,10 +40,15 @@ _DISCONNECTED: int = getattr(select, "EPOLLHUP", 16) | getattr(select, "EPOLLERR
 class ReactorLoop:
     """The reactor's own ``IReactorFDSet`` (descriptors are the reactor's selectables)."""
 
-    __slots__ = ("reactor", "addReader", "removeReader", "addWriter", "removeWriter")
+    __slots__ = ("reactor", "addReader", "removeReader", "addWriter", "removeWriter", "due")
+
+    #: never inside a batch of its own (closes wait for the reactor's next turn)
+    dispatching = False
 
     def __init__(self, reactor: Any) -> None:
         self.reactor = reactor
+        #: transports to close on the reactor's next turn (close_soon)
+        self.due: list[Any] = []
         self.addReader = reactor.addReader
         self.removeReader = reactor.removeReader
         self.addWriter = reactor.addWriter
@@ -75,6 +80,11 @@ class EpollLoop:
         #: reused by sockets opened in the same batch)
         self.dirty: set[int] = set()
         self.stale: set[int] = set()
+        #: transports whose close (``loseConnection`` with nothing to flush)
+        #: was asked for in this batch: done at its end, not a turn later
+        self.closing: list[Any] = []
+        #: ... and those asked for outside a batch: on the reactor's next turn
+        self.due: list[Any] = []
         self.dispatching = False
         reactor.addReader(self)
 
@@ -218,6 +228,13 @@ class EpollLoop:
                     except Exception:
                         log.failure("connectionLost failed")
         finally:
+            while self.closing:
+                closing, self.closing = self.closing, []
+                for transport in closing:
+                    try:
+                        transport.close_if_flushed()
+                    except Exception:
+                        log.failure("close failed")
             self.dispatching = False
             if stale:
                 stale.clear()
@@ -269,24 +286,23 @@ def loop_for(reactor: Any) -> Any:
     return loop
 
 
-#: transports whose close is due on the next turn, per reactor
-_CLOSING: dict[int, list[Any]] = {}
-
-
 def close_soon(transport: Any) -> None:
     """
-    ``transport.close_if_flushed()`` on the reactor's next turn, together with
-    every other close asked for in this turn (one timer call for all of them,
-    no writability event per socket).
+    ``transport.close_if_flushed()`` at the end of the epoll loop's batch of
+    events when one is being handled, else on the reactor's next turn together
+    with every other close asked for in this turn (one timer call for all of
+    them); never within the caller's own call, no writability event per socket.
     """
-    reactor = transport.reactor
-    pending = _CLOSING.get(id(reactor))
-    if pending is None:
-        pending = _CLOSING[id(reactor)] = []
-        reactor.callLater(0, _close_due, reactor)
-    pending.append(transport)
+    loop = transport.loop
+    if loop.dispatching:
+        loop.closing.append(transport)
+        return
+    if not loop.due:
+        transport.reactor.callLater(0, _close_due, loop)
+    loop.due.append(transport)
 
 
-def _close_due(reactor: Any) -> None:
-    for transport in _CLOSING.pop(id(reactor), ()):
+def _close_due(loop: Any) -> None:
+    due, loop.due = loop.due, []
+    for transport in due:
         transport.close_if_flushed()
