@@ -122,48 +122,51 @@ def test_a_peer_hanging_up_while_paused_waits_until_resumed(reactor: Any) -> Non
 
 
 def test_a_number_reused_within_one_batch_gets_no_stale_event(reactor: Any) -> None:
-    transports: list[LeanTransport] = []
+    """
+    A hang-up reported for a socket closed earlier in the same batch must not
+    reach the socket that took its number meanwhile (it would be closed).
+    """
     reused: list[tuple[int, LeanTransport, Recorder]] = []
 
     class Closer(Recorder):
         def dataReceived(self, data: bytes) -> None:
-            # the first to read closes the other, whose event is in the same
-            # batch, and opens a socket that takes the other's number
-            if reused:
-                return
-            other = transports[1] if self.transport is transports[0] else transports[0]
-            number = other.fd
-            other.loseConnection()
-            other.close_if_flushed()
+            # close the hung-up socket, whose event is later in this batch,
+            # and open one with its number
+            number = hung.fd
+            hung.connectionLost(Failure(error.ConnectionDone()))  # closed now
             a, b = socket.socketpair()
             peers.append(b)
             if a.fileno() != number:  # give it the closed socket's number, now free
                 os.dup2(a.fileno(), number)
                 a.close()
                 a = socket.socket(fileno=number)
-            sock = a
-            sock.setblocking(False)
-            transport = LeanTransport(sock, reactor)
+            a.setblocking(False)
+            transport = LeanTransport(a, reactor)
             recorder = Recorder()
             transport.start(recorder)
             reused.append((number, transport, recorder))
 
     peers: list[socket.socket] = []
-    for _ in range(2):
-        a, b = socket.socketpair()
-        a.setblocking(False)
-        transport = LeanTransport(a, reactor)
-        transport.start(Closer())
-        transports.append(transport)
-        peers.append(b)
-    peers[0].sendall(b"a")
-    peers[1].sendall(b"b")
-    time.sleep(0.01)  # both readable before the turn: one batch
+    a, first_peer = socket.socketpair()
+    a.setblocking(False)
+    LeanTransport(a, reactor).start(Closer())
+    b, hung_peer = socket.socketpair()
+    b.setblocking(False)
+    hung = LeanTransport(b, reactor)
+    hung.start(Recorder())
+    hung.pauseProducing()
+    hung.write(b"x" * (1 << 20))  # more than the socket takes: writing, not reading
+    turn(reactor, 0.01)  # the interest changes reach the epoll set
+    assert hung.writing and not hung.reading
+    first_peer.sendall(b"a")
+    time.sleep(0.01)
+    hung_peer.close()  # a hang-up (no read asked: a disconnect event)
+    time.sleep(0.01)  # both ready before the turn: one batch, the read first
     until(reactor, lambda: bool(reused))
     turn(reactor, 0.01)
     number, transport, recorder = reused[0]
+    assert recorder.events == [] and transport.connected
     assert transport.fd == number
-    assert recorder.data == b"" and recorder.events == [] and transport.connected
 
 
 def test_connect_refused_and_stopped_through_the_loop(reactor: Any) -> None:
