@@ -402,6 +402,8 @@ def tsgate_argv(config: Path, runner: Optional[list[str]] = None) -> list[str]:
         sys.executable, *(runner or ["-m", "twisted"]), "--log-format=text", "tsgate",
         "--config", str(config), "--endpoint", "7000=tcp:0:interface=127.0.0.1:backlog=1024",
         "--admin", "none", "--readiness", "none", "--access-log", "none",
+        # no metrics listener: its fixed port (15090) may be taken on a shared machine
+        "--metrics", "none",
     ]
 
 

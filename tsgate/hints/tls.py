@@ -352,8 +352,14 @@ def _parse_body(body: bytes, length: int) -> ClientHello:
         if ((body[p] << 8) | body[p + 1]) != end - p - 2:
             raise HintParseError("extensions length does not match the client hello")
         p += 2
+        walked = _walk_extensions(body, p, end)
+        if walked is not None:  # well formed (nearly every hello): parse what is used
+            types = walked[0]
+            for etype, start, stop in walked[1]:
+                fields[_EXTENSION_PARSERS[etype]] = _parse_extension(etype, body[start:stop])
+            p = end
         seen: set[int] = set()
-        while p < end:
+        while p < end:  # else: the same walk, checking as it goes (the first error wins)
             if p + 4 > end:
                 raise HintParseError("extension header truncated")
             etype = (body[p] << 8) | body[p + 1]
@@ -375,6 +381,32 @@ def _parse_body(body: bytes, length: int) -> ClientHello:
         extensions=tuple(types),
         **fields,  # type: ignore[arg-type]
     )
+
+
+_EXTENSION_HEADER = struct.Struct(">HH")
+
+
+def _walk_extensions(
+    body: bytes, p: int, end: int
+) -> Optional[tuple[list[int], list[tuple[int, int, int]]]]:
+    """
+    The extension types in order and (type, start, stop) of those parsed, or
+    None when a header runs past the end or a type repeats: then the checking
+    walk in :func:`_parse_body` says which error comes first.
+    """
+    unpack = _EXTENSION_HEADER.unpack_from
+    parsed = _EXTENSION_PARSERS
+    types: list[int] = []
+    wanted: list[tuple[int, int, int]] = []
+    while p + 4 <= end:
+        etype, elen = unpack(body, p)
+        p += 4 + elen
+        types.append(etype)
+        if etype in parsed:
+            wanted.append((etype, p - elen, p))
+    if p != end or len(set(types)) != len(types):
+        return None
+    return types, wanted
 
 
 _EXTENSION_PARSERS = {
@@ -509,21 +541,27 @@ class TlsAttributes(Mapping[str, str]):
     gateway that logs nothing.
     """
 
-    __slots__ = ("_hello", "_values", "_fingerprinted")
+    __slots__ = ("_hello", "_values", "_described", "_fingerprinted")
 
     def __init__(self, hello: ClientHello) -> None:
         self._hello = hello
-        values: dict[str, str] = {}
-        if hello.server_name is not None:
-            values["sni"] = hello.server_name
+        # Routing reads ``sni`` (and asks whether there is an ``alpn``): the
+        # other values are made on first use, as the fingerprints are.
+        name = hello.server_name
+        self._values: dict[str, str] = {"sni": name} if name is not None else {}
+        self._described = False
+        self._fingerprinted = False
+
+    def _describe(self) -> None:
+        hello = self._hello
+        values = self._values
         if hello.alpn:
             values["alpn"] = ",".join(_token(name) for name in hello.alpn)
         versions = _no_grease(hello.supported_versions or ())
         values["versions"] = ",".join(
             version_name(v) for v in versions or [hello.legacy_version]
         )
-        self._values = values
-        self._fingerprinted = False
+        self._described = True
 
     def _fingerprint(self) -> None:
         ja3 = ja3_string(self._hello)
@@ -535,19 +573,33 @@ class TlsAttributes(Mapping[str, str]):
         self._fingerprinted = True
 
     def __getitem__(self, key: str) -> str:
-        if key in _FINGERPRINTS and not self._fingerprinted:
-            self._fingerprint()
-        return self._values[key]
+        values = self._values
+        if key in values:
+            return values[key]
+        if key != "sni":
+            if not self._described:
+                self._describe()
+            if key in _FINGERPRINTS and not self._fingerprinted:
+                self._fingerprint()
+        return values[key]
 
     def __iter__(self) -> Iterator[str]:
+        if not self._described:
+            self._describe()
         yield from [k for k in self._values if k not in _FINGERPRINTS]
         yield from _FINGERPRINTS
 
     def __len__(self) -> int:
+        if not self._described:
+            self._describe()
         return len([k for k in self._values if k not in _FINGERPRINTS]) + len(_FINGERPRINTS)
 
     def __contains__(self, key: object) -> bool:
-        return key in _FINGERPRINTS or key in self._values
+        if key in _FINGERPRINTS or key in self._values:
+            return True
+        if self._described:
+            return False
+        return key == "versions" or (key == "alpn" and bool(self._hello.alpn))
 
     def __repr__(self) -> str:
         return f"TlsAttributes({dict(self)!r})"

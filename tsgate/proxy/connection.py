@@ -35,6 +35,7 @@ from tsgate.proxy.state import (
     RELAYING,
     format_address,
 )
+from tsgate.proxy.transport import LeanTransport
 from tsgate.proxy.upstream import UpstreamFactory, UpstreamProtocol
 from tsgate.routing import Listener
 from tsgate.tls import stage as tls_stage
@@ -126,5 +127,10 @@ class DownstreamProtocol(InspectStage):
             connector, self.connector = self.connector, None
             connector.stopConnecting()
         if self.upstream is not None:
-            tls_stage.release(self.upstream.transport)
+            transport = self.upstream.transport
+            if type(transport) is LeanTransport:  # not a TLS layer: release it plainly
+                transport.unregisterProducer()
+                transport.loseConnection()
+            else:
+                tls_stage.release(transport)
         self.write_close_record(previous)

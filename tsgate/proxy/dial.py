@@ -6,7 +6,8 @@ the host through the reactor's resolver with a ``Deferred`` even for an IP
 literal, and logs through the factory. For an endpoint that is an IP
 address this :data:`~tsgate.proxy.stages.Connect` opens the socket itself
 and, once writable, hands a :class:`~tsgate.proxy.transport.LeanTransport`
-to the factory's protocol; failures reach ``clientConnectionFailed`` with
+to the factory's protocol (at once when the connect completed before
+``connect`` returned, as on loopback); failures reach ``clientConnectionFailed`` with
 Twisted's own exceptions (so ``UF`` details read as before). Host names (DNS
 clusters) go through the reactor's resolver first, as ``connectTCP`` does;
 reactors without ``IReactorFDSet`` use ``connectTCP`` itself.
@@ -26,6 +27,7 @@ from twisted.internet.interfaces import IWriteDescriptor
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from tsgate.proxy.poller import loop_for
 from tsgate.proxy.sockets import close_quietly
 from tsgate.proxy.transport import LeanTransport
 
@@ -53,10 +55,11 @@ def _family(address: str) -> int:
 class LeanConnector:
     """One connect attempt; ``stopConnecting()`` as on Twisted's connectors."""
 
-    __slots__ = ("reactor", "socket", "fd", "factory", "pending")
+    __slots__ = ("reactor", "socket", "fd", "factory", "pending", "loop")
 
     def __init__(self, reactor: Any, sock: socket.socket, factory: Any) -> None:
         self.reactor = reactor
+        self.loop = loop_for(reactor)
         self.socket = sock
         self.fd = sock.fileno()
         self.factory = factory
@@ -72,18 +75,24 @@ class LeanConnector:
         if not self.pending:
             return None
         self.pending = False
-        self.reactor.removeWriter(self)
+        # the socket is the transport's from here (or closed): one hand-over,
+        # no unwatch-rewatch of the same descriptor
+        self.loop.discard(self)
         code = self.socket.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
         if code:
             self.failed(error.getConnectError((code, os.strerror(code))))
             return None
-        transport = LeanTransport(self.socket, self.reactor)
+        self.connected()
+        return None
+
+    def connected(self) -> None:
+        """The socket is connected: hand it to a transport and the factory's protocol."""
+        transport = LeanTransport(self.socket, self.reactor, None, self.loop)
         protocol = self.factory.buildProtocol(None)
         if protocol is None:
             transport.loseConnection()
-            return None
+            return
         transport.start(protocol)
-        return None
 
     def connectionLost(self, reason: Failure) -> None:
         """
@@ -93,7 +102,7 @@ class LeanConnector:
         if not self.pending:
             return
         self.pending = False
-        self.reactor.removeWriter(self)
+        self.loop.discard(self)
         try:
             code = self.socket.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
         except OSError as exc:
@@ -107,10 +116,11 @@ class LeanConnector:
         if not self.pending:
             return
         self.pending = False
-        self.reactor.removeWriter(self)
+        self.loop.discard(self)
         self.failed(error.UserError(string="stopConnecting was called"))
 
     def failed(self, exc: Exception) -> None:
+        self.loop.discard(self)
         close_quietly(self.socket)
         self.factory.clientConnectionFailed(self, Failure(exc))
 
@@ -150,9 +160,10 @@ class ResolvingConnector:
                 self, Failure(error.UserError(string="stopConnecting was called")))
 
 
-def connect_address(reactor: Any, address: str, port: int, factory: Any) -> LeanConnector:
+def connect_address(reactor: Any, address: str, port: int, factory: Any,
+                    family: int = 0) -> LeanConnector:
     """A non-blocking connect to an IP address (see the module docstring)."""
-    sock = socket.socket(_family(address) or socket.AF_INET,
+    sock = socket.socket(family or _family(address) or socket.AF_INET,
                          socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
     connector = LeanConnector(reactor, sock, factory)
     code = sock.connect_ex((address, port))
@@ -161,8 +172,23 @@ def connect_address(reactor: Any, address: str, port: int, factory: Any) -> Lean
         # reported on the next turn, as connectTCP does (the caller is mid-stage)
         reactor.callLater(0, connector.failed, error.getConnectError((code, os.strerror(code))))
         return connector
-    reactor.addWriter(connector)
+    if code == 0 or _established(sock):
+        # Loopback and other near peers have answered the SYN before connect
+        # returns: connected now, without waiting a turn for writability.
+        connector.pending = False
+        connector.connected()
+        return connector
+    connector.loop.addWriter(connector)
     return connector
+
+
+def _established(sock: socket.socket) -> bool:
+    """Whether a connect in progress has already completed (it has a peer)."""
+    try:
+        sock.getpeername()
+    except OSError:
+        return False
+    return True
 
 
 def lean_connect(reactor: Any, cluster: Any, endpoint: Any, factory: Any) -> Any:
@@ -171,6 +197,7 @@ def lean_connect(reactor: Any, cluster: Any, endpoint: Any, factory: Any) -> Any
     ``IReactorFDSet`` (``ProxyContext.runtime`` checks, once): IP endpoints
     connect at once, host names after the reactor's resolver.
     """
-    if _family(endpoint.address):
-        return connect_address(reactor, endpoint.address, endpoint.port, factory)
+    family = _family(endpoint.address)
+    if family:
+        return connect_address(reactor, endpoint.address, endpoint.port, factory, family)
     return ResolvingConnector(reactor, endpoint.address, endpoint.port, factory)

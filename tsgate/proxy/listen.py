@@ -25,6 +25,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from tsgate.proxy.poller import loop_for
 from tsgate.proxy.sockets import close_quietly, twisted_address
 from tsgate.proxy.transport import LeanTransport
 
@@ -62,16 +63,18 @@ class LeanPort:
         self.factory = factory
         self.listening = False
         self.read_size: Optional[int] = None
+        #: where the accepted sockets wait for readiness (tsgate.proxy.poller)
+        self.loop = loop_for(reactor)
 
     def startListening(self) -> None:
         if not self.listening:
             self.listening = True
-            self.reactor.addReader(self)
+            self.loop.addReader(self)
 
     def stopListening(self) -> defer.Deferred[None]:
         if self.listening:
             self.listening = False
-            self.reactor.removeReader(self)
+            self.loop.discard(self)  # before the close (an epoll set forgets it with the close)
             close_quietly(self.socket)
         return defer.succeed(None)
 
@@ -92,6 +95,7 @@ class LeanPort:
         accept = self.socket.accept
         build = self.factory.buildProtocol
         reactor = self.reactor
+        loop = self.loop
         for _ in range(ACCEPT_BATCH):
             try:
                 sock, peer = accept()
@@ -103,7 +107,7 @@ class LeanPort:
                     return None
                 raise
             sock.setblocking(False)
-            transport = LeanTransport(sock, reactor, peer)
+            transport = LeanTransport(sock, reactor, peer, loop)
             try:
                 protocol = build(None)
             except Exception:

@@ -61,7 +61,7 @@ class CloseRecord(ConnectionState):
             record.hints = self.hints()
         cluster = self.cluster
         if self.counted_active and cluster is not None:
-            state = ctx.balancer.state(cluster)
+            state = self.cstate or ctx.balancer.state(cluster)
             state.active -= 1
             ctx.balancer.release(self.endpoint)  # the host's active count
             ctx.stats.gauge_add_key("cluster.upstream_cx_active", state.cluster_key, -1)
@@ -78,7 +78,8 @@ class CloseRecord(ConnectionState):
         Without a cluster (``NR``) the destination labels are ``unknown``.
         """
         cluster = self.cluster
-        state = self.ctx.balancer.state(cluster) if cluster is not None else UNROUTED
+        state = (self.cstate or self.ctx.balancer.state(cluster)) if cluster is not None \
+            else UNROUTED
         stats = self.ctx.stats
         if self.upstream is None:
             stats.inc_key("istio_tcp_connections_opened_total", state.metric_key())
@@ -116,7 +117,7 @@ class CloseRecord(ConnectionState):
         sent = self.bytes_sent - self.reported_sent
         if not (received or sent):
             return
-        key = self.ctx.balancer.state(cluster).metric_key()
+        key = (self.cstate or self.ctx.balancer.state(cluster)).metric_key()
         stats = self.ctx.stats
         stats.inc_key("istio_tcp_received_bytes_total", key, received)
         stats.inc_key("istio_tcp_sent_bytes_total", key, sent)

@@ -87,8 +87,9 @@ class RelayStage(CloseRecord):
         up_t.registerProducer(down_t, True)
         self.now = ctx.now  # one bound method for every connection
         self.last_activity = self.now()
-        self.up_write = write_through(up_t)
-        self.down_write = write_through(down_t)
+        # write_through, inline: a lean transport is its own write function
+        self.up_write = up_t if type(up_t) is LeanTransport else up_t.write
+        self.down_write = down_t if type(down_t) is LeanTransport else down_t.write
         if self.observers:
             self.dataReceived = self.relay_client_observed  # type: ignore[method-assign]
             upstream.relay_to(self.relay_server_observed)
@@ -106,17 +107,19 @@ class RelayStage(CloseRecord):
                 route.max_connection_duration - (self.now() - self.started),
                 self._duration_exceeded,
             )
-        if self.buffer:
-            data, self.buffer = self.buffer, b""
-            self.dataReceived(data)
+        replayed = self.buffer
+        if replayed:
+            self.buffer = b""
+            self.dataReceived(replayed)
         if self.client_eof:
             self.forward_eof_upstream()
         else:
             down_t.resumeProducing()
-            if type(down_t) is LeanTransport:
+            if not replayed and type(down_t) is LeanTransport:
                 # The client usually spoke while the upstream connected: read
                 # now rather than after another reactor turn (a recv that finds
-                # nothing costs less than the turn saves).
+                # nothing costs less than the turn saves). A client whose first
+                # flight was read already (a ClientHello) waits for an answer.
                 down_t.read_now()
 
     def _build_observers(self) -> None:
@@ -212,7 +215,8 @@ class RelayStage(CloseRecord):
         """
         if not transport.connected:
             return
-        if tls_stage.is_tls(transport):  # close_notify, then the TCP FIN (tsgate.tls.stage)
+        if type(transport) is not LeanTransport and tls_stage.is_tls(transport):
+            # close_notify, then the TCP FIN (tsgate.tls.stage)
             transport.unregisterProducer()
             tls_stage.half_close(transport)
             if other_direction_done:

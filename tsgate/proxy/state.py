@@ -33,6 +33,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from tsgate.proxy.context import ListenerRuntime, ProxyContext
     from tsgate.proxy.upstream import UpstreamProtocol
     from tsgate.routing import Cluster, Decision, Listener, Route
+    from tsgate.upstream.balancer import ClusterState
 
 INSPECTING = "inspecting"
 CONNECTING = "connecting"
@@ -60,9 +61,9 @@ class ConnectionState(Protocol):
         "ctx", "listener", "runtime", "state", "buffer", "stage_index", "bytes_received",
         "bytes_sent", "reported_received", "reported_sent", "client_eof", "upstream_eof",
         "observers", "last_activity", "termination", "started", "record", "decision", "route",
-        "cluster", "endpoint", "upstream", "preamble", "hint", "idle_timeout", "inspect_timer",
-        "connect_timer", "idle_timer", "duration_timer", "connector", "counted_active",
-        "now", "up_write", "down_write", "_peer", "_remote", "authz", "tried",
+        "cluster", "cstate", "endpoint", "upstream", "preamble", "hint", "idle_timeout",
+        "inspect_timer", "connect_timer", "idle_timer", "duration_timer", "connector",
+        "counted_active", "now", "up_write", "down_write", "_peer", "_remote", "authz", "tried",
         "dataReceived", "transport", "connected", "factory", "tls",
     )
 
@@ -102,6 +103,8 @@ class ConnectionState(Protocol):
         self.decision: Optional[Decision] = None
         self.route: Optional[Route] = None
         self.cluster: Optional[Cluster] = None
+        #: the balancer's ClusterState of ``cluster`` (looked up once)
+        self.cstate: Optional[ClusterState] = None
         self.endpoint: Any = None  # a tsgate.upstream.balancer.HostState once picked
         self.upstream: Optional[UpstreamProtocol] = None
         self.preamble: Optional[Preamble] = None

@@ -31,6 +31,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from tsgate.proxy.poller import close_soon, loop_for
 from tsgate.proxy.sockets import twisted_address
 
 log = Logger(namespace="tsgate.proxy")
@@ -46,13 +47,16 @@ class LeanTransport:
         "socket", "fd", "reactor", "protocol", "connected", "disconnecting", "disconnected",
         "bufferSize", "queue", "queued", "reading", "writing", "paused", "producer",
         "producer_paused", "write_closing", "write_closed", "read_closed", "half_close",
-        "peer", "__weakref__",
+        "peer", "loop", "__weakref__",
     )
 
-    def __init__(self, sock: socket.socket, reactor: Any, peer: Any = None) -> None:
+    def __init__(self, sock: socket.socket, reactor: Any, peer: Any = None,
+                 loop: Any = None) -> None:
         self.socket = sock
         self.fd = sock.fileno()
         self.reactor = reactor
+        #: where the socket waits for readiness (tsgate.proxy.poller)
+        self.loop = loop if loop is not None else loop_for(reactor)
         self.protocol: Any = None
         self.connected = 1
         self.disconnecting = False
@@ -191,7 +195,7 @@ class LeanTransport:
         if self.queue is None:
             # Nothing to flush: close on the next turn with the other closes
             # of this turn (one timer call, no writability event per socket).
-            _close_soon(self)
+            close_soon(self)
         else:
             self._start_writing()  # doWrite closes once the queue is empty
 
@@ -272,22 +276,22 @@ class LeanTransport:
     def _start_reading(self) -> None:
         if not self.reading:
             self.reading = True
-            self.reactor.addReader(self)
+            self.loop.addReader(self)
 
     def _stop_reading(self) -> None:
         if self.reading:
             self.reading = False
-            self.reactor.removeReader(self)
+            self.loop.removeReader(self)
 
     def _start_writing(self) -> None:
         if not self.writing:
             self.writing = True
-            self.reactor.addWriter(self)
+            self.loop.addWriter(self)
 
     def _stop_writing(self) -> None:
         if self.writing:
             self.writing = False
-            self.reactor.removeWriter(self)
+            self.loop.removeWriter(self)
 
     def _shutdown_write(self) -> None:
         self.write_closing = False
@@ -308,8 +312,8 @@ class LeanTransport:
             return
         self.disconnected = True
         self.connected = 0
-        self._stop_reading()
-        self._stop_writing()
+        self.reading = self.writing = False
+        self.loop.discard(self)  # before the close (an epoll set forgets it with the close)
         producer, self.producer = self.producer, None
         if producer is not None:
             producer.stopProducing()
@@ -330,20 +334,3 @@ class LeanTransport:
 
 #: the reason of every clean close (read-only for protocols: one object for all)
 _DONE = Failure(error.ConnectionDone())
-
-#: transports whose close is due on the next turn, per reactor
-_CLOSING: dict[int, list[LeanTransport]] = {}
-
-
-def _close_soon(transport: LeanTransport) -> None:
-    reactor = transport.reactor
-    pending = _CLOSING.get(id(reactor))
-    if pending is None:
-        pending = _CLOSING[id(reactor)] = []
-        reactor.callLater(0, _close_due, reactor)
-    pending.append(transport)
-
-
-def _close_due(reactor: Any) -> None:
-    for transport in _CLOSING.pop(id(reactor), ()):
-        transport.close_if_flushed()

@@ -42,6 +42,16 @@ def source_ip(conn: Any, cluster: Any) -> Optional[str]:
     return conn.remote_address.rpartition(":")[0].strip("[]") or None
 
 
+class _Connecting:
+    """The connector slot while ``connect`` runs (nothing to stop yet)."""
+
+    def stopConnecting(self) -> None:
+        pass
+
+
+_CONNECTING = _Connecting()
+
+
 class ConnectStage(RelayStage):
     """The upstream-connect stage (see the module docstring)."""
 
@@ -52,6 +62,7 @@ class ConnectStage(RelayStage):
         ctx = self.ctx
         balancer = ctx.balancer
         cluster = self.cluster = balancer.pick_cluster(route)
+        state = self.cstate = balancer.state(cluster)
         self.record.upstream_cluster = cluster.name
         endpoint = self.endpoint = balancer.pick_endpoint(cluster, source_ip(self, cluster))
         if endpoint is None:
@@ -65,7 +76,6 @@ class ConnectStage(RelayStage):
             self.end(Ending("UH", counter=("cluster.upstream_cx_none_healthy",
                                            Stats.label_key(cluster=cluster.name))))
             return
-        state = balancer.state(cluster)
         if cluster.max_connections is not None and state.active >= cluster.max_connections:
             self.end(Ending("UO", counter=("cluster.upstream_cx_overflow",
                                            Stats.label_key(cluster=cluster.name))))
@@ -86,13 +96,15 @@ class ConnectStage(RelayStage):
         self.tried.append(endpoint)
         ctx.balancer.begin(endpoint)
         self.record.upstream_host = f"{endpoint.address}:{endpoint.port}"
+        self.connector = _CONNECTING
+        connector = self.runtime.connect(ctx.reactor, cluster, endpoint, UpstreamFactory(self))
+        if self.connector is not _CONNECTING:
+            return  # connected (loopback: before connect returned) or failed already
+        self.connector = connector
         timeout = ctx.settings.connect_timeout or cluster.connect_timeout
         # The connect timeout is our own timer on the injected clock (not
         # connectTCP's), so it is testable and counted like Envoy's.
         self.connect_timer = ctx.timers.schedule(timeout, self._connect_timed_out)
-        self.connector = self.runtime.connect(
-            ctx.reactor, cluster, endpoint, UpstreamFactory(self)
-        )
 
     def _connect_timed_out(self) -> None:
         self.connect_timer = None
@@ -161,7 +173,8 @@ class ConnectStage(RelayStage):
         assert cluster is not None
         self.ctx.balancer.connected(cluster, self.endpoint)
         self.ctx.stats.inc_key(
-            "istio_tcp_connections_opened_total", self.ctx.balancer.state(cluster).metric_key()
+            "istio_tcp_connections_opened_total",
+            (self.cstate or self.ctx.balancer.state(cluster)).metric_key()
         )
         for stage in self.runtime.upstream_stages:  # on the raw socket (a PROXY header)
             ending = stage(self, transport)

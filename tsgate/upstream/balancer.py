@@ -120,10 +120,11 @@ class ClusterState:
     impaired_until: float = 0.0
     hc_down: int = 0
 
-    @property
-    def cluster_key(self) -> tuple[tuple[str, str], ...]:
-        """``cluster=<name>`` as a prebuilt stats key."""
-        return (("cluster", self.name),)
+    #: ``cluster=<name>`` as a prebuilt stats key
+    cluster_key: tuple[tuple[str, str], ...] = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        self.cluster_key = (("cluster", self.name),)
 
     def metric_key(self, response_flags: str = "-") -> tuple[tuple[str, str], ...]:
         """Istio labels plus ``response_flags``, as a prebuilt stats key."""
