@@ -100,7 +100,7 @@ class Run:
                 "--config", str(config),
                 "--endpoint", "7000=tcp:0:interface=127.0.0.1:backlog=4096",
                 "--admin", f"tcp:{admin}:interface=127.0.0.1", "--readiness", "none",
-                "--access-log", "none", "--workers", str(workers),
+                "--metrics", "none", "--access-log", "none", "--workers", str(workers),
                 "--worker-sockets", sockets]
         proc = relay.Proc(f"tsgate-{workers}", argv, cwd=self.bench.workdir)
         port = int(proc.wait_for(r"tsgate listening: \S+ on 127\.0\.0\.1:(\d+)", 60).group(1))
