@@ -134,7 +134,7 @@ class Run:
         return result
 
     def round(self) -> dict[str, Any]:
-        out: dict[str, Any] = {}
+        out: dict[str, Any] = {"load average": os.getloadavg()[0]}
         out["direct"] = self.conn(self.bench.backend_port, None)
         for threads in (1, 2):
             proc, port = self.start_haproxy(threads)
@@ -154,6 +154,7 @@ class Run:
                     out[name]["spread"] = [b - a for a, b in zip(before, after)]
             finally:
                 proc.stop()
+        out["load average"] = [out["load average"], os.getloadavg()[0]]
         return out
 
     def held_connections(self) -> dict[str, Any]:
@@ -176,7 +177,7 @@ class Run:
 
 
 def render(rounds: list[dict[str, Any]], held: Optional[dict[str, Any]]) -> str:
-    names = list(rounds[0])
+    names = [n for n in rounds[0] if n != "load average"]
     key = "rate"  # loadgen conn: connections per second
     med = {n: statistics.median(r[n][key] for r in rounds) for n in names}
 
@@ -199,6 +200,11 @@ def render(rounds: list[dict[str, Any]], held: Optional[dict[str, Any]]) -> str:
     lines.append(f"Scaling, tsgate 1 → 2 workers: {ratio('tsgate --workers 2', 'tsgate --workers 1'):.2f}×; "
                  f"HAProxy 1 → 2 threads: {ratio('haproxy nbthread 2', 'haproxy nbthread 1'):.2f}×; "
                  f"direct (the client's ceiling): {med['direct']:,.0f} conn/s.")
+    loads = [x for r in rounds for x in r.get("load average", ())]
+    if loads:
+        lines.append("")
+        lines.append(f"Load average (1 min) at the start and end of each round: "
+                     f"{', '.join(f'{x:.1f}' for x in loads)} (2 cores; other jobs ran too).")
     if held:
         lines.append("")
         lines.append(f"Held: {held['opened']:.0f} of {held['wanted']} concurrent connections "
