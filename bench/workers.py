@@ -4,6 +4,7 @@ Multi-core benchmark: ``tsgate --workers N`` against HAProxy ``nbthread N``, in 
 
     python bench/workers.py            # 3 rounds, about 3 minutes
     python bench/workers.py --quick    # 1 round, shorter workloads
+    python bench/workers.py --profile  # one worker of --workers 2 under py-spy --native
 
 Workloads (the C clients and backend of bench/relay.py):
 
@@ -176,6 +177,61 @@ class Run:
                 "accepted_per_worker": spread, "active_per_worker": active}
 
 
+def worker_pids(admin: int) -> list[int]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{admin}/workers", timeout=5) as r:
+        return [int(w["pid"]) for w in json.load(r)["workers"]]
+
+
+def profile(run: Run, workers: int, stamp: str, label: str) -> list[Path]:
+    """
+    One worker of ``--workers N`` (or the single process for N = 1) under
+    ``py-spy record --native`` during conn/s; CPU µs per connection of every
+    process, each worker's from its own connection count.
+    """
+    import subprocess
+
+    seconds = run.seconds
+    proc, port, admin = run.start_tsgate(workers)
+    try:
+        pids = worker_pids(admin) if workers > 1 else [proc.pid]
+        run.bench.loadgen("conn", port, 50, 1.0, timeout=30)  # warm up
+        counts = run.per_worker(admin) if workers > 1 else []
+        base = relay.RESULTS / f"workers-profile-{stamp}-{label}"
+        out = base.with_suffix(".collapsed")
+        relay.RESULTS.mkdir(exist_ok=True)
+        spy = subprocess.Popen(
+            ["py-spy", "record", "--pid", str(pids[0]), "--native", "--rate", "250",
+             "--format", "raw", "--output", str(out),
+             "--duration", str(int(seconds))],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        load = os.getloadavg()[0]
+        cpu = {p: relay.cpu_ns(p) for p in [proc.pid, *pids]}
+        r = run.bench.loadgen("conn", port, 50, seconds, timeout=seconds + 30)
+        cpu = {p: relay.cpu_ns(p) - v for p, v in cpu.items()}
+        spy.wait(seconds + 60)
+        if workers > 1:
+            counts = [b - a for a, b in zip(counts, run.per_worker(admin))]
+        else:
+            counts = [int(r["done"])]
+        per_own = [cpu[p] / 1e3 / max(1, n) for p, n in zip(pids, counts)]
+        total = sum(cpu.values()) / 1e3 / max(1.0, r["done"])
+    finally:
+        proc.stop()
+    head = [
+        f"tsgate --workers {workers} ({label}): {r['rate']:,.0f} conn/s, {r['done']:,.0f} "
+        f"connections in {seconds:.0f} s, 50 concurrent; load average {load:.1f} (2 cores)",
+        f"CPU µs per connection, every tsgate process: {total:.1f}; each worker per connection "
+        f"it accepted: {', '.join(f'{x:.1f}' for x in per_own)} (connections {counts})",
+        f"py-spy record --native --rate 250 on pid {pids[0]} "
+        f"({'worker 1' if workers > 1 else 'the single process'}); stacks: {out.name}",
+        "",
+    ]
+    summary = base.with_suffix(".txt")
+    summary.write_text("\n".join(head) + relay.summarize_collapsed(out, per_own[0]) + "\n")
+    print(summary.read_text())
+    return [out, summary]
+
+
 def render(rounds: list[dict[str, Any]], held: Optional[dict[str, Any]]) -> str:
     names = [n for n in rounds[0] if n != "load average"]
     key = "rate"  # loadgen conn: connections per second
@@ -220,8 +276,23 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--rounds", type=int, default=0)
     parser.add_argument("--held", type=int, default=10000)
     parser.add_argument("--no-save", action="store_true")
+    parser.add_argument("--profile", action="store_true",
+                        help="profile one worker of --workers 2 and the single process instead")
+    parser.add_argument("--label", default="", help="with --profile: a word for the file names")
     args = parser.parse_args(argv)
     run = Run(args)
+    if args.profile:
+        stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H%MZ")
+        try:
+            run.bench.build()
+            run.bench.start_backend()
+            for workers in (2, 1):
+                label = f"{args.label + '-' if args.label else ''}workers{workers}"
+                for path in profile(run, workers, stamp, label):
+                    print(f"saved {path}", file=sys.stderr)
+        finally:
+            run.bench.close()
+        return 0
     rounds_n = args.rounds or (1 if args.quick else 3)
     try:
         run.bench.build()
