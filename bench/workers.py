@@ -60,6 +60,10 @@ listen bench
 """
 
 
+#: cores of the machine: the proxy, the load generator and the backend share them
+CORES = os.cpu_count() or 1
+
+
 def tree_cpu_ns(pid: int) -> int:
     """On-CPU time of ``pid`` and its children (a supervisor and its workers)."""
     total = 0
@@ -129,7 +133,12 @@ class Run:
 
     def conn(self, port: int, pid: Optional[int]) -> dict[str, float]:
         before = tree_cpu_ns(pid) if pid else 0
+        client = self.bench.client_cpu_s()
         result = self.bench.loadgen("conn", port, 50, self.seconds, timeout=self.seconds + 30)
+        if result["done"]:
+            # the load generator and the backend: on this machine they share the cores
+            result["client_cpu_us_per_conn"] = ((self.bench.client_cpu_s() - client) * 1e6
+                                                / result["done"])
         if pid and result["done"]:
             result["cpu_us_per_conn"] = (tree_cpu_ns(pid) - before) / 1e3 / result["done"]
         return result
@@ -240,18 +249,43 @@ def render(rounds: list[dict[str, Any]], held: Optional[dict[str, Any]]) -> str:
     def ratio(a: str, b: str) -> float:
         return statistics.median(r[a][key] / r[b][key] for r in rounds if r[b][key])
 
-    lines = ["| proxy | conn/s | ratio to HAProxy, same threads | CPU µs/conn | spread |",
-             "|---|---|---|---|---|"]
+    def cpu_bound(a: str, b: str) -> Optional[float]:
+        """a's conn/s over b's if CPU were the only limit (see the note under the table)."""
+        def rate(r: dict[str, Any], n: str) -> float:
+            proxy, client = r[n]["cpu_us_per_conn"], r[n]["client_cpu_us_per_conn"]
+            cores = 1 if n.endswith((" 1", "nbthread 1")) else 2
+            return min(cores * 1e6 / proxy, CORES * 1e6 / (proxy + client))
+
+        ratios = [rate(r, a) / rate(r, b) for r in rounds
+                  if all(k in r[n] for n in (a, b)
+                         for k in ("cpu_us_per_conn", "client_cpu_us_per_conn"))]
+        return statistics.median(ratios) if ratios else None
+
+    lines = ["| proxy | conn/s | ratio to HAProxy, same threads | CPU-bound ratio | "
+             "CPU µs/conn | client + backend µs/conn | spread |",
+             "|---|---|---|---|---|---|---|"]
     for n in names:
         cpu = [r[n]["cpu_us_per_conn"] for r in rounds if "cpu_us_per_conn" in r[n]]
         peer = None
         if n.startswith("tsgate"):
             peer = "haproxy nbthread 2" if "--workers 2" in n else "haproxy nbthread 1"
+        client = [r[n]["client_cpu_us_per_conn"] for r in rounds
+                  if "client_cpu_us_per_conn" in r[n]]
         spread = rounds[-1][n].get("spread")
+        bound = cpu_bound(n, peer) if peer else None
         lines.append(
             f"| {n} | {med[n]:,.0f} | {f'{ratio(n, peer):.2f}×' if peer else '—'} | "
+            f"{f'{bound:.2f}×' if bound else '—'} | "
             f"{f'{statistics.median(cpu):.0f}' if cpu else '—'} | "
+            f"{f'{statistics.median(client):.0f}' if client else '—'} | "
             f"{'/'.join(map(str, spread)) if spread else '—'} |")
+    lines.append("")
+    lines.append(f"CPU-bound ratio: the conn/s ratio if CPU were the only limit, from the "
+                 f"same round's CPU µs per connection: each proxy's rate is the lower of "
+                 f"its threads' bound (threads × 1 s / proxy µs) and the machine's "
+                 f"({CORES} cores × 1 s / (proxy + client + backend µs)), since the load "
+                 f"generator and backend share the cores. Unlike conn/s it does not depend "
+                 f"on how much CPU other jobs on the machine took during the run.")
     lines.append("")
     lines.append(f"Scaling, tsgate 1 → 2 workers: {ratio('tsgate --workers 2', 'tsgate --workers 1'):.2f}×; "
                  f"HAProxy 1 → 2 threads: {ratio('haproxy nbthread 2', 'haproxy nbthread 1'):.2f}×; "
