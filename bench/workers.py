@@ -85,6 +85,8 @@ class Run:
         ns = argparse.Namespace(quick=args.quick, rounds=args.rounds, no_pin=True)
         self.bench = relay.Bench(ns)
         self.seconds = 2.0 if args.quick else 5.0
+        #: another tsgate tree (a checkout of an older commit) measured in the same rounds
+        self.baseline: Optional[Path] = Path(args.baseline).resolve() if args.baseline else None
         self.held = args.held
         self.notes: list[str] = []
 
@@ -97,7 +99,8 @@ class Run:
         relay.wait_connectable(port, 10)
         return proc, port
 
-    def start_tsgate(self, workers: int, sockets: str = "reuseport") -> tuple[relay.Proc, int, int]:
+    def start_tsgate(self, workers: int, sockets: str = "reuseport",
+                     tree: Optional[Path] = None) -> tuple[relay.Proc, int, int]:
         config = self.bench.workdir / "tsgate-bench.yaml"
         config.write_text(relay.TSGATE_CONFIG.format(backend_port=self.bench.backend_port))
         admin = relay.free_port()
@@ -107,7 +110,11 @@ class Run:
                 "--admin", f"tcp:{admin}:interface=127.0.0.1", "--readiness", "none",
                 "--metrics", "none", "--access-log", "none", "--workers", str(workers),
                 "--worker-sockets", sockets]
-        proc = relay.Proc(f"tsgate-{workers}", argv, cwd=self.bench.workdir)
+        env = None
+        if tree is not None:  # that tree's tsgate package first on the path
+            env = {"PYTHONPATH": os.pathsep.join(filter(None, [
+                str(tree), os.environ.get("PYTHONPATH", "")]))}
+        proc = relay.Proc(f"tsgate-{workers}", argv, cwd=self.bench.workdir, env=env)
         port = int(proc.wait_for(r"tsgate listening: \S+ on 127\.0\.0\.1:(\d+)", 60).group(1))
         if workers > 1:
             deadline = time.monotonic() + 60
@@ -152,11 +159,16 @@ class Run:
                 out[f"haproxy nbthread {threads}"] = self.conn(port, proc.pid)
             finally:
                 proc.stop()
-        for workers, sockets in ((1, "reuseport"), (2, "reuseport"), (2, "shared")):
-            proc, port, admin = self.start_tsgate(workers, sockets)
+        runs: list[tuple[int, str, Optional[Path]]] = [
+            (1, "reuseport", None), (2, "reuseport", None), (2, "shared", None)]
+        if self.baseline is not None:
+            runs += [(1, "reuseport", self.baseline), (2, "reuseport", self.baseline)]
+        for workers, sockets, tree in runs:
+            proc, port, admin = self.start_tsgate(workers, sockets, tree)
             try:
-                name = f"tsgate --workers {workers}" + (" (shared socket)"
-                                                        if sockets == "shared" else "")
+                name = (f"tsgate --workers {workers}"
+                        + (" (shared socket)" if sockets == "shared" else "")
+                        + (" (baseline)" if tree is not None else ""))
                 before = self.per_worker(admin) if workers > 1 else []
                 out[name] = self.conn(port, proc.pid)
                 if workers > 1:
@@ -184,6 +196,17 @@ class Run:
         return {"wanted": self.held, "opened": opened.get("open"),
                 "seconds": opened.get("seconds"), "errors": opened.get("errors", 0),
                 "accepted_per_worker": spread, "active_per_worker": active}
+
+
+def tree_commit() -> str:
+    import subprocess
+
+    try:
+        done = subprocess.run(["git", "-C", str(HERE), "describe", "--always", "--dirty"],
+                              capture_output=True, text=True, timeout=10)
+        return f"commit {done.stdout.strip()}" if done.returncode == 0 else "no git"
+    except OSError:
+        return "no git"
 
 
 def worker_pids(admin: int) -> list[int]:
@@ -253,7 +276,7 @@ def render(rounds: list[dict[str, Any]], held: Optional[dict[str, Any]]) -> str:
         """a's conn/s over b's if CPU were the only limit (see the note under the table)."""
         def rate(r: dict[str, Any], n: str) -> float:
             proxy, client = r[n]["cpu_us_per_conn"], r[n]["client_cpu_us_per_conn"]
-            cores = 1 if n.endswith((" 1", "nbthread 1")) else 2
+            cores = 1 if ("--workers 1" in n or "nbthread 1" in n) else 2
             return min(cores * 1e6 / proxy, CORES * 1e6 / (proxy + client))
 
         ratios = [rate(r, a) / rate(r, b) for r in rounds
@@ -310,6 +333,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--rounds", type=int, default=0)
     parser.add_argument("--held", type=int, default=10000)
     parser.add_argument("--no-save", action="store_true")
+    parser.add_argument("--baseline", default="",
+                        help="a tree of another tsgate commit (git worktree or archive) whose "
+                             "--workers 1 and 2 are measured in the same rounds")
     parser.add_argument("--profile", action="store_true",
                         help="profile one worker of --workers 2 and the single process instead")
     parser.add_argument("--label", default="", help="with --profile: a word for the file names")
@@ -344,6 +370,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         "",
         f"Machine: {platform.platform()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
         f"{relay.haproxy_version()}; {rounds_n} round(s), medians; nothing pinned.",
+        f"tsgate: this tree ({tree_commit()})"
+        + (f"; baseline rows: {run.baseline}" if run.baseline else "") + ".",
         "",
         render(rounds, held),
         "",
