@@ -20,7 +20,11 @@ Workloads (the C clients and backend of bench/relay.py):
 
 Nothing is pinned: N workers need N cores and this kind of machine has two,
 shared with the client and the backend, so the ratios are what to read
-(same round, same machine). Every wait is bounded.
+(same round, same machine). The "CPU-bound ratio" is the conn/s ratio the
+same round's CPU µs per connection (proxy, client, backend) give when CPU is
+the only limit; it holds when other jobs load the machine, conn/s does not.
+``--baseline TREE`` adds another commit's tsgate (``git archive`` of it) to
+every round. Every wait is bounded.
 """
 
 from __future__ import annotations
