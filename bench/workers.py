@@ -4,6 +4,7 @@ Multi-core benchmark: ``tsgate --workers N`` against HAProxy ``nbthread N``, in 
 
     python bench/workers.py            # 3 rounds, about 3 minutes
     python bench/workers.py --quick    # 1 round, shorter workloads
+    python bench/workers.py --profile  # one worker of --workers 2 under py-spy --native
 
 Workloads (the C clients and backend of bench/relay.py):
 
@@ -19,7 +20,11 @@ Workloads (the C clients and backend of bench/relay.py):
 
 Nothing is pinned: N workers need N cores and this kind of machine has two,
 shared with the client and the backend, so the ratios are what to read
-(same round, same machine). Every wait is bounded.
+(same round, same machine). The "CPU-bound ratio" is the conn/s ratio the
+same round's CPU µs per connection (proxy, client, backend) give when CPU is
+the only limit; it holds when other jobs load the machine, conn/s does not.
+``--baseline TREE`` adds another commit's tsgate (``git archive`` of it) to
+every round. Every wait is bounded.
 """
 
 from __future__ import annotations
@@ -59,6 +64,10 @@ listen bench
 """
 
 
+#: cores of the machine: the proxy, the load generator and the backend share them
+CORES = os.cpu_count() or 1
+
+
 def tree_cpu_ns(pid: int) -> int:
     """On-CPU time of ``pid`` and its children (a supervisor and its workers)."""
     total = 0
@@ -80,6 +89,8 @@ class Run:
         ns = argparse.Namespace(quick=args.quick, rounds=args.rounds, no_pin=True)
         self.bench = relay.Bench(ns)
         self.seconds = 2.0 if args.quick else 5.0
+        #: another tsgate tree (a checkout of an older commit) measured in the same rounds
+        self.baseline: Optional[Path] = Path(args.baseline).resolve() if args.baseline else None
         self.held = args.held
         self.notes: list[str] = []
 
@@ -92,7 +103,8 @@ class Run:
         relay.wait_connectable(port, 10)
         return proc, port
 
-    def start_tsgate(self, workers: int, sockets: str = "reuseport") -> tuple[relay.Proc, int, int]:
+    def start_tsgate(self, workers: int, sockets: str = "reuseport",
+                     tree: Optional[Path] = None) -> tuple[relay.Proc, int, int]:
         config = self.bench.workdir / "tsgate-bench.yaml"
         config.write_text(relay.TSGATE_CONFIG.format(backend_port=self.bench.backend_port))
         admin = relay.free_port()
@@ -100,9 +112,13 @@ class Run:
                 "--config", str(config),
                 "--endpoint", "7000=tcp:0:interface=127.0.0.1:backlog=4096",
                 "--admin", f"tcp:{admin}:interface=127.0.0.1", "--readiness", "none",
-                "--access-log", "none", "--workers", str(workers),
+                "--metrics", "none", "--access-log", "none", "--workers", str(workers),
                 "--worker-sockets", sockets]
-        proc = relay.Proc(f"tsgate-{workers}", argv, cwd=self.bench.workdir)
+        env = None
+        if tree is not None:  # that tree's tsgate package first on the path
+            env = {"PYTHONPATH": os.pathsep.join(filter(None, [
+                str(tree), os.environ.get("PYTHONPATH", "")]))}
+        proc = relay.Proc(f"tsgate-{workers}", argv, cwd=self.bench.workdir, env=env)
         port = int(proc.wait_for(r"tsgate listening: \S+ on 127\.0\.0\.1:(\d+)", 60).group(1))
         if workers > 1:
             deadline = time.monotonic() + 60
@@ -128,13 +144,18 @@ class Run:
 
     def conn(self, port: int, pid: Optional[int]) -> dict[str, float]:
         before = tree_cpu_ns(pid) if pid else 0
+        client = self.bench.client_cpu_s()
         result = self.bench.loadgen("conn", port, 50, self.seconds, timeout=self.seconds + 30)
+        if result["done"]:
+            # the load generator and the backend: on this machine they share the cores
+            result["client_cpu_us_per_conn"] = ((self.bench.client_cpu_s() - client) * 1e6
+                                                / result["done"])
         if pid and result["done"]:
             result["cpu_us_per_conn"] = (tree_cpu_ns(pid) - before) / 1e3 / result["done"]
         return result
 
     def round(self) -> dict[str, Any]:
-        out: dict[str, Any] = {}
+        out: dict[str, Any] = {"load average": os.getloadavg()[0]}
         out["direct"] = self.conn(self.bench.backend_port, None)
         for threads in (1, 2):
             proc, port = self.start_haproxy(threads)
@@ -142,11 +163,16 @@ class Run:
                 out[f"haproxy nbthread {threads}"] = self.conn(port, proc.pid)
             finally:
                 proc.stop()
-        for workers, sockets in ((1, "reuseport"), (2, "reuseport"), (2, "shared")):
-            proc, port, admin = self.start_tsgate(workers, sockets)
+        runs: list[tuple[int, str, Optional[Path]]] = [
+            (1, "reuseport", None), (2, "reuseport", None), (2, "shared", None)]
+        if self.baseline is not None:
+            runs += [(1, "reuseport", self.baseline), (2, "reuseport", self.baseline)]
+        for workers, sockets, tree in runs:
+            proc, port, admin = self.start_tsgate(workers, sockets, tree)
             try:
-                name = f"tsgate --workers {workers}" + (" (shared socket)"
-                                                        if sockets == "shared" else "")
+                name = (f"tsgate --workers {workers}"
+                        + (" (shared socket)" if sockets == "shared" else "")
+                        + (" (baseline)" if tree is not None else ""))
                 before = self.per_worker(admin) if workers > 1 else []
                 out[name] = self.conn(port, proc.pid)
                 if workers > 1:
@@ -154,6 +180,7 @@ class Run:
                     out[name]["spread"] = [b - a for a, b in zip(before, after)]
             finally:
                 proc.stop()
+        out["load average"] = [out["load average"], os.getloadavg()[0]]
         return out
 
     def held_connections(self) -> dict[str, Any]:
@@ -175,30 +202,126 @@ class Run:
                 "accepted_per_worker": spread, "active_per_worker": active}
 
 
+def tree_commit() -> str:
+    import subprocess
+
+    try:
+        done = subprocess.run(["git", "-C", str(HERE), "describe", "--always", "--dirty"],
+                              capture_output=True, text=True, timeout=10)
+        return f"commit {done.stdout.strip()}" if done.returncode == 0 else "no git"
+    except OSError:
+        return "no git"
+
+
+def worker_pids(admin: int) -> list[int]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{admin}/workers", timeout=5) as r:
+        return [int(w["pid"]) for w in json.load(r)["workers"]]
+
+
+def profile(run: Run, workers: int, stamp: str, label: str) -> list[Path]:
+    """
+    One worker of ``--workers N`` (or the single process for N = 1) under
+    ``py-spy record --native`` during conn/s; CPU µs per connection of every
+    process, each worker's from its own connection count.
+    """
+    import subprocess
+
+    seconds = run.seconds
+    proc, port, admin = run.start_tsgate(workers)
+    try:
+        pids = worker_pids(admin) if workers > 1 else [proc.pid]
+        run.bench.loadgen("conn", port, 50, 1.0, timeout=30)  # warm up
+        counts = run.per_worker(admin) if workers > 1 else []
+        base = relay.RESULTS / f"workers-profile-{stamp}-{label}"
+        out = base.with_suffix(".collapsed")
+        relay.RESULTS.mkdir(exist_ok=True)
+        spy = subprocess.Popen(
+            ["py-spy", "record", "--pid", str(pids[0]), "--native", "--rate", "250",
+             "--format", "raw", "--output", str(out),
+             "--duration", str(int(seconds))],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        load = os.getloadavg()[0]
+        cpu = {p: relay.cpu_ns(p) for p in [proc.pid, *pids]}
+        r = run.bench.loadgen("conn", port, 50, seconds, timeout=seconds + 30)
+        cpu = {p: relay.cpu_ns(p) - v for p, v in cpu.items()}
+        spy.wait(seconds + 60)
+        if workers > 1:
+            counts = [b - a for a, b in zip(counts, run.per_worker(admin))]
+        else:
+            counts = [int(r["done"])]
+        per_own = [cpu[p] / 1e3 / max(1, n) for p, n in zip(pids, counts)]
+        total = sum(cpu.values()) / 1e3 / max(1.0, r["done"])
+    finally:
+        proc.stop()
+    head = [
+        f"tsgate --workers {workers} ({label}): {r['rate']:,.0f} conn/s, {r['done']:,.0f} "
+        f"connections in {seconds:.0f} s, 50 concurrent; load average {load:.1f} (2 cores)",
+        f"CPU µs per connection, every tsgate process: {total:.1f}; each worker per connection "
+        f"it accepted: {', '.join(f'{x:.1f}' for x in per_own)} (connections {counts})",
+        f"py-spy record --native --rate 250 on pid {pids[0]} "
+        f"({'worker 1' if workers > 1 else 'the single process'}); stacks: {out.name}",
+        "",
+    ]
+    summary = base.with_suffix(".txt")
+    summary.write_text("\n".join(head) + relay.summarize_collapsed(out, per_own[0]) + "\n")
+    print(summary.read_text())
+    return [out, summary]
+
+
 def render(rounds: list[dict[str, Any]], held: Optional[dict[str, Any]]) -> str:
-    names = list(rounds[0])
+    names = [n for n in rounds[0] if n != "load average"]
     key = "rate"  # loadgen conn: connections per second
     med = {n: statistics.median(r[n][key] for r in rounds) for n in names}
 
     def ratio(a: str, b: str) -> float:
         return statistics.median(r[a][key] / r[b][key] for r in rounds if r[b][key])
 
-    lines = ["| proxy | conn/s | ratio to HAProxy, same threads | CPU µs/conn | spread |",
-             "|---|---|---|---|---|"]
+    def cpu_bound(a: str, b: str) -> Optional[float]:
+        """a's conn/s over b's if CPU were the only limit (see the note under the table)."""
+        def rate(r: dict[str, Any], n: str) -> float:
+            proxy, client = r[n]["cpu_us_per_conn"], r[n]["client_cpu_us_per_conn"]
+            cores = 1 if ("--workers 1" in n or "nbthread 1" in n) else 2
+            return min(cores * 1e6 / proxy, CORES * 1e6 / (proxy + client))
+
+        ratios = [rate(r, a) / rate(r, b) for r in rounds
+                  if all(k in r[n] for n in (a, b)
+                         for k in ("cpu_us_per_conn", "client_cpu_us_per_conn"))]
+        return statistics.median(ratios) if ratios else None
+
+    lines = ["| proxy | conn/s | ratio to HAProxy, same threads | CPU-bound ratio | "
+             "CPU µs/conn | client + backend µs/conn | spread |",
+             "|---|---|---|---|---|---|---|"]
     for n in names:
         cpu = [r[n]["cpu_us_per_conn"] for r in rounds if "cpu_us_per_conn" in r[n]]
         peer = None
         if n.startswith("tsgate"):
             peer = "haproxy nbthread 2" if "--workers 2" in n else "haproxy nbthread 1"
+        client = [r[n]["client_cpu_us_per_conn"] for r in rounds
+                  if "client_cpu_us_per_conn" in r[n]]
         spread = rounds[-1][n].get("spread")
+        bound = cpu_bound(n, peer) if peer else None
         lines.append(
             f"| {n} | {med[n]:,.0f} | {f'{ratio(n, peer):.2f}×' if peer else '—'} | "
+            f"{f'{bound:.2f}×' if bound else '—'} | "
             f"{f'{statistics.median(cpu):.0f}' if cpu else '—'} | "
+            f"{f'{statistics.median(client):.0f}' if client else '—'} | "
             f"{'/'.join(map(str, spread)) if spread else '—'} |")
+    lines.append("")
+    lines.append(f"CPU-bound ratio: the conn/s ratio if CPU were the only limit, from the "
+                 f"same round's CPU µs per connection: each proxy's rate is the lower of "
+                 f"its threads' bound (threads × 1 s / proxy µs) and the machine's "
+                 f"({CORES} cores × 1 s / (proxy + client + backend µs)), since the load "
+                 f"generator and backend share the cores. Unlike conn/s it does not depend "
+                 f"on how much CPU other jobs on the machine took during the run.")
     lines.append("")
     lines.append(f"Scaling, tsgate 1 → 2 workers: {ratio('tsgate --workers 2', 'tsgate --workers 1'):.2f}×; "
                  f"HAProxy 1 → 2 threads: {ratio('haproxy nbthread 2', 'haproxy nbthread 1'):.2f}×; "
                  f"direct (the client's ceiling): {med['direct']:,.0f} conn/s.")
+    loads = [x for r in rounds for x in r.get("load average", ())]
+    if loads:
+        lines.append("")
+        lines.append(f"Load average (1 min) at the start and end of each round: "
+                     f"{', '.join(f'{x:.1f}' for x in loads)} (2 cores; other jobs ran too).")
     if held:
         lines.append("")
         lines.append(f"Held: {held['opened']:.0f} of {held['wanted']} concurrent connections "
@@ -214,8 +337,26 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--rounds", type=int, default=0)
     parser.add_argument("--held", type=int, default=10000)
     parser.add_argument("--no-save", action="store_true")
+    parser.add_argument("--baseline", default="",
+                        help="a tree of another tsgate commit (git worktree or archive) whose "
+                             "--workers 1 and 2 are measured in the same rounds")
+    parser.add_argument("--profile", action="store_true",
+                        help="profile one worker of --workers 2 and the single process instead")
+    parser.add_argument("--label", default="", help="with --profile: a word for the file names")
     args = parser.parse_args(argv)
     run = Run(args)
+    if args.profile:
+        stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H%MZ")
+        try:
+            run.bench.build()
+            run.bench.start_backend()
+            for workers in (2, 1):
+                label = f"{args.label + '-' if args.label else ''}workers{workers}"
+                for path in profile(run, workers, stamp, label):
+                    print(f"saved {path}", file=sys.stderr)
+        finally:
+            run.bench.close()
+        return 0
     rounds_n = args.rounds or (1 if args.quick else 3)
     try:
         run.bench.build()
@@ -233,6 +374,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         "",
         f"Machine: {platform.platform()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
         f"{relay.haproxy_version()}; {rounds_n} round(s), medians; nothing pinned.",
+        f"tsgate: this tree ({tree_commit()})"
+        + (f"; baseline rows: {run.baseline}" if run.baseline else "") + ".",
         "",
         render(rounds, held),
         "",

@@ -136,6 +136,9 @@ def test_two_workers_share_the_port_and_metrics_add_up(workers: Workers) -> None
     assert len(workers.workers()) == 2
     pids = {w["pid"] for w in workers.workers()}
     assert len(pids) == 2 and os.getpid() not in pids
+    assert "Traceback" not in workers.gw.text()
+    assert re.search(r"tsgate \S+ started: .* listener\(s\) \(127\.0\.0\.1:\d+\)",
+                     workers.gw.text())
     count, threads = 200, 10
 
     def client(n: int) -> None:

@@ -184,3 +184,20 @@ def test_reuseport_sockets_share_a_port() -> None:
     finally:
         a.close()
         b.close()
+
+
+def test_bound_addresses_are_the_held_sockets() -> None:
+    """What the "tsgate ... started" line lists (a supervisor listens through its workers)."""
+    reactor = FakeReactor()
+    wanted = {("0.0.0.0", 7000): (7000, "tcp:0:interface=127.0.0.1")}
+    s = sup.Supervisor(reactor, 2, Result, lambda table: wanted, lambda overrides: ["tsgate"],
+                       initial=Result(), drain_period=1.0)
+    s.privilegedStartService()
+    try:
+        held = s.sockets[("0.0.0.0", 7000)]
+        assert held.anchor is not None
+        port = held.anchor.getsockname()[1]
+        assert port > 0
+        assert s.bound_addresses() == {"0.0.0.0_7000": f"127.0.0.1:{port}"}
+    finally:
+        s.stopService()

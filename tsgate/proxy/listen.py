@@ -147,35 +147,43 @@ def lean_listen(reactor: Any, factory: Any, port: int, interface: str,
     return lean
 
 
-def inherited_socket(description: str) -> Optional[socket.socket]:
+def inherited_socket(reactor: Any, description: str) -> Optional[socket.socket]:
     """
     The TCP socket a ``systemd:domain=INET|INET6:index=N`` (or ``name=``)
-    endpoint names, as a new descriptor of it (the inherited one stays, as
-    Twisted's own systemd endpoint would find it), or None: another kind of
-    endpoint or socket, or nothing handed over (Twisted's endpoint then says
-    why). Socket activation and ``--workers`` both hand sockets over this way.
+    endpoint names, or None: another kind of endpoint or socket, or nothing
+    handed over (Twisted's endpoint then says why). Socket activation and
+    ``--workers`` both hand sockets over this way.
+
+    The descriptor is the one Twisted's ``systemd:`` endpoint parser finds:
+    Twisted reads ``LISTEN_FDS`` once, when ``twisted.internet.endpoints`` is
+    imported, and removes it from the environment, so by the time a gateway
+    listens the environment says nothing any more. The returned socket owns
+    the inherited descriptor, as Twisted's adopted port does (it duplicates
+    it and closes the original): once the port stops listening nothing in
+    this process keeps the socket open, so a draining worker does not leave
+    new connections waiting in a queue no one accepts from.
     """
-    import os
-
-    from twisted.python.systemd import ListenFDs
-
     kind, _, rest = description.partition(":")
     if kind != "systemd":
         return None
     options = dict(field.split("=", 1) for field in rest.split(":") if "=" in field)
     if options.get("domain") not in ("INET", "INET6"):
         return None
-    inherited = ListenFDs.fromEnvironment()
+    from twisted.internet import endpoints
+
     try:
-        if "index" in options:
-            fd = inherited.inheritedDescriptors()[int(options["index"])]
-        else:
-            fd = inherited.inheritedNamedDescriptors()[options["name"]]
-    except (KeyError, IndexError, ValueError):
+        endpoint = endpoints.serverFromString(reactor, description)
+    except Exception:  # nothing handed over: Twisted's endpoint says why
         return None
-    sock = socket.socket(fileno=os.dup(fd))
+    fd = getattr(endpoint, "fileno", None)  # AdoptedStreamServerEndpoint's descriptor
+    if not isinstance(fd, int):
+        return None
+    try:
+        sock = socket.socket(fileno=fd)
+    except OSError:  # closed already
+        return None
     if sock.type != socket.SOCK_STREAM or sock.family not in (socket.AF_INET, socket.AF_INET6):
-        sock.close()
+        sock.detach()  # not ours: left as it was, for Twisted's endpoint
         return None
     sock.setblocking(False)
     return sock
@@ -185,7 +193,7 @@ def lean_adopt(reactor: Any, factory: Any, description: str) -> Optional[LeanPor
     """A :class:`LeanPort` on an inherited socket (see :func:`inherited_socket`), or None."""
     if not IReactorFDSet.providedBy(reactor):
         return None
-    sock = inherited_socket(description)
+    sock = inherited_socket(reactor, description)
     if sock is None:
         return None
     lean = LeanPort(reactor, sock, factory)

@@ -384,6 +384,12 @@ class Supervisor(service.Service):
             raise
         return new
 
+    def bound_addresses(self) -> dict[str, str]:
+        """Listener name -> the address of the socket its workers accept on."""
+        names = {(li.bind, li.port): li.name for li in self.table.listeners}
+        return {names.get(key, f"{key[0]}_{key[1]}"): held.address()
+                for key, held in sorted(self.sockets.items())}
+
     def privilegedStartService(self) -> None:
         self.sockets.update(self.bind(self.table))
         super().privilegedStartService()  # type: ignore[no-untyped-call]
