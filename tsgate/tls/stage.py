@@ -82,7 +82,8 @@ def wrap(transport: Any, creator: Any, client: bool, protocol: Any) -> Any:
     return tls
 
 
-def _peer_facts(conn: Any, prefix: str) -> dict[str, str]:
+def _peer_facts(conn: Any, prefix: str, peer_certificate: bool = True) -> dict[str, str]:
+    """Version, cipher and (when one can have been sent) the peer's certificate."""
     facts: dict[str, str] = {}
     version = conn.get_protocol_version_name()
     cipher = conn.get_cipher_name()
@@ -90,7 +91,7 @@ def _peer_facts(conn: Any, prefix: str) -> dict[str, str]:
         facts[f"{prefix}tls_version"] = version
     if cipher:
         facts[f"{prefix}tls_cipher"] = cipher
-    peer = conn.get_peer_certificate(as_cryptography=True)
+    peer = conn.get_peer_certificate(as_cryptography=True) if peer_certificate else None
     if peer is not None:
         facts[f"{prefix}peer_subject"] = peer.subject.rfc4514_string()
         sans = C.all_sans(peer)
@@ -172,18 +173,20 @@ def handshake_completed(down: Any) -> None:
     if down.inspect_timer is not None:
         down.inspect_timer.cancel()
         down.inspect_timer = None
-    stats, name = down.ctx.stats, down.listener.name
-    stats.inc("listener.ssl.handshake", listener=name)
+    stats, key = down.ctx.stats, down.runtime.stats_key  # listener=<name>
+    stats.inc_key("listener.ssl.handshake", key)
     conn = down.transport.getHandle()
-    facts = _peer_facts(conn, "")
+    mutual = session.facts.get("tls_mode") in ("MUTUAL", "OPTIONAL_MUTUAL")
+    # SIMPLE asks for no client certificate: none to look for
+    facts = _peer_facts(conn, "", peer_certificate=mutual)
     session.facts.update(facts)
     if "tls_version" in facts:
-        stats.inc(f"listener.ssl.versions.{facts['tls_version']}", listener=name)
+        stats.inc_key("listener.ssl.versions." + facts["tls_version"], key)
     if "tls_cipher" in facts:
-        stats.inc(f"listener.ssl.ciphers.{facts['tls_cipher']}", listener=name)
-    if session.facts.get("tls_mode") in ("MUTUAL", "OPTIONAL_MUTUAL"):
+        stats.inc_key("listener.ssl.ciphers." + facts["tls_cipher"], key)
+    if mutual:
         if "peer_subject" not in facts:
-            stats.inc("listener.ssl.no_certificate", listener=name)
+            stats.inc_key("listener.ssl.no_certificate", key)
         else:
             # The verified certificate's SPIFFE identity: AuthorizationPolicy
             # principals/namespaces are decided next (tsgate.authz.stages).
