@@ -14,7 +14,12 @@ Workloads (each proxy freshly started, measured in the same round):
 - **handshakes/s**: ``bench/tlsload.c`` (C, OpenSSL) with 50 connections in
   flight: connect, a full TLS 1.3 handshake (SNI a or b, the certificate
   verified against the CA and the name), close. No session resumption. The
-  proxy connects the plaintext backend (``bench/backend.c``) per connection.
+  client's close follows its Finished at once: HAProxy then never dials the
+  plaintext backend (``bench/backend.c``; strace: 0.02 connect/handshake),
+  tsgate and nginx do (the client's FIN is a half-close, and tsgate keeps
+  half-close semantics).
+- **handshakes + exchange/s**: the same, then one byte written and read back
+  through the echo backend before the close: every proxy dials and relays.
 - **bulk Gbit/s**: one Python ``ssl`` client streams 512 MiB (``--quick``:
   256 MiB) of zeros through the terminating proxy to the backend's sink;
   time from the first byte until the last is written (the proxy's buffers
@@ -236,9 +241,9 @@ class Bench:
         wait_connectable(port, 30)
         return proc, port
 
-    def handshakes(self, port: int, seconds: float) -> dict[str, float]:
+    def handshakes(self, port: int, seconds: float, exchange: bool = False) -> dict[str, float]:
         argv = self.pin("1", [str(self.workdir / "tlsload"), "client", str(self.files["ca"]),
-                              str(port), str(port), "50", str(seconds)])
+                              str(port), str(port), "50", str(seconds), "1" if exchange else "0"])
         done = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 30)
         if done.returncode != 0:
             raise BenchError(f"tlsload failed: {done.stderr or done.stdout}")
@@ -259,14 +264,20 @@ class Bench:
             before = cpu_ns(proc.pid)
             hs = self.handshakes(port, self.seconds)
             hs_cpu_s = (cpu_ns(proc.pid) - before) / 1e9
+            before = cpu_ns(proc.pid)
+            hsx = self.handshakes(port, self.seconds, exchange=True)
+            hsx_cpu_s = (cpu_ns(proc.pid) - before) / 1e9
             if self.args.no_bulk:
                 bulk, bulk_cpu_s = {"gbit_s": 0.0, "bytes": 0.0}, 1.0
             else:
                 before = cpu_ns(proc.pid)
                 bulk = self.bulk(port)
                 bulk_cpu_s = (cpu_ns(proc.pid) - before) / 1e9
-            return {"hs_s": hs["rate"], "errors": hs["errors"], "p50_ms": hs["p50_ms"],
+            return {"hs_s": hs["rate"], "errors": hs["errors"] + hsx["errors"],
+                    "p50_ms": hs["p50_ms"],
                     "cpu_us_hs": hs_cpu_s * 1e6 / max(1.0, hs["done"]),
+                    "hsx_s": hsx["rate"], "hsx_errors": hsx["errors"],
+                    "cpu_us_hsx": hsx_cpu_s * 1e6 / max(1.0, hsx["done"]),
                     "gbit_s": bulk["gbit_s"],
                     "gbit_per_cpu_s": bulk["bytes"] * 8 / 1e9 / max(bulk_cpu_s, 1e-9)}
         except BenchError as exc:
@@ -388,21 +399,28 @@ def main() -> int:
              f", key {args.key}, {rounds} rounds (medians; ratio = per-round ratio to HAProxy)",
              f"# load before: {os.getloadavg()}; haproxy "
              f"{command_output(['haproxy', '-v']).split()[2] if shutil.which('haproxy') else '-'}",
-             "", "| proxy | TLS 1.3 handshakes/s | errors | p50 ms | proxy CPU µs/handshake "
+             "# handshake: connect, TLS 1.3 handshake, close (HAProxy then never dials its "
+             "backend); + exchange: then one byte to the echo backend and back (every proxy "
+             "dials and relays)",
+             "", "| proxy | TLS 1.3 handshakes/s | errors (both) | p50 ms | proxy CPU µs/handshake "
+             "| handshake + exchange/s | proxy CPU µs/(handshake + exchange) "
              "| bulk Gbit/s | bulk Gbit per proxy CPU-s |",
-             "|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|"]
     for name in names:
         rows = results[name]
         cells = []
         for key, fmt in (("hs_s", "{:,.0f}"), ("errors", "{:.0f}"), ("p50_ms", "{:.1f}"),
-                         ("cpu_us_hs", "{:,.0f}"), ("gbit_s", "{:.2f}"),
+                         ("cpu_us_hs", "{:,.0f}"), ("hsx_s", "{:,.0f}"),
+                         ("cpu_us_hsx", "{:,.0f}"), ("gbit_s", "{:.2f}"),
                          ("gbit_per_cpu_s", "{:.2f}")):
             value = fmt.format(median([row[key] for row in rows]))
-            if key in ("hs_s", "gbit_s", "cpu_us_hs", "gbit_per_cpu_s") and name != "haproxy" \
+            if key in ("hs_s", "gbit_s", "cpu_us_hs", "hsx_s", "cpu_us_hsx",
+                       "gbit_per_cpu_s") and name != "haproxy" \
                     and "haproxy" in results:
-                ratio = median([row[key] / ref[key] for row, ref in
-                                zip(rows, results["haproxy"]) if ref[key]])
-                value += f" ({ratio:.2f}×)"
+                ratios = [row[key] / ref[key] for row, ref in zip(rows, results["haproxy"])
+                          if ref[key]]
+                if ratios:
+                    value += f" ({median(ratios):.2f}×)"
             cells.append(value)
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     lines += ["", "raw: " + repr(results)]
