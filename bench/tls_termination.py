@@ -292,7 +292,7 @@ class Bench:
         """tsgate under py-spy (--native) or cProfile during the handshake phase."""
         stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H%MZ")
         RESULTS.mkdir(exist_ok=True)
-        base = RESULTS / f"tls-profile-{stamp}-{tool}"
+        base = RESULTS / f"tls-profile-{stamp}-{tool}{'-exchange' if self.args.exchange else ''}"
         seconds = max(self.seconds, 6.0)
         if tool == "py-spy":
             from relay import summarize_collapsed
@@ -307,7 +307,7 @@ class Bench:
                     "--duration", str(int(seconds) + 1)]))
                 try:
                     before = cpu_ns(proc.pid)
-                    hs = self.handshakes(port, seconds)
+                    hs = self.handshakes(port, seconds, exchange=self.args.exchange)
                     cpu_us = (cpu_ns(proc.pid) - before) / 1e3 / max(1.0, hs["done"])
                     spy.wait_for(r"Wrote", seconds + 30)
                 finally:
@@ -317,7 +317,8 @@ class Bench:
             summary = Path(f"{base}-summary.txt")
             summary.write_text(
                 f"tsgate under py-spy --native (--rate 250) for {seconds:.0f} s of "
-                f"terminated TLS 1.3 handshakes (key {self.args.key}): {hs['rate']:,.0f} hs/s, "
+                f"terminated TLS 1.3 handshakes{' + exchange' if self.args.exchange else ''} "
+                f"(key {self.args.key}): {hs['rate']:,.0f} hs/s, "
                 f"{hs['done']:,.0f} handshakes, {cpu_us:,.0f} CPU µs/handshake (under the "
                 f"profiler); load {os.getloadavg()}\n"
                 f"µs/hs = share of busy samples × measured CPU µs per handshake\n"
@@ -328,7 +329,7 @@ class Bench:
         proc, port = self.start("tsgate", ("-m", "cProfile", "-o", str(prof), "-m", "twisted"))
         try:
             self.handshakes(port, 0.5)
-            hs = self.handshakes(port, seconds)
+            hs = self.handshakes(port, seconds, exchange=self.args.exchange)
         finally:
             proc.stop()
         import io
@@ -361,6 +362,8 @@ def main() -> int:
     parser.add_argument("--no-pin", action="store_true")
     parser.add_argument("--no-save", action="store_true")
     parser.add_argument("--no-bulk", action="store_true", help="handshakes only")
+    parser.add_argument("--exchange", action="store_true",
+                        help="--profile: the handshake + one-byte exchange workload")
     parser.add_argument("--seconds", type=float, default=0.0,
                         help="seconds of handshakes per measurement (default 4; --quick 2)")
     parser.add_argument("--profile", choices=("py-spy", "cprofile"),

@@ -65,11 +65,15 @@ class Stats:
 
     def inc_key(self, name: str, key: LabelKey, amount: float = 1) -> None:
         """``inc`` with a prebuilt label key: no sorting on the hot path."""
-        series = self.counters.setdefault(name, {})
+        series = self.counters.get(name)
+        if series is None:  # (not setdefault: that builds a dict on every call)
+            series = self.counters[name] = {}
         series[key] = series.get(key, 0) + amount
 
     def gauge_add_key(self, name: str, key: LabelKey, delta: float) -> None:
-        series = self.gauges.setdefault(name, {})
+        series = self.gauges.get(name)
+        if series is None:
+            series = self.gauges[name] = {}
         series[key] = series.get(key, 0) + delta
 
     def observe_key(
