@@ -22,10 +22,12 @@ from tests.e2e.test_tls_termination import (  # noqa: F401  (setup: the fixture)
     client_context,
     gateway_doc,
     setup,
+    talk,
     tls_server,
     vs_tcp,
 )
 from tests.support.backends import pattern
+from tests.support.gateway import GatewayProcess
 from tests.support.tlscerts import write_credential
 
 REPLY = 3 << 20  # larger than the socket buffers: the relay streams it
@@ -136,3 +138,23 @@ def test_client_half_close_gets_whole_response(setup: Any, how: str) -> None:  #
     assert body == pattern(1 << 20) * (REPLY >> 20)
     # The upstream's FIN reached the client as TLS's end of data.
     assert ending == "close_notify"
+
+
+def test_twisted_tls_layer_fallback_relays(setup: Any) -> None:  # noqa: F811
+    """
+    TSGATE_TLS=twisted (Twisted's TLSMemoryBIOProtocol, the fallback) still
+    terminates and relays; it has no half-close (a client's close_notify or
+    FIN ends the connection: docs/tls.md).
+    """
+    write_credential(setup.creds, "cred-a", setup.ca.issue(HOST_A, dns=[HOST_A]))
+    setup.backend("echo-a", b"backend-a")
+    docs = [gateway_doc([tls_server("tls-a", [HOST_A],
+                                    {"mode": "SIMPLE", "credentialName": "cred-a"})]),
+            vs_tcp("vs-a", [HOST_A], "echo-a")]
+    with GatewayProcess([str(setup.config(docs))], [PORT],
+                        extra=["--credentials", str(setup.creds)],
+                        env={"TSGATE_TLS": "twisted"}) as gw:
+        greeting, facts, _ = talk(gw.port(PORT), client_context(setup.ca), HOST_A,
+                                  pattern(100_000))
+    assert greeting == b"backend-a"
+    assert facts["version"] == "TLSv1.3"
