@@ -6,13 +6,20 @@ backend) against HAProxy (``bind ... ssl crt``) and nginx (stream ``listen
 
     python bench/tls_termination.py            # 3 rounds
     python bench/tls_termination.py --quick    # 2 rounds, shorter runs
+    python bench/tls_termination.py --profile py-spy   # tsgate's handshake phase profiled
+    python bench/tls_termination.py --profile cprofile
 
 Workloads (each proxy freshly started, measured in the same round):
 
 - **handshakes/s**: ``bench/tlsload.c`` (C, OpenSSL) with 50 connections in
   flight: connect, a full TLS 1.3 handshake (SNI a or b, the certificate
   verified against the CA and the name), close. No session resumption. The
-  proxy connects the plaintext backend (``bench/backend.c``) per connection.
+  client's close follows its Finished at once: HAProxy then never dials the
+  plaintext backend (``bench/backend.c``; strace: 0.02 connect/handshake),
+  tsgate and nginx do (the client's FIN is a half-close, and tsgate keeps
+  half-close semantics).
+- **handshakes + exchange/s**: the same, then one byte written and read back
+  through the echo backend before the close: every proxy dials and relays.
 - **bulk Gbit/s**: one Python ``ssl`` client streams 512 MiB (``--quick``:
   256 MiB) of zeros through the terminating proxy to the backend's sink;
   time from the first byte until the last is written (the proxy's buffers
@@ -38,7 +45,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from relay import (  # noqa: E402
+from relay import (
     RESULTS,
     BenchError,
     Proc,
@@ -46,12 +53,14 @@ from relay import (  # noqa: E402
     cpu_ns,
     free_port,
     parse_kv,
-    wait_connectable,  # noqa: E402
+    wait_connectable,
 )
 
 HERE = Path(__file__).resolve().parent
 HOSTS = ("a.bench.test", "b.bench.test")
 PROXIES = ("haproxy", "nginx", "tsgate")
+#: also accepted by --proxies: tsgate with Twisted's TLS layer (TSGATE_TLS=twisted)
+EXTRA_PROXIES = ("tsgate-twisted-tls",)
 
 HAPROXY = """\
 global
@@ -181,12 +190,25 @@ s.close()
 """
 
 
+def busy_stacks(collapsed: Path) -> Path:
+    """
+    A copy of py-spy's collapsed stacks without the samples waiting in
+    ``epoll_wait``: with ``--native`` py-spy samples the idle event loop too,
+    and a share of all samples times CPU µs would overstate every function.
+    """
+    out = collapsed.with_suffix(".busy")
+    kept = [line for line in collapsed.read_text().splitlines()
+            if "epoll_wait" not in line.rpartition(" ")[0].rsplit(";", 1)[-1]]
+    out.write_text("\n".join(kept) + "\n")
+    return out
+
+
 class Bench:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
         self.workdir = Path(tempfile.mkdtemp(prefix="tsgate-tls-bench-"))
         self.procs: list[Proc] = []
-        self.seconds = 2.0 if args.quick else 4.0
+        self.seconds = args.seconds or (2.0 if args.quick else 4.0)
         self.bulk_bytes = (256 if args.quick else 512) << 20
 
     def pin(self, cpu: str, argv: list[str]) -> list[str]:
@@ -203,7 +225,7 @@ class Bench:
         self.procs.append(backend)
         self.backend_port = int(backend.wait_for(r"^READY (\d+)", 10).group(1))
 
-    def start(self, name: str) -> tuple[Proc, int]:
+    def start(self, name: str, runner: tuple[str, ...] = ("-m", "twisted")) -> tuple[Proc, int]:
         port = free_port()
         if name == "haproxy":
             cfg = self.workdir / "haproxy.cfg"
@@ -221,16 +243,20 @@ class Bench:
             cfg = self.workdir / "tsgate.yaml"
             cfg.write_text(TSGATE.format(cert=self.files["cert"], key=self.files["key"],
                                          backend=self.backend_port))
+            # tsgate-twisted-tls: Twisted's TLSMemoryBIOProtocol instead of
+            # tsgate.tls.transport (the fallback), for a same-run comparison
+            env = {"TSGATE_TLS": "twisted"} if name == "tsgate-twisted-tls" else None
             proc = Proc(name, self.pin("0", [
-                sys.executable, "-m", "twisted", "--log-format=text", "tsgate", "--config",
+                sys.executable, *runner, "--log-format=text", "tsgate", "--config",
                 str(cfg), "--endpoint", f"8443=tcp:{port}:interface=127.0.0.1",
-                "--admin", "none", "--readiness", "none", "--access-log", "none"]))
+                "--admin", "none", "--readiness", "none", "--metrics", "none",
+                "--access-log", "none"]), env=env)
         wait_connectable(port, 30)
         return proc, port
 
-    def handshakes(self, port: int, seconds: float) -> dict[str, float]:
+    def handshakes(self, port: int, seconds: float, exchange: bool = False) -> dict[str, float]:
         argv = self.pin("1", [str(self.workdir / "tlsload"), "client", str(self.files["ca"]),
-                              str(port), str(port), "50", str(seconds)])
+                              str(port), str(port), "50", str(seconds), "1" if exchange else "0"])
         done = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 30)
         if done.returncode != 0:
             raise BenchError(f"tlsload failed: {done.stderr or done.stdout}")
@@ -252,14 +278,90 @@ class Bench:
             hs = self.handshakes(port, self.seconds)
             hs_cpu_s = (cpu_ns(proc.pid) - before) / 1e9
             before = cpu_ns(proc.pid)
-            bulk = self.bulk(port)
-            bulk_cpu_s = (cpu_ns(proc.pid) - before) / 1e9
-            return {"hs_s": hs["rate"], "errors": hs["errors"], "p50_ms": hs["p50_ms"],
+            hsx = self.handshakes(port, self.seconds, exchange=True)
+            hsx_cpu_s = (cpu_ns(proc.pid) - before) / 1e9
+            if self.args.no_bulk:
+                bulk, bulk_cpu_s = {"gbit_s": 0.0, "bytes": 0.0}, 1.0
+            else:
+                before = cpu_ns(proc.pid)
+                bulk = self.bulk(port)
+                bulk_cpu_s = (cpu_ns(proc.pid) - before) / 1e9
+            return {"hs_s": hs["rate"], "errors": hs["errors"] + hsx["errors"],
+                    "p50_ms": hs["p50_ms"],
                     "cpu_us_hs": hs_cpu_s * 1e6 / max(1.0, hs["done"]),
+                    "hsx_s": hsx["rate"], "hsx_errors": hsx["errors"],
+                    "cpu_us_hsx": hsx_cpu_s * 1e6 / max(1.0, hsx["done"]),
                     "gbit_s": bulk["gbit_s"],
                     "gbit_per_cpu_s": bulk["bytes"] * 8 / 1e9 / max(bulk_cpu_s, 1e-9)}
+        except BenchError as exc:
+            exited = proc.popen.poll()
+            tail = "\n".join(list(proc.tail)[-20:])
+            raise BenchError(f"{name}: {exc}\n{name} exit status {exited}; its last lines:\n"
+                             f"{tail}") from None
         finally:
             proc.stop()
+
+    def profile(self, tool: str) -> list[Path]:
+        """tsgate under py-spy (--native) or cProfile during the handshake phase."""
+        stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H%MZ")
+        RESULTS.mkdir(exist_ok=True)
+        base = RESULTS / f"tls-profile-{stamp}-{tool}{'-exchange' if self.args.exchange else ''}"
+        seconds = max(self.seconds, 6.0)
+        if tool == "py-spy":
+            from relay import summarize_collapsed
+
+            proc, port = self.start("tsgate")
+            try:
+                self.handshakes(port, 0.5)  # warm-up
+                out = base.with_suffix(".collapsed")
+                spy = Proc("py-spy", self.pin("1", [
+                    "py-spy", "record", "--pid", str(proc.pid), "--rate", "250", "--native",
+                    "--format", "raw", "--output", str(out),
+                    "--duration", str(int(seconds) + 1)]))
+                try:
+                    before = cpu_ns(proc.pid)
+                    hs = self.handshakes(port, seconds, exchange=self.args.exchange)
+                    cpu_us = (cpu_ns(proc.pid) - before) / 1e3 / max(1.0, hs["done"])
+                    spy.wait_for(r"Wrote", seconds + 30)
+                finally:
+                    spy.stop()
+            finally:
+                proc.stop()
+            summary = Path(f"{base}-summary.txt")
+            busy = busy_stacks(out)
+            summary.write_text(
+                f"tsgate under py-spy --native (--rate 250) for {seconds:.0f} s of "
+                f"terminated TLS 1.3 handshakes{' + exchange' if self.args.exchange else ''} "
+                f"(key {self.args.key}): {hs['rate']:,.0f} hs/s, "
+                f"{hs['done']:,.0f} handshakes, {cpu_us:,.0f} CPU µs/handshake (under the "
+                f"profiler); load {os.getloadavg()}\n"
+                f"µs/hs = share of busy samples × measured CPU µs per handshake (samples "
+                f"waiting in epoll_wait left out: py-spy --native counts them)\n"
+                f"collapsed stacks: {out.name}\n\n"
+                + summarize_collapsed(busy, cpu_us, "hs", top=45) + "\n")
+            busy.unlink()
+            return [out, summary]
+        prof = self.workdir / "tsgate.prof"
+        proc, port = self.start("tsgate", ("-m", "cProfile", "-o", str(prof), "-m", "twisted"))
+        try:
+            self.handshakes(port, 0.5)
+            hs = self.handshakes(port, seconds, exchange=self.args.exchange)
+        finally:
+            proc.stop()
+        import io
+        import pstats
+
+        text = io.StringIO()
+        stats = pstats.Stats(str(prof), stream=text)
+        stats.sort_stats("tottime").print_stats(45)
+        stats.sort_stats("cumulative").print_stats(60)
+        summary = Path(f"{base}.txt")
+        summary.write_text(
+            f"tsgate under cProfile for {seconds:.0f} s of terminated TLS 1.3 handshakes (key "
+            f"{self.args.key}): {hs['rate']:,.0f} hs/s, {hs['done']:,.0f} handshakes (cProfile "
+            f"slows every Python call; the whole process run, start-up included)\n\n"
+            + text.getvalue())
+        return [summary]
 
     def close(self) -> None:
         for proc in self.procs:
@@ -275,7 +377,34 @@ def main() -> int:
     parser.add_argument("--proxies", default=",".join(PROXIES))
     parser.add_argument("--no-pin", action="store_true")
     parser.add_argument("--no-save", action="store_true")
+    parser.add_argument("--no-bulk", action="store_true", help="handshakes only")
+    parser.add_argument("--exchange", action="store_true",
+                        help="--profile: the handshake + one-byte exchange workload")
+    parser.add_argument("--seconds", type=float, default=0.0,
+                        help="seconds of handshakes per measurement (default 4; --quick 2)")
+    parser.add_argument("--profile", choices=("py-spy", "cprofile"),
+                        help="profile tsgate's handshake phase instead of the comparison")
+    parser.add_argument("--summarize", nargs=2, metavar=("COLLAPSED", "CPU_US"),
+                        help="rewrite the summary of a saved py-spy profile (busy samples)")
     args = parser.parse_args()
+    if args.summarize:
+        from relay import summarize_collapsed
+
+        collapsed = Path(args.summarize[0])
+        busy = busy_stacks(collapsed)
+        print(summarize_collapsed(busy, float(args.summarize[1]), "hs", top=45))
+        busy.unlink()
+        return 0
+    if args.profile:
+        bench = Bench(args)
+        try:
+            bench.build()
+            bench.setup()
+            for path in bench.profile(args.profile):
+                print(f"wrote {path}")
+        finally:
+            bench.close()
+        return 0
     names = [n for n in args.proxies.split(",") if n]
     rounds = args.rounds or (2 if args.quick else 3)
     bench = Bench(args)
@@ -299,21 +428,28 @@ def main() -> int:
              f", key {args.key}, {rounds} rounds (medians; ratio = per-round ratio to HAProxy)",
              f"# load before: {os.getloadavg()}; haproxy "
              f"{command_output(['haproxy', '-v']).split()[2] if shutil.which('haproxy') else '-'}",
-             "", "| proxy | TLS 1.3 handshakes/s | errors | p50 ms | proxy CPU µs/handshake "
+             "# handshake: connect, TLS 1.3 handshake, close (HAProxy then never dials its "
+             "backend); + exchange: then one byte to the echo backend and back (every proxy "
+             "dials and relays)",
+             "", "| proxy | TLS 1.3 handshakes/s | errors (both) | p50 ms | proxy CPU µs/handshake "
+             "| handshake + exchange/s | proxy CPU µs/(handshake + exchange) "
              "| bulk Gbit/s | bulk Gbit per proxy CPU-s |",
-             "|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|"]
     for name in names:
         rows = results[name]
         cells = []
         for key, fmt in (("hs_s", "{:,.0f}"), ("errors", "{:.0f}"), ("p50_ms", "{:.1f}"),
-                         ("cpu_us_hs", "{:,.0f}"), ("gbit_s", "{:.2f}"),
+                         ("cpu_us_hs", "{:,.0f}"), ("hsx_s", "{:,.0f}"),
+                         ("cpu_us_hsx", "{:,.0f}"), ("gbit_s", "{:.2f}"),
                          ("gbit_per_cpu_s", "{:.2f}")):
             value = fmt.format(median([row[key] for row in rows]))
-            if key in ("hs_s", "gbit_s", "cpu_us_hs", "gbit_per_cpu_s") and name != "haproxy" \
+            if key in ("hs_s", "gbit_s", "cpu_us_hs", "hsx_s", "cpu_us_hsx",
+                       "gbit_per_cpu_s") and name != "haproxy" \
                     and "haproxy" in results:
-                ratio = median([row[key] / ref[key] for row, ref in
-                                zip(rows, results["haproxy"]) if ref[key]])
-                value += f" ({ratio:.2f}×)"
+                ratios = [row[key] / ref[key] for row, ref in zip(rows, results["haproxy"])
+                          if ref[key]]
+                if ratios:
+                    value += f" ({median(ratios):.2f}×)"
             cells.append(value)
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     lines += ["", "raw: " + repr(results)]

@@ -18,6 +18,10 @@
  *       proxy PORT_A = PORT_B = the proxy's port. A handshake slower than 5 s
  *       is an error (timeouts). Prints one line of key=value pairs:
  *       done errors misrouted connect_errors timeouts seconds rate p50_ms p99_ms.
+ *       EXCHANGE 1: after the handshake, write one byte and read it back (an
+ *       echo backend behind a terminating proxy), then close: every proxy
+ *       must dial its backend and relay (HAProxy does not dial for a client
+ *       that closes right after its handshake).
  *
  *   tlsload replay-server NAME
  *       A stand-in TLS backend without crypto, for the proxy-bound workload:
@@ -229,7 +233,11 @@ static int run_server(const char *chain, const char *key) {
 
 /* ---------------------------------------------------------------- client */
 
-enum { FREE = 0, CONNECTING, HANDSHAKING };
+enum { FREE = 0, CONNECTING, HANDSHAKING, EXCHANGING };
+
+/* client EXCHANGE=1: after the handshake, one byte each way (a proxy must
+ * dial its backend and relay: the backend echoes it), then close. */
+static int exchange;
 
 struct slot {
     int fd;
@@ -273,6 +281,42 @@ static void slot_failed(int epfd, struct slot *s, const char *why, int err) {
     slot_end(epfd, s);
 }
 
+static void slot_done(int epfd, struct slot *s) {
+    c_done++;
+    if (nsamples < MAX_SAMPLES)
+        samples[nsamples++] = (float)((now() - s->started) * 1e3);
+    slot_end(epfd, s);
+}
+
+static void slot_exchange(int epfd, struct slot *s) {
+    int r, err;
+    unsigned char byte = 'x';
+    if (!s->got) {
+        r = SSL_write(s->ssl, &byte, 1);
+        if (r != 1) {
+            err = SSL_get_error(s->ssl, r);
+            if (err == SSL_ERROR_WANT_READ || err == SSL_ERROR_WANT_WRITE) {
+                want(epfd, s->fd, err, s, &s->registered);
+                return;
+            }
+            slot_failed(epfd, s, "exchange write", err);
+            return;
+        }
+        s->got = 1;
+    }
+    r = SSL_read(s->ssl, &byte, 1);
+    if (r == 1 && byte == 'x') {
+        slot_done(epfd, s);
+        return;
+    }
+    err = SSL_get_error(s->ssl, r);
+    if (r <= 0 && (err == SSL_ERROR_WANT_READ || err == SSL_ERROR_WANT_WRITE)) {
+        want(epfd, s->fd, err, s, &s->registered);
+        return;
+    }
+    slot_failed(epfd, s, "exchange read", err);
+}
+
 static void slot_handshake(int epfd, struct slot *s) {
     int r = SSL_do_handshake(s->ssl);
     if (r == 1) {
@@ -283,10 +327,13 @@ static void slot_handshake(int epfd, struct slot *s) {
             slot_failed(epfd, s, "unverified", 0);
             return;
         }
-        c_done++;
-        if (nsamples < MAX_SAMPLES)
-            samples[nsamples++] = (float)((now() - s->started) * 1e3);
-        slot_end(epfd, s);
+        if (exchange) {
+            s->state = EXCHANGING;
+            s->got = 0;
+            slot_exchange(epfd, s);
+            return;
+        }
+        slot_done(epfd, s);
         return;
     }
     int err = SSL_get_error(s->ssl, r);
@@ -346,6 +393,10 @@ static void slot_event(int epfd, struct slot *s, uint32_t events) {
             die_ssl("SSL_set1_host");
         SSL_set_connect_state(s->ssl);
         s->state = HANDSHAKING;
+    }
+    if (s->state == EXCHANGING) {
+        slot_exchange(epfd, s);
+        return;
     }
     slot_handshake(epfd, s);
 }
@@ -626,10 +677,12 @@ int main(int argc, char **argv) {
         return run_replay_server(argv[2]);
     if (argc == 6 && strcmp(argv[1], "replay") == 0)
         return run_client(NULL, atoi(argv[2]), atoi(argv[3]), atoi(argv[4]), atof(argv[5]));
-    if (argc == 7 && strcmp(argv[1], "client") == 0)
+    if ((argc == 7 || argc == 8) && strcmp(argv[1], "client") == 0) {
+        exchange = argc == 8 && atoi(argv[7]) == 1;
         return run_client(argv[2], atoi(argv[3]), atoi(argv[4]), atoi(argv[5]), atof(argv[6]));
+    }
     fprintf(stderr, "usage: tlsload server CHAIN KEY | "
-                    "tlsload client CA PORT_A PORT_B CONCURRENCY SECONDS | "
+                    "tlsload client CA PORT_A PORT_B CONCURRENCY SECONDS [EXCHANGE] | "
                     "tlsload replay-server NAME | "
                     "tlsload replay PORT_A PORT_B CONCURRENCY SECONDS\n");
     return 2;

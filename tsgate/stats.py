@@ -66,7 +66,7 @@ class Stats:
     def inc_key(self, name: str, key: LabelKey, amount: float = 1) -> None:
         """``inc`` with a prebuilt label key: no sorting on the hot path."""
         series = self.counters.get(name)
-        if series is None:
+        if series is None:  # (not setdefault: that builds a dict on every call)
             series = self.counters[name] = {}
         series[key] = series.get(key, 0) + amount
 

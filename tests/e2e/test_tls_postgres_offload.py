@@ -2,13 +2,16 @@
 PostgreSQL TLS offload: psql (``sslmode=verify-full``) speaks TLS to the
 gateway, which answers its SSLRequest with ``S``, terminates the TLS session
 with the certificate chosen by SNI, and speaks plaintext to a PostgreSQL
-server that has TLS off.
+server that has TLS off — or, with a DestinationRule ``trafficPolicy.tls``,
+sends the server its own SSLRequest and originates TLS to it (verified
+against the server's CA and name).
 """
 
 from __future__ import annotations
 
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -77,5 +80,97 @@ def test_psql_verify_full_through_tls_offload(tmp_path: Path) -> None:
                                  timeout=30)
             assert bad.returncode != 0
             assert "certificate verify failed" in bad.stderr
+    finally:
+        server.stop()
+
+
+def offload_docs(db_host: str, db_port: int, origination: dict[str, Any]) -> list[Any]:
+    """The terminating postgres server, its route, the database and its DestinationRule."""
+    return [
+        {"apiVersion": "networking.istio.io/v1", "kind": "Gateway",
+         "metadata": {"name": "pg"},
+         "spec": {"selector": {"istio": "ingressgateway"},
+                  "servers": [{"port": {"number": PORT, "name": "tls-postgres",
+                                        "protocol": "TLS"},
+                               "hosts": [HOST],
+                               "tls": {"mode": "SIMPLE", "credentialName": "pg-cert"}}]}},
+        {"apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
+         "metadata": {"name": "pg"},
+         "spec": {"hosts": [HOST], "gateways": ["pg"],
+                  "tcp": [{"match": [{"port": PORT}],
+                           "route": [{"destination": {"host": db_host,
+                                                      "port": {"number": 5432}}}]}]}},
+        {"apiVersion": "networking.istio.io/v1", "kind": "ServiceEntry",
+         "metadata": {"name": "secure"},
+         "spec": {"hosts": [db_host], "location": "MESH_INTERNAL", "resolution": "STATIC",
+                  "ports": [{"number": 5432, "name": "tcp-postgres", "protocol": "TCP",
+                             "targetPort": db_port}],
+                  "endpoints": [{"address": "127.0.0.1"}]}},
+        {"apiVersion": "networking.istio.io/v1", "kind": "DestinationRule",
+         "metadata": {"name": "secure"},
+         "spec": {"host": db_host, "trafficPolicy": {"tls": origination}}},
+    ]
+
+
+def test_psql_verify_full_through_offload_with_originated_tls(tmp_path: Path) -> None:
+    db_host = "secure.db.local"
+    server = start_postgres(tmp_path, free_port(), db_host, name="originated", tls=True)
+    try:
+        ca = CA.create()
+        ca_file = ca.write(tmp_path / "ca.pem")
+        creds = tmp_path / "creds"
+        write_credential(creds, "pg-cert", ca.issue(HOST, dns=[HOST]))
+        docs = offload_docs(db_host, server.port, {"mode": "SIMPLE",
+                                                   "caCertificates": str(server.ca_path)})
+        config = tmp_path / "pg.yaml"
+        config.write_text(yaml.safe_dump_all(docs))
+        with GatewayProcess([str(config)], [PORT], extra=["--credentials", str(creds)]) as gw:
+            dsn = (f"host={HOST} hostaddr=127.0.0.1 port={gw.port(PORT)} user={PG_USER} "
+                   f"dbname=postgres sslmode=verify-full sslrootcert={ca_file}")
+            out = subprocess.run(
+                ["psql", "-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", dsn, "-c",
+                 "SELECT name FROM whoami; SELECT ssl, version FROM pg_stat_ssl "
+                 "WHERE pid = pg_backend_pid();", "-c", "\\conninfo"],
+                capture_output=True, text=True, timeout=30)
+            assert out.returncode == 0, out.stderr + gw.text()
+            lines = out.stdout.splitlines()
+            assert lines[0] == "originated"
+            # The server saw TLS (tsgate's), the client had TLS to the gateway.
+            assert lines[1].startswith("t|TLSv1."), lines
+            assert "SSL connection (protocol: TLSv1.3" in out.stdout
+            # Several sessions in a row, each with its own upstream handshake.
+            for _ in range(3):
+                again = subprocess.run(["psql", "-X", "-A", "-t", dsn, "-c",
+                                        "SELECT name FROM whoami"],
+                                       capture_output=True, text=True, timeout=30)
+                assert again.stdout.strip() == "originated", again.stderr
+    finally:
+        server.stop()
+
+
+def test_offload_refuses_an_upstream_whose_certificate_fails(tmp_path: Path) -> None:
+    """The upstream's certificate from another CA: psql gets an error, not a session."""
+    db_host = "secure.db.local"
+    server = start_postgres(tmp_path, free_port(), db_host, name="originated", tls=True)
+    try:
+        ca = CA.create()
+        ca_file = ca.write(tmp_path / "ca.pem")
+        other = CA.create("other").write(tmp_path / "other.pem")
+        creds = tmp_path / "creds"
+        write_credential(creds, "pg-cert", ca.issue(HOST, dns=[HOST]))
+        docs = offload_docs(db_host, server.port, {"mode": "SIMPLE",
+                                                   "caCertificates": str(other)})
+        config = tmp_path / "pg.yaml"
+        config.write_text(yaml.safe_dump_all(docs))
+        with GatewayProcess([str(config)], [PORT], extra=["--credentials", str(creds)]) as gw:
+            dsn = (f"host={HOST} hostaddr=127.0.0.1 port={gw.port(PORT)} user={PG_USER} "
+                   f"dbname=postgres sslmode=verify-full sslrootcert={ca_file}")
+            out = subprocess.run(["psql", "-X", "-A", "-t", dsn, "-c", "SELECT 1"],
+                                 capture_output=True, text=True, timeout=30)
+            assert out.returncode != 0
+            # psql may try twice (TLS, then not): every attempt ends UF at the gateway
+            line = gw.wait_access_lines(1)[0]
+            assert '" 0 UF ' in line, line
+            assert "CERTIFICATE_VERIFY_FAILED" in line, line
     finally:
         server.stop()

@@ -182,6 +182,12 @@ class ConnectStage(RelayStage):
                 self.end(ending)
                 return
         if cluster.tls is not None and upstream.tls is None:
+            if self.preamble is not None and self.tls is not None:
+                # Terminated STARTTLS (PostgreSQL) with TLS originated: the
+                # upstream's own SSLRequest first, its TLS after the "S".
+                self.state = NEGOTIATING
+                transport.write(self.preamble.upstream_request)
+                return
             tls_stage.start_origination(self, upstream)  # upstream_ready after the handshake
             return
         self.upstream_ready()
@@ -212,6 +218,14 @@ class ConnectStage(RelayStage):
             self.end(Ending(termination=f"{pre.protocol}_upstream_refused_tls", why=why))
             return
         extra = reply[len(want):]
+        if self.tls is not None and upstream.tls is None:  # originating: TLS next
+            if extra:  # bytes before the TLS handshake: refused (CVE-2021-23222)
+                self.end(Ending(termination=f"{pre.protocol}_upstream_refused_tls",
+                                why=f"upstream sent data before TLS ({extra[:8]!r})"))
+                return
+            upstream.reply = b""
+            tls_stage.start_origination(self, upstream)  # upstream_ready after the handshake
+            return
         self.start_relay()
         if extra:
             upstream.dataReceived(extra)

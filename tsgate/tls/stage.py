@@ -3,12 +3,13 @@ TLS in the data path: termination of the client's TLS and origination of
 TLS to the upstream, as steps of one proxied connection.
 
 Termination runs after inspection: the ClientHello that chose the chain (by
-SNI) is already buffered, so Twisted's TLS layer (a ``TLSMemoryBIOProtocol``
-over pyOpenSSL) is put between the socket's transport and the connection
-(:func:`wrap`: the transport delivers to the TLS layer, the connection's
-``transport`` becomes the TLS layer; this works on Twisted's TCP transports
-and on tsgate's lean transport alike) and the buffered bytes are replayed
-into it. The
+SNI) is already buffered, so a TLS layer over pyOpenSSL
+(:class:`tsgate.tls.transport.TlsLayer`; ``TSGATE_TLS=twisted``: Twisted's
+``TLSMemoryBIOProtocol``) is put between the socket's transport and the
+connection (:func:`wrap`: the transport delivers to the TLS layer, the
+connection's ``transport`` becomes the TLS layer; this works on Twisted's TCP
+transports and on tsgate's lean transport alike) and the buffered bytes are
+replayed into it. The
 upstream is connected once the handshake completes (a failed handshake
 costs no upstream connection); from then on the relay moves plaintext, and
 writes to the client go through the TLS layer.
@@ -25,6 +26,7 @@ Counters are Envoy's ``ssl.*`` names under the listener (termination:
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from OpenSSL import SSL
@@ -34,6 +36,7 @@ from twisted.python.failure import Failure
 from tsgate.tls import credentials as C
 from tsgate.tls.identity import principal_of
 from tsgate.tls.server import TlsSession
+from tsgate.tls.transport import TlsLayer, lean_wrap
 
 #: Istio's PILOT_GATEWAY_TRANSPORT_SOCKET_CONNECT_TIMEOUT (15 s): a client
 #: that does not finish its handshake in this time is closed.
@@ -42,17 +45,23 @@ HANDSHAKE_TIMEOUT = 15.0
 HANDSHAKING = "handshaking"
 
 
+#: the TLS layer: tsgate's (tsgate.tls.transport) unless TSGATE_TLS=twisted
+LEAN = os.environ.get("TSGATE_TLS", "lean") != "twisted"
+
 #: (id(creator), client) -> (creator, TLSMemoryBIOFactory)
 _FACTORIES: dict[tuple[int, bool], tuple[Any, TLSMemoryBIOFactory]] = {}
 
 
-def wrap(transport: Any, creator: Any, client: bool, protocol: Any) -> TLSMemoryBIOProtocol:
+def wrap(transport: Any, creator: Any, client: bool, protocol: Any) -> Any:
     """
-    Put Twisted's TLS layer between ``transport`` (already connected to
-    ``protocol``) and ``protocol``; returns the layer, which is now
-    ``protocol.transport``. What ``_newtls.startTLS`` does for Twisted's own
-    transports, for any transport that delivers to its ``protocol``.
+    Put a TLS layer between ``transport`` (already connected to ``protocol``)
+    and ``protocol``; returns the layer, which is now ``protocol.transport``:
+    a :class:`~tsgate.tls.transport.TlsLayer`, or with ``TSGATE_TLS=twisted``
+    Twisted's (what ``_newtls.startTLS`` does for Twisted's own transports,
+    for any transport that delivers to its ``protocol``).
     """
+    if LEAN:
+        return lean_wrap(transport, creator, client, protocol)
     factory = _FACTORIES.get((id(creator), client))
     if factory is None or factory[0] is not creator:
         # One factory per context (per terminating server / originating
@@ -73,7 +82,8 @@ def wrap(transport: Any, creator: Any, client: bool, protocol: Any) -> TLSMemory
     return tls
 
 
-def _peer_facts(conn: Any, prefix: str) -> dict[str, str]:
+def _peer_facts(conn: Any, prefix: str, peer_certificate: bool = True) -> dict[str, str]:
+    """Version, cipher and (when one can have been sent) the peer's certificate."""
     facts: dict[str, str] = {}
     version = conn.get_protocol_version_name()
     cipher = conn.get_cipher_name()
@@ -81,7 +91,7 @@ def _peer_facts(conn: Any, prefix: str) -> dict[str, str]:
         facts[f"{prefix}tls_version"] = version
     if cipher:
         facts[f"{prefix}tls_cipher"] = cipher
-    peer = conn.get_peer_certificate(as_cryptography=True)
+    peer = conn.get_peer_certificate(as_cryptography=True) if peer_certificate else None
     if peer is not None:
         facts[f"{prefix}peer_subject"] = peer.subject.rfc4514_string()
         sans = C.all_sans(peer)
@@ -163,18 +173,20 @@ def handshake_completed(down: Any) -> None:
     if down.inspect_timer is not None:
         down.inspect_timer.cancel()
         down.inspect_timer = None
-    stats, name = down.ctx.stats, down.listener.name
-    stats.inc("listener.ssl.handshake", listener=name)
+    stats, key = down.ctx.stats, down.runtime.stats_key  # listener=<name>
+    stats.inc_key("listener.ssl.handshake", key)
     conn = down.transport.getHandle()
-    facts = _peer_facts(conn, "")
+    mutual = session.facts.get("tls_mode") in ("MUTUAL", "OPTIONAL_MUTUAL")
+    # SIMPLE asks for no client certificate: none to look for
+    facts = _peer_facts(conn, "", peer_certificate=mutual)
     session.facts.update(facts)
     if "tls_version" in facts:
-        stats.inc(f"listener.ssl.versions.{facts['tls_version']}", listener=name)
+        stats.inc_key("listener.ssl.versions." + facts["tls_version"], key)
     if "tls_cipher" in facts:
-        stats.inc(f"listener.ssl.ciphers.{facts['tls_cipher']}", listener=name)
-    if session.facts.get("tls_mode") in ("MUTUAL", "OPTIONAL_MUTUAL"):
+        stats.inc_key("listener.ssl.ciphers." + facts["tls_cipher"], key)
+    if mutual:
         if "peer_subject" not in facts:
-            stats.inc("listener.ssl.no_certificate", listener=name)
+            stats.inc_key("listener.ssl.no_certificate", key)
         else:
             # The verified certificate's SPIFFE identity: AuthorizationPolicy
             # principals/namespaces are decided next (tsgate.authz.stages).
@@ -262,11 +274,14 @@ def origination_failed(down: Any, upstream: Any, reason: Any) -> None:
 
 def is_tls(transport: Any) -> bool:
     """Is this a connection's TLS layer (see :func:`wrap`)?"""
-    return isinstance(transport, TLSMemoryBIOProtocol)
+    return isinstance(transport, (TlsLayer, TLSMemoryBIOProtocol))
 
 
 def release(transport: Any) -> None:
     """Unregister the producer and close, also for a TLS layer already gone."""
+    if type(transport) is TlsLayer:
+        transport.release()
+        return
     if is_tls(transport) and (transport._lostTLSConnection or transport.disconnecting):
         return
     transport.unregisterProducer()
@@ -279,6 +294,9 @@ def half_close(transport: Any) -> None:
     what is queued, then shut the TCP write side, and keep reading (TLS 1.3
     half-close). Before the handshake completed: close the connection.
     """
+    if type(transport) is TlsLayer:
+        transport.half_close()
+        return
     tls = transport
     if not tls._handshakeDone or tls._appSendBuffer:
         transport.loseConnection()
