@@ -9,10 +9,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+from twisted.logger import Logger
 from zope.interface import implementer
 
 from tests.support.proxy import Harness, route
 from tsgate.interfaces import ITimedStreamObserverFactory
+from tsgate.proxy import relay
 from tsgate.proxy.relay import LATENCY_BUCKETS
 from tsgate.proxy.state import CONNECTING, RELAYING
 from tsgate.routing import Listener
@@ -40,7 +43,8 @@ def test_bytes_are_counted_per_direction() -> None:
     upstream, up = h.connect_upstream()
     protocol.dataReceived(b"abc")
     protocol.dataReceived(b"defg")
-    upstream.dataReceived(b"0123456789")
+    upstream.dataReceived(b"01234")
+    upstream.dataReceived(b"56789")
     assert (written(up), written(down)) == (b"abcdefg", b"0123456789")
     assert (protocol.bytes_received, protocol.bytes_sent) == (7, 10)
     h.close(protocol)
@@ -121,6 +125,7 @@ def test_max_duration_counts_from_accept_not_from_connect() -> None:
     counts (planted: the deadline measured from the relay's start).
     """
     h = Harness(tcp(max_connection_duration=5.0))
+    h.reactor.advance(100)
     protocol, down = h.accept()
     h.reactor.advance(3)
     upstream, up = h.connect_upstream()
@@ -181,12 +186,14 @@ class _TimedObserver:
     def __init__(self, emit: Any, observe: Any, clock: Any) -> None:
         self.emit, self.observe, self.clock = emit, observe, clock
         self.asked_at = 0.0
+        self.replies = b""
 
     def client_data(self, data: bytes) -> None:
         self.asked_at = self.clock()
         self.emit("requests")
 
     def server_data(self, data: bytes) -> None:
+        self.replies += data
         self.emit("replies", 2)
         self.observe("latency_seconds", self.clock() - self.asked_at)
 
@@ -231,3 +238,32 @@ def test_timed_observer_gets_a_clock_and_a_histogram_per_listener() -> None:
     assert hist.buckets == LATENCY_BUCKETS and hist.count == 1
     assert abs(hist.sum - 0.003) < 1e-9
     assert (written(up), written(down)) == (b"ask", b"answer")
+    assert protocol.observers[0].replies == b"answer"
+
+
+class _Crashing(_TimedObserver):
+    def client_data(self, data: bytes) -> None:
+        raise RuntimeError("plugin bug")
+
+
+def test_crashing_observer_is_logged(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An observer that raises is dropped, counted and logged as such (planted: no message)."""
+    events: list[dict[str, Any]] = []
+    observer: Any = events.append
+    monkeypatch.setattr(relay, "log", Logger(namespace="tsgate.proxy", observer=observer))
+    class Factory(_TimedFactory):
+        def new_timed_observer(self, emit: Any, observe: Any, clock: Any) -> Any:
+            return _Crashing(emit, observe, clock)
+
+    factory = Factory()
+    listener = Listener(bind="0.0.0.0", port=31400, tcp_route=route(), protocols=("TIMED",),
+                        port_names=("timed-x",), servers=(("TIMED", "timed-x"),))
+    h = Harness(listener)
+    h.ctx.observers_for = lambda servers: [factory]
+    protocol, down = h.accept()
+    upstream, up = h.connect_upstream()
+    protocol.dataReceived(b"ask")
+    assert written(up) == b"ask" and protocol.observers == []
+    assert h.ctx.stats.get("plugin.observer_crashed", listener="0.0.0.0_31400") == 1
+    assert [e["log_format"] for e in events] == [
+        "stream observer crashed; dropped for this connection"]
