@@ -7,15 +7,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import attrs
-from OpenSSL import SSL
-
+from tests.proxy.test_terminated_relay import terminating_listener
 from tests.support.proxy import Harness, route
 from tests.support.samples import client_hello
-from tests.support.tlscerts import CA
 from tsgate.proxy.state import INSPECTING
 from tsgate.routing import Cluster, Listener, SniChain
-from tsgate.tls.server import ServerConnectionCreator
 
 LISTENER = "0.0.0.0_31400"
 TLS_ONLY = Listener(bind="0.0.0.0", port=31400,
@@ -66,25 +62,6 @@ def test_bytes_after_a_verdict_at_accept_are_not_routed_again() -> None:
     assert h.ctx.stats.get("cluster.upstream_cx_none_healthy", cluster=NO_ENDPOINT.name) == 1
 
 
-@attrs.frozen
-class _Termination:
-    """What the decision stage reads of a ``tsgate.tls.server.Termination``."""
-
-    mode: str
-    creator: Any
-
-
-def _terminating_listener() -> Listener:
-    ca = CA.create()
-    leaf = ca.issue("a.example.test", dns=["a.example.test"])
-    context = SSL.Context(SSL.TLS_METHOD)
-    context.use_certificate(leaf.cert)
-    context.use_privatekey(leaf.key)
-    termination = _Termination("SIMPLE", ServerConnectionCreator(context))
-    return Listener(bind="0.0.0.0", port=31400, tls_chains=(
-        SniChain(("a.example.test",), route("default/a#tls[0]"), termination=termination),))
-
-
 def test_a_terminating_chain_answers_the_handshake_before_connecting() -> None:
     """
     A chain that terminates TLS: the buffered ClientHello goes to the
@@ -92,7 +69,7 @@ def test_a_terminating_chain_answers_the_handshake_before_connecting() -> None:
     connected upstream until the handshake completes (planted: the
     termination skipped, or started without the connection or decision).
     """
-    h = Harness(_terminating_listener())
+    h = Harness(terminating_listener())
     protocol, down = h.accept()
     protocol.dataReceived(client_hello("a.example.test"))
     assert protocol.tls is not None and protocol.tls.facts["tls_mode"] == "SIMPLE"
