@@ -16,6 +16,7 @@ from tests.support.proxy import Harness, route
 from tests.support.samples import client_hello
 from tsgate.hints.postgres import PostgresStartTlsNegotiator
 from tsgate.hints.tls import TlsHintParser
+from tsgate.interfaces import NeedMore, NotMine, Preamble
 from tsgate.proxy.state import CLOSED, CONNECTING, INSPECTING, NEGOTIATING, RELAYING
 from tsgate.routing import Listener, SniChain
 
@@ -167,3 +168,41 @@ def test_upstream_gone_during_negotiation() -> None:
     h.close(protocol)
     assert protocol.state is CLOSED
     assert len(h.records) == 1
+
+
+class LineStartTls:
+    """A STARTTLS of lines (SMTP-like): the upstream must answer ``220 go\\r\\n``."""
+
+    name = "line-starttls"
+    protocol = "line"
+
+    def parse(self, data: bytes) -> Any:
+        if not data.startswith(b"STARTTLS\r\n"):
+            return NotMine("no") if not b"STARTTLS\r\n".startswith(data) else NeedMore()
+        return Preamble(protocol="line", length=10, client_reply=b"220 go\r\n",
+                        upstream_request=b"STARTTLS\r\n", upstream_reply=b"220 go\r\n")
+
+
+def test_a_longer_upstream_reply_in_pieces() -> None:
+    """The upstream's reply is gathered over reads (planted: only the last read kept)."""
+    h = Harness(PG)
+    h.ctx.inspectors = [TlsHintParser(), LineStartTls()]
+    protocol, down = h.accept()
+    protocol.dataReceived(b"STARTTLS\r\n" + HELLO)
+    assert written(down) == b"220 go\r\n"
+    upstream, up = h.connect_upstream()
+    assert written(up) == b"STARTTLS\r\n"
+    for piece in (b"22", b"0 g", b"o\r"):
+        upstream.dataReceived(piece)
+        assert protocol.state is NEGOTIATING
+    upstream.dataReceived(b"\n")
+    assert protocol.state is RELAYING
+    assert written(up) == b"STARTTLS\r\n" + HELLO
+
+
+def test_a_refusal_is_logged_with_its_first_eight_bytes() -> None:
+    h = harness()
+    protocol, down, upstream, up = negotiating(h)
+    upstream.dataReceived(b"ERROR: no TLS here")
+    why = "upstream refused postgres TLS (b'ERROR: n')"
+    assert protocol.termination == why

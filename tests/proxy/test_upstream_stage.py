@@ -10,13 +10,19 @@ from __future__ import annotations
 from types import SimpleNamespace
 from typing import Any
 
+import pytest
 from twisted.internet import error as ierror
+from twisted.internet.address import IPv4Address
+from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from tests.support.proxy import HalfCloseTransport, Harness, cluster, route
+from tests.support.proxy import LOCAL, HalfCloseTransport, Harness, cluster, route
+from tsgate.proxy import timers
+from tsgate.proxy.connection import DownstreamProtocol
 from tsgate.proxy.state import CLOSED, CONNECTING, RELAYING
 from tsgate.proxy.upstream import UpstreamProtocol, source_ip
 from tsgate.routing import Cluster, Endpoint, Listener
+from tsgate.upstream.balancer import Balancer
 from tsgate.upstream.policy import ClusterPolicy
 
 CLUSTER = cluster().name
@@ -268,3 +274,124 @@ def test_upstream_protocol_before_the_relay_ignores_stray_bytes() -> None:
     assert upstream.reply == b"" and written(down) == b""
 
 
+
+
+def hashed(endpoints: int, **policy: Any) -> Listener:
+    pol = ClusterPolicy(lb="RING_HASH", hash_source_ip=True, **policy)
+    c = Cluster(name="outbound|80||hashed", host="hashed", port=80, policy=pol,
+                lb_policy=pol.lb,
+                endpoints=tuple(Endpoint("127.0.0.1", 1000 + i) for i in range(endpoints)))
+    return Listener(bind="0.0.0.0", port=31400, tcp_route=route(cluster=c))
+
+
+def accept_from(h: Harness, ip: str) -> tuple[Any, HalfCloseTransport]:
+    protocol: Any = DownstreamProtocol(h.ctx, h.listener)
+    transport = HalfCloseTransport(hostAddress=LOCAL, peerAddress=IPv4Address("TCP", ip, 40000))
+    protocol.makeConnection(transport)
+    return protocol, transport
+
+
+def test_source_ip_hash_keeps_a_client_on_one_host() -> None:
+    """
+    consistentHash.useSourceIp: the client's IP picks the host, the same
+    each time, and different clients spread (planted: no source given to
+    the balancer, so a random host per connection).
+    """
+    h = Harness(hashed(4))
+    h.ctx.balancer = Balancer(seed=1, clock=h.reactor.seconds)
+    picks: dict[str, list[int]] = {}
+    for i in range(12):
+        ip = f"10.0.{i}.{i + 1}"
+        for _ in range(3):
+            accept_from(h, ip)
+            picks.setdefault(ip, []).append(h.reactor.tcpClients[-1][1])
+    assert all(len(set(ports)) == 1 for ports in picks.values()), picks
+    assert len({ports[0] for ports in picks.values()}) > 1
+
+
+def test_a_retry_skips_the_host_that_failed_and_follows_the_hash() -> None:
+    """
+    connect-attempts with a source-IP hash: the retry never goes back to the
+    host that failed, and goes to the same next host for the same client
+    (planted: the tried hosts not remembered; no source for the retry).
+    """
+    h = Harness(hashed(3, connect_attempts=2))
+    h.ctx.balancer = Balancer(seed=1, clock=h.reactor.seconds)
+    for i in range(8):
+        ip = f"10.1.{i}.{i + 1}"
+        seen = []
+        for _ in range(2):
+            accept_from(h, ip)
+            first = h.reactor.tcpClients[-1][1]
+            fail(h, ierror.ConnectionRefusedError())
+            retry = h.reactor.tcpClients[-1][1]
+            assert retry != first
+            seen.append((first, retry))
+        assert seen[0] == seen[1], (ip, seen)
+
+
+def test_cluster_not_found_is_nc_with_envoys_details() -> None:
+    missing = Cluster(name="outbound|80|v9|h", host="h", port=80, subset="v9", missing=True)
+    h = Harness(Listener(bind="0.0.0.0", port=31400, tcp_route=route(cluster=missing)))
+    protocol, down = h.accept()
+    assert down.disconnecting
+    h.close(protocol)
+    record = h.records[0]
+    assert (record.response_flags, record.response_code_details) == ("NC", "cluster_not_found")
+    assert h.ctx.stats.get("tcp.downstream_cx_no_route", route="default/echo#tcp[0]") == 1
+
+
+def test_active_and_total_per_cluster_and_the_overflow_counter() -> None:
+    """
+    The cluster's active and total counts follow connections; at
+    maxConnections the next one is UO, counted per cluster (planted: the
+    counts set instead of added, the overflow counter misnamed or unlabelled).
+    """
+    limited = cluster(max_connections=2)
+    h = Harness(Listener(bind="0.0.0.0", port=31400, tcp_route=route(cluster=limited)))
+    state = h.ctx.balancer.state(limited)
+    first, _ = h.accept()
+    second, _ = h.accept()
+    assert (state.active, state.total) == (2, 2)
+    third, down = h.accept()
+    assert down.disconnecting
+    assert h.ctx.stats.get("cluster.upstream_cx_overflow", cluster=limited.name) == 1
+    h.close(third)
+    h.close(first)
+    assert (state.active, state.total) == (1, 2)
+    h.accept()
+    assert (state.active, state.total) == (2, 3)
+    assert h.records[0].response_flags == "UO"
+
+
+def test_a_success_resets_the_hosts_consecutive_failures() -> None:
+    """Outlier detection counts failures in a row: a connect that succeeds starts again."""
+    two = Cluster(name="outbound|80||two", host="two", port=80,
+                  endpoints=(Endpoint("127.0.0.1", 1000),), policy=ClusterPolicy())
+    h = Harness(Listener(bind="0.0.0.0", port=31400, tcp_route=route(cluster=two)))
+    h.accept()
+    fail(h, ierror.ConnectionRefusedError())
+    host, = h.ctx.balancer.hosts(two)
+    assert host.consecutive_failures == 1
+    h.accept()
+    h.connect_upstream()
+    assert host.consecutive_failures == 0
+
+
+def test_connect_deadline_after_the_client_was_closed_does_nothing(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """
+    The client was closed while connecting (the connect stopped) and the
+    connect deadline fires before the close is reported: nothing happens,
+    no error (planted: ``or`` for ``and``).
+    """
+    events: list[dict[str, Any]] = []
+    observer: Any = events.append
+    monkeypatch.setattr(timers, "log", Logger(namespace="tsgate.timers", observer=observer))
+    h = Harness(TCP)
+    protocol, down = h.accept()
+    protocol.abort()
+    assert h.reactor.connectors[0].stoppedConnecting and protocol.state is CONNECTING
+    h.reactor.advance(10.2)
+    assert events == []
+    assert h.ctx.stats.get("cluster.upstream_cx_connect_timeout", cluster=CLUSTER) == 0
