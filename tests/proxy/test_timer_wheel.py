@@ -88,12 +88,70 @@ def test_a_callback_may_cancel_another_timer_of_its_bucket() -> None:
 
     timers_["first"] = w.schedule(1, first)
     timers_["second"] = w.schedule(1, note(fired, "second"))
+    w.schedule(1, note(fired, "after"))  # same bucket, after the cancelled one
     w.schedule(3, note(fired, "third"))
     clock.advance(1.1)
-    assert fired == ["first"]
+    assert fired == ["first", "after"]
     assert w.pending == 1
     clock.advance(2)
-    assert fired == ["first", "third"] and w.pending == 0
+    assert fired == ["first", "after", "third"] and w.pending == 0
+
+
+def test_cancel_from_a_callback_that_refilled_its_own_bucket(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """
+    A callback schedules a deadline that lands in the bucket being fired
+    (delay 0), then cancels a sibling: the count stays right and the later
+    deadline still fires (planted: a missing timer counted as dropped, or
+    raising).
+    """
+    events: list[dict[str, Any]] = []
+    observer: Any = events.append
+    monkeypatch.setattr(timers, "log", Logger(namespace="tsgate.timers", observer=observer))
+    clock, w, fired = wheel(resolution=1.0)
+    timers_: dict[str, Any] = {}
+
+    def first() -> None:
+        fired.append("first")
+        w.schedule(0, note(fired, "now"))
+        timers_["second"].cancel()
+
+    w.schedule(1, first)
+    timers_["second"] = w.schedule(1, note(fired, "second"))
+    w.schedule(5, note(fired, "later"))
+    clock.advance(1)
+    assert fired == ["first", "now"]
+    assert events == []
+    assert w.pending == 1
+    clock.advance(4)
+    assert fired == ["first", "now", "later"] and w.pending == 0
+
+
+def test_the_next_bucket_does_not_fire_early() -> None:
+    """Firing one bucket leaves the next alone (planted: the current bucket computed one ahead)."""
+    clock, w, fired = wheel(resolution=1.0)
+    w.schedule(1, note(fired, "one"))
+    w.schedule(2, note(fired, "two"))
+    clock.advance(1)
+    assert fired == ["one"]
+    clock.advance(0.99)
+    assert fired == ["one"]
+    clock.advance(0.01)
+    assert fired == ["one", "two"]
+
+
+def test_an_emptied_bucket_after_the_fired_one_is_dropped() -> None:
+    """A cancelled bucket right after the one fired is skipped when re-arming."""
+    clock, w, fired = wheel()
+    w.schedule(1, note(fired, "a"))
+    b = w.schedule(2, note(fired, "b"))
+    w.schedule(3, note(fired, "c"))
+    b.cancel()
+    clock.advance(1.1)
+    assert fired == ["a"]
+    assert [round(c.getTime(), 6) for c in clock.getDelayedCalls()] == [3.0]
+    clock.advance(2)
+    assert fired == ["a", "c"]
 
 
 def test_a_bucket_emptied_by_cancellation_is_skipped() -> None:
