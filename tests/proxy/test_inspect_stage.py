@@ -279,3 +279,24 @@ def test_tls_only_timeout_is_not_a_chain_miss() -> None:
     h.reactor.advance(2.2)
     assert counters(h) == {"read_timeout": 1}
     assert h.ctx.stats.get("listener.no_filter_chain_match", listener=KEY) == 0
+
+
+def test_a_parser_without_a_protocol_name_cannot_take_the_connection() -> None:
+    """
+    A third-party parser lacking IHintParser's ``protocol`` that raises a
+    parse error: counted, and the next inspector decides (planted: reading
+    ``protocol`` without a default, which raised out of ``dataReceived``).
+    """
+    class Nameless:
+        name = "nameless"
+
+        def parse(self, data: bytes) -> Any:
+            raise HintParseError("bad")
+
+    h = Harness(MIXED)
+    h.ctx.inspectors = [Nameless(), TlsHintParser()]
+    protocol, down = h.accept()
+    protocol.dataReceived(client_hello("a.example.test"))
+    assert protocol.route is not None and protocol.route.name == "default/a#tls[0]"
+    assert sum(v for name, _, v in h.ctx.stats.iter_counters()
+               if name.endswith(".parse_error")) == 1

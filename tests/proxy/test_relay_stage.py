@@ -267,3 +267,17 @@ def test_crashing_observer_is_logged(monkeypatch: pytest.MonkeyPatch) -> None:
     assert h.ctx.stats.get("plugin.observer_crashed", listener="0.0.0.0_31400") == 1
     assert [e["log_format"] for e in events] == [
         "stream observer crashed; dropped for this connection"]
+
+
+def test_idle_deadline_reached_exactly_closes() -> None:
+    """
+    Idle for exactly the timeout (the wheel fires on the deadline to the
+    float): closed then (planted: ``<=``, which re-arms the check for 0
+    seconds, for ever).
+    """
+    h = Harness(tcp(), idle_timeout=1)
+    protocol, down = h.accept()
+    h.connect_upstream()
+    h.reactor.advance(1.0)
+    assert h.reactor.seconds() - protocol.last_activity == protocol.idle_timeout
+    assert down.disconnecting
