@@ -13,10 +13,11 @@ import pytest
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.logger import Logger
 
-from tests.support.proxy import Harness, route
+from tests.support.proxy import LOCAL, PEER, HalfCloseTransport, Harness, route
 from tsgate.accesslog import AccessLog
 from tsgate.proxy import record
-from tsgate.proxy.stages import Stages
+from tsgate.proxy.connection import DownstreamProtocol
+from tsgate.proxy.stages import Ending, Stages
 from tsgate.proxy.state import CLOSED, format_address
 from tsgate.routing import Listener
 
@@ -202,3 +203,54 @@ def test_every_timer_is_cancelled_at_close() -> None:
     assert (protocol.idle_timer, protocol.duration_timer) == (None, None)
     assert not idle.active() and not duration.active()
     assert h.ctx.timers.pending == 0
+
+
+def test_a_later_verdict_without_a_field_keeps_the_earlier_one() -> None:
+    """
+    Two verdicts before the close (two limits in one timer bucket): a field
+    the later one leaves at ``-`` keeps the earlier value (planted: ``-``
+    written over it).
+    """
+    h = Harness(TCP)
+    protocol, down = h.accept()
+    protocol.end(Ending("NR", "filter_chain_not_found", "first_termination"))
+    protocol.end(Ending(why="again"))
+    record_ = protocol.record
+    assert (record_.response_flags, record_.response_code_details,
+            record_.connection_termination_details) == (
+        "NR", "filter_chain_not_found", "first_termination")
+    assert protocol.termination == "again"
+
+
+def test_an_undecodable_unix_path_is_still_text() -> None:
+    assert format_address(UNIXAddress(b"/run/\xff.sock")) == "/run/\ufffd.sock"
+
+
+class Tcp(HalfCloseTransport):
+    no_delay = False
+
+    def setTcpNoDelay(self, enabled: bool) -> None:
+        self.no_delay = enabled
+
+
+def test_accept_tunes_the_socket_and_tracks_the_connection() -> None:
+    """
+    TCP_NODELAY on and the relay's read size for the client socket; the
+    connection is listed (admin, drain) until it closes (planted: each lost).
+    """
+    h = Harness(TCP, read_size=8192)
+    protocol: Any = DownstreamProtocol(h.ctx, h.listener)
+    transport: Any = Tcp(hostAddress=LOCAL, peerAddress=PEER)
+    protocol.makeConnection(transport)
+    assert transport.no_delay is True and transport.bufferSize == 8192
+    assert h.ctx.connections == {protocol}
+    h.close(protocol)
+    assert h.ctx.connections == set()
+
+
+def test_close_gracefully_before_the_upstream_connected() -> None:
+    """Drain while connecting: the client is closed; there is no upstream to close."""
+    h = Harness(TCP)
+    protocol, down = h.accept()
+    protocol.close_gracefully("shutdown")
+    assert down.disconnecting and protocol.upstream is None

@@ -17,6 +17,7 @@ from OpenSSL import SSL
 
 from tests.support.proxy import Harness, route
 from tests.support.tlscerts import CA
+from tsgate.proxy.stages import Ending, Stages
 from tsgate.proxy.state import RELAYING
 from tsgate.routing import Listener, SniChain
 from tsgate.tls.server import ServerConnectionCreator
@@ -149,3 +150,39 @@ def test_upstream_fin_is_a_close_notify_then_a_fin_to_the_client() -> None:
     client.pump(protocol, down)
     assert client.read() == last
     assert client.closed
+
+
+def test_client_gone_during_the_handshake() -> None:
+    """
+    The client leaves after its ClientHello: the record says the handshake
+    failed, in Envoy's words, and why (planted: the TLS failure not
+    reported, or reported over a reason already set).
+    """
+    h = Harness(terminating_listener())
+    protocol, down = h.accept()
+    client = Client()
+    protocol.dataReceived(client.outgoing.read())
+    assert protocol.tls is not None and not protocol.tls.done
+    h.close(protocol)
+    assert protocol.termination == "TLS handshake failed"
+    record = h.records[0]
+    assert record.connection_termination_details == "downstream_tls_handshake_failed"
+    assert record.hints is not None
+    assert record.hints["downstream_transport_failure_reason"] not in ("", "-")
+    assert h.reactor.tcpClients == []
+
+
+def test_a_verdict_after_the_handshake_closes_the_socket_at_once() -> None:
+    """
+    A decision check refuses the client after its handshake: the socket
+    under the TLS layer is closed now, not after a close_notify the client
+    would never send (planted: only the TLS layer closed).
+    """
+    def deny(conn: Any, decision: Any) -> Ending:
+        return Ending("UAEX", "rbac_access_denied")
+
+    h = Harness(terminating_listener(), [lambda listener: Stages(decision=(deny,))])
+    protocol, down, client = handshaken(h)
+    assert protocol.tls is not None and protocol.tls.done
+    assert down.disconnecting
+    assert h.reactor.tcpClients == []
