@@ -281,3 +281,21 @@ def test_idle_deadline_reached_exactly_closes() -> None:
     h.reactor.advance(1.0)
     assert h.reactor.seconds() - protocol.last_activity == protocol.idle_timeout
     assert down.disconnecting
+
+
+def test_observers_are_chosen_for_the_listeners_servers() -> None:
+    """The selector gets the listener's (protocol, port name) servers (planted: given nothing)."""
+    asked: list[Any] = []
+    listener = Listener(bind="0.0.0.0", port=31400, tcp_route=route(), protocols=("TIMED",),
+                        port_names=("timed-x",), servers=(("TIMED", "timed-x"),))
+    h = Harness(listener)
+
+    def select(servers: Any) -> list[Any]:
+        asked.append(servers)
+        return [_TimedFactory()]
+
+    h.ctx.observers_for = select
+    protocol, down = h.accept()
+    h.connect_upstream()
+    assert asked == [(("TIMED", "timed-x"),)]
+    assert [type(o) for o in protocol.observers] == [_TimedObserver]
