@@ -16,10 +16,10 @@ from tests.support.proxy import Harness, route
 from tests.support.samples import client_hello
 from tsgate.hints.postgres import PostgresStartTlsNegotiator
 from tsgate.hints.tls import TlsHintParser
-from tsgate.interfaces import Hint, HintParseError, HintTooLarge
+from tsgate.interfaces import Hint, HintParseError
 from tsgate.proxy import inspect
 from tsgate.proxy.stages import NEED_MORE, Ending, StageResult, Stages
-from tsgate.proxy.state import CONNECTING, INSPECTING
+from tsgate.proxy.state import CONNECTING
 from tsgate.routing import Listener, SniChain
 
 KEY = "0.0.0.0_31400"
@@ -92,31 +92,12 @@ def test_a_non_tls_hint_is_no_tls_counter_but_is_logged() -> None:
     assert h.records[0].hints == {"user": "sam", "protocol": "fake"}
 
 
-@pytest.mark.parametrize("size, decided", [(19, False), (20, True)])
-def test_inspection_gives_up_at_max_inspect_bytes(size: int, decided: bool) -> None:
-    """
-    A hello still incomplete when ``max_inspect_bytes`` are buffered: counted
-    client_hello_too_large (not tls_not_found) and routed without SNI; one
-    byte fewer, inspection waits (planted: ``<=`` for ``<``).
-    """
-    h = Harness(MIXED, max_inspect_bytes=20)
-    protocol, down = h.accept()
-    protocol.dataReceived(client_hello("a.example.test")[:size])
-    if decided:
-        assert counters(h) == {"client_hello_too_large": 1}
-        assert protocol.state is CONNECTING
-        assert protocol.route is not None and protocol.route.name == "default/echo#tcp[0]"
-    else:
-        assert counters(h) == {} and protocol.state is INSPECTING
-
-
 def test_parse_errors_are_counted_per_protocol_and_the_next_inspector_asked() -> None:
     """
     A parser's error is ``tls_inspector.parse_error`` for TLS and
-    ``<protocol>.parse_error`` / ``<protocol>.client_hello_too_large`` for
-    others; the next inspector still gets the bytes (planted: the error
-    stops the inspection, every error counted too large, the TLS prefix for
-    every protocol).
+    ``<protocol>.parse_error`` for others; the next inspector still gets the
+    bytes (planted: the error stops the inspection, every error counted too
+    large, the TLS prefix for every protocol).
     """
     class Failing:
         name = "failing"
@@ -128,13 +109,12 @@ def test_parse_errors_are_counted_per_protocol_and_the_next_inspector_asked() ->
             raise self.exc
 
     h = Harness(MIXED)
-    h.ctx.inspectors = [Failing("tls", HintParseError("bad")), Failing("x", HintTooLarge("big")),
+    h.ctx.inspectors = [Failing("tls", HintParseError("bad")),
                         Failing("y", HintParseError("bad")), TlsHintParser()]
     protocol, down = h.accept()
     protocol.dataReceived(client_hello("a.example.test"))
     stats = h.ctx.stats
     assert stats.get("tls_inspector.parse_error", listener=KEY) == 1
-    assert stats.get("x.client_hello_too_large", listener=KEY) == 1
     assert stats.get("y.parse_error", listener=KEY) == 1
     assert stats.get("tls_inspector.client_hello_too_large", listener=KEY) == 0
     assert protocol.route is not None and protocol.route.name == "default/a#tls[0]"
