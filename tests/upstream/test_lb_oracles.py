@@ -174,3 +174,127 @@ def test_maglev_weights_and_salted_retries() -> None:
     assert lost < 40
     assert maglev.pick("k", lambda h: False) is None
     assert Maglev([], 7).pick("k", lambda h: True) is None
+
+
+def weighted_maglev_oracle(hosts: list[Host], m: int) -> list[str]:
+    """
+    Envoy's weighted Maglev population re-stated: each round every host
+    earns weight / max weight; one with a whole credit places its next
+    permutation entry (the paper's table when weights are equal).
+    """
+    ordered = sorted(hosts, key=lambda h: f"{h.address}:{h.port}")
+    names = [f"{h.address}:{h.port}" for h in ordered]
+    top = max(h.weight for h in ordered)
+    perms = [(h64(n) % m, h64(n + "#skip") % (m - 1) + 1) for n in names]
+    nexts, credit = [0] * len(names), [0.0] * len(names)
+    table: list[str] = [""] * m
+    filled = 0
+    while True:
+        for i, (offset, skip) in enumerate(perms):
+            credit[i] += ordered[i].weight / top
+            if credit[i] < 1.0:
+                continue
+            credit[i] -= 1.0
+            c = (offset + nexts[i] * skip) % m
+            while table[c]:
+                nexts[i] += 1
+                c = (offset + nexts[i] * skip) % m
+            table[c] = names[i]
+            nexts[i] += 1
+            filled += 1
+            if filled == m:
+                return table
+
+
+def test_weighted_maglev_table_and_its_salted_lookups() -> None:
+    """
+    Weights 3:2:1 fill the table as Envoy does; a key whose host is down is
+    looked up again as ``key#1`` … ``key#8`` in turn, then given up (planted:
+    credits, the salt's start or the number of retries changed).
+    """
+    hosts = [Host("10.0.0.1", weight=3), Host("10.0.0.2", weight=2), Host("10.0.0.3", weight=1)]
+    m = 53
+    table = weighted_maglev_oracle(hosts, m)
+    maglev = Maglev(hosts, m)
+    down = "10.0.0.1:80"
+    checked_salted = 0
+    for i in range(400):
+        key = f"10.9.{i // 200}.{i % 200}"
+        got = maglev.pick(key, lambda h: True)
+        assert got is not None and f"{got.address}:{got.port}" == table[h64(key) % m]
+        expected = table[h64(key) % m]
+        for salt in range(1, 9):
+            if expected != down:
+                break
+            expected = table[h64(f"{key}#{salt}") % m]
+        live = maglev.pick(key, lambda h: f"{h.address}:{h.port}" != down)
+        if expected == down:
+            assert live is None
+        else:
+            assert live is not None and f"{live.address}:{live.port}" == expected
+            checked_salted += table[h64(key) % m] == down
+    assert checked_salted > 50
+
+
+def test_a_key_every_lookup_of_which_is_down_is_given_up_after_eight_salts() -> None:
+    """Find a key whose 9 lookups all hit the down host but whose 10th would not: None."""
+    big, small = Host("10.0.0.1", weight=1), Host("10.0.0.2", weight=1)
+    m = 7
+    maglev = Maglev([big, small], m)
+    table = maglev_oracle([big, small], m)
+    for i in range(200000):
+        key = f"k{i}"
+        lookups = [table[h64(key) % m]] + [table[h64(f"{key}#{s}") % m] for s in range(1, 10)]
+        if all(x == "10.0.0.1:80" for x in lookups[:9]) and lookups[9] != "10.0.0.1:80":
+            break
+    else:
+        raise AssertionError("no such key among 200000")
+    assert maglev.pick(key, lambda h: h is not big) is None
+
+
+def test_a_one_entry_maglev_table() -> None:
+    only = Host("10.0.0.1")
+    assert Maglev([only], 1).pick("k", lambda h: True) is only
+
+
+def test_ring_hash_gives_a_down_hosts_keys_to_the_next_live_point() -> None:
+    """Clockwise to the next point of a live host, never None while one lives."""
+    hosts = [Host("10.0.0.1"), Host("10.0.0.2"), Host("10.0.0.3")]
+    ring = RingHash(hosts, 30)
+    points = sorted((h64(f"{h.address}:{h.port}_{i}"), h.address) for h in hosts
+                    for i in range(10))
+    down = "10.0.0.2"
+    for i in range(300):
+        key = f"198.18.{i // 100}.{i % 100}"
+        k = h64(key)
+        ordered = [p for p in points if p[0] >= k] + [p for p in points if p[0] < k]
+        expected = next(addr for _, addr in ordered if addr != down)
+        got = ring.pick(key, lambda h: h.address != down)
+        assert got is not None and got.address == expected
+
+
+def test_ring_hash_small_ring_gives_a_light_host_one_point() -> None:
+    light, heavy = Host("10.0.0.1", weight=1), Host("10.0.0.2", weight=10)
+    ring = RingHash([light, heavy], 4)
+    assert len(ring.hashes) == 1 + 4
+
+
+def test_weighted_random_edges() -> None:
+    """A draw of 0 skips a zero weight; a draw at the very top (rounding) takes the last host."""
+    from tsgate.upstream.lb import weighted_random
+
+    a, b, c = Host("a", weight=0), Host("b", weight=1), Host("c", weight=1)
+    assert weighted_random([a, b, c], lambda: 0.0) is b
+    assert weighted_random([a, b, c], lambda: 1.0) is c
+
+
+def test_uniform_random_covers_every_host() -> None:
+    r = Random(random.Random(11))
+    hosts = [Host("a"), Host("b"), Host("c")]
+    assert {r.pick(hosts).address for _ in range(60)} == {"a", "b", "c"}
+
+
+def test_least_request_ties_start_with_the_second_host() -> None:
+    lr = LeastRequest(random.Random(1))
+    a, b = Host("a", active=1), Host("b", active=1)
+    assert [lr.pick([a, b]).address for _ in range(4)] == list("baba")
