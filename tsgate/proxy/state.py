@@ -46,7 +46,9 @@ def format_address(addr: Any) -> str:
     """``host:port`` (``[v6]:port``) of a Twisted address; a unix socket's name."""
     host = getattr(addr, "host", None)
     if host is None:
-        return str(getattr(addr, "name", "-") or "-")
+        name = getattr(addr, "name", None) or "-"
+        # Twisted keeps a unix socket's path as bytes (UNIXAddress.name)
+        return name.decode(errors="replace") if isinstance(name, bytes) else str(name)
     if ":" in host:
         return f"[{host}]:{addr.port}"
     return f"{host}:{addr.port}"
