@@ -1,0 +1,264 @@
+"""
+The compiler's rules that the mutation run of tsgate/config/compiler.py found
+unguarded (docs/mutation-report.md, "compiler"): each test states Istio's
+behaviour (shared ISTIO-L4.md) and checks the route table and diagnostics.
+"""
+
+from __future__ import annotations
+
+from tests.config.test_config_compiler import SE_STATIC, clusters, gw, ok, only_listener, tcp_vs
+
+TLS_GW = gw(port=443, protocol="TLS", tls=True)
+
+
+def warnings_about(result, text):
+    return [w for w in result.warnings if text in w.message]
+
+
+def notices_about(result, text):
+    return [n for n in result.notices if text in n.message]
+
+
+def se_static(name="se", hosts="[db.example.com]", ns="default", extra=""):
+    return f"""\
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: {name}, namespace: {ns}}}
+spec:
+  hosts: {hosts}
+  ports: [{{number: 5432, name: pg, protocol: TCP}}]
+  resolution: STATIC
+  endpoints: [{{address: 10.0.0.{len(name)}}}]
+{extra}"""
+
+
+def dr(name, host, timeout, ns="default", extra=""):
+    return f"""\
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: {name}, namespace: {ns}}}
+spec:
+  host: "{host}"
+  trafficPolicy: {{connectionPool: {{tcp: {{connectTimeout: {timeout}}}}}}}
+{extra}"""
+
+
+def the_cluster(result):
+    [wc] = only_listener(result).tcp_route.destinations
+    return wc.cluster
+
+
+# ------------------------------------------------------------ gateways
+
+
+def test_legacy_gateway_reference_name_dot_namespace(load):
+    """``gw.edge.svc.cluster.local`` names Gateway ``edge/gw`` (Istio's old FQDN form)."""
+    result = load(gw(ns="edge"), tcp_vs(ns="apps", gateways="gw.edge.svc.cluster.local"))
+    assert only_listener(result).tcp_route.name == "apps/vs#tcp[0]"
+    # and not apps/gw or edge/edge: the name is the first label, the namespace the second
+    result = load(gw(ns="apps"), tcp_vs(ns="apps", gateways="gw.edge.svc.cluster.local"))
+    assert result.table.listeners == ()
+
+
+def test_udp_server_is_skipped_with_a_warning(load):
+    result = load(gw(protocol="UDP"), tcp_vs())
+    assert result.table.listeners == ()
+    [w] = warnings_about(result, "UDP server skipped: tsgate proxies TCP only")
+    assert (w.resource, w.path) == ("Gateway default/gw", "spec.servers[0]")
+
+
+def test_tls_servers_with_a_shared_host_on_one_port_first_wins(load):
+    """Istio drops a server whose host duplicates one already on the port (case-insensitive)."""
+    first = gw(name="a", port=443, protocol="TLS", tls=True, hosts="A.example.com")
+    second = gw(name="b", port=443, protocol="TLS", tls=True,
+                hosts="b.example.com, a.example.com")
+    result = load(first, second, tls_route("a.example.com", gateways="a, b"),
+                  tls_route("b.example.com", name="vb", gateways="a, b"))
+    li = only_listener(result)
+    assert li.gateways == (("Gateway", "default", "a"),)
+    assert [c.server_names for c in li.tls_chains] == [("a.example.com",), ("b.example.com",)]
+    [w] = warnings_about(result, "skipping server: duplicate host names")
+    assert w.resource == "Gateway default/b"
+    assert "Gateway default/a spec.servers[0] on port 443 (first wins)" in w.message
+
+
+def test_tls_servers_with_other_hosts_on_one_port_both_serve(load):
+    first = gw(name="a", port=443, protocol="TLS", tls=True, hosts="a.example.com")
+    second = gw(name="b", port=443, protocol="TLS", tls=True, hosts="b.example.com")
+    result = load(first, second, tls_route("a.example.com", gateways="a"),
+                  tls_route("b.example.com", name="vb", gateways="b"))
+    li = only_listener(result)
+    assert li.gateways == (("Gateway", "default", "a"), ("Gateway", "default", "b"))
+    assert not warnings_about(result, "skipping server")
+
+
+def tls_route(sni, name="va", gateways="gw", host="backend", extra_match=""):
+    return f"""\
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: {name}}}
+spec:
+  hosts: ["*"]
+  gateways: [{gateways}]
+  tls:
+  - match:
+    - sniHosts: [{sni}]{extra_match}
+    route:
+    - destination: {{host: {host}, port: {{number: 443}}}}
+"""
+
+
+def test_tls_rules_on_a_tcp_server_are_ignored_with_a_warning(load):
+    result = load(gw(), tls_route("a.example.com"))
+    assert result.table.listeners == ()
+    [w] = warnings_about(result, "tls rules are ignored on the TCP server")
+    assert (w.resource, w.path) == ("VirtualService default/va", "spec.tls")
+    assert "Gateway default/gw spec.servers[0]" in w.message
+
+
+def test_tls_rules_of_another_gateway_are_not_called_ignored(load):
+    """The warning is for rules that would apply here: a match naming another Gateway does not."""
+    other = gw(name="other", port=443, protocol="TLS", tls=True)
+    vs = tls_route("a.example.com", gateways="gw, other",
+                   extra_match="\n      gateways: [other]")
+    result = load(gw(), other, vs)
+    assert not warnings_about(result, "tls rules are ignored")
+
+
+def test_conflicting_annotations_on_one_listener_first_is_used(load):
+    def annotated(name, value):
+        return gw(name=name).replace(
+            f"metadata: {{name: {name}, namespace: default}}",
+            f"metadata:\n  name: {name}\n  annotations: {{tsgate.io/proxy-protocol: '{value}'}}")
+
+    result = load(annotated("a", "required"), annotated("b", "optional"),
+                  tcp_vs(gateways="a, b"))
+    li = only_listener(result)
+    assert li.annotations == (("tsgate.io/proxy-protocol", "required"),)
+    # the second TCP server on the port is skipped, but its Gateway's annotation still counts
+    # only through servers that compiled: here just "a"
+    assert not warnings_about(result, "conflicts with")
+
+
+def test_conflicting_annotations_of_tcp_and_tls_servers_on_one_port(load):
+    def annotated(text, name, value):
+        return text.replace(
+            f"metadata: {{name: {name}, namespace: default}}",
+            f"metadata:\n  name: {name}\n  annotations: {{tsgate.io/proxy-protocol: '{value}'}}")
+
+    tcp = annotated(gw(name="a", port=443), "a", "required")
+    tls = annotated(gw(name="b", port=443, protocol="TLS", tls=True), "b", "optional")
+    result = load(tcp, tls, tcp_vs(gateways="a"), tls_route("x.example.com", gateways="b"))
+    li = only_listener(result)
+    assert li.annotations == (("tsgate.io/proxy-protocol", "required"),)
+    [w] = warnings_about(result, "conflicts with")
+    assert w.resource == "Gateway default/b" and w.path == "metadata.annotations"
+    assert ("annotation tsgate.io/proxy-protocol='optional' conflicts with Gateway default/a "
+            "('required') on listener 0.0.0.0:443; the first is used") == w.message
+
+
+# --------------------------------------------------------- ServiceEntries
+
+
+def test_wildcard_service_entry_names_the_hosts_under_it(load):
+    """Istio: ``*.example.com`` covers ``db.example.com``; the longest wildcard wins."""
+    wide = se_static("wide", '["*.example.com"]')
+    narrow = se_static("narrower", '["*.db.example.com"]')
+    result = load(gw(), wide, narrow, tcp_vs(host="a.db.example.com", port=5432))
+    c = the_cluster(result)
+    assert (c.name, c.resolution) == ("outbound|5432||a.db.example.com", "STATIC")
+    assert [e.address for e in c.endpoints] == ["10.0.0.8"]  # narrower's
+    result = load(gw(), narrow, wide, tcp_vs(host="a.db.example.com", port=5432))
+    assert [e.address for e in the_cluster(result).endpoints] == ["10.0.0.8"]
+    result = load(gw(), narrow, wide, tcp_vs(host="x.example.com", port=5432))
+    assert [e.address for e in the_cluster(result).endpoints] == ["10.0.0.4"]
+    # the wildcard's own suffix is not under it
+    result = load(gw(), wide, tcp_vs(host="example.com", port=5432))
+    assert the_cluster(result).resolution == "HOSTNAME"
+
+
+def test_exact_service_entry_host_beats_a_wildcard_listed_first(load):
+    wide = se_static("wide", '["*.example.com"]')
+    exact = se_static("exact", "[db.example.com]")
+    result = load(gw(), wide, exact, tcp_vs(host="db.example.com", port=5432))
+    assert [e.address for e in the_cluster(result).endpoints] == ["10.0.0.5"]
+
+
+def test_endpoints_without_a_tcp_address_are_skipped_with_a_warning(load):
+    se = se_static("echo").replace(
+        "  endpoints: [{address: 10.0.0.4}]\n",
+        "  endpoints:\n  - {address: 10.0.0.1}\n  - {network: far}\n"
+        "  - {address: 'unix:///var/run/x.sock'}\n  - {address: 10.0.0.2}\n")
+    result = load(gw(), se, tcp_vs(host="db.example.com", port=5432))
+    assert [e.address for e in the_cluster(result).endpoints] == ["10.0.0.1", "10.0.0.2"]
+    [w] = warnings_about(result, "endpoint without an address")
+    assert "(network 'far') skipped" in w.message and w.resource == "ServiceEntry default/echo"
+    [w] = warnings_about(result, "unix endpoint unix:///var/run/x.sock skipped")
+    assert w.path == "spec.endpoints"
+
+
+def test_subset_whose_labels_select_no_endpoint_warns_uh(load):
+    rule = dr("echo", "echo.example.com", "1s", extra="""\
+  subsets:
+  - name: v3
+    labels: {version: v3}
+""")
+    vs = tcp_vs(host="echo.example.com").replace("port: {number: 2701}",
+                                                 "port: {number: 2701}, subset: v3")
+    result = load(gw(), SE_STATIC, rule, vs)
+    assert the_cluster(result).endpoints == ()
+    [w] = warnings_about(result, "has no endpoints")
+    assert w.message == ("cluster outbound|2701|v3|echo.example.com has no endpoints with the "
+                         "labels of subset 'v3': connections to it fail (UH)")
+
+
+def test_resolution_none_is_an_error_and_the_route_is_left_out(load):
+    se = se_static("none").replace("resolution: STATIC", "resolution: NONE") \
+        .replace("  endpoints: [{address: 10.0.0.4}]\n", "")
+    result = load(gw(), se, tcp_vs(host="db.example.com", port=5432))
+    assert not result.ok
+    assert any("has resolution NONE, which forwards to the connection's original destination"
+               in e.message for e in result.errors)
+
+
+# -------------------------------------------------------- DestinationRules
+
+
+def test_wildcard_destination_rule_longest_wins_exact_first(load):
+    """Istio picks the DestinationRule of the most specific host: exact, then longest wildcard."""
+    wide = dr("wide", "*.example.com", "1s")
+    narrow = dr("narrow", "*.db.example.com", "2s")
+    exact = dr("exact", "a.db.example.com", "3s")
+    ses = [se_static("s", '["*.example.com"]')]
+    for order in ([wide, narrow], [narrow, wide]):
+        result = load(gw(), *ses, *order, tcp_vs(host="a.db.example.com", port=5432))
+        assert the_cluster(result).connect_timeout == 2.0
+    result = load(gw(), *ses, wide, narrow, exact, tcp_vs(host="a.db.example.com", port=5432))
+    assert the_cluster(result).connect_timeout == 3.0
+    result = load(gw(), *ses, wide, narrow, tcp_vs(host="x.example.com", port=5432))
+    assert the_cluster(result).connect_timeout == 1.0
+
+
+def test_a_second_destination_rule_for_one_host_is_not_used(load):
+    result = load(gw(), dr("one", "echo", "2s"), dr("two", "echo", "3s"), tcp_vs())
+    assert the_cluster(result).connect_timeout == 2.0
+    [w] = warnings_about(result, "another DestinationRule for host")
+    assert w.resource == "DestinationRule default/two" and w.path == "spec.host"
+    assert "echo.default.svc.cluster.local comes first (DestinationRule default/one)" in w.message
+
+
+def test_destination_rule_not_exported_to_the_route_is_not_applied(load):
+    hidden = dr("hidden", "echo.default.svc.cluster.local", "2s", ns="other",
+                extra="  exportTo: [.]\n")
+    assert the_cluster(load(gw(), hidden, tcp_vs())).connect_timeout == 10.0
+    shown = hidden.replace("exportTo: [.]", "exportTo: [default]")
+    assert the_cluster(load(gw(), shown, tcp_vs())).connect_timeout == 2.0
+
+
+def test_weighted_destinations_share_one_cluster_per_name(load):
+    """Two routes to one host:port share the cluster (Istio: one cluster per name)."""
+    vs2 = tcp_vs(name="vs2", gateways="g2")
+    result = load(gw(), gw(name="g2", port=9000), tcp_vs(), vs2)
+    a, b = ok(result).table.listeners
+    assert a.tcp_route.destinations[0].cluster is b.tcp_route.destinations[0].cluster
+    assert clusters(a.tcp_route) == [("outbound|2701||echo.default.svc.cluster.local", 100)]
