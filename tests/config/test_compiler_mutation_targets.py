@@ -153,8 +153,9 @@ def test_conflicting_annotations_of_tcp_and_tls_servers_on_one_port(load):
     assert li.annotations == (("tsgate.io/proxy-protocol", "required"),)
     [w] = warnings_about(result, "conflicts with")
     assert w.resource == "Gateway default/b" and w.path == "metadata.annotations"
-    assert ("annotation tsgate.io/proxy-protocol='optional' conflicts with Gateway default/a "
-            "('required') on listener 0.0.0.0:443; the first is used") == w.message
+    assert w.message == ("annotation tsgate.io/proxy-protocol='optional' conflicts with "
+                         "Gateway default/a ('required') on listener 0.0.0.0:443; "
+                         "the first is used")
 
 
 # --------------------------------------------------------- ServiceEntries
