@@ -263,3 +263,106 @@ def test_weighted_destinations_share_one_cluster_per_name(load):
     a, b = ok(result).table.listeners
     assert a.tcp_route.destinations[0].cluster is b.tcp_route.destinations[0].cluster
     assert clusters(a.tcp_route) == [("outbound|2701||echo.default.svc.cluster.local", 100)]
+
+
+# ------------------------------------------------------- AUTO_PASSTHROUGH
+
+AUTO_GW = gw(port=15443, protocol="TLS", hosts='"*.local"').replace(
+    "    hosts:", "    tls: {mode: AUTO_PASSTHROUGH}\n    hosts:")
+INTERNAL_SE = """\
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: echo}
+spec:
+  hosts: [echo.default.svc.cluster.local]
+  location: MESH_INTERNAL
+  ports: [{number: 2701, name: tcp, protocol: TCP}]
+  resolution: STATIC
+  endpoints: [{address: 10.0.0.1}]
+"""
+
+
+def test_auto_passthrough_server_routes_cluster_names_on_its_port(load):
+    """Istio: one chain per registry service, port and subset, SNI = the cluster's name."""
+    subsets = dr("echo", "echo", "1s", extra="  subsets: [{name: v1}]\n")
+    result = load(AUTO_GW, INTERNAL_SE, subsets)
+    li = only_listener(result)
+    assert (li.port, li.protocols, li.port_names) == (15443, ("TLS",), ("p15443-tls",))
+    assert [c.server_names for c in li.tls_chains] == [
+        ("outbound_.2701_._.echo.default.svc.cluster.local",),
+        ("outbound_.2701_.v1_.echo.default.svc.cluster.local",)]
+    assert [c.route.destinations[0].cluster.name for c in li.tls_chains] == [
+        "outbound|2701||echo.default.svc.cluster.local",
+        "outbound|2701|v1|echo.default.svc.cluster.local"]
+
+
+def test_auto_passthrough_next_to_a_passthrough_server_keeps_the_routed_sni(load):
+    """A name a PASSTHROUGH server's VirtualService routes is not taken again."""
+    name = "outbound_.2701_._.echo.default.svc.cluster.local"
+    passthrough = gw(name="pt", port=15443, protocol="TLS", tls=True, hosts='"*.local"')
+    result = load(passthrough, AUTO_GW, INTERNAL_SE,
+                  tls_route(name, gateways="pt", host="elsewhere"))
+    li = only_listener(result)
+    assert [(c.server_names, c.route.name) for c in li.tls_chains] == [
+        ((name,), "default/va#tls[0]")]
+    assert li.gateways == (("Gateway", "default", "pt"), ("Gateway", "default", "gw"))
+
+
+# ------------------------------------------------------------ diagnostics
+
+
+def test_not_exported_is_said_once_per_virtual_service_and_gateway(load):
+    two_ports = gw(ns="edge", extra="""\
+  - port: {number: 9000, name: other, protocol: TCP}
+    hosts: ["*"]
+""")
+    private = tcp_vs(ns="apps", gateways="edge/gw", extra="  exportTo: [.]\n")
+    result = load(two_ports, private)
+    [n] = notices_about(result, "not exported")
+    assert n.message == ("not exported to namespace edge of the gateway: not bound to "
+                         "Gateway edge/gw")
+    assert (n.resource, n.path) == ("VirtualService apps/vs", "spec.exportTo")
+
+
+def test_selector_messages_name_the_labels(load):
+    other = gw(name="other").replace("{istio: ingressgateway}", "{app: edge, tier: front}")
+    result = load(other, gw(), tcp_vs(), gateway_labels={"istio": "ingressgateway", "x": "y"})
+    [n] = notices_about(result, "not for this gateway")
+    assert n.message == ("not for this gateway: selector app=edge, tier=front does not match "
+                         "the gateway labels istio=ingressgateway, x=y; ignored")
+    assert (n.resource, n.path) == ("Gateway default/other", "spec.selector")
+    result = load(other, gw(name="third"), tcp_vs(gateways="third"), gateway_labels={})
+    [w] = warnings_about(result, "no Gateway selects")
+    assert w.message == ("no Gateway selects this gateway's labels (none) "
+                         "(set them with --gateway-label)")
+    assert w.resource == "Gateway default/other"
+
+
+def test_a_selector_must_match_every_label(load):
+    """Istio: a Gateway applies when all of its selector's labels are the workload's."""
+    two = gw().replace("{istio: ingressgateway}", "{istio: ingressgateway, zone: a}")
+    assert load(two, tcp_vs()).table.listeners == ()
+    assert load(two, tcp_vs(), gateway_labels={"istio": "ingressgateway", "zone": "a",
+                                               "more": "x"}).table.listeners
+    assert load(two, tcp_vs(), gateway_labels={"istio": "ingressgateway",
+                                               "zone": "b"}).table.listeners == ()
+
+
+def test_match_on_a_port_no_server_has_is_a_warning_naming_the_gateway(load):
+    vs = tcp_vs().replace("  - route:", "  - match: [{port: 31400}, {port: 1234}]\n    route:")
+    result = load(gw(), vs)
+    assert only_listener(result).tcp_route.name == "default/vs#tcp[0]"
+    [w] = warnings_about(result, "listens on port")
+    assert w.message == ("no server of gateway default/gw listens on port 1234: this match "
+                         "never applies")
+    assert w.path == "spec.tcp[0].match[1].port"
+
+
+def test_no_listeners_warning_names_the_labels(load):
+    result = load(gw(), tcp_vs(gateways="elsewhere"))
+    [w] = warnings_about(result, "no listeners")
+    assert w.message == ("no listeners: no server of a Gateway selecting this gateway "
+                         "(istio=ingressgateway) has a route, so tsgate would accept no "
+                         "connections")
+    # a Gateway alone (nothing to route yet) is not warned about
+    assert not warnings_about(load(gw()), "no listeners")
