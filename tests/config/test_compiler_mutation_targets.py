@@ -6,7 +6,10 @@ behaviour (shared ISTIO-L4.md) and checks the route table and diagnostics.
 
 from __future__ import annotations
 
+import pytest
+
 from tests.config.test_config_compiler import SE_STATIC, clusters, gw, ok, only_listener, tcp_vs
+from tests.support.tlscerts import CA
 
 TLS_GW = gw(port=443, protocol="TLS", tls=True)
 
@@ -366,3 +369,214 @@ def test_no_listeners_warning_names_the_labels(load):
                          "connections")
     # a Gateway alone (nothing to route yet) is not warned about
     assert not warnings_about(load(gw()), "no listeners")
+
+
+# ------------------------------------------------------- host binding
+
+
+def test_server_host_dot_prefix_means_the_gateways_namespace(load):
+    """Istio: ``./host`` admits VirtualServices of the Gateway's own namespace only."""
+    g = gw(ns="edge", hosts='"./*"')
+    assert load(g, tcp_vs(ns="edge", gateways="gw")).table.listeners
+    result = load(g, tcp_vs(ns="apps", gateways="edge/gw"))
+    assert result.table.listeners == ()
+    assert warnings_about(result, "bound to no server")
+    g = gw(ns="edge", hosts='"*/*"')
+    assert load(g, tcp_vs(ns="apps", gateways="edge/gw")).table.listeners
+
+
+def test_virtual_service_hosts_must_overlap_a_server_host(load):
+    g = gw(hosts='"*.example.com"')
+    assert load(g, tcp_vs(hosts="a.example.com")).table.listeners
+    assert load(g, tcp_vs(hosts='"*.a.example.com"')).table.listeners
+    result = load(g, tcp_vs(hosts="a.example.org"))
+    assert result.table.listeners == ()
+    # a short VirtualService host is its namespace's service name, matched in full
+    g = gw(hosts="echo.default.svc.cluster.local")
+    assert load(g, tcp_vs(hosts="echo")).table.listeners
+    assert load(g, tcp_vs(hosts="echo", ns="apps", gateways="default/gw")).table.listeners == ()
+
+
+# ------------------------------------------------- clusters that do not exist
+
+
+def test_a_missing_cluster_is_warned_once_and_shared_by_the_listeners(load):
+    """One route serving two ports: one IST0101 warning, one cluster named like istiod's."""
+    two_ports = gw(extra="""\
+  - port: {number: 9000, name: other, protocol: TCP}
+    hosts: ["*"]
+""")
+    vs = tcp_vs(host="echo.example.com").replace("port: {number: 2701}",
+                                                 "port: {number: 2701}, subset: v9")
+    result = load(two_ports, SE_STATIC, vs)
+    a, b = ok(result).table.listeners
+    ca, cb = a.tcp_route.destinations[0].cluster, b.tcp_route.destinations[0].cluster
+    assert ca is cb
+    assert (ca.name, ca.host, ca.port, ca.subset, ca.missing, ca.endpoints) == (
+        "outbound|2701|v9|echo.example.com", "echo.example.com", 2701, "v9", True, ())
+    [w] = [d for d in result.diagnostics if d.code == "IST0101"]
+    assert w.message == (
+        'Referenced host+subset in destinationrule not found: "echo.example.com+v9" (no '
+        "DestinationRule for host echo.example.com); the route is served, but cluster "
+        "outbound|2701|v9|echo.example.com does not exist: a connection routed to it is "
+        "closed at once (NC), as Envoy does")
+    assert w.path == "spec.tcp[0].route[0].destination.subset"
+
+
+# ------------------------------------------------- TLS terminated by tsgate
+
+
+@pytest.fixture(scope="module")
+def leaf_files(tmp_path_factory):
+    """A certificate for a.example.test and *.w.example.test, and its key."""
+    where = tmp_path_factory.mktemp("leaf")
+    leaf = CA.create().issue("a.example.test", dns=["a.example.test", "*.w.example.test"])
+    return leaf.write(where / "crt.pem", where / "key.pem")
+
+
+def term_gw(files, hosts, name="gw", protocol="TLS", mode="SIMPLE"):
+    crt, key = files
+    return gw(name=name, port=443, protocol=protocol, hosts=hosts, extra=(
+        f"    tls: {{mode: {mode}, serverCertificate: {crt}, privateKey: {key}}}\n"))
+
+
+def test_terminated_server_names_drop_namespace_prefix_and_trailing_dot(load, leaf_files):
+    result = load(term_gw(leaf_files, '"*/A.Example.Test.", "./x.w.example.test"'),
+                  tcp_vs(hosts='"*"'))
+    [chain] = only_listener(result).tls_chains
+    assert chain.server_names == ("a.example.test", "x.w.example.test")
+    assert chain.termination is not None
+
+
+def test_terminated_server_warnings_point_at_its_tls(load, leaf_files):
+    result = load(term_gw(leaf_files, "a.example.test, b.example.test"), tcp_vs())
+    [w] = warnings_about(result, "does not cover host 'b.example.test'")
+    assert (w.resource, w.path) == ("Gateway default/gw", "spec.servers[0].tls")
+
+
+def test_terminated_server_takes_the_first_virtual_service_with_a_tcp_route(load, leaf_files):
+    only_tls = tls_route("a.example.test", name="first", gateways="gw")
+    elsewhere = tcp_vs(name="second").replace("  - route:", "  - match: [{port: 1}]\n    route:")
+    result = load(term_gw(leaf_files, "a.example.test"), only_tls, elsewhere,
+                  tcp_vs(name="third", host="backend").replace(", port: {number: 2701}", ""))
+    [chain] = only_listener(result).tls_chains
+    assert chain.route.name == "default/third#tcp[0]"
+    # no port on the destination: the server's port, as for a TCP server
+    assert chain.route.destinations[0].cluster.name == \
+        "outbound|443||backend.default.svc.cluster.local"
+
+
+def test_terminated_server_without_a_tcp_route_is_skipped_with_a_warning(load, leaf_files):
+    result = load(term_gw(leaf_files, "a.example.test"), tls_route("a.example.test"))
+    assert result.table.listeners == ()
+    [w] = warnings_about(result, "no VirtualService has a tcp route")
+    assert w.message == ("no VirtualService has a tcp route for this SIMPLE TLS server "
+                         "(port 443): connections to it are closed")
+    assert (w.resource, w.path) == ("Gateway default/gw", "spec.servers[0]")
+    result = load(term_gw(leaf_files, "a.example.test", protocol="HTTPS"),
+                  tls_route("a.example.test"))
+    [w] = warnings_about(result, "HTTPS server skipped")
+    assert w.message == ("HTTPS server skipped: no VirtualService routes it with tcp (tsgate "
+                         "terminates TLS for tcp routes; HTTP routing is not served)")
+    assert (w.resource, w.path) == ("Gateway default/gw", "spec.servers[0]")
+
+
+def test_terminated_host_already_routed_by_passthrough_is_skipped(load, leaf_files):
+    """One SNI, one chain: the passthrough route came first, the terminating server is skipped."""
+    passthrough = gw(name="pt", port=443, protocol="TLS", tls=True, hosts='"*.example.test"')
+    result = load(passthrough, term_gw(leaf_files, "a.example.test"),
+                  tls_route("a.example.test", gateways="pt"), tcp_vs(gateways="gw"))
+    li = only_listener(result)
+    assert [(c.server_names, c.termination) for c in li.tls_chains] == [
+        (("a.example.test",), None)]
+    [w] = warnings_about(result, "duplicate SNI 'a.example.test'")
+    assert (w.resource, w.path) == ("Gateway default/gw", "spec.servers[0].hosts")
+    assert w.message == ("duplicate SNI 'a.example.test' on port 443: already routed by "
+                         "default/va#tls[0]; this server is skipped (first wins)")
+
+
+def test_certificate_covering_a_passthrough_host_is_a_warning(load, leaf_files):
+    """HTTP/2 coalescing: a client may send the passthrough host's requests to the other."""
+    passthrough = gw(name="pt", port=443, protocol="TLS", tls=True, hosts='"*.w.example.test"')
+    result = load(passthrough, term_gw(leaf_files, "a.example.test"),
+                  tls_route("b.w.example.test", gateways="pt"), tcp_vs(gateways="gw"))
+    li = only_listener(result)
+    assert [c.server_names for c in li.tls_chains] == [("b.w.example.test",),
+                                                       ("a.example.test",)]
+    [w] = warnings_about(result, "also covers the passthrough host")
+    assert (w.resource, w.path) == ("Gateway default/gw", "spec.servers[0].tls")
+    assert w.message == (
+        "this server's certificate also covers the passthrough host(s) b.w.example.test on "
+        "port 443: a client may reuse one connection for the other (HTTP/2 connection "
+        "coalescing), reaching the wrong backend")
+    result = load(passthrough, term_gw(leaf_files, "a.example.test"),
+                  tls_route("b.example.test", gateways="pt").replace("sniHosts: [b.example.test]",
+                                                                     "sniHosts: [c.w.example.test]"),
+                  tcp_vs(gateways="gw"))
+    assert warnings_about(result, "also covers")
+
+
+def test_unreadable_certificate_in_validate_mode_says_what_the_gateway_would_do(load):
+    result = load(term_gw(("/nonexistent.crt", "/nonexistent.key"), "a.example.test"),
+                  tcp_vs(), tls_files_fatal=False)
+    assert result.ok
+    [w] = warnings_about(result, "cannot read certificate /nonexistent.crt")
+    assert w.message.endswith(" (Istio admits the YAML; tsgate would not serve this, and the "
+                              "gateway refuses to start with it)")
+    assert w.path == "spec.servers[0].tls.serverCertificate"
+    result = load(term_gw(("/nonexistent.crt", "/nonexistent.key"), "a.example.test"),
+                  tcp_vs())
+    [e] = [e for e in result.errors if "cannot read certificate" in e.message]
+    assert "Istio admits" not in e.message
+
+
+# ----------------------------------------------- TLS originated by tsgate
+
+
+def origination_dr(policy_yaml):
+    return f"""\
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: echo}}
+spec:
+  host: echo
+{policy_yaml}"""
+
+
+BAD_TLS = "{mode: SIMPLE, caCertificates: /nonexistent-ca.pem}"
+
+
+@pytest.mark.parametrize("policy,subset,path", [
+    (f"  trafficPolicy: {{tls: {BAD_TLS}}}\n", "", "spec.trafficPolicy.tls"),
+    (f"""\
+  trafficPolicy:
+    portLevelSettings:
+    - port: {{number: 1}}
+      tls: {{mode: SIMPLE}}
+    - port: {{number: 2701}}
+      tls: {BAD_TLS}
+""", "", "spec.trafficPolicy.portLevelSettings[1].tls"),
+    (f"""\
+  subsets:
+  - name: v1
+    trafficPolicy: {{tls: {{mode: SIMPLE}}}}
+  - name: v2
+    trafficPolicy: {{tls: {BAD_TLS}}}
+""", "v2", "spec.subsets[1].trafficPolicy.tls"),
+    (f"""\
+  trafficPolicy: {{tls: {{mode: SIMPLE}}}}
+  subsets:
+  - name: v2
+    trafficPolicy:
+      portLevelSettings:
+      - port: {{number: 2701}}
+        tls: {BAD_TLS}
+""", "v2", "spec.subsets[0].trafficPolicy.portLevelSettings[0].tls"),
+])
+def test_origination_errors_name_where_the_tls_settings_are(load, policy, subset, path):
+    vs = tcp_vs()
+    if subset:
+        vs = vs.replace("port: {number: 2701}", f"port: {{number: 2701}}, subset: {subset}")
+    result = load(gw(), origination_dr(policy), vs)
+    assert [e.path for e in result.errors if "nonexistent-ca" in e.message] == [
+        f"{path}.caCertificates"]
