@@ -68,6 +68,7 @@ def test_udp_server_is_skipped_with_a_warning(load):
     assert result.table.listeners == ()
     [w] = warnings_about(result, "UDP server skipped: tsgate proxies TCP only")
     assert (w.resource, w.path) == ("Gateway default/gw", "spec.servers[0]")
+    assert w.code == ""  # tsgate's own finding: no istioctl analyze code
 
 
 def test_tls_servers_with_a_shared_host_on_one_port_first_wins(load):
@@ -581,3 +582,73 @@ def test_origination_errors_name_where_the_tls_settings_are(load, policy, subset
     result = load(gw(), origination_dr(policy), vs)
     assert [e.path for e in result.errors if "nonexistent-ca" in e.message] == [
         f"{path}.caCertificates"]
+
+
+# ------------------------------------------------------ routes and clusters
+
+
+def idle_dr(host, idle):
+    return f"""\
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: {host}}}
+spec:
+  host: {host}
+  trafficPolicy: {{connectionPool: {{tcp: {{idleTimeout: {idle}, maxConnectionDuration: {idle}}}}}}}
+"""
+
+
+def weighted_vs(first, second):
+    return tcp_vs().replace("""  - route:
+    - destination: {host: echo, port: {number: 2701}}
+""", f"""  - route:
+    - destination: {{host: {first}, port: {{number: 1}}}}
+      weight: 60
+    - destination: {{host: {second}, port: {{number: 1}}}}
+      weight: 40
+""")
+
+
+def test_weighted_route_takes_idle_timeout_from_the_first_destination(load):
+    """ISTIO-L4.md: idleTimeout is the listener's, so the first destination's value wins."""
+    rules = (idle_dr("a", "5s"), idle_dr("b", "7s"))
+    route = only_listener(load(gw(), *rules, weighted_vs("a", "b"))).tcp_route
+    assert (route.idle_timeout, route.max_connection_duration) == (5.0, 5.0)
+    route = only_listener(load(gw(), *rules, weighted_vs("b", "a"))).tcp_route
+    assert (route.idle_timeout, route.max_connection_duration) == (7.0, 7.0)
+    route = only_listener(load(gw(), rules[1], weighted_vs("a", "b"))).tcp_route
+    assert (route.idle_timeout, route.max_connection_duration) == (3600.0, None)
+    assert clusters(route) == [("outbound|1||a.default.svc.cluster.local", 60),
+                               ("outbound|1||b.default.svc.cluster.local", 40)]
+
+
+def test_service_entries_are_seen_from_the_gateway_namespace(load):
+    """--gateway-namespace: what the gateway proxy sees, not the VirtualService's namespace."""
+    private = se_static("echo", ns="apps", extra="  exportTo: [.]\n")
+    vs = tcp_vs(ns="apps", host="db.example.com", port=5432)
+    assert the_cluster(load(gw(), private, vs.replace("gateways: [gw]",
+                                                      "gateways: [default/gw]"))).resolution \
+        == "STATIC"
+    result = load(gw(), private, vs.replace("gateways: [gw]", "gateways: [default/gw]"),
+                  gateway_namespace="default")
+    assert the_cluster(result).resolution == "HOSTNAME"
+
+
+def test_destination_without_service_entry_is_said_how_it_is_reached(load):
+    result = load(gw(), tcp_vs(host="db.example.com", port=5432))
+    [n] = notices_about(result, "no ServiceEntry names host")
+    assert n.message == ("no ServiceEntry names host db.example.com: connecting to "
+                         "'db.example.com' port 5432 resolved by DNS as written")
+    assert (n.resource, n.path) == ("VirtualService default/vs",
+                                    "spec.tcp[0].route[0].destination.host")
+    # Istio refuses an IP address here (an error); the notice still says what it would be
+    result = load(gw(), tcp_vs(host="10.1.2.3", port=5432))
+    [n] = notices_about(result, "no ServiceEntry names host")
+    assert n.message.endswith("connecting to '10.1.2.3' port 5432 as written (an IP address)")
+
+
+def test_endpoints_carry_their_labels_and_weights(load):
+    li = only_listener(load(gw(), SE_STATIC, tcp_vs(host="echo.example.com")))
+    assert [(e.address, dict(e.labels), e.weight)
+            for e in li.tcp_route.destinations[0].cluster.endpoints] == [
+        ("10.0.0.1", {"version": "v1"}, 1), ("10.0.0.2", {"version": "v2"}, 3)]
