@@ -652,3 +652,87 @@ def test_endpoints_carry_their_labels_and_weights(load):
     assert [(e.address, dict(e.labels), e.weight)
             for e in li.tcp_route.destinations[0].cluster.endpoints] == [
         ("10.0.0.1", {"version": "v1"}, 1), ("10.0.0.2", {"version": "v2"}, 3)]
+
+
+# ---------------------------------------------------- servers on one port
+
+
+def test_tcp_and_tls_servers_on_one_port_notes_name_the_order(load):
+    tcp = gw(name="t", port=443)
+    tls_a = gw(name="a", port=443, protocol="TLS", tls=True, hosts="a.example.com")
+    tls_b = gw(name="b", port=443, protocol="TLS", tls=True, hosts="b.example.com")
+    routes = (tcp_vs(gateways="t"), tls_route("a.example.com", gateways="a"),
+              tls_route("b.example.com", name="vb", gateways="b"))
+    result = load(tcp, tls_a, tls_b, *routes)
+    [n] = notices_about(result, "istio#27481")  # the first TLS server after the TCP one only
+    assert n.message == ("TLS server on port 443 after the TCP server Gateway default/t "
+                         "spec.servers[0]: tsgate serves both (TLS chains by SNI, TCP as the "
+                         "fallback); Istio would skip this server (istio#27481)")
+    assert (n.resource, n.path) == ("Gateway default/a", "spec.servers[0]")
+    li = only_listener(result)
+    assert li.servers == (("TCP", "p443-tcp"), ("TLS", "p443-tls"))
+    assert li.protocols == ("TCP", "TLS") and li.port_names == ("p443-tcp", "p443-tls")
+    result = load(tls_a, tls_b, tcp, *routes)
+    [n] = notices_about(result, "after TLS servers")
+    assert n.message == ("TCP server on port 443 after TLS servers: it takes connections that "
+                         "match no SNI chain")
+    assert n.resource == "Gateway default/t"
+    assert not notices_about(result, "istio#27481")
+    assert only_listener(result).servers == (("TLS", "p443-tls"), ("TCP", "p443-tcp"))
+
+
+def test_one_tls_rule_over_two_servers_of_a_port_is_one_chain(load):
+    """The rule's names are routed once; the second server is not left without a route."""
+    two = gw(port=443, protocol="TLS", tls=True, hosts="a.example.com", extra="""\
+  - port: {number: 443, name: second, protocol: TLS}
+    hosts: [b.example.com]
+    tls: {mode: PASSTHROUGH}
+""")
+    result = load(two, tls_route("a.example.com, B.example.com."))
+    li = only_listener(result)
+    assert [c.server_names for c in li.tls_chains] == [("a.example.com", "b.example.com")]
+    assert li.port_names == ("p443-tls", "second")
+    assert not warnings_about(result, "duplicate SNI")
+    assert not warnings_about(result, "no VirtualService has a tls route")
+
+
+def test_tls_server_without_a_route_names_its_hosts(load):
+    result = load(gw(port=443, protocol="TLS", tls=True, hosts="a.example.com, b.example.com"),
+                  tls_route("a.example.com", extra_match="\n      port: 8443"))
+    assert result.table.listeners == ()
+    [w] = warnings_about(result, "no VirtualService has a tls route")
+    assert w.message == ("no VirtualService has a tls route for this TLS server (port 443, "
+                         "hosts a.example.com, b.example.com)")
+    assert (w.resource, w.path) == ("Gateway default/gw", "spec.servers[0]")
+
+
+def test_tcp_rules_on_a_tls_server_warning_names_the_server(load):
+    result = load(gw(port=443, protocol="TLS", tls=True), tcp_vs())
+    [w] = warnings_about(result, "tcp rules are ignored")
+    assert w.message == ("tcp rules are ignored on the TLS PASSTHROUGH server Gateway "
+                         "default/gw spec.servers[0]; use tls rules with sniHosts (istio#40511)")
+    assert (w.resource, w.path) == ("VirtualService default/vs", "spec.tcp")
+
+
+def test_match_gateways_narrow_the_virtual_services_gateways(load):
+    """Istio: a match's own gateways replace the VirtualService's for that match."""
+    vs = tcp_vs(gateways="a, b").replace("  - route:",
+                                         "  - match: [{gateways: [b]}]\n    route:")
+    result = load(gw(name="a"), gw(name="b", port=9000), vs)
+    [li] = ok(result).table.listeners
+    assert li.port == 9000
+
+
+def test_http_and_istio_mutual_servers_are_skipped_with_warnings(load):
+    result = load(gw(protocol="HTTP", port=80), tcp_vs())
+    [w] = warnings_about(result, "server skipped")
+    assert w.message == ("HTTP server skipped: tsgate is a layer-4 gateway and serves TCP and "
+                         "TLS passthrough servers only")
+    assert w.path == "spec.servers[0]"
+    mutual = gw(port=443, protocol="TLS").replace("    hosts:", "    tls: {mode: ISTIO_MUTUAL}\n"
+                                                  "    hosts:")
+    result = load(mutual, tcp_vs())
+    [w] = warnings_about(result, "ISTIO_MUTUAL")
+    assert w.message == ("ISTIO_MUTUAL needs Istio's mesh certificates, which tsgate does not "
+                         "have: server skipped")
+    assert w.path == "spec.servers[0].tls.mode"
