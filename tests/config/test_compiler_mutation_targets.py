@@ -736,3 +736,39 @@ def test_http_and_istio_mutual_servers_are_skipped_with_warnings(load):
     assert w.message == ("ISTIO_MUTUAL needs Istio's mesh certificates, which tsgate does not "
                          "have: server skipped")
     assert w.path == "spec.servers[0].tls.mode"
+
+
+# ------------------------------------------------------------- tcp routes
+
+
+def test_first_matching_tcp_rule_of_a_virtual_service_is_the_route(load):
+    """Istio: tcp rules are tried in order; a rule whose match fails does not end the search."""
+    vs = tcp_vs().replace("""  - route:
+    - destination: {host: echo, port: {number: 2701}}
+""", """  - match: [{port: 1234}]
+    route:
+    - destination: {host: one, port: {number: 1}}
+  - route:
+    - destination: {host: two, port: {number: 2}}
+""")
+    route = only_listener(load(gw(), vs)).tcp_route
+    assert route.name == "default/vs#tcp[1]"
+    assert clusters(route) == [("outbound|2||two.default.svc.cluster.local", 100)]
+
+
+def test_second_virtual_service_for_a_tcp_port_is_warned_where_its_rule_is(load):
+    result = load(gw(), tcp_vs(host="one"), tcp_vs(name="late", host="two"))
+    [w] = warnings_about(result, "already routed by")
+    assert (w.resource, w.path) == ("VirtualService default/late", "spec.tcp[0]")
+    assert w.message == ("ignored: port 31400 is already routed by VirtualService default/vs "
+                         "spec.tcp[0] (a TCP port has one route; the first bound "
+                         "VirtualService wins)")
+
+
+def test_tcp_server_without_a_route_is_warned_on_the_server(load):
+    vs = tcp_vs().replace("  - route:", "  - match: [{port: 1234}]\n    route:")
+    result = load(gw(), vs)
+    [w] = warnings_about(result, "no VirtualService has a tcp route")
+    assert (w.resource, w.path) == ("Gateway default/gw", "spec.servers[0]")
+    assert w.message == ("no VirtualService has a tcp route for this server (port 31400): "
+                         "plain TCP connections to it are closed")
