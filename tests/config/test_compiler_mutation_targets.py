@@ -772,3 +772,22 @@ def test_tcp_server_without_a_route_is_warned_on_the_server(load):
     assert (w.resource, w.path) == ("Gateway default/gw", "spec.servers[0]")
     assert w.message == ("no VirtualService has a tcp route for this server (port 31400): "
                          "plain TCP connections to it are closed")
+
+
+def test_sni_of_a_terminated_server_is_not_routed_again_by_passthrough(load, leaf_files):
+    """The terminating server came first: the passthrough match on its name is skipped."""
+    passthrough = gw(name="pt", port=443, protocol="TLS", tls=True, hosts='"*.example.test"')
+    result = load(term_gw(leaf_files, "a.example.test"), passthrough,
+                  tls_route("a.example.test", gateways="pt"), tcp_vs(gateways="gw"))
+    [chain] = only_listener(result).tls_chains
+    assert chain.termination is not None
+    [w] = warnings_about(result, "duplicate SNI 'a.example.test'")
+    assert w.message == ("duplicate SNI 'a.example.test' on port 443: already routed by "
+                         "Gateway default/gw spec.servers[0] (SIMPLE); this match is skipped "
+                         "(first wins)")
+
+
+def test_terminated_server_for_every_host_is_the_catch_all_chain(load, leaf_files):
+    [chain] = only_listener(load(term_gw(leaf_files, '"*"'), tcp_vs())).tls_chains
+    assert chain.server_names == ()
+    assert chain.termination is not None
