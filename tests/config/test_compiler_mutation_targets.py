@@ -791,3 +791,66 @@ def test_terminated_server_for_every_host_is_the_catch_all_chain(load, leaf_file
     [chain] = only_listener(load(term_gw(leaf_files, '"*"'), tcp_vs())).tls_chains
     assert chain.server_names == ()
     assert chain.termination is not None
+
+
+# ----------------------------------------------- subset policies merged
+
+
+MERGE_DR = """\
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: echo}
+spec:
+  host: echo.example.com
+  trafficPolicy:
+    loadBalancer: {consistentHash: {useSourceIp: true, ringHash: {minimumRingSize: 2048}}}
+    connectionPool: {tcp: {connectTimeout: 2s, maxConnections: 9}}
+    proxyProtocol: {version: V1}
+    outlierDetection: {consecutive5xxErrors: 3}
+    tls: {mode: SIMPLE, sni: base.test}
+  subsets:
+  - name: v1
+    labels: {version: v1}
+    trafficPolicy:
+      connectionPool: {tcp: {connectTimeout: 1s}}
+  - name: v2
+    labels: {version: v2}
+    trafficPolicy:
+      loadBalancer: {simple: RANDOM}
+      proxyProtocol: {version: V2}
+      outlierDetection: {consecutive5xxErrors: 5}
+      tls: {mode: SIMPLE, sni: own.test}
+"""
+
+
+def test_subset_policy_overrides_field_by_field(load):
+    """Istio merges a subset's trafficPolicy over the rule's, one top-level field at a time."""
+    def subset_cluster(name):
+        vs = tcp_vs(host="echo.example.com").replace("port: {number: 2701}",
+                                                     f"port: {{number: 2701}}, subset: {name}")
+        return the_cluster(load(gw(), SE_STATIC, MERGE_DR, vs))
+
+    v1 = subset_cluster("v1")  # connectionPool only: the rest is the rule's
+    assert (v1.connect_timeout, v1.max_connections) == (1.0, None)
+    assert (v1.lb_policy, v1.policy.ring_size, v1.policy.hash_source_ip) == (
+        "RING_HASH", 2048, True)
+    assert (v1.policy.proxy_protocol, v1.policy.outlier.threshold) == ("V1", 3)
+    assert v1.tls.sni == "base.test"
+    v2 = subset_cluster("v2")  # everything but connectionPool: the subset's
+    assert (v2.connect_timeout, v2.max_connections) == (2.0, 9)
+    assert (v2.lb_policy, v2.policy.hash_source_ip) == ("RANDOM", False)
+    assert (v2.policy.proxy_protocol, v2.policy.outlier.threshold) == ("V2", 5)
+    assert v2.tls.sni == "own.test"
+
+
+def test_virtual_service_for_the_mesh_only_is_noted_and_ignored(load):
+    for gateways in ("", "mesh"):
+        vs = tcp_vs(gateways=gateways)
+        if not gateways:
+            vs = vs.replace("  gateways: []\n", "")
+        result = load(gw(), vs)
+        assert result.table.listeners == ()
+        [n] = notices_about(result, "bound to the mesh only")
+        assert n.message == "bound to the mesh only (no spec.gateways): ignored by tsgate"
+        assert (n.resource, n.path) == ("VirtualService default/vs", "spec")
+    assert not notices_about(load(gw(), tcp_vs(gateways="mesh, gw")), "mesh only")
