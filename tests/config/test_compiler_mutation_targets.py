@@ -854,3 +854,11 @@ def test_virtual_service_for_the_mesh_only_is_noted_and_ignored(load):
         assert n.message == "bound to the mesh only (no spec.gateways): ignored by tsgate"
         assert (n.resource, n.path) == ("VirtualService default/vs", "spec")
     assert not notices_about(load(gw(), tcp_vs(gateways="mesh, gw")), "mesh only")
+
+
+def test_origination_error_is_said_once_for_the_clusters_sharing_the_settings(load):
+    rule = origination_dr(f"  trafficPolicy: {{tls: {BAD_TLS}}}\n")
+    result = load(gw(), rule, weighted_vs("echo", "echo").replace("{number: 1}}\n      weight: 40",
+                                                                  "{number: 2}}\n      weight: 40"))
+    assert [e.path for e in result.errors if "nonexistent-ca" in e.message] == [
+        "spec.trafficPolicy.tls.caCertificates"]
