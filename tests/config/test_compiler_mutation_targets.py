@@ -831,6 +831,7 @@ def test_subset_policy_overrides_field_by_field(load):
         return the_cluster(load(gw(), SE_STATIC, MERGE_DR, vs))
 
     v1 = subset_cluster("v1")  # connectionPool only: the rest is the rule's
+    assert (v1.name, v1.subset) == ("outbound|2701|v1|echo.example.com", "v1")
     assert (v1.connect_timeout, v1.max_connections) == (1.0, None)
     assert (v1.lb_policy, v1.policy.ring_size, v1.policy.hash_source_ip) == (
         "RING_HASH", 2048, True)
@@ -862,3 +863,13 @@ def test_origination_error_is_said_once_for_the_clusters_sharing_the_settings(lo
                                                                   "{number: 2}}\n      weight: 40"))
     assert [e.path for e in result.errors if "nonexistent-ca" in e.message] == [
         "spec.trafficPolicy.tls.caCertificates"]
+
+
+def test_origination_error_in_validate_mode_says_what_the_gateway_would_do(load):
+    rule = origination_dr(f"  trafficPolicy: {{tls: {BAD_TLS}}}\n")
+    result = load(gw(), rule, tcp_vs(), tls_files_fatal=False)
+    assert result.ok
+    [w] = warnings_about(result, "nonexistent-ca")
+    assert w.path == "spec.trafficPolicy.tls.caCertificates"
+    assert w.message.endswith(" (Istio admits the YAML; tsgate would not serve this, and the "
+                              "gateway refuses to start with it)")
