@@ -873,3 +873,15 @@ def test_origination_error_in_validate_mode_says_what_the_gateway_would_do(load)
     assert w.path == "spec.trafficPolicy.tls.caCertificates"
     assert w.message.endswith(" (Istio admits the YAML; tsgate would not serve this, and the "
                               "gateway refuses to start with it)")
+
+
+def test_hostname_notice_is_said_once_per_virtual_service_host_and_port(load):
+    rule = dr("echo", "echo", "1s", extra="  subsets: [{name: v1}, {name: v2}]\n")
+    vs = weighted_vs("echo", "echo").replace("{number: 1}}\n      weight: 60",
+                                             "{number: 1}, subset: v1}\n      weight: 60") \
+        .replace("{number: 1}}\n      weight: 40", "{number: 1}, subset: v2}\n      weight: 40")
+    result = load(gw(), rule, vs)
+    assert [c for c, _ in clusters(only_listener(result).tcp_route)] == [
+        "outbound|1|v1|echo.default.svc.cluster.local",
+        "outbound|1|v2|echo.default.svc.cluster.local"]
+    assert len(notices_about(result, "no ServiceEntry names host")) == 1
