@@ -217,13 +217,24 @@ def test_subset_whose_labels_select_no_endpoint_warns_uh(load):
                          "labels of subset 'v3': connections to it fail (UH)")
 
 
-def test_resolution_none_is_an_error_and_the_route_is_left_out(load):
+def test_resolution_none_or_dynamic_dns_is_an_error_and_the_route_is_left_out(load):
     se = se_static("none").replace("resolution: STATIC", "resolution: NONE") \
         .replace("  endpoints: [{address: 10.0.0.4}]\n", "")
     result = load(gw(), se, tcp_vs(host="db.example.com", port=5432))
     assert not result.ok
-    assert any("has resolution NONE, which forwards to the connection's original destination"
-               in e.message for e in result.errors)
+    [e] = [e for e in result.errors if "has resolution" in e.message]
+    assert e.message == ("ServiceEntry default/none has resolution NONE, which forwards to the "
+                         "connection's original destination address, which an ingress gateway "
+                         "does not have; use STATIC endpoints or DNS")
+    assert (e.resource, e.path) == ("VirtualService default/vs",
+                                    "spec.tcp[0].route[0].destination.host")
+    dynamic = se.replace("resolution: NONE", "resolution: DYNAMIC_DNS").replace(
+        "[db.example.com]", '["*.example.com"]').replace("protocol: TCP", "protocol: TLS")
+    result = load(gw(), dynamic, tcp_vs(host="db.example.com", port=5432))
+    [e] = [e for e in result.errors if "has resolution" in e.message]
+    assert e.message == ("ServiceEntry default/none has resolution DYNAMIC_DNS, which resolves "
+                         "the HTTP Host or SNI per request, not usable for TCP; use STATIC "
+                         "endpoints or DNS")
 
 
 # -------------------------------------------------------- DestinationRules
