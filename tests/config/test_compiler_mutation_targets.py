@@ -197,9 +197,32 @@ def test_endpoints_without_a_tcp_address_are_skipped_with_a_warning(load):
     result = load(gw(), se, tcp_vs(host="db.example.com", port=5432))
     assert [e.address for e in the_cluster(result).endpoints] == ["10.0.0.1", "10.0.0.2"]
     [w] = warnings_about(result, "endpoint without an address")
-    assert "(network 'far') skipped" in w.message and w.resource == "ServiceEntry default/echo"
+    assert w.message == ("endpoint without an address (network 'far') skipped: tsgate has "
+                         "nothing to connect to")
+    assert (w.resource, w.path) == ("ServiceEntry default/echo", "spec.endpoints")
     [w] = warnings_about(result, "unix endpoint unix:///var/run/x.sock skipped")
+    assert w.message == "unix endpoint unix:///var/run/x.sock skipped: tsgate connects over TCP"
     assert w.path == "spec.endpoints"
+    # said once for the ServiceEntry, however many of its ports are routed
+    two_ports = se_static("echo").replace(
+        "  endpoints: [{address: 10.0.0.4}]\n",
+        "  endpoints:\n  - {address: 10.0.0.1}\n  - {network: far}\n").replace(
+        "ports: [{number: 5432, name: pg, protocol: TCP}]",
+        "ports: [{number: 1, name: a, protocol: TCP}, {number: 2, name: b, protocol: TCP}]")
+    vs = weighted_vs("db.example.com", "db.example.com").replace(
+        "{number: 1}}\n      weight: 40", "{number: 2}}\n      weight: 40")
+    result = load(gw(), two_ports, vs)
+    assert len(clusters(only_listener(result).tcp_route)) == 2
+    assert len(warnings_about(result, "endpoint without an address")) == 1
+    # and for two subsets of one port
+    subsets = dr("echo", "db.example.com", "1s", extra="  subsets: [{name: v1}, {name: v2}]\n")
+    vs = weighted_vs("db.example.com", "db.example.com").replace(
+        "{number: 1}}\n      weight: 60", "{number: 5432}, subset: v1}\n      weight: 60").replace(
+        "{number: 1}}\n      weight: 40", "{number: 5432}, subset: v2}\n      weight: 40")
+    result = load(gw(), se, subsets, vs)
+    assert len(clusters(only_listener(result).tcp_route)) == 2
+    assert len(warnings_about(result, "unix endpoint")) == 1
+    assert len(warnings_about(result, "endpoint without an address")) == 1
 
 
 def test_subset_whose_labels_select_no_endpoint_warns_uh(load):
