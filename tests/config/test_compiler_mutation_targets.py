@@ -919,3 +919,43 @@ def test_hostname_notice_is_said_once_per_virtual_service_host_and_port(load):
         "outbound|1|v1|echo.default.svc.cluster.local",
         "outbound|1|v2|echo.default.svc.cluster.local"]
     assert len(notices_about(result, "no ServiceEntry names host")) == 1
+
+
+def test_dns_service_entry_without_endpoints_connects_to_its_host_and_target_port(load):
+    se = """\
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: ext}
+spec:
+  hosts: [db.example.com]
+  ports: [{number: 5432, name: pg, protocol: TCP, targetPort: 6543}]
+  resolution: DNS
+"""
+    c = the_cluster(load(gw(), se, tcp_vs(host="db.example.com", port=5432)))
+    assert (c.resolution, [(e.address, e.port) for e in c.endpoints]) == (
+        "DNS", [("db.example.com", 6543)])
+
+
+def test_static_service_entry_selecting_no_workload_has_no_endpoints(load):
+    se = """\
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: svc}
+spec:
+  hosts: [svc.internal]
+  ports: [{number: 80, name: tcp, protocol: TCP}]
+  resolution: STATIC
+  workloadSelector: {labels: {app: svc}}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: vm, namespace: other}
+spec: {address: 10.9.0.1, labels: {app: svc}}
+"""
+    result = load(gw(), se, tcp_vs(host="svc.internal", port=80))
+    assert the_cluster(result).endpoints == ()  # the WorkloadEntry is in another namespace
+    [w] = warnings_about(result, "has no endpoints")
+    assert w.message == ("cluster outbound|80||svc.internal has no endpoints: connections to "
+                         "it fail (UH)")
+    assert (w.resource, w.path) == ("VirtualService default/vs",
+                                    "spec.tcp[0].route[0].destination")
