@@ -876,6 +876,17 @@ def test_subset_policy_overrides_field_by_field(load):
     assert (v2.lb_policy, v2.policy.hash_source_ip) == ("RANDOM", False)
     assert (v2.policy.proxy_protocol, v2.policy.outlier.threshold) == ("V2", 5)
     assert v2.tls.sni == "own.test"
+    # a loadBalancer without simple or consistentHash still replaces the rule's whole field
+    v3 = MERGE_DR + """\
+  - name: v3
+    labels: {version: v1}
+    trafficPolicy:
+      loadBalancer: {localityLbSetting: {enabled: false}}
+"""
+    vs = tcp_vs(host="echo.example.com").replace("port: {number: 2701}",
+                                                 "port: {number: 2701}, subset: v3")
+    c = the_cluster(load(gw(), SE_STATIC, v3, vs))
+    assert (c.lb_policy, c.policy.hash_source_ip) == ("LEAST_REQUEST", False)
 
 
 def test_virtual_service_for_the_mesh_only_is_noted_and_ignored(load):
