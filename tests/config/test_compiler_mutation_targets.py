@@ -887,6 +887,11 @@ def test_subset_policy_overrides_field_by_field(load):
                                                  "port: {number: 2701}, subset: v3")
     c = the_cluster(load(gw(), SE_STATIC, v3, vs))
     assert (c.lb_policy, c.policy.hash_source_ip) == ("LEAST_REQUEST", False)
+    v4 = v3.replace("loadBalancer: {localityLbSetting: {enabled: false}}",
+                    "loadBalancer: {consistentHash: {useSourceIp: true, "
+                    "ringHash: {minimumRingSize: 64}}}")
+    c = the_cluster(load(gw(), SE_STATIC, v4, vs))
+    assert (c.lb_policy, c.policy.ring_size) == ("RING_HASH", 64)
 
 
 def test_virtual_service_for_the_mesh_only_is_noted_and_ignored(load):
