@@ -292,6 +292,9 @@ def test_destination_rule_not_exported_to_the_route_is_not_applied(load):
     assert the_cluster(load(gw(), hidden, tcp_vs())).connect_timeout == 10.0
     shown = hidden.replace("exportTo: [.]", "exportTo: [default]")
     assert the_cluster(load(gw(), shown, tcp_vs())).connect_timeout == 2.0
+    # a hidden rule listed first does not hide the next one
+    own = dr("own", "echo", "4s", extra="  exportTo: [.]\n")  # private to default: seen there
+    assert the_cluster(load(gw(), hidden, own, tcp_vs())).connect_timeout == 4.0
 
 
 def test_weighted_destinations_share_one_cluster_per_name(load):
