@@ -978,3 +978,19 @@ spec: {address: 10.9.0.1, labels: {app: svc}}
                          "it fail (UH)")
     assert (w.resource, w.path) == ("VirtualService default/vs",
                                     "spec.tcp[0].route[0].destination")
+
+
+def test_destination_rules_for_other_workloads_are_noted_once_and_skipped(load):
+    sidecar = dr("sidecar", "echo", "3s",
+                 extra="  workloadSelector: {matchLabels: {app: sidecar-only}}\n")
+    mine = dr("mine", "echo", "4s")
+    vs = weighted_vs("echo", "echo").replace("{number: 1}}\n      weight: 40",
+                                             "{number: 2}}\n      weight: 40")
+    result = load(gw(), sidecar, mine, vs)
+    assert [wc.cluster.connect_timeout for wc in only_listener(result).tcp_route.destinations] \
+        == [4.0, 4.0]
+    [n] = notices_about(result, "workloadSelector")
+    assert n.message == "workloadSelector does not select this gateway: not applied"
+    assert (n.resource, n.path) == ("DestinationRule default/sidecar", "spec.workloadSelector")
+    result = load(gw(), mine, dr("again", "echo", "5s"), vs)  # two clusters, one warning
+    assert len(warnings_about(result, "another DestinationRule")) == 1
