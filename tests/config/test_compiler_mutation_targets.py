@@ -994,3 +994,53 @@ def test_destination_rules_for_other_workloads_are_noted_once_and_skipped(load):
     assert (n.resource, n.path) == ("DestinationRule default/sidecar", "spec.workloadSelector")
     result = load(gw(), mine, dr("again", "echo", "5s"), vs)  # two clusters, one warning
     assert len(warnings_about(result, "another DestinationRule")) == 1
+
+
+# ------------------------------------------------------- cluster lookups
+
+
+def test_destination_host_star_is_refused_and_builds_no_cluster(load):
+    result = load(gw(), tcp_vs(host='"*"'))
+    assert not result.ok
+    assert not notices_about(result, "no ServiceEntry names host")
+
+
+def test_missing_port_and_subset_messages_list_what_exists(load):
+    vs = tcp_vs(host="echo.example.com", port=9999)
+    [w] = [d for d in load(gw(), SE_STATIC, vs).diagnostics if d.code == "IST0101"]
+    assert w.message.startswith('Referenced host:port not found: "echo.example.com:9999" '
+                                "(ServiceEntry default/echo ports: 2701, 2702); ")
+    no_port = tcp_vs(host="echo.example.com").replace(", port: {number: 2701}", "")
+    [w] = [d for d in load(gw(), SE_STATIC, no_port).diagnostics if d.code == "IST0112"]
+    assert w.path == "spec.tcp[0].route[0].destination"
+    assert w.message.startswith(
+        "no destination port and ServiceEntry default/echo (host echo.example.com) has several "
+        "ports: the listener port 31400 is used, which it does not have (ServiceEntry "
+        "default/echo ports: 2701, 2702); ")
+    subset = tcp_vs(host="echo.example.com").replace("port: {number: 2701}",
+                                                     "port: {number: 2701}, subset: v9")
+    two = dr("echo", "echo.example.com", "1s", extra="  subsets: [{name: v1}, {name: v2}]\n")
+    [w] = [d for d in load(gw(), SE_STATIC, two, subset).diagnostics if d.code == "IST0101"]
+    assert w.message.startswith('Referenced host+subset in destinationrule not found: '
+                                '"echo.example.com+v9" (DestinationRule default/echo has '
+                                "subsets: v1, v2); ")
+    [w] = [d for d in load(gw(), SE_STATIC, dr("echo", "echo.example.com", "1s"),
+                           subset).diagnostics if d.code == "IST0101"]
+    assert "(DestinationRule default/echo has subsets: none); " in w.message
+
+
+def test_same_wildcard_host_twice_the_first_is_used(load):
+    """As for an exact host: the first ServiceEntry / DestinationRule (and no traceback)."""
+    ses = (se_static("first", '["*.example.com"]'), se_static("second", '["*.example.com"]'))
+    result = load(gw(), *ses, dr("a", "*.example.com", "1s"), dr("b", "*.example.com", "2s"),
+                  tcp_vs(host="db.example.com", port=5432))
+    c = the_cluster(result)
+    assert [e.address for e in c.endpoints] == ["10.0.0.5"]
+    assert c.connect_timeout == 1.0
+
+
+def test_a_hidden_service_entry_listed_first_does_not_hide_the_next(load):
+    hidden = se_static("hidden", ns="other", extra="  exportTo: [.]\n")
+    shown = se_static("shown")
+    c = the_cluster(load(gw(), hidden, shown, tcp_vs(host="db.example.com", port=5432)))
+    assert [e.address for e in c.endpoints] == ["10.0.0.5"]
