@@ -1044,3 +1044,59 @@ def test_a_hidden_service_entry_listed_first_does_not_hide_the_next(load):
     shown = se_static("shown")
     c = the_cluster(load(gw(), hidden, shown, tcp_vs(host="db.example.com", port=5432)))
     assert [e.address for e in c.endpoints] == ["10.0.0.5"]
+
+
+def test_export_to_star_is_visible_everywhere(load):
+    public = se_static("echo", ns="other", extra='  exportTo: ["*"]\n')
+    c = the_cluster(load(gw(), public, tcp_vs(host="db.example.com", port=5432)))
+    assert c.resolution == "STATIC"
+
+
+def test_route_to_a_missing_subset_keeps_the_rules_idle_timeout(load):
+    rule = idle_dr("echo", "5s")
+    vs = tcp_vs().replace("port: {number: 2701}", "port: {number: 2701}, subset: v9")
+    route = only_listener(load(gw(), rule, vs)).tcp_route
+    assert route.destinations[0].cluster.missing
+    assert route.idle_timeout == 5.0
+
+
+def test_server_hosts_in_several_namespaces(load):
+    g = gw(ns="edge", hosts='"team-a/*", "team-b/*"')
+    assert load(g, tcp_vs(ns="team-b", gateways="edge/gw")).table.listeners
+
+
+def test_small_weights_count(load):
+    vs = weighted_vs("a", "b").replace("weight: 60", "weight: 99").replace("weight: 40",
+                                                                          "weight: 1")
+    route = only_listener(load(gw(), vs)).tcp_route
+    assert [w for _, w in clusters(route)] == [99, 1]
+    assert route.source.resource == "VirtualService default/vs"
+
+
+def test_connection_pool_without_idle_timeout_keeps_the_default(load):
+    route = only_listener(load(gw(), dr("echo", "echo", "2s"), tcp_vs())).tcp_route
+    assert (route.idle_timeout, route.max_connection_duration) == (3600.0, None)
+
+
+def test_one_route_serves_the_same_port_on_two_addresses(load):
+    two = gw(extra="    bind: 127.0.0.1\n  - port: {number: 31400, name: b, protocol: TCP}\n"
+                   "    hosts: [\"*\"]\n    bind: 127.0.0.2\n")
+    a, b = ok(load(two, tcp_vs())).table.listeners
+    assert (a.bind, b.bind) == ("127.0.0.1", "127.0.0.2")
+    assert a.tcp_route is not None and a.tcp_route == b.tcp_route
+
+
+def test_tls_rule_with_no_usable_destination_on_two_servers(load):
+    """No route on the first server, none on the second either (and no traceback)."""
+    none = se_static("none").replace("resolution: STATIC", "resolution: NONE") \
+        .replace("  endpoints: [{address: 10.0.0.4}]\n", "")
+    two = gw(port=443, protocol="TLS", tls=True, hosts="a.example.com", extra="""\
+  - port: {number: 443, name: second, protocol: TLS}
+    hosts: [b.example.com]
+    tls: {mode: PASSTHROUGH}
+""")
+    vs = tls_route("a.example.com, b.example.com", host="db.example.com").replace(
+        "number: 443", "number: 5432")
+    result = load(two, none, vs)
+    assert len([e for e in result.errors if "has resolution NONE" in e.message]) == 1
+    assert len(warnings_about(result, "no VirtualService has a tls route")) == 2
