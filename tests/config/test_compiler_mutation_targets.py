@@ -611,6 +611,23 @@ BAD_TLS = "{mode: SIMPLE, caCertificates: /nonexistent-ca.pem}"
       - port: {{number: 2701}}
         tls: {BAD_TLS}
 """, "v2", "spec.subsets[0].trafficPolicy.portLevelSettings[0].tls"),
+    (f"""\
+  trafficPolicy:
+    portLevelSettings:
+    - port: {{number: 2701}}
+      tls: {BAD_TLS}
+  subsets:
+  - name: v2
+""", "v2", "spec.trafficPolicy.portLevelSettings[0].tls"),
+    (f"""\
+  trafficPolicy: {{tls: {BAD_TLS}}}
+  subsets:
+  - name: v2
+    trafficPolicy:
+      portLevelSettings:
+      - port: {{number: 2701}}
+        connectionPool: {{tcp: {{connectTimeout: 1s}}}}
+""", "v2", "spec.trafficPolicy.tls"),
 ])
 def test_origination_errors_name_where_the_tls_settings_are(load, policy, subset, path):
     vs = tcp_vs()
@@ -1100,3 +1117,9 @@ def test_tls_rule_with_no_usable_destination_on_two_servers(load):
     result = load(two, none, vs)
     assert len([e for e in result.errors if "has resolution NONE" in e.message]) == 1
     assert len(warnings_about(result, "no VirtualService has a tls route")) == 2
+
+
+def test_public_virtual_service_comes_after_one_exported_by_name(load):
+    public = tcp_vs(name="public", host="one", extra='  exportTo: ["*"]\n')
+    named = tcp_vs(name="named", host="two", extra="  exportTo: [default]\n")
+    assert only_listener(load(gw(), public, named)).tcp_route.name == "default/named#tcp[0]"
