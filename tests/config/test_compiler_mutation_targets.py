@@ -1123,3 +1123,46 @@ def test_public_virtual_service_comes_after_one_exported_by_name(load):
     public = tcp_vs(name="public", host="one", extra='  exportTo: ["*"]\n')
     named = tcp_vs(name="named", host="two", extra="  exportTo: [default]\n")
     assert only_listener(load(gw(), public, named)).tcp_route.name == "default/named#tcp[0]"
+
+
+def test_a_gateway_named_mesh_is_not_what_mesh_means(load):
+    """Istio: ``mesh`` in spec.gateways means the sidecars, never a Gateway of that name."""
+    result = load(gw(name="mesh"), tcp_vs(gateways="mesh", hosts="echo.example.com"))
+    assert ok(result).table.listeners == ()
+    assert warnings_about(result, "no VirtualService has a tcp route for this server")
+
+
+def test_a_virtual_service_not_exported_does_not_stop_the_next_binding(load):
+    private = tcp_vs(name="private", ns="apps", gateways="default/gw", extra="  exportTo: [.]\n")
+    li = only_listener(load(gw(), private, tcp_vs(name="public", host="two")))
+    assert li.tcp_route.name == "default/public#tcp[0]"
+
+
+def annotated(text, name, value, other=True):
+    extra = "other: x, " if other else ""
+    return text.replace(
+        f"metadata: {{name: {name}, namespace: default}}",
+        f"metadata:\n  name: {name}\n  annotations: {{{extra}tsgate.io/proxy-protocol: "
+        f"'{value}'}}")
+
+
+def test_annotations_after_other_keys_and_agreeing_gateways(load):
+    tcp = annotated(gw(name="a", port=443), "a", "required")
+    tls = annotated(gw(name="b", port=443, protocol="TLS", tls=True), "b", "required")
+    result = load(tcp, tls, tcp_vs(gateways="a"), tls_route("x.example.com", gateways="b"))
+    assert only_listener(result).annotations == (("tsgate.io/proxy-protocol", "required"),)
+    assert not warnings_about(result, "conflicts with")
+
+
+def test_annotation_conflict_is_said_once_per_gateway_and_port(load):
+    tcp = annotated(gw(name="a", port=443), "a", "required", other=False)
+    tls = annotated(gw(name="b", port=443, protocol="TLS", tls=True, hosts="x.example.com",
+                       extra="""\
+  - port: {number: 443, name: second, protocol: TLS}
+    hosts: [y.example.com]
+    tls: {mode: PASSTHROUGH}
+"""), "b", "optional")
+    result = load(tcp, tls, tcp_vs(gateways="a"),
+                  tls_route("x.example.com, y.example.com", gateways="b"))
+    assert len(only_listener(result).tls_chains) == 1
+    assert len(warnings_about(result, "conflicts with")) == 1
