@@ -1166,3 +1166,13 @@ def test_annotation_conflict_is_said_once_per_gateway_and_port(load):
                   tls_route("x.example.com, y.example.com", gateways="b"))
     assert len(only_listener(result).tls_chains) == 1
     assert len(warnings_about(result, "conflicts with")) == 1
+
+
+def test_annotations_after_a_conflicting_one_still_apply(load):
+    tcp = annotated(gw(name="a", port=443), "a", "required", other=False)
+    tls = annotated(gw(name="b", port=443, protocol="TLS", tls=True), "b", "optional",
+                    other=False)
+    tls = tls.replace("'optional'}", "'optional', tsgate.io/inspect-timeout: 2s}")
+    result = load(tcp, tls, tcp_vs(gateways="a"), tls_route("x.example.com", gateways="b"))
+    assert only_listener(result).annotations == (("tsgate.io/proxy-protocol", "required"),
+                                                 ("tsgate.io/inspect-timeout", "2s"))
