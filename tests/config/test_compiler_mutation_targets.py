@@ -537,14 +537,16 @@ def test_certificate_covering_a_passthrough_host_is_a_warning(load, leaf_files):
     """HTTP/2 coalescing: a client may send the passthrough host's requests to the other."""
     passthrough = gw(name="pt", port=443, protocol="TLS", tls=True, hosts='"*.w.example.test"')
     result = load(passthrough, term_gw(leaf_files, "a.example.test"),
-                  tls_route("b.w.example.test", gateways="pt"), tcp_vs(gateways="gw"))
+                  tls_route("b.w.example.test, c.w.example.test", gateways="pt"),
+                  tcp_vs(gateways="gw"))
     li = only_listener(result)
-    assert [c.server_names for c in li.tls_chains] == [("b.w.example.test",),
+    assert [c.server_names for c in li.tls_chains] == [("b.w.example.test", "c.w.example.test"),
                                                        ("a.example.test",)]
     [w] = warnings_about(result, "also covers the passthrough host")
     assert (w.resource, w.path) == ("Gateway default/gw", "spec.servers[0].tls")
     assert w.message == (
-        "this server's certificate also covers the passthrough host(s) b.w.example.test on "
+        "this server's certificate also covers the passthrough host(s) b.w.example.test, "
+        "c.w.example.test on "
         "port 443: a client may reuse one connection for the other (HTTP/2 connection "
         "coalescing), reaching the wrong backend")
     passthrough = passthrough.replace('"*.w.example.test"', '"*.example.test"')
@@ -1176,3 +1178,48 @@ def test_annotations_after_a_conflicting_one_still_apply(load):
     result = load(tcp, tls, tcp_vs(gateways="a"), tls_route("x.example.com", gateways="b"))
     assert only_listener(result).annotations == (("tsgate.io/proxy-protocol", "required"),
                                                  ("tsgate.io/inspect-timeout", "2s"))
+
+
+# ------------------------------------------------ more servers and matches
+
+
+def test_unix_socket_server_and_the_port_bounds(load):
+    """Istio: a ``unix://`` bind takes port number 0; other servers 1-65535."""
+    unix = gw(port=0, extra="    bind: unix:///tmp/tsgate-test.sock\n")
+    li = only_listener(load(unix, tcp_vs()))
+    assert (li.bind, li.port) == ("unix:///tmp/tsgate-test.sock", 0)
+    for port in (1, 65535):
+        assert only_listener(load(gw(port=port), tcp_vs())).port == port
+
+
+def test_each_tls_match_is_tried(load):
+    """A match that does not apply, names nothing usable or clashes does not end the rule."""
+    first = tls_route("a.example.com", name="first")
+    vs = tls_route("b.example.com", name="later").replace("""  - match:
+    - sniHosts: [b.example.com]
+""", """  - match:
+    - {port: 8443, sniHosts: [c.example.com]}
+    - sniHosts: ["*x.example.com"]
+    - sniHosts: [a.example.com]
+    - sniHosts: [b.example.com]
+""")
+    li = only_listener(load(TLS_GW, first, vs))
+    assert [(c.server_names, c.route.name) for c in li.tls_chains] == [
+        (("a.example.com",), "default/first#tls[0]"), (("b.example.com",), "default/later#tls[0]")]
+
+
+def test_a_match_emitted_for_one_server_does_not_end_the_rule_for_the_next(load):
+    g1 = gw(name="g1", port=443, protocol="TLS", tls=True, hosts="a.example.com")
+    g2 = gw(name="g2", port=443, protocol="TLS", tls=True, hosts="b.example.com")
+    vs = tls_route("a.example.com", gateways="g1, g2").replace(
+        "    - sniHosts: [a.example.com]\n",
+        "    - sniHosts: [a.example.com]\n    - {gateways: [g2], sniHosts: [b.example.com]}\n")
+    li = only_listener(load(g1, g2, vs))
+    assert [c.server_names for c in li.tls_chains] == [("a.example.com",), ("b.example.com",)]
+
+
+def test_tls_destination_without_a_port_uses_the_servers(load):
+    vs = tls_route("a.example.com").replace(", port: {number: 443}", "")
+    [chain] = only_listener(load(gw(port=8443, protocol="TLS", tls=True), vs)).tls_chains
+    assert chain.route.destinations[0].cluster.name == \
+        "outbound|8443||backend.default.svc.cluster.local"
