@@ -66,7 +66,8 @@ def test_legacy_gateway_reference_name_dot_namespace(load):
 def test_udp_server_is_skipped_with_a_warning(load):
     result = load(gw(protocol="UDP"), tcp_vs())
     assert result.table.listeners == ()
-    [w] = warnings_about(result, "UDP server skipped: tsgate proxies TCP only")
+    [w] = warnings_about(result, "UDP server skipped")
+    assert w.message == "UDP server skipped: tsgate proxies TCP only"
     assert (w.resource, w.path) == ("Gateway default/gw", "spec.servers[0]")
     assert w.code == ""  # tsgate's own finding: no istioctl analyze code
 
