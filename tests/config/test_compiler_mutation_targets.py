@@ -377,6 +377,7 @@ def test_selector_messages_name_the_labels(load):
     [w] = warnings_about(result, "no Gateway selects")
     assert w.message == ("no Gateway selects this gateway's labels (none) "
                          "(set them with --gateway-label)")
+    assert w.path == "spec.selector"
     assert w.resource == "Gateway default/other"
 
 
@@ -1224,3 +1225,27 @@ def test_tls_destination_without_a_port_uses_the_servers(load):
     [chain] = only_listener(load(gw(port=8443, protocol="TLS", tls=True), vs)).tls_chains
     assert chain.route.destinations[0].cluster.name == \
         "outbound|8443||backend.default.svc.cluster.local"
+
+
+def test_servers_after_a_skipped_or_auto_passthrough_one_are_served(load):
+    udp_first = gw(protocol="UDP", port=53, extra="""\
+  - port: {number: 31400, name: tcp, protocol: TCP}
+    hosts: ["*"]
+""")
+    assert [li.port for li in ok(load(udp_first, tcp_vs())).table.listeners] == [31400]
+    auto_first = AUTO_GW + """\
+  - port: {number: 31400, name: tcp, protocol: TCP}
+    hosts: ["*"]
+"""
+    result = load(auto_first, INTERNAL_SE, tcp_vs())
+    assert [li.port for li in ok(result).table.listeners] == [15443, 31400]
+
+
+def test_second_tcp_server_on_a_port_is_skipped_where_it_is(load):
+    second = gw(name="b", port=9000, extra="""\
+  - port: {number: 31400, name: again, protocol: TCP}
+    hosts: ["*"]
+""")
+    result = load(gw(name="a"), second, tcp_vs(gateways="a"))
+    [w] = warnings_about(result, "skipping server")
+    assert (w.resource, w.path) == ("Gateway default/b", "spec.servers[1]")
