@@ -1245,7 +1245,10 @@ def test_second_tcp_server_on_a_port_is_skipped_where_it_is(load):
     second = gw(name="b", port=9000, extra="""\
   - port: {number: 31400, name: again, protocol: TCP}
     hosts: ["*"]
+  - port: {number: 9001, name: after, protocol: TCP}
+    hosts: ["*"]
 """)
-    result = load(gw(name="a"), second, tcp_vs(gateways="a"))
+    result = load(gw(name="a"), second, tcp_vs(gateways="a, b"))
     [w] = warnings_about(result, "skipping server")
     assert (w.resource, w.path) == ("Gateway default/b", "spec.servers[1]")
+    assert [li.port for li in ok(result).table.listeners] == [9000, 9001, 31400]
