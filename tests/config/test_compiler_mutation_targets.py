@@ -76,14 +76,20 @@ def test_tls_servers_with_a_shared_host_on_one_port_first_wins(load):
     """Istio drops a server whose host duplicates one already on the port (case-insensitive)."""
     first = gw(name="a", port=443, protocol="TLS", tls=True, hosts="A.example.com")
     second = gw(name="b", port=443, protocol="TLS", tls=True,
-                hosts="b.example.com, a.example.com")
+                hosts="b.example.com, a.example.com", extra="""\
+  - port: {number: 9443, name: after, protocol: TLS}
+    hosts: [c.example.com]
+    tls: {mode: PASSTHROUGH}
+""")
     result = load(first, second, tls_route("a.example.com", gateways="a, b"),
-                  tls_route("b.example.com", name="vb", gateways="a, b"))
-    li = only_listener(result)
+                  tls_route("b.example.com, c.example.com", name="vb", gateways="a, b"))
+    li, after = ok(result).table.listeners
     assert li.gateways == (("Gateway", "default", "a"),)
-    assert [c.server_names for c in li.tls_chains] == [("a.example.com",), ("b.example.com",)]
+    assert [c.server_names for c in li.tls_chains] == [("a.example.com",),
+                                                       ("b.example.com", "c.example.com")]
+    assert after.port == 9443  # the server after the skipped one is served
     [w] = warnings_about(result, "skipping server: duplicate host names")
-    assert w.resource == "Gateway default/b"
+    assert (w.resource, w.path) == ("Gateway default/b", "spec.servers[0]")
     assert "Gateway default/a spec.servers[0] on port 443 (first wins)" in w.message
 
 
@@ -734,7 +740,7 @@ def test_tcp_and_tls_servers_on_one_port_notes_name_the_order(load):
     [n] = notices_about(result, "after TLS servers")
     assert n.message == ("TCP server on port 443 after TLS servers: it takes connections that "
                          "match no SNI chain")
-    assert n.resource == "Gateway default/t"
+    assert (n.resource, n.path) == ("Gateway default/t", "spec.servers[0]")
     assert not notices_about(result, "istio#27481")
     assert only_listener(result).servers == (("TLS", "p443-tls"), ("TCP", "p443-tcp"))
 
