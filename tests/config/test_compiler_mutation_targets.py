@@ -1258,3 +1258,29 @@ def test_second_tcp_server_on_a_port_is_skipped_where_it_is(load):
     [w] = warnings_about(result, "skipping server")
     assert (w.resource, w.path) == ("Gateway default/b", "spec.servers[1]")
     assert [li.port for li in ok(result).table.listeners] == [9000, 9001, 31400]
+
+
+def test_tls_match_on_a_port_no_server_has_is_a_warning(load):
+    vs = tls_route("a.example.com").replace(
+        "    - sniHosts: [a.example.com]\n",
+        "    - sniHosts: [a.example.com]\n    - {port: 1234, sniHosts: [b.example.com]}\n")
+    result = load(TLS_GW, vs)
+    [w] = warnings_about(result, "listens on port")
+    assert w.path == "spec.tls[0].match[1].port"
+
+
+def test_no_listeners_warning_without_labels_and_with_only_service_entries(load):
+    anyone = gw().replace("  selector: {istio: ingressgateway}\n", "")
+    result = load(anyone, tcp_vs(gateways="elsewhere"), gateway_labels={})
+    [w] = warnings_about(result, "no listeners")
+    assert "(no labels)" in w.message
+    result = load(gw(), se_static("echo"), gateway_labels={"istio": "ingressgateway", "a": "b"})
+    [w] = warnings_about(result, "no listeners")
+    assert "(istio=ingressgateway, a=b)" in w.message
+
+
+def test_server_without_a_port_is_an_error_not_a_traceback(load):
+    no_port = gw().replace("  - port: {number: 31400, name: p31400-tcp, protocol: TCP}\n",
+                           "  - hosts: [\"*\"]\n").replace("    hosts: [\"*\"]\n", "", 1)
+    result = load(no_port, tcp_vs())
+    assert not result.ok and result.table.listeners == ()
