@@ -1284,3 +1284,10 @@ def test_server_without_a_port_is_an_error_not_a_traceback(load):
                            "  - hosts: [\"*\"]\n").replace("    hosts: [\"*\"]\n", "", 1)
     result = load(no_port, tcp_vs())
     assert not result.ok and result.table.listeners == ()
+
+
+def test_match_port_warning_names_every_gateway_of_the_match(load):
+    vs = tcp_vs(gateways="a, b").replace("  - route:", "  - match: [{port: 1234}]\n    route:")
+    result = load(gw(name="a"), gw(name="b", port=9000), vs)
+    [w] = warnings_about(result, "listens on port")
+    assert w.message.startswith("no server of gateway default/a, default/b listens on port 1234")
