@@ -1291,3 +1291,23 @@ def test_match_port_warning_names_every_gateway_of_the_match(load):
     result = load(gw(name="a"), gw(name="b", port=9000), vs)
     [w] = warnings_about(result, "listens on port")
     assert w.message.startswith("no server of gateway default/a, default/b listens on port 1234")
+
+
+# ------------------------------------------------- istioctl analyze's inputs
+
+
+def test_conflicting_gateways_found_through_tsgates_labels_and_pods(load):
+    """IST0145: Gateways share a workload when tsgate itself, or a Pod given, matches both."""
+    zoned = gw(name="b").replace("{istio: ingressgateway}", "{istio: ingressgateway, zone: a}")
+    result = load(gw(name="a"), zoned, tcp_vs(gateways="a"),
+                  gateway_labels={"istio": "ingressgateway", "zone": "a"})
+    assert [d.code for d in result.diagnostics if d.code == "IST0145"]
+    result = load(gw(name="a"), zoned, tcp_vs(gateways="a"))
+    assert not [d.code for d in result.diagnostics if d.code == "IST0145"]
+    pod = """\
+apiVersion: v1
+kind: Pod
+metadata: {name: edge, labels: {istio: ingressgateway, zone: a}}
+"""
+    result = load(gw(name="a"), zoned, tcp_vs(gateways="a"), pod)
+    assert [d.code for d in result.diagnostics if d.code == "IST0145"]
