@@ -6,23 +6,35 @@ behaviour (shared ISTIO-L4.md) and checks the route table and diagnostics.
 
 from __future__ import annotations
 
+from typing import Any, Callable
+
 import pytest
 
-from tests.config.test_config_compiler import SE_STATIC, clusters, gw, ok, only_listener, tcp_vs
+from tests.config import test_config_compiler as compiler_tests
 from tests.support.tlscerts import CA
+
+# the builders of tests/config/test_config_compiler.py (not yet strictly typed there)
+SE_STATIC: str = compiler_tests.SE_STATIC
+clusters: Callable[..., Any] = compiler_tests.clusters
+gw: Callable[..., str] = compiler_tests.gw
+ok: Callable[..., Any] = compiler_tests.ok
+only_listener: Callable[..., Any] = compiler_tests.only_listener
+tcp_vs: Callable[..., str] = compiler_tests.tcp_vs
 
 TLS_GW = gw(port=443, protocol="TLS", tls=True)
 
 
-def warnings_about(result, text):
+def warnings_about(result: Any, text: Any) -> Any:
     return [w for w in result.warnings if text in w.message]
 
 
-def notices_about(result, text):
+def notices_about(result: Any, text: Any) -> Any:
     return [n for n in result.notices if text in n.message]
 
 
-def se_static(name="se", hosts="[db.example.com]", ns="default", extra=""):
+def se_static(
+        name: Any = "se", hosts: Any = "[db.example.com]", ns: Any = "default",
+        extra: Any = "") -> Any:
     return f"""\
 apiVersion: networking.istio.io/v1
 kind: ServiceEntry
@@ -35,7 +47,7 @@ spec:
 {extra}"""
 
 
-def dr(name, host, timeout, ns="default", extra=""):
+def dr(name: Any, host: Any, timeout: Any, ns: Any = "default", extra: Any = "") -> Any:
     return f"""\
 apiVersion: networking.istio.io/v1
 kind: DestinationRule
@@ -46,7 +58,7 @@ spec:
 {extra}"""
 
 
-def the_cluster(result):
+def the_cluster(result: Any) -> Any:
     [wc] = only_listener(result).tcp_route.destinations
     return wc.cluster
 
@@ -54,7 +66,7 @@ def the_cluster(result):
 # ------------------------------------------------------------ gateways
 
 
-def test_legacy_gateway_reference_name_dot_namespace(load):
+def test_legacy_gateway_reference_name_dot_namespace(load: Any) -> None:
     """``gw.edge.svc.cluster.local`` names Gateway ``edge/gw`` (Istio's old FQDN form)."""
     result = load(gw(ns="edge"), tcp_vs(ns="apps", gateways="gw.edge.svc.cluster.local"))
     assert only_listener(result).tcp_route.name == "apps/vs#tcp[0]"
@@ -63,7 +75,7 @@ def test_legacy_gateway_reference_name_dot_namespace(load):
     assert result.table.listeners == ()
 
 
-def test_udp_server_is_skipped_with_a_warning(load):
+def test_udp_server_is_skipped_with_a_warning(load: Any) -> None:
     result = load(gw(protocol="UDP"), tcp_vs())
     assert result.table.listeners == ()
     [w] = warnings_about(result, "UDP server skipped")
@@ -72,7 +84,7 @@ def test_udp_server_is_skipped_with_a_warning(load):
     assert w.code == ""  # tsgate's own finding: no istioctl analyze code
 
 
-def test_tls_servers_with_a_shared_host_on_one_port_first_wins(load):
+def test_tls_servers_with_a_shared_host_on_one_port_first_wins(load: Any) -> None:
     """Istio drops a server whose host duplicates one already on the port (case-insensitive)."""
     first = gw(name="a", port=443, protocol="TLS", tls=True, hosts="A.example.com")
     second = gw(name="b", port=443, protocol="TLS", tls=True,
@@ -93,7 +105,7 @@ def test_tls_servers_with_a_shared_host_on_one_port_first_wins(load):
     assert "Gateway default/a spec.servers[0] on port 443 (first wins)" in w.message
 
 
-def test_tls_servers_with_other_hosts_on_one_port_both_serve(load):
+def test_tls_servers_with_other_hosts_on_one_port_both_serve(load: Any) -> None:
     first = gw(name="a", port=443, protocol="TLS", tls=True, hosts="a.example.com")
     second = gw(name="b", port=443, protocol="TLS", tls=True, hosts="b.example.com")
     result = load(first, second, tls_route("a.example.com", gateways="a"),
@@ -103,7 +115,9 @@ def test_tls_servers_with_other_hosts_on_one_port_both_serve(load):
     assert not warnings_about(result, "skipping server")
 
 
-def tls_route(sni, name="va", gateways="gw", host="backend", extra_match=""):
+def tls_route(
+        sni: Any, name: Any = "va", gateways: Any = "gw", host: Any = "backend", extra_match: Any =
+        "") -> Any:
     return f"""\
 apiVersion: networking.istio.io/v1
 kind: VirtualService
@@ -119,7 +133,7 @@ spec:
 """
 
 
-def test_tls_rules_on_a_tcp_server_are_ignored_with_a_warning(load):
+def test_tls_rules_on_a_tcp_server_are_ignored_with_a_warning(load: Any) -> None:
     result = load(gw(), tls_route("a.example.com"))
     assert result.table.listeners == ()
     [w] = warnings_about(result, "tls rules are ignored on the TCP server")
@@ -127,7 +141,7 @@ def test_tls_rules_on_a_tcp_server_are_ignored_with_a_warning(load):
     assert "Gateway default/gw spec.servers[0]" in w.message
 
 
-def test_tls_rules_of_another_gateway_are_not_called_ignored(load):
+def test_tls_rules_of_another_gateway_are_not_called_ignored(load: Any) -> None:
     """The warning is for rules that would apply here: a match naming another Gateway does not."""
     other = gw(name="other", port=443, protocol="TLS", tls=True)
     vs = tls_route("a.example.com", gateways="gw, other",
@@ -136,8 +150,8 @@ def test_tls_rules_of_another_gateway_are_not_called_ignored(load):
     assert not warnings_about(result, "tls rules are ignored")
 
 
-def test_conflicting_annotations_on_one_listener_first_is_used(load):
-    def annotated(name, value):
+def test_conflicting_annotations_on_one_listener_first_is_used(load: Any) -> None:
+    def annotated(name: Any, value: Any) -> Any:
         return gw(name=name).replace(
             f"metadata: {{name: {name}, namespace: default}}",
             f"metadata:\n  name: {name}\n  annotations: {{tsgate.io/proxy-protocol: '{value}'}}")
@@ -151,8 +165,8 @@ def test_conflicting_annotations_on_one_listener_first_is_used(load):
     assert not warnings_about(result, "conflicts with")
 
 
-def test_conflicting_annotations_of_tcp_and_tls_servers_on_one_port(load):
-    def annotated(text, name, value):
+def test_conflicting_annotations_of_tcp_and_tls_servers_on_one_port(load: Any) -> None:
+    def annotated(text: Any, name: Any, value: Any) -> Any:
         return text.replace(
             f"metadata: {{name: {name}, namespace: default}}",
             f"metadata:\n  name: {name}\n  annotations: {{tsgate.io/proxy-protocol: '{value}'}}")
@@ -172,7 +186,7 @@ def test_conflicting_annotations_of_tcp_and_tls_servers_on_one_port(load):
 # --------------------------------------------------------- ServiceEntries
 
 
-def test_wildcard_service_entry_names_the_hosts_under_it(load):
+def test_wildcard_service_entry_names_the_hosts_under_it(load: Any) -> None:
     """Istio: ``*.example.com`` covers ``db.example.com``; the longest wildcard wins."""
     wide = se_static("wide", '["*.example.com"]')
     narrow = se_static("narrower", '["*.db.example.com"]')
@@ -189,14 +203,14 @@ def test_wildcard_service_entry_names_the_hosts_under_it(load):
     assert the_cluster(result).resolution == "HOSTNAME"
 
 
-def test_exact_service_entry_host_beats_a_wildcard_listed_first(load):
+def test_exact_service_entry_host_beats_a_wildcard_listed_first(load: Any) -> None:
     wide = se_static("wide", '["*.example.com"]')
     exact = se_static("exact", "[db.example.com]")
     result = load(gw(), wide, exact, tcp_vs(host="db.example.com", port=5432))
     assert [e.address for e in the_cluster(result).endpoints] == ["10.0.0.5"]
 
 
-def test_endpoints_without_a_tcp_address_are_skipped_with_a_warning(load):
+def test_endpoints_without_a_tcp_address_are_skipped_with_a_warning(load: Any) -> None:
     se = se_static("echo").replace(
         "  endpoints: [{address: 10.0.0.4}]\n",
         "  endpoints:\n  - {address: 10.0.0.1}\n  - {network: far}\n"
@@ -232,7 +246,7 @@ def test_endpoints_without_a_tcp_address_are_skipped_with_a_warning(load):
     assert len(warnings_about(result, "endpoint without an address")) == 1
 
 
-def test_subset_whose_labels_select_no_endpoint_warns_uh(load):
+def test_subset_whose_labels_select_no_endpoint_warns_uh(load: Any) -> None:
     rule = dr("echo", "echo.example.com", "1s", extra="""\
   subsets:
   - name: v3
@@ -247,7 +261,7 @@ def test_subset_whose_labels_select_no_endpoint_warns_uh(load):
                          "labels of subset 'v3': connections to it fail (UH)")
 
 
-def test_resolution_none_or_dynamic_dns_is_an_error_and_the_route_is_left_out(load):
+def test_resolution_none_or_dynamic_dns_is_an_error_and_the_route_is_left_out(load: Any) -> None:
     se = se_static("none").replace("resolution: STATIC", "resolution: NONE") \
         .replace("  endpoints: [{address: 10.0.0.4}]\n", "")
     result = load(gw(), se, tcp_vs(host="db.example.com", port=5432))
@@ -270,7 +284,7 @@ def test_resolution_none_or_dynamic_dns_is_an_error_and_the_route_is_left_out(lo
 # -------------------------------------------------------- DestinationRules
 
 
-def test_wildcard_destination_rule_longest_wins_exact_first(load):
+def test_wildcard_destination_rule_longest_wins_exact_first(load: Any) -> None:
     """Istio picks the DestinationRule of the most specific host: exact, then longest wildcard."""
     wide = dr("wide", "*.example.com", "1s")
     narrow = dr("narrow", "*.db.example.com", "2s")
@@ -285,7 +299,7 @@ def test_wildcard_destination_rule_longest_wins_exact_first(load):
     assert the_cluster(result).connect_timeout == 1.0
 
 
-def test_a_second_destination_rule_for_one_host_is_not_used(load):
+def test_a_second_destination_rule_for_one_host_is_not_used(load: Any) -> None:
     result = load(gw(), dr("one", "echo", "2s"), dr("two", "echo", "3s"), tcp_vs())
     assert the_cluster(result).connect_timeout == 2.0
     [w] = warnings_about(result, "another DestinationRule for host")
@@ -293,7 +307,7 @@ def test_a_second_destination_rule_for_one_host_is_not_used(load):
     assert "echo.default.svc.cluster.local comes first (DestinationRule default/one)" in w.message
 
 
-def test_destination_rule_not_exported_to_the_route_is_not_applied(load):
+def test_destination_rule_not_exported_to_the_route_is_not_applied(load: Any) -> None:
     hidden = dr("hidden", "echo.default.svc.cluster.local", "2s", ns="other",
                 extra="  exportTo: [.]\n")
     assert the_cluster(load(gw(), hidden, tcp_vs())).connect_timeout == 10.0
@@ -304,7 +318,7 @@ def test_destination_rule_not_exported_to_the_route_is_not_applied(load):
     assert the_cluster(load(gw(), hidden, own, tcp_vs())).connect_timeout == 4.0
 
 
-def test_weighted_destinations_share_one_cluster_per_name(load):
+def test_weighted_destinations_share_one_cluster_per_name(load: Any) -> None:
     """Two routes to one host:port share the cluster (Istio: one cluster per name)."""
     vs2 = tcp_vs(name="vs2", gateways="g2")
     result = load(gw(), gw(name="g2", port=9000), tcp_vs(), vs2)
@@ -330,7 +344,7 @@ spec:
 """
 
 
-def test_auto_passthrough_server_routes_cluster_names_on_its_port(load):
+def test_auto_passthrough_server_routes_cluster_names_on_its_port(load: Any) -> None:
     """Istio: one chain per registry service, port and subset, SNI = the cluster's name."""
     subsets = dr("echo", "echo", "1s", extra="  subsets: [{name: v1}]\n")
     result = load(AUTO_GW, INTERNAL_SE, subsets)
@@ -344,7 +358,7 @@ def test_auto_passthrough_server_routes_cluster_names_on_its_port(load):
         "outbound|2701|v1|echo.default.svc.cluster.local"]
 
 
-def test_auto_passthrough_next_to_a_passthrough_server_keeps_the_routed_sni(load):
+def test_auto_passthrough_next_to_a_passthrough_server_keeps_the_routed_sni(load: Any) -> None:
     """A name a PASSTHROUGH server's VirtualService routes is not taken again."""
     name = "outbound_.2701_._.echo.default.svc.cluster.local"
     passthrough = gw(name="pt", port=15443, protocol="TLS", tls=True, hosts='"*.local"')
@@ -359,7 +373,7 @@ def test_auto_passthrough_next_to_a_passthrough_server_keeps_the_routed_sni(load
 # ------------------------------------------------------------ diagnostics
 
 
-def test_not_exported_is_said_once_per_virtual_service_and_gateway(load):
+def test_not_exported_is_said_once_per_virtual_service_and_gateway(load: Any) -> None:
     two_ports = gw(ns="edge", extra="""\
   - port: {number: 9000, name: other, protocol: TCP}
     hosts: ["*"]
@@ -372,7 +386,7 @@ def test_not_exported_is_said_once_per_virtual_service_and_gateway(load):
     assert (n.resource, n.path) == ("VirtualService apps/vs", "spec.exportTo")
 
 
-def test_selector_messages_name_the_labels(load):
+def test_selector_messages_name_the_labels(load: Any) -> None:
     other = gw(name="other").replace("{istio: ingressgateway}", "{app: edge, tier: front}")
     result = load(other, gw(), tcp_vs(), gateway_labels={"istio": "ingressgateway", "x": "y"})
     [n] = notices_about(result, "not for this gateway")
@@ -387,7 +401,7 @@ def test_selector_messages_name_the_labels(load):
     assert w.resource == "Gateway default/other"
 
 
-def test_a_selector_must_match_every_label(load):
+def test_a_selector_must_match_every_label(load: Any) -> None:
     """Istio: a Gateway applies when all of its selector's labels are the workload's."""
     two = gw().replace("{istio: ingressgateway}", "{istio: ingressgateway, zone: a}")
     assert load(two, tcp_vs()).table.listeners == ()
@@ -397,7 +411,7 @@ def test_a_selector_must_match_every_label(load):
                                                "zone": "b"}).table.listeners == ()
 
 
-def test_match_on_a_port_no_server_has_is_a_warning_naming_the_gateway(load):
+def test_match_on_a_port_no_server_has_is_a_warning_naming_the_gateway(load: Any) -> None:
     vs = tcp_vs().replace("  - route:", "  - match: [{port: 31400}, {port: 1234}]\n    route:")
     result = load(gw(), vs)
     assert only_listener(result).tcp_route.name == "default/vs#tcp[0]"
@@ -407,7 +421,7 @@ def test_match_on_a_port_no_server_has_is_a_warning_naming_the_gateway(load):
     assert w.path == "spec.tcp[0].match[1].port"
 
 
-def test_no_listeners_warning_names_the_labels(load):
+def test_no_listeners_warning_names_the_labels(load: Any) -> None:
     result = load(gw(), tcp_vs(gateways="elsewhere"))
     [w] = warnings_about(result, "no listeners")
     assert w.message == ("no listeners: no server of a Gateway selecting this gateway "
@@ -420,7 +434,7 @@ def test_no_listeners_warning_names_the_labels(load):
 # ------------------------------------------------------- host binding
 
 
-def test_server_host_dot_prefix_means_the_gateways_namespace(load):
+def test_server_host_dot_prefix_means_the_gateways_namespace(load: Any) -> None:
     """Istio: ``./host`` admits VirtualServices of the Gateway's own namespace only."""
     g = gw(ns="edge", hosts='"./*"')
     assert load(g, tcp_vs(ns="edge", gateways="gw")).table.listeners
@@ -431,7 +445,7 @@ def test_server_host_dot_prefix_means_the_gateways_namespace(load):
     assert load(g, tcp_vs(ns="apps", gateways="edge/gw")).table.listeners
 
 
-def test_virtual_service_hosts_must_overlap_a_server_host(load):
+def test_virtual_service_hosts_must_overlap_a_server_host(load: Any) -> None:
     g = gw(hosts='"*.example.com"')
     assert load(g, tcp_vs(hosts="a.example.com")).table.listeners
     assert load(g, tcp_vs(hosts='"*.a.example.com"')).table.listeners
@@ -446,7 +460,7 @@ def test_virtual_service_hosts_must_overlap_a_server_host(load):
 # ------------------------------------------------- clusters that do not exist
 
 
-def test_a_missing_cluster_is_warned_once_and_shared_by_the_listeners(load):
+def test_a_missing_cluster_is_warned_once_and_shared_by_the_listeners(load: Any) -> None:
     """One route serving two ports: one IST0101 warning, one cluster named like istiod's."""
     two_ports = gw(extra="""\
   - port: {number: 9000, name: other, protocol: TCP}
@@ -473,20 +487,23 @@ def test_a_missing_cluster_is_warned_once_and_shared_by_the_listeners(load):
 
 
 @pytest.fixture(scope="module")
-def leaf_files(tmp_path_factory):
+def leaf_files(tmp_path_factory: Any) -> Any:
     """A certificate for a.example.test and *.w.example.test, and its key."""
     where = tmp_path_factory.mktemp("leaf")
     leaf = CA.create().issue("a.example.test", dns=["a.example.test", "*.w.example.test"])
     return leaf.write(where / "crt.pem", where / "key.pem")
 
 
-def term_gw(files, hosts, name="gw", protocol="TLS", mode="SIMPLE"):
+def term_gw(
+        files: Any, hosts: Any, name: Any = "gw", protocol: Any = "TLS",
+        mode: Any = "SIMPLE") -> Any:
     crt, key = files
     return gw(name=name, port=443, protocol=protocol, hosts=hosts, extra=(
         f"    tls: {{mode: {mode}, serverCertificate: {crt}, privateKey: {key}}}\n"))
 
 
-def test_terminated_server_names_drop_namespace_prefix_and_trailing_dot(load, leaf_files):
+def test_terminated_server_names_drop_namespace_prefix_and_trailing_dot(
+        load: Any, leaf_files: Any) -> None:
     result = load(term_gw(leaf_files, '"*/A.Example.Test.", "./x.w.example.test"'),
                   tcp_vs(hosts='"*"'))
     [chain] = only_listener(result).tls_chains
@@ -494,13 +511,14 @@ def test_terminated_server_names_drop_namespace_prefix_and_trailing_dot(load, le
     assert chain.termination is not None
 
 
-def test_terminated_server_warnings_point_at_its_tls(load, leaf_files):
+def test_terminated_server_warnings_point_at_its_tls(load: Any, leaf_files: Any) -> None:
     result = load(term_gw(leaf_files, "a.example.test, b.example.test"), tcp_vs())
     [w] = warnings_about(result, "does not cover host 'b.example.test'")
     assert (w.resource, w.path) == ("Gateway default/gw", "spec.servers[0].tls")
 
 
-def test_terminated_server_takes_the_first_virtual_service_with_a_tcp_route(load, leaf_files):
+def test_terminated_server_takes_the_first_virtual_service_with_a_tcp_route(
+        load: Any, leaf_files: Any) -> None:
     only_tls = tls_route("a.example.test", name="first", gateways="gw")
     elsewhere = tcp_vs(name="second").replace("  - route:", "  - match: [{port: 1}]\n    route:")
     result = load(term_gw(leaf_files, "a.example.test"), only_tls, elsewhere,
@@ -512,7 +530,8 @@ def test_terminated_server_takes_the_first_virtual_service_with_a_tcp_route(load
         "outbound|443||backend.default.svc.cluster.local"
 
 
-def test_terminated_server_without_a_tcp_route_is_skipped_with_a_warning(load, leaf_files):
+def test_terminated_server_without_a_tcp_route_is_skipped_with_a_warning(
+        load: Any, leaf_files: Any) -> None:
     result = load(term_gw(leaf_files, "a.example.test"), tls_route("a.example.test"))
     assert result.table.listeners == ()
     [w] = warnings_about(result, "no VirtualService has a tcp route")
@@ -527,7 +546,8 @@ def test_terminated_server_without_a_tcp_route_is_skipped_with_a_warning(load, l
     assert (w.resource, w.path) == ("Gateway default/gw", "spec.servers[0]")
 
 
-def test_terminated_host_already_routed_by_passthrough_is_skipped(load, leaf_files):
+def test_terminated_host_already_routed_by_passthrough_is_skipped(
+        load: Any, leaf_files: Any) -> None:
     """One SNI, one chain: the passthrough route came first, the terminating server is skipped."""
     passthrough = gw(name="pt", port=443, protocol="TLS", tls=True, hosts='"*.example.test"')
     result = load(passthrough, term_gw(leaf_files, "a.example.test"),
@@ -541,7 +561,7 @@ def test_terminated_host_already_routed_by_passthrough_is_skipped(load, leaf_fil
                          "default/va#tls[0]; this server is skipped (first wins)")
 
 
-def test_certificate_covering_a_passthrough_host_is_a_warning(load, leaf_files):
+def test_certificate_covering_a_passthrough_host_is_a_warning(load: Any, leaf_files: Any) -> None:
     """HTTP/2 coalescing: a client may send the passthrough host's requests to the other."""
     passthrough = gw(name="pt", port=443, protocol="TLS", tls=True, hosts='"*.w.example.test"')
     result = load(passthrough, term_gw(leaf_files, "a.example.test"),
@@ -565,7 +585,7 @@ def test_certificate_covering_a_passthrough_host_is_a_warning(load, leaf_files):
     assert not warnings_about(result, "also covers")  # *.w.example.test does not cover it
 
 
-def test_unreadable_certificate_in_validate_mode_says_what_the_gateway_would_do(load):
+def test_unreadable_certificate_in_validate_mode_says_what_the_gateway_would_do(load: Any) -> None:
     result = load(term_gw(("/nonexistent.crt", "/nonexistent.key"), "a.example.test"),
                   tcp_vs(), tls_files_fatal=False)
     assert result.ok
@@ -582,7 +602,7 @@ def test_unreadable_certificate_in_validate_mode_says_what_the_gateway_would_do(
 # ----------------------------------------------- TLS originated by tsgate
 
 
-def origination_dr(policy_yaml):
+def origination_dr(policy_yaml: Any) -> Any:
     return f"""\
 apiVersion: networking.istio.io/v1
 kind: DestinationRule
@@ -639,7 +659,8 @@ BAD_TLS = "{mode: SIMPLE, caCertificates: /nonexistent-ca.pem}"
         connectionPool: {{tcp: {{connectTimeout: 1s}}}}
 """, "v2", "spec.trafficPolicy.tls"),
 ])
-def test_origination_errors_name_where_the_tls_settings_are(load, policy, subset, path):
+def test_origination_errors_name_where_the_tls_settings_are(
+        load: Any, policy: Any, subset: Any, path: Any) -> None:
     vs = tcp_vs()
     if subset:
         vs = vs.replace("port: {number: 2701}", f"port: {{number: 2701}}, subset: {subset}")
@@ -651,7 +672,7 @@ def test_origination_errors_name_where_the_tls_settings_are(load, policy, subset
 # ------------------------------------------------------ routes and clusters
 
 
-def idle_dr(host, idle):
+def idle_dr(host: Any, idle: Any) -> Any:
     return f"""\
 apiVersion: networking.istio.io/v1
 kind: DestinationRule
@@ -662,7 +683,7 @@ spec:
 """
 
 
-def weighted_vs(first, second):
+def weighted_vs(first: Any, second: Any) -> Any:
     return tcp_vs().replace("""  - route:
     - destination: {host: echo, port: {number: 2701}}
 """, f"""  - route:
@@ -673,7 +694,7 @@ def weighted_vs(first, second):
 """)
 
 
-def test_weighted_route_takes_idle_timeout_from_the_first_destination(load):
+def test_weighted_route_takes_idle_timeout_from_the_first_destination(load: Any) -> None:
     """ISTIO-L4.md: idleTimeout is the listener's, so the first destination's value wins."""
     rules = (idle_dr("a", "5s"), idle_dr("b", "7s"))
     route = only_listener(load(gw(), *rules, weighted_vs("a", "b"))).tcp_route
@@ -686,7 +707,7 @@ def test_weighted_route_takes_idle_timeout_from_the_first_destination(load):
                                ("outbound|1||b.default.svc.cluster.local", 40)]
 
 
-def test_service_entries_are_seen_from_the_gateway_namespace(load):
+def test_service_entries_are_seen_from_the_gateway_namespace(load: Any) -> None:
     """--gateway-namespace: what the gateway proxy sees, not the VirtualService's namespace."""
     private = se_static("echo", ns="apps", extra="  exportTo: [.]\n")
     vs = tcp_vs(ns="apps", host="db.example.com", port=5432)
@@ -698,7 +719,7 @@ def test_service_entries_are_seen_from_the_gateway_namespace(load):
     assert the_cluster(result).resolution == "HOSTNAME"
 
 
-def test_destination_without_service_entry_is_said_how_it_is_reached(load):
+def test_destination_without_service_entry_is_said_how_it_is_reached(load: Any) -> None:
     result = load(gw(), tcp_vs(host="db.example.com", port=5432))
     [n] = notices_about(result, "no ServiceEntry names host")
     assert n.message == ("no ServiceEntry names host db.example.com: connecting to "
@@ -711,7 +732,7 @@ def test_destination_without_service_entry_is_said_how_it_is_reached(load):
     assert n.message.endswith("connecting to '10.1.2.3' port 5432 as written (an IP address)")
 
 
-def test_endpoints_carry_their_labels_and_weights(load):
+def test_endpoints_carry_their_labels_and_weights(load: Any) -> None:
     li = only_listener(load(gw(), SE_STATIC, tcp_vs(host="echo.example.com")))
     assert [(e.address, dict(e.labels), e.weight)
             for e in li.tcp_route.destinations[0].cluster.endpoints] == [
@@ -721,7 +742,7 @@ def test_endpoints_carry_their_labels_and_weights(load):
 # ---------------------------------------------------- servers on one port
 
 
-def test_tcp_and_tls_servers_on_one_port_notes_name_the_order(load):
+def test_tcp_and_tls_servers_on_one_port_notes_name_the_order(load: Any) -> None:
     tcp = gw(name="t", port=443)
     tls_a = gw(name="a", port=443, protocol="TLS", tls=True, hosts="a.example.com")
     tls_b = gw(name="b", port=443, protocol="TLS", tls=True, hosts="b.example.com")
@@ -745,7 +766,7 @@ def test_tcp_and_tls_servers_on_one_port_notes_name_the_order(load):
     assert only_listener(result).servers == (("TLS", "p443-tls"), ("TCP", "p443-tcp"))
 
 
-def test_one_tls_rule_over_two_servers_of_a_port_is_one_chain(load):
+def test_one_tls_rule_over_two_servers_of_a_port_is_one_chain(load: Any) -> None:
     """The rule's names are routed once; the second server is not left without a route."""
     two = gw(port=443, protocol="TLS", tls=True, hosts="a.example.com", extra="""\
   - port: {number: 443, name: second, protocol: TLS}
@@ -760,7 +781,7 @@ def test_one_tls_rule_over_two_servers_of_a_port_is_one_chain(load):
     assert not warnings_about(result, "no VirtualService has a tls route")
 
 
-def test_tls_server_without_a_route_names_its_hosts(load):
+def test_tls_server_without_a_route_names_its_hosts(load: Any) -> None:
     result = load(gw(port=443, protocol="TLS", tls=True, hosts="a.example.com, b.example.com"),
                   tls_route("a.example.com", extra_match="\n      port: 8443"))
     assert result.table.listeners == ()
@@ -770,7 +791,7 @@ def test_tls_server_without_a_route_names_its_hosts(load):
     assert (w.resource, w.path) == ("Gateway default/gw", "spec.servers[0]")
 
 
-def test_tcp_rules_on_a_tls_server_warning_names_the_server(load):
+def test_tcp_rules_on_a_tls_server_warning_names_the_server(load: Any) -> None:
     result = load(gw(port=443, protocol="TLS", tls=True), tcp_vs())
     [w] = warnings_about(result, "tcp rules are ignored")
     assert w.message == ("tcp rules are ignored on the TLS PASSTHROUGH server Gateway "
@@ -778,7 +799,7 @@ def test_tcp_rules_on_a_tls_server_warning_names_the_server(load):
     assert (w.resource, w.path) == ("VirtualService default/vs", "spec.tcp")
 
 
-def test_match_gateways_narrow_the_virtual_services_gateways(load):
+def test_match_gateways_narrow_the_virtual_services_gateways(load: Any) -> None:
     """Istio: a match's own gateways replace the VirtualService's for that match."""
     vs = tcp_vs(gateways="a, b").replace("  - route:",
                                          "  - match: [{gateways: [b]}]\n    route:")
@@ -787,7 +808,7 @@ def test_match_gateways_narrow_the_virtual_services_gateways(load):
     assert li.port == 9000
 
 
-def test_http_and_istio_mutual_servers_are_skipped_with_warnings(load):
+def test_http_and_istio_mutual_servers_are_skipped_with_warnings(load: Any) -> None:
     result = load(gw(protocol="HTTP", port=80), tcp_vs())
     [w] = warnings_about(result, "server skipped")
     assert w.message == ("HTTP server skipped: tsgate is a layer-4 gateway and serves TCP and "
@@ -805,7 +826,7 @@ def test_http_and_istio_mutual_servers_are_skipped_with_warnings(load):
 # ------------------------------------------------------------- tcp routes
 
 
-def test_first_matching_tcp_rule_of_a_virtual_service_is_the_route(load):
+def test_first_matching_tcp_rule_of_a_virtual_service_is_the_route(load: Any) -> None:
     """Istio: tcp rules are tried in order; a rule whose match fails does not end the search."""
     vs = tcp_vs().replace("""  - route:
     - destination: {host: echo, port: {number: 2701}}
@@ -820,7 +841,7 @@ def test_first_matching_tcp_rule_of_a_virtual_service_is_the_route(load):
     assert clusters(route) == [("outbound|2||two.default.svc.cluster.local", 100)]
 
 
-def test_second_virtual_service_for_a_tcp_port_is_warned_where_its_rule_is(load):
+def test_second_virtual_service_for_a_tcp_port_is_warned_where_its_rule_is(load: Any) -> None:
     result = load(gw(), tcp_vs(host="one"), tcp_vs(name="late", host="two"))
     [w] = warnings_about(result, "already routed by")
     assert (w.resource, w.path) == ("VirtualService default/late", "spec.tcp[0]")
@@ -829,7 +850,7 @@ def test_second_virtual_service_for_a_tcp_port_is_warned_where_its_rule_is(load)
                          "VirtualService wins)")
 
 
-def test_tcp_server_without_a_route_is_warned_on_the_server(load):
+def test_tcp_server_without_a_route_is_warned_on_the_server(load: Any) -> None:
     vs = tcp_vs().replace("  - route:", "  - match: [{port: 1234}]\n    route:")
     result = load(gw(), vs)
     [w] = warnings_about(result, "no VirtualService has a tcp route")
@@ -838,7 +859,8 @@ def test_tcp_server_without_a_route_is_warned_on_the_server(load):
                          "plain TCP connections to it are closed")
 
 
-def test_sni_of_a_terminated_server_is_not_routed_again_by_passthrough(load, leaf_files):
+def test_sni_of_a_terminated_server_is_not_routed_again_by_passthrough(
+        load: Any, leaf_files: Any) -> None:
     """The terminating server came first: the passthrough match on its name is skipped."""
     passthrough = gw(name="pt", port=443, protocol="TLS", tls=True, hosts='"*.example.test"')
     result = load(term_gw(leaf_files, "a.example.test"), passthrough,
@@ -851,7 +873,8 @@ def test_sni_of_a_terminated_server_is_not_routed_again_by_passthrough(load, lea
                          "(first wins)")
 
 
-def test_terminated_server_for_every_host_is_the_catch_all_chain(load, leaf_files):
+def test_terminated_server_for_every_host_is_the_catch_all_chain(
+        load: Any, leaf_files: Any) -> None:
     [chain] = only_listener(load(term_gw(leaf_files, '"*"'), tcp_vs())).tls_chains
     assert chain.server_names == ()
     assert chain.termination is not None
@@ -887,9 +910,9 @@ spec:
 """
 
 
-def test_subset_policy_overrides_field_by_field(load):
+def test_subset_policy_overrides_field_by_field(load: Any) -> None:
     """Istio merges a subset's trafficPolicy over the rule's, one top-level field at a time."""
-    def subset_cluster(name):
+    def subset_cluster(name: Any) -> Any:
         vs = tcp_vs(host="echo.example.com").replace("port: {number: 2701}",
                                                      f"port: {{number: 2701}}, subset: {name}")
         return the_cluster(load(gw(), SE_STATIC, MERGE_DR, vs))
@@ -924,7 +947,7 @@ def test_subset_policy_overrides_field_by_field(load):
     assert (c.lb_policy, c.policy.ring_size) == ("RING_HASH", 64)
 
 
-def test_virtual_service_for_the_mesh_only_is_noted_and_ignored(load):
+def test_virtual_service_for_the_mesh_only_is_noted_and_ignored(load: Any) -> None:
     for gateways in ("", "mesh"):
         vs = tcp_vs(gateways=gateways)
         if not gateways:
@@ -937,7 +960,7 @@ def test_virtual_service_for_the_mesh_only_is_noted_and_ignored(load):
     assert not notices_about(load(gw(), tcp_vs(gateways="mesh, gw")), "mesh only")
 
 
-def test_origination_error_is_said_once_for_the_clusters_sharing_the_settings(load):
+def test_origination_error_is_said_once_for_the_clusters_sharing_the_settings(load: Any) -> None:
     rule = origination_dr(f"  trafficPolicy: {{tls: {BAD_TLS}}}\n")
     result = load(gw(), rule, weighted_vs("echo", "echo").replace("{number: 1}}\n      weight: 40",
                                                                   "{number: 2}}\n      weight: 40"))
@@ -945,7 +968,7 @@ def test_origination_error_is_said_once_for_the_clusters_sharing_the_settings(lo
         "spec.trafficPolicy.tls.caCertificates"]
 
 
-def test_origination_error_in_validate_mode_says_what_the_gateway_would_do(load):
+def test_origination_error_in_validate_mode_says_what_the_gateway_would_do(load: Any) -> None:
     rule = origination_dr(f"  trafficPolicy: {{tls: {BAD_TLS}}}\n")
     result = load(gw(), rule, tcp_vs(), tls_files_fatal=False)
     assert result.ok
@@ -955,7 +978,7 @@ def test_origination_error_in_validate_mode_says_what_the_gateway_would_do(load)
                               "gateway refuses to start with it)")
 
 
-def test_hostname_notice_is_said_once_per_virtual_service_host_and_port(load):
+def test_hostname_notice_is_said_once_per_virtual_service_host_and_port(load: Any) -> None:
     rule = dr("echo", "echo", "1s", extra="  subsets: [{name: v1}, {name: v2}]\n")
     vs = weighted_vs("echo", "echo").replace("{number: 1}}\n      weight: 60",
                                              "{number: 1}, subset: v1}\n      weight: 60") \
@@ -967,7 +990,8 @@ def test_hostname_notice_is_said_once_per_virtual_service_host_and_port(load):
     assert len(notices_about(result, "no ServiceEntry names host")) == 1
 
 
-def test_dns_service_entry_without_endpoints_connects_to_its_host_and_target_port(load):
+def test_dns_service_entry_without_endpoints_connects_to_its_host_and_target_port(
+        load: Any) -> None:
     se = """\
 apiVersion: networking.istio.io/v1
 kind: ServiceEntry
@@ -982,7 +1006,7 @@ spec:
         "DNS", [("db.example.com", 6543)])
 
 
-def test_static_service_entry_selecting_no_workload_has_no_endpoints(load):
+def test_static_service_entry_selecting_no_workload_has_no_endpoints(load: Any) -> None:
     se = """\
 apiVersion: networking.istio.io/v1
 kind: ServiceEntry
@@ -1007,7 +1031,7 @@ spec: {address: 10.9.0.1, labels: {app: svc}}
                                     "spec.tcp[0].route[0].destination")
 
 
-def test_destination_rules_for_other_workloads_are_noted_once_and_skipped(load):
+def test_destination_rules_for_other_workloads_are_noted_once_and_skipped(load: Any) -> None:
     sidecar = dr("sidecar", "echo", "3s",
                  extra="  workloadSelector: {matchLabels: {app: sidecar-only}}\n")
     mine = dr("mine", "echo", "4s")
@@ -1026,13 +1050,13 @@ def test_destination_rules_for_other_workloads_are_noted_once_and_skipped(load):
 # ------------------------------------------------------- cluster lookups
 
 
-def test_destination_host_star_is_refused_and_builds_no_cluster(load):
+def test_destination_host_star_is_refused_and_builds_no_cluster(load: Any) -> None:
     result = load(gw(), tcp_vs(host='"*"'))
     assert not result.ok
     assert not notices_about(result, "no ServiceEntry names host")
 
 
-def test_missing_port_and_subset_messages_list_what_exists(load):
+def test_missing_port_and_subset_messages_list_what_exists(load: Any) -> None:
     vs = tcp_vs(host="echo.example.com", port=9999)
     [w] = [d for d in load(gw(), SE_STATIC, vs).diagnostics if d.code == "IST0101"]
     assert w.message.startswith('Referenced host:port not found: "echo.example.com:9999" '
@@ -1056,7 +1080,7 @@ def test_missing_port_and_subset_messages_list_what_exists(load):
     assert "(DestinationRule default/echo has subsets: none); " in w.message
 
 
-def test_same_wildcard_host_twice_the_first_is_used(load):
+def test_same_wildcard_host_twice_the_first_is_used(load: Any) -> None:
     """As for an exact host: the first ServiceEntry / DestinationRule (and no traceback)."""
     ses = (se_static("first", '["*.example.com"]'), se_static("second", '["*.example.com"]'))
     result = load(gw(), *ses, dr("a", "*.example.com", "1s"), dr("b", "*.example.com", "2s"),
@@ -1066,20 +1090,20 @@ def test_same_wildcard_host_twice_the_first_is_used(load):
     assert c.connect_timeout == 1.0
 
 
-def test_a_hidden_service_entry_listed_first_does_not_hide_the_next(load):
+def test_a_hidden_service_entry_listed_first_does_not_hide_the_next(load: Any) -> None:
     hidden = se_static("hidden", ns="other", extra="  exportTo: [.]\n")
     shown = se_static("shown")
     c = the_cluster(load(gw(), hidden, shown, tcp_vs(host="db.example.com", port=5432)))
     assert [e.address for e in c.endpoints] == ["10.0.0.5"]
 
 
-def test_export_to_star_is_visible_everywhere(load):
+def test_export_to_star_is_visible_everywhere(load: Any) -> None:
     public = se_static("echo", ns="other", extra='  exportTo: ["*"]\n')
     c = the_cluster(load(gw(), public, tcp_vs(host="db.example.com", port=5432)))
     assert c.resolution == "STATIC"
 
 
-def test_route_to_a_missing_subset_keeps_the_rules_idle_timeout(load):
+def test_route_to_a_missing_subset_keeps_the_rules_idle_timeout(load: Any) -> None:
     rule = idle_dr("echo", "5s")
     vs = tcp_vs().replace("port: {number: 2701}", "port: {number: 2701}, subset: v9")
     route = only_listener(load(gw(), rule, vs)).tcp_route
@@ -1087,12 +1111,12 @@ def test_route_to_a_missing_subset_keeps_the_rules_idle_timeout(load):
     assert route.idle_timeout == 5.0
 
 
-def test_server_hosts_in_several_namespaces(load):
+def test_server_hosts_in_several_namespaces(load: Any) -> None:
     g = gw(ns="edge", hosts='"team-a/*", "team-b/*"')
     assert load(g, tcp_vs(ns="team-b", gateways="edge/gw")).table.listeners
 
 
-def test_small_weights_count(load):
+def test_small_weights_count(load: Any) -> None:
     vs = weighted_vs("a", "b").replace("weight: 60", "weight: 99").replace("weight: 40",
                                                                           "weight: 1")
     route = only_listener(load(gw(), vs)).tcp_route
@@ -1100,12 +1124,12 @@ def test_small_weights_count(load):
     assert route.source.resource == "VirtualService default/vs"
 
 
-def test_connection_pool_without_idle_timeout_keeps_the_default(load):
+def test_connection_pool_without_idle_timeout_keeps_the_default(load: Any) -> None:
     route = only_listener(load(gw(), dr("echo", "echo", "2s"), tcp_vs())).tcp_route
     assert (route.idle_timeout, route.max_connection_duration) == (3600.0, None)
 
 
-def test_one_route_serves_the_same_port_on_two_addresses(load):
+def test_one_route_serves_the_same_port_on_two_addresses(load: Any) -> None:
     two = gw(extra="    bind: 127.0.0.1\n  - port: {number: 31400, name: b, protocol: TCP}\n"
                    "    hosts: [\"*\"]\n    bind: 127.0.0.2\n")
     a, b = ok(load(two, tcp_vs())).table.listeners
@@ -1113,7 +1137,7 @@ def test_one_route_serves_the_same_port_on_two_addresses(load):
     assert a.tcp_route is not None and a.tcp_route == b.tcp_route
 
 
-def test_tls_rule_with_no_usable_destination_on_two_servers(load):
+def test_tls_rule_with_no_usable_destination_on_two_servers(load: Any) -> None:
     """No route on the first server, none on the second either (and no traceback)."""
     none = se_static("none").replace("resolution: STATIC", "resolution: NONE") \
         .replace("  endpoints: [{address: 10.0.0.4}]\n", "")
@@ -1129,26 +1153,26 @@ def test_tls_rule_with_no_usable_destination_on_two_servers(load):
     assert len(warnings_about(result, "no VirtualService has a tls route")) == 2
 
 
-def test_public_virtual_service_comes_after_one_exported_by_name(load):
+def test_public_virtual_service_comes_after_one_exported_by_name(load: Any) -> None:
     public = tcp_vs(name="public", host="one", extra='  exportTo: ["*"]\n')
     named = tcp_vs(name="named", host="two", extra="  exportTo: [default]\n")
     assert only_listener(load(gw(), public, named)).tcp_route.name == "default/named#tcp[0]"
 
 
-def test_a_gateway_named_mesh_is_not_what_mesh_means(load):
+def test_a_gateway_named_mesh_is_not_what_mesh_means(load: Any) -> None:
     """Istio: ``mesh`` in spec.gateways means the sidecars, never a Gateway of that name."""
     result = load(gw(name="mesh"), tcp_vs(gateways="mesh", hosts="echo.example.com"))
     assert ok(result).table.listeners == ()
     assert warnings_about(result, "no VirtualService has a tcp route for this server")
 
 
-def test_a_virtual_service_not_exported_does_not_stop_the_next_binding(load):
+def test_a_virtual_service_not_exported_does_not_stop_the_next_binding(load: Any) -> None:
     private = tcp_vs(name="private", ns="apps", gateways="default/gw", extra="  exportTo: [.]\n")
     li = only_listener(load(gw(), private, tcp_vs(name="public", host="two")))
     assert li.tcp_route.name == "default/public#tcp[0]"
 
 
-def annotated(text, name, value, other=True):
+def annotated(text: Any, name: Any, value: Any, other: Any = True) -> Any:
     extra = "other: x, " if other else ""
     return text.replace(
         f"metadata: {{name: {name}, namespace: default}}",
@@ -1156,7 +1180,7 @@ def annotated(text, name, value, other=True):
         f"'{value}'}}")
 
 
-def test_annotations_after_other_keys_and_agreeing_gateways(load):
+def test_annotations_after_other_keys_and_agreeing_gateways(load: Any) -> None:
     tcp = annotated(gw(name="a", port=443), "a", "required")
     tls = annotated(gw(name="b", port=443, protocol="TLS", tls=True), "b", "required")
     result = load(tcp, tls, tcp_vs(gateways="a"), tls_route("x.example.com", gateways="b"))
@@ -1164,7 +1188,7 @@ def test_annotations_after_other_keys_and_agreeing_gateways(load):
     assert not warnings_about(result, "conflicts with")
 
 
-def test_annotation_conflict_is_said_once_per_gateway_and_port(load):
+def test_annotation_conflict_is_said_once_per_gateway_and_port(load: Any) -> None:
     tcp = annotated(gw(name="a", port=443), "a", "required", other=False)
     tls = annotated(gw(name="b", port=443, protocol="TLS", tls=True, hosts="x.example.com",
                        extra="""\
@@ -1178,7 +1202,7 @@ def test_annotation_conflict_is_said_once_per_gateway_and_port(load):
     assert len(warnings_about(result, "conflicts with")) == 1
 
 
-def test_annotations_after_a_conflicting_one_still_apply(load):
+def test_annotations_after_a_conflicting_one_still_apply(load: Any) -> None:
     tcp = annotated(gw(name="a", port=443), "a", "required", other=False)
     tls = annotated(gw(name="b", port=443, protocol="TLS", tls=True), "b", "optional",
                     other=False)
@@ -1191,7 +1215,7 @@ def test_annotations_after_a_conflicting_one_still_apply(load):
 # ------------------------------------------------ more servers and matches
 
 
-def test_unix_socket_server_and_the_port_bounds(load):
+def test_unix_socket_server_and_the_port_bounds(load: Any) -> None:
     """Istio: a ``unix://`` bind takes port number 0; other servers 1-65535."""
     unix = gw(port=0, extra="    bind: unix:///tmp/tsgate-test.sock\n")
     li = only_listener(load(unix, tcp_vs()))
@@ -1200,7 +1224,7 @@ def test_unix_socket_server_and_the_port_bounds(load):
         assert only_listener(load(gw(port=port), tcp_vs())).port == port
 
 
-def test_each_tls_match_is_tried(load):
+def test_each_tls_match_is_tried(load: Any) -> None:
     """A match that does not apply, names nothing usable or clashes does not end the rule."""
     first = tls_route("a.example.com", name="first")
     vs = tls_route("b.example.com", name="later").replace("""  - match:
@@ -1216,7 +1240,7 @@ def test_each_tls_match_is_tried(load):
         (("a.example.com",), "default/first#tls[0]"), (("b.example.com",), "default/later#tls[0]")]
 
 
-def test_a_match_emitted_for_one_server_does_not_end_the_rule_for_the_next(load):
+def test_a_match_emitted_for_one_server_does_not_end_the_rule_for_the_next(load: Any) -> None:
     g1 = gw(name="g1", port=443, protocol="TLS", tls=True, hosts="a.example.com")
     g2 = gw(name="g2", port=443, protocol="TLS", tls=True, hosts="b.example.com")
     vs = tls_route("a.example.com", gateways="g1, g2").replace(
@@ -1226,14 +1250,14 @@ def test_a_match_emitted_for_one_server_does_not_end_the_rule_for_the_next(load)
     assert [c.server_names for c in li.tls_chains] == [("a.example.com",), ("b.example.com",)]
 
 
-def test_tls_destination_without_a_port_uses_the_servers(load):
+def test_tls_destination_without_a_port_uses_the_servers(load: Any) -> None:
     vs = tls_route("a.example.com").replace(", port: {number: 443}", "")
     [chain] = only_listener(load(gw(port=8443, protocol="TLS", tls=True), vs)).tls_chains
     assert chain.route.destinations[0].cluster.name == \
         "outbound|8443||backend.default.svc.cluster.local"
 
 
-def test_servers_after_a_skipped_or_auto_passthrough_one_are_served(load):
+def test_servers_after_a_skipped_or_auto_passthrough_one_are_served(load: Any) -> None:
     udp_first = gw(protocol="UDP", port=53, extra="""\
   - port: {number: 31400, name: tcp, protocol: TCP}
     hosts: ["*"]
@@ -1247,7 +1271,7 @@ def test_servers_after_a_skipped_or_auto_passthrough_one_are_served(load):
     assert [li.port for li in ok(result).table.listeners] == [15443, 31400]
 
 
-def test_second_tcp_server_on_a_port_is_skipped_where_it_is(load):
+def test_second_tcp_server_on_a_port_is_skipped_where_it_is(load: Any) -> None:
     second = gw(name="b", port=9000, extra="""\
   - port: {number: 31400, name: again, protocol: TCP}
     hosts: ["*"]
@@ -1260,7 +1284,7 @@ def test_second_tcp_server_on_a_port_is_skipped_where_it_is(load):
     assert [li.port for li in ok(result).table.listeners] == [9000, 9001, 31400]
 
 
-def test_tls_match_on_a_port_no_server_has_is_a_warning(load):
+def test_tls_match_on_a_port_no_server_has_is_a_warning(load: Any) -> None:
     vs = tls_route("a.example.com").replace(
         "    - sniHosts: [a.example.com]\n",
         "    - sniHosts: [a.example.com]\n    - {port: 1234, sniHosts: [b.example.com]}\n")
@@ -1269,7 +1293,7 @@ def test_tls_match_on_a_port_no_server_has_is_a_warning(load):
     assert w.path == "spec.tls[0].match[1].port"
 
 
-def test_no_listeners_warning_without_labels_and_with_only_service_entries(load):
+def test_no_listeners_warning_without_labels_and_with_only_service_entries(load: Any) -> None:
     anyone = gw().replace("  selector: {istio: ingressgateway}\n", "")
     result = load(anyone, tcp_vs(gateways="elsewhere"), gateway_labels={})
     [w] = warnings_about(result, "no listeners")
@@ -1279,14 +1303,14 @@ def test_no_listeners_warning_without_labels_and_with_only_service_entries(load)
     assert "(istio=ingressgateway, a=b)" in w.message
 
 
-def test_server_without_a_port_is_an_error_not_a_traceback(load):
+def test_server_without_a_port_is_an_error_not_a_traceback(load: Any) -> None:
     no_port = gw().replace("  - port: {number: 31400, name: p31400-tcp, protocol: TCP}\n",
                            "  - hosts: [\"*\"]\n").replace("    hosts: [\"*\"]\n", "", 1)
     result = load(no_port, tcp_vs())
     assert not result.ok and result.table.listeners == ()
 
 
-def test_match_port_warning_names_every_gateway_of_the_match(load):
+def test_match_port_warning_names_every_gateway_of_the_match(load: Any) -> None:
     vs = tcp_vs(gateways="a, b").replace("  - route:", "  - match: [{port: 1234}]\n    route:")
     result = load(gw(name="a"), gw(name="b", port=9000), vs)
     [w] = warnings_about(result, "listens on port")
@@ -1296,7 +1320,7 @@ def test_match_port_warning_names_every_gateway_of_the_match(load):
 # ------------------------------------------------- istioctl analyze's inputs
 
 
-def test_conflicting_gateways_found_through_tsgates_labels_and_pods(load):
+def test_conflicting_gateways_found_through_tsgates_labels_and_pods(load: Any) -> None:
     """IST0145: Gateways share a workload when tsgate itself, or a Pod given, matches both."""
     zoned = gw(name="b").replace("{istio: ingressgateway}", "{istio: ingressgateway, zone: a}")
     result = load(gw(name="a"), zoned, tcp_vs(gateways="a"),
