@@ -167,7 +167,6 @@ class Compiler:
         self._routes: dict[tuple[object, ...], Optional[Route]] = {}
         self._said: set[tuple[object, ...]] = set()
         self._bound: set[tuple[str, str, str]] = set()
-        self._unbound: dict[tuple[str, str, str], list[_ServerRef]] = {}
 
     # ------------------------------------------------------------ reporting
 
@@ -363,7 +362,6 @@ class Compiler:
                             f"{ref.gateway.meta.ref}", once=("export", vs.meta.key, ref.key))
                 continue
             if not self.host_binds(vs, ref):
-                self._unbound.setdefault(vs.meta.key, []).append(ref)
                 continue
             self._bound.add(vs.meta.key)
             out.append(vs)
