@@ -98,6 +98,20 @@ def test_a_later_record_header_is_checked(header: bytes, needed: int, error: str
     assert answer(data[: start + needed]) == bad(error)
 
 
+@pytest.mark.parametrize("content_type", [0, 1, 2, 3, 21, 23])
+@pytest.mark.parametrize("first", [1, 2, 3])
+def test_another_record_inside_the_hello_header(first: int, content_type: int) -> None:
+    """
+    The hello's 4-byte header cut short by a record of another type: the
+    error names that record, whatever the bytes that follow look like.
+    """
+    hello = sized_hello(200)  # its length, 0x0000c4, starts with zeros
+    data = record(hello[:first]) + bytes([content_type]) + b"\x03\x03\x00\x02\x02\x28"
+    assert answer(data) == bad(
+        f"record of content type {content_type} before the client hello was complete"
+    )
+
+
 @pytest.mark.parametrize("cut", range(1, 5))
 def test_a_partial_later_header_that_is_fine_needs_more(cut: int) -> None:
     data = second_record_with(b"\x16\x03\x04\x00\x01")
