@@ -208,3 +208,42 @@ def test_extension_lists() -> None:
     assert tls._parse_extension(10, b"\x00\x04" + u16s(0x001D, 0x0017)) == (0x001D, 0x0017)
     assert tls._parse_extension(13, b"\x00\x02" + u16s(0x0403)) == (0x0403,)
     assert tls._parse_extension(11, b"\x02\x00\x01") == (0, 1)
+
+
+def test_ec_point_formats_error_names_the_extension() -> None:
+    with pytest.raises(HintParseError) as raised:
+        tls._parse_extension(11, b"\x03\x00")
+    assert str(raised.value) == "ec_point_formats length does not match its extension"
+
+
+def test_alpn_list_longer_than_255_bytes() -> None:
+    """The list length is a u16: a client may offer names totalling more than 255 bytes."""
+    names = tuple(bytes([0x61 + i]) * 60 for i in range(5))  # 5 x (1 + 60) = 305 bytes
+    block = b"".join(bytes([len(n)]) + n for n in names)
+    assert tls._alpn(len(block).to_bytes(2, "big") + block) == names
+
+
+@pytest.mark.parametrize("name, expected", [
+    (b"h2", "h2"),
+    (b"a\x01", "61"),  # last byte not alphanumeric: first and last hex digits
+    (b"\x01a", "01"),  # first byte not alphanumeric
+    (b"\xab\xcd", "ad"),
+    (b"\xabxy\xcd", "ad"),
+])
+def test_ja4_alpn_characters(name: bytes, expected: str) -> None:
+    """
+    FoxIO JA4: the first and last characters of the first ALPN, or the first
+    and last of its hex when either byte is not alphanumeric.
+    """
+    h = attrs.evolve(hello(), alpn=(name, b"h2"))
+    assert tls.ja4_string(h)[8:10] == expected
+
+
+def test_ja4_without_signature_algorithms_hashes_the_extensions_alone() -> None:
+    """FoxIO JA4: without signature algorithms part c hashes the sorted extensions, no ``_``."""
+    h = attrs.evolve(hello(), extensions=(0x0000, 0x0010, 0x002B, 0x000A), signature_algorithms=())
+    expected = hashlib.sha256(b"000a,002b").hexdigest()[:12]
+    assert tls.ja4_string(h).split("_")[2] == expected
+    with_sigs = attrs.evolve(h, signature_algorithms=(0x0403, 0x0804))
+    expected = hashlib.sha256(b"000a,002b_0403,0804").hexdigest()[:12]
+    assert tls.ja4_string(with_sigs).split("_")[2] == expected
