@@ -258,7 +258,7 @@ def test_a_write_the_socket_takes_whole_queues_nothing() -> None:
 
 
 def test_a_partial_send_queues_the_rest_in_order() -> None:
-    """Catches: the unsent tail miscut (``data[sent:]``); the queue's count off; not watching writes."""
+    """Catches: the unsent tail miscut (``data[sent:]``); the count off; writes not watched."""
     transport, _, sock, reactor = made()
     sock.budget = 3
     transport.write(b"abcdef")
@@ -380,7 +380,7 @@ def test_lose_connection_flushes_the_queue_first() -> None:
 
 
 def test_abort_drops_the_queue_and_closes_on_writability() -> None:
-    """Catches: abort flushing queued bytes; abort not stopping reads; abort on a closed transport."""
+    """Catches: abort flushing queued bytes, not stopping reads, or acting when closed."""
     transport, protocol, sock, reactor = made()
     sock.budget = 0
     transport.write(b"abc")
@@ -394,7 +394,7 @@ def test_abort_drops_the_queue_and_closes_on_writability() -> None:
 
 
 def test_lose_write_connection_sends_fin_after_the_queue() -> None:
-    """Catches: FIN before the queued bytes; SHUT_RD/SHUT_RDWR; writeConnectionLost missing; twice."""
+    """Catches: FIN before the queued bytes; SHUT_RD/RDWR; writeConnectionLost missing; twice."""
     transport, protocol, sock, _ = made()
     sock.budget = 1
     transport.write(b"ab")
