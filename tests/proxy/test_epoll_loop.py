@@ -487,3 +487,123 @@ def test_the_reactor_loop_is_the_reactors_own_fd_set() -> None:
     loop.discard(d)
     assert reactor.readers == set() and reactor.writers == set()
     assert loop.due == [] and loop.dispatching is False and loop.reactor is reactor
+
+
+@pytest.mark.parametrize("before,change,after", [
+    (OUT, "addReader", IN | OUT), (IN | OUT, "removeReader", OUT),
+    (IN, "addWriter", IN | OUT), (IN | OUT, "removeWriter", IN),
+])
+def test_each_change_inside_a_batch_is_applied_at_its_end(env: Any, before: int, change: str,
+                                                          after: int) -> None:
+    """Catches: a change of interest made during a batch never reaching the epoll set."""
+    h, peer = env.handler("h")
+    g, _ = env.handler("g")
+    env.loop.addReader(h)
+    if before & IN:
+        env.loop.addReader(g)
+    if before & OUT:
+        env.loop.addWriter(g)
+    done = len(env.epoll.ops)
+    h.on_read = lambda: getattr(env.loop, change)(g)
+    peer.sendall(b"x")
+    env.loop.doRead()
+    assert env.epoll.ops[done:] == [("modify", g.fd, after)]
+
+
+def test_a_pause_and_resume_in_one_batch_cost_nothing(env: Any) -> None:
+    """Catches: _apply's "nothing changed" test (``or`` → ``and``): a MOD per batch."""
+    h, peer = env.handler("h")
+    g, _ = env.handler("g")
+    env.loop.addReader(h)
+
+    def toggle() -> None:
+        env.loop.removeReader(h)
+        env.loop.addReader(h)
+        env.loop.addReader(g)  # a new socket asked for, then given up, in the batch
+        env.loop.removeReader(g)
+
+    h.on_read = toggle
+    peer.sendall(b"x")
+    env.loop.doRead()
+    assert env.epoll.ops == [("register", h.fd, IN)]
+
+
+def test_each_event_of_a_batch_is_handled_whatever_came_before(env: Any) -> None:
+    """
+    Catches: ``continue`` → ``break`` (an unknown descriptor, an idle hang-up
+    or a lost socket ending the batch); ``stale or`` for ``stale and`` (one
+    closed socket skipping every later one, reads or writes).
+    """
+    a, _ = env.handler("a")
+    b, _ = env.handler("b")
+    idle, _ = env.handler("idle")
+    lost, _ = env.handler("lost")
+    c, _ = env.handler("c")
+    env.loop.addReader(a)
+    env.loop.addReader(b)
+    env.loop.addReader(idle)
+    env.loop.removeReader(idle)
+    env.loop.addReader(lost)
+    env.loop.addReader(c)
+    env.loop.addWriter(c)
+    a.on_read = lambda: env.loop.discard(b)
+    env.epoll.script = [(a.fd, IN), (999, IN), (idle.fd, select.EPOLLHUP),
+                        (lost.fd, select.EPOLLHUP), (b.fd, IN), (c.fd, IN | OUT)]
+    env.loop.doRead()
+    assert env.log == ["a:read", "lost:lost:ConnectionDone", "c:read", "c:write"]
+
+
+def test_only_the_events_asked_for_are_dispatched(env: Any) -> None:
+    """Catches: ``mask | _IN`` / ``event | _OUT`` (a read or write the socket did not ask for)."""
+    w, _ = env.handler("w")
+    r, _ = env.handler("r")
+    env.loop.addWriter(w)
+    env.loop.addReader(r)
+    env.loop.addWriter(r)
+    env.epoll.script = [(w.fd, IN | OUT), (r.fd, IN)]
+    env.loop.doRead()
+    assert env.log == ["w:write", "r:read"]
+
+
+def test_discard_after_an_idle_hang_up_unwatched_it(env: Any) -> None:
+    """Catches: discard's ``kernel.pop`` without its default (KeyError for an unwatched socket)."""
+    h, peer = env.handler("h")
+    env.loop.addReader(h)
+    env.loop.removeReader(h)
+    peer.close()
+    env.loop.doRead()
+    assert h.fd not in env.loop.kernel
+    env.loop.discard(h)
+    assert h.fd not in env.loop.handlers
+
+
+def test_failures_are_logged_with_what_failed(env: Any, monkeypatch: Any) -> None:
+    """Catches: the error lines' messages lost or changed (what an operator greps for)."""
+    from twisted.logger import Logger
+
+    events: list[dict[str, Any]] = []
+    monkeypatch.setattr(poller, "log", Logger(namespace="tsgate.proxy", observer=events.append))
+    h, peer = env.handler("h")
+    env.loop.addReader(h)
+
+    def boom() -> None:
+        raise RuntimeError("boom")
+
+    h.on_read = boom
+    h.lost_error = RuntimeError("again")
+    failing = Closing(env.loop, env.reactor, [], "x", fails=True)
+    h.on_write = None
+    env.epoll.script = [(h.fd, IN)]
+    env.loop.closing.append(failing)
+    env.loop.doRead()
+    env.loop.connectionLost(Failure(error.ConnectionLost()))
+    assert [e["log_format"] for e in events] == [
+        "lean socket event failed", "connectionLost failed", "close failed",
+        "connectionLost failed"]
+
+
+def test_shutdown_of_a_loop_never_registered_per_reactor(env: Any) -> None:
+    """Catches: ``_LOOPS.pop`` without its default (KeyError at the reactor's shutdown)."""
+    poller._LOOPS.pop(id(env.reactor), None)
+    env.loop.connectionLost(Failure(error.ConnectionDone()))
+    assert env.epoll.closed
