@@ -118,15 +118,25 @@ def test_a_loopback_connect_is_handed_over_without_waiting(server: socket.socket
     assert connector.socket.getblocking() is False
 
 
-def test_no_protocol_closes_the_connected_socket(server: socket.socket) -> None:
-    """Catches: a None protocol started (AttributeError) or its socket left open."""
+def test_no_protocol_closes_the_connected_socket(server: socket.socket,
+                                                 monkeypatch: Any) -> None:
+    """
+    Catches: a None protocol started (AttributeError) or its socket left open;
+    a transport with no protocol calling one at its close (an error line).
+    """
+    from twisted.logger import Logger
+
+    from tsgate.proxy import transport as module
+
+    events: list[dict[str, Any]] = []
+    monkeypatch.setattr(module, "log", Logger(namespace="tsgate.proxy", observer=events.append))
     reactor, factory = Reactor(), Factory(protocol=None)
     connector = connect_address(reactor, "127.0.0.1", server.getsockname()[1], factory)
     accepted, _ = server.accept()
     reactor.run_calls()  # the close is due on the next turn
     accepted.settimeout(5)
     assert accepted.recv(1) == b""
-    assert connector.socket.fileno() == -1
+    assert connector.socket.fileno() == -1 and events == []
     accepted.close()
 
 

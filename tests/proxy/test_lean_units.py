@@ -533,3 +533,105 @@ def test_tcp_options_on_a_real_socket() -> None:
     finally:
         client.close()
         server.close()
+
+
+class Reasons(Recorder):
+    def __init__(self) -> None:
+        super().__init__()
+        self.reasons: list[Any] = []
+
+    def connectionLost(self, reason: Any) -> None:
+        super().connectionLost(reason)
+        self.reasons.append(reason)
+
+
+def test_a_socket_error_is_reported_with_its_message() -> None:
+    """Catches: ConnectionLost built without the OSError's text (a read or a write error)."""
+    transport, protocol, sock, _ = made(Reasons())
+    sock.reads.append(OSError(errno.ECONNRESET, "reset by the peer"))
+    transport.doRead()
+    transport2, protocol2, sock2, _ = made(Reasons())
+    sock2.budget = 0
+    transport2.write(b"x")
+    sock2.send_error = OSError(errno.EPIPE, "broken pipe here")
+    transport2.doWrite()
+    assert "reset by the peer" in protocol.reasons[0].getErrorMessage()
+    assert "broken pipe here" in protocol2.reasons[0].getErrorMessage()
+
+
+def test_the_loop_given_is_the_one_used() -> None:
+    """Catches: a loop passed in (the port's, the connector's) replaced by the reactor's."""
+    reactor = Reactor()
+    loop = ReactorLoop(Reactor())
+    transport = LeanTransport(Sock(), reactor, None, loop)  # type: ignore[arg-type]
+    transport.start(Recorder())
+    assert transport.loop is loop and reactor.readers == set()
+
+
+def test_lose_connection_after_the_peer_reset_does_nothing() -> None:
+    """Catches: ``not connected or disconnecting`` → ``and`` (a close for a closed socket)."""
+    transport, protocol, sock, reactor = made()
+    sock.reads.append(errno_error(errno.ECONNRESET))
+    transport.doRead()
+    transport.loseConnection()
+    assert reactor.calls == [] and not transport.disconnecting
+
+
+def test_ipv6_addresses_are_ipv6_objects() -> None:
+    """Catches: the socket's family not passed (an IPv6 peer shown as an IPv4Address)."""
+    from twisted.internet.address import IPv6Address
+
+    sock = Sock()
+    sock.family = socket.AF_INET6  # type: ignore[misc]
+    sock.peer = ("2001:db8::1", 443, 0, 0)
+    sock.getsockname = lambda: ("2001:db8::2", 80, 0, 0)  # type: ignore[method-assign]
+    transport, _, _, _ = made(sock=sock)
+    assert isinstance(transport.getPeer(), IPv6Address)
+    assert isinstance(transport.getHost(), IPv6Address)
+
+
+def test_register_producer_at_the_mark_exactly_and_resumed_after() -> None:
+    """Catches: ``>=`` for ``>``; a producer paused at register never resumed; the error text."""
+    transport, _, sock, _ = made()
+    transport.bufferSize = 4
+    sock.budget = 0
+    transport.write(b"1234")
+    at_mark = Producer()
+    transport.registerProducer(at_mark, True)
+    assert at_mark.events == []
+    transport.write(b"5")
+    over = Producer()
+    transport.registerProducer(over, True)
+    assert over.events == ["pause"]
+    sock.budget = None
+    transport.doWrite()
+    assert over.events == ["pause", "resume"]
+    with pytest.raises(ValueError, match="^LeanTransport takes streaming producers only$"):
+        transport.registerProducer(Producer(), False)
+
+
+def test_protocol_errors_are_logged_with_what_failed(monkeypatch: Any) -> None:
+    """Catches: the error lines' messages lost or changed (what an operator greps for)."""
+    from twisted.logger import Logger
+
+    from tsgate.proxy import transport as module
+
+    events: list[dict[str, Any]] = []
+    monkeypatch.setattr(module, "log", Logger(namespace="tsgate.proxy", observer=events.append))
+
+    class Failing(Recorder):
+        def readConnectionLost(self) -> None:
+            raise RuntimeError("read")
+
+        def writeConnectionLost(self) -> None:
+            raise RuntimeError("write")
+
+        def connectionLost(self, reason: Any) -> None:
+            raise RuntimeError("lost")
+
+    transport, _, sock, _ = made(Failing())
+    transport.loseWriteConnection()
+    sock.reads.append(b"")
+    transport.doRead()
+    assert [e["log_format"] for e in events] == [
+        "writeConnectionLost failed", "readConnectionLost failed", "connectionLost failed"]
