@@ -294,3 +294,106 @@ def test_adopt_needs_a_reactor_that_watches_descriptors(handed: Any) -> None:
         assert server.getsockname()[1] > 0  # not taken
     finally:
         server.close()
+
+
+def test_accepted_transports_close_through_the_ports_reactor(clients: Any) -> None:
+    """Catches: the accepted transport built without the reactor (its close never scheduled)."""
+    reactor = SelectReactor()
+    factory = Built()
+    port = listening(reactor, factory)
+    connect(port, clients, 1)
+    port.doRead()
+    transport = factory.protocols[0].transport
+    assert transport.reactor is reactor
+    transport.loseConnection()
+    reactor.until(lambda: bool(factory.protocols[0].events))
+    clients[0].settimeout(5)
+    assert clients[0].recv(1) == b""
+    port.stopListening()
+
+
+def test_accept_errors_and_refusals_are_logged_and_closed_explicitly(
+        clients: Any, monkeypatch: Any) -> None:
+    """
+    Catches: the warning and error lines' texts lost (what an operator greps
+    for); a refused socket left to the garbage collector (ResourceWarning).
+    """
+    import gc
+    import warnings
+
+    from twisted.logger import Logger
+
+    events: list[dict[str, Any]] = []
+    monkeypatch.setattr(listen, "log", Logger(namespace="tsgate.gateway", observer=events.append))
+    aborted = OSError(errno.ECONNABORTED, "aborted")
+
+    class Aborting:
+        family = socket.AF_INET
+
+        def accept(self) -> Any:
+            raise aborted
+
+        def fileno(self) -> int:
+            return 99
+
+    LeanPort(SelectReactor(), Aborting(), Built()).doRead()  # type: ignore[arg-type]
+    reactor = SelectReactor()
+    factory = Refusing([RuntimeError("boom"), None])
+    port = listening(reactor, factory)
+    connect(port, clients, 2)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)
+        port.doRead()
+        gc.collect()
+    assert [w for w in caught if issubclass(w.category, ResourceWarning)] == []
+    assert [e["log_format"] for e in events] == ["accept failed: {error}", "buildProtocol failed"]
+    assert events[0]["error"] is aborted
+    port.stopListening()
+
+
+def test_ipv6_interfaces_get_an_ipv6_socket_and_address(monkeypatch: Any) -> None:
+    """Catches: the family from the interface (``:``) lost; the port's address always IPv4."""
+    from twisted.internet.address import IPv6Address
+
+    families: list[int] = []
+
+    class NoBind(socket.socket):
+        def __init__(self, family: int = -1, *args: Any, **kwargs: Any) -> None:
+            families.append(family)
+            super().__init__(family, *args, **kwargs)
+
+        def bind(self, address: Any) -> None:  # no IPv6 socket is bound here (127.0.0.0/8 only)
+            raise OSError(errno.EADDRNOTAVAIL, "not here")
+
+    monkeypatch.setattr(listen.socket, "socket", NoBind)
+    with pytest.raises(error.CannotListenError) as caught:
+        lean_listen(SelectReactor(), Built(), 0, "::1")
+    assert families == [socket.AF_INET6]
+    assert isinstance(caught.value.socketError, OSError)
+    assert caught.value.socketError.errno == errno.EADDRNOTAVAIL
+
+    class Six:
+        family = socket.AF_INET6
+
+        def fileno(self) -> int:
+            return 98
+
+        def getsockname(self) -> Any:
+            return ("::1", 8443, 0, 0)
+
+    host = LeanPort(SelectReactor(), Six(), Built()).getHost()  # type: ignore[arg-type]
+    assert isinstance(host, IPv6Address) and host.port == 8443
+
+
+def test_an_inet6_systemd_socket_is_taken_too(handed: Any) -> None:
+    """Catches: ``domain=INET6`` not recognised (an IPv6 listener handed over left to Twisted)."""
+    server = socket.socket()  # an IPv4 socket stands in: the domain option is what is read
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    handed([server])
+    try:
+        sock = inherited_socket(SelectReactor(), "systemd:domain=INET6:index=0")
+        assert sock is not None and sock.fileno() == server.fileno()
+        sock.detach()
+    finally:
+        server.close()
