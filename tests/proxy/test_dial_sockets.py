@@ -157,9 +157,8 @@ def test_dropped_after_the_socket_is_closed_is_refused() -> None:
     sock.close()
     connector.connectionLost(Failure(error.ConnectionLost("hang-up")))
     (who, reason), = factory.failed
-    assert reason.check(error.ConnectError)
-    assert "Bad file descriptor" in reason.getErrorMessage() or reason.check(
-        error.ConnectionRefusedError)
+    assert reason.check(error.ConnectError) and not reason.check(error.ConnectionRefusedError)
+    assert str(reason.value) == "An error occurred while connecting: 9: Bad file descriptor."
 
 
 def test_families_of_addresses_are_memoized_and_bounded(monkeypatch: Any) -> None:
@@ -229,3 +228,53 @@ def test_stop_after_the_answer_stops_the_inner_connect() -> None:
     (who, reason), = factory.failed
     assert who is resolving.inner and reason.check(error.UserError)
     assert reactor.writers == set()
+
+
+STOPPED = "User aborted connection: stopConnecting was called."
+
+
+def test_stop_connecting_says_so_in_twisteds_words() -> None:
+    """Catches: the UserError's text changed (it reaches the access log's failure details)."""
+    reactor = Reactor()
+    direct = Factory()
+    connector = LeanConnector(reactor, socket.socket(), direct)
+    connector.stopConnecting()
+    (who, reason), = direct.failed
+    assert who is connector and str(reason.value) == STOPPED
+
+    class Unanswered(Reactor):
+        def resolve(self, name: str) -> Any:
+            from twisted.internet import defer
+
+            return defer.Deferred()
+
+    named = Factory()
+    resolving = lean_connect(Unanswered(), None, Endpoint("backend.test", 80), named)
+    resolving.stopConnecting()
+    (who, reason), = named.failed
+    assert who is resolving and str(reason.value) == STOPPED
+
+
+def test_an_ipv6_address_gets_an_ipv6_socket(monkeypatch: Any) -> None:
+    """
+    Catches: the family of an address given without one computed wrong
+    (``or``/``and`` swapped, the address not passed). No IPv6 packet is
+    sent: the socket's connect is replaced (the tests stay on 127.0.0.0/8).
+    """
+    families: list[int] = []
+
+    class NoConnect(socket.socket):
+        def __init__(self, family: int = -1, *args: Any, **kwargs: Any) -> None:
+            families.append(family)
+            super().__init__(family, *args, **kwargs)
+
+        def connect_ex(self, address: Any) -> int:
+            return errno.EINPROGRESS
+
+    monkeypatch.setattr(dial.socket, "socket", NoConnect)
+    reactor, factory = Reactor(), Factory()
+    six = connect_address(reactor, "2001:db8::1", 443, factory)
+    four = connect_address(reactor, "127.0.0.1", 443, factory)
+    assert families == [socket.AF_INET6, socket.AF_INET]
+    six.stopConnecting()
+    four.stopConnecting()
