@@ -12,7 +12,7 @@ from __future__ import annotations
 import errno
 import socket
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from twisted.internet import error
@@ -67,7 +67,7 @@ def test_a_connect_in_progress_completes_on_writability(server: socket.socket) -
     assert connector.fileno() == sock.fileno()
     connector.doWrite()
     assert not connector.pending and factory.built == 1 and factory.failed == []
-    transport = factory.protocol.transport
+    transport: Any = factory.protocol.transport
     assert factory.protocol.made and transport.socket is sock and transport.loop is connector.loop
     assert reactor.writers == set() and reactor.readers == {transport}
     assert transport.getPeer().port == server.getsockname()[1]
@@ -99,7 +99,7 @@ def test_a_connect_that_fails_at_once_is_reported_on_the_next_turn(monkeypatch: 
         def connect_ex(self, address: Any) -> int:
             return errno.ECONNREFUSED
 
-    monkeypatch.setattr(dial.socket, "socket", Refused)
+    monkeypatch.setattr(socket, "socket", Refused)
     reactor, factory = Reactor(), Factory()
     connector = connect_address(reactor, "127.0.0.1", 9, factory)
     assert factory.failed == [] and not connector.pending and reactor.writers == set()
@@ -129,7 +129,8 @@ def test_no_protocol_closes_the_connected_socket(server: socket.socket,
     from tsgate.proxy import transport as module
 
     events: list[dict[str, Any]] = []
-    monkeypatch.setattr(module, "log", Logger(namespace="tsgate.proxy", observer=events.append))
+    observer: Any = events.append
+    monkeypatch.setattr(module, "log", Logger(namespace="tsgate.proxy", observer=observer))
     reactor, factory = Reactor(), Factory(protocol=None)
     connector = connect_address(reactor, "127.0.0.1", server.getsockname()[1], factory)
     accepted, _ = server.accept()
@@ -199,12 +200,12 @@ def test_ip_endpoints_connect_at_once_names_resolve_first(server: socket.socket)
     resolving = lean_connect(reactor, None, Endpoint("backend.test", port), named)
     assert isinstance(resolving, ResolvingConnector) and reactor.asked == ["backend.test"]
     assert named.protocol.made and resolving.inner is not None
-    assert named.protocol.transport.getPeer().port == port
+    assert cast(Any, named.protocol.transport).getPeer().port == port
     resolving.stopConnecting()  # connected already: nothing to stop, nothing reported
     assert named.failed == []
 
 
-def test_stop_after_the_answer_stops_the_inner_connect() -> None:
+def test_stop_after_the_answer_stops_the_inner_connect(monkeypatch: Any) -> None:
     """Catches: stopConnecting after the lookup not reaching the connect in progress."""
     from twisted.internet import defer
 
@@ -217,12 +218,8 @@ def test_stop_after_the_answer_stops_the_inner_connect() -> None:
             return errno.EINPROGRESS
 
     reactor, factory = Later(), Factory()
-    original = dial.socket.socket
-    dial.socket.socket = Pending  # type: ignore[misc]
-    try:
-        resolving = lean_connect(reactor, None, Endpoint("backend.test", 80), factory)
-    finally:
-        dial.socket.socket = original  # type: ignore[misc]
+    monkeypatch.setattr(socket, "socket", Pending)
+    resolving = lean_connect(reactor, None, Endpoint("backend.test", 80), factory)
     assert resolving.inner is not None and resolving.inner.pending
     resolving.stopConnecting()
     (who, reason), = factory.failed
@@ -271,7 +268,7 @@ def test_an_ipv6_address_gets_an_ipv6_socket(monkeypatch: Any) -> None:
         def connect_ex(self, address: Any) -> int:
             return errno.EINPROGRESS
 
-    monkeypatch.setattr(dial.socket, "socket", NoConnect)
+    monkeypatch.setattr(socket, "socket", NoConnect)
     reactor, factory = Reactor(), Factory()
     six = connect_address(reactor, "2001:db8::1", 443, factory)
     four = connect_address(reactor, "127.0.0.1", 443, factory)

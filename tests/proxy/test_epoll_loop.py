@@ -582,7 +582,8 @@ def test_failures_are_logged_with_what_failed(env: Any, monkeypatch: Any) -> Non
     from twisted.logger import Logger
 
     events: list[dict[str, Any]] = []
-    monkeypatch.setattr(poller, "log", Logger(namespace="tsgate.proxy", observer=events.append))
+    observer: Any = events.append
+    monkeypatch.setattr(poller, "log", Logger(namespace="tsgate.proxy", observer=observer))
     h, peer = env.handler("h")
     env.loop.addReader(h)
 

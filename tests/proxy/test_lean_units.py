@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import errno
 import socket
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, cast
 
 import pytest
 from twisted.internet import error
@@ -151,12 +151,12 @@ def test_start_reads_and_uses_the_default_loop_of_the_reactor() -> None:
 
 class PausesAtOnce(Recorder):
     def connectionMade(self) -> None:
-        self.transport.pauseProducing()
+        cast(Any, self.transport).pauseProducing()
 
 
 class ClosesAtOnce(Recorder):
     def connectionMade(self) -> None:
-        self.transport.loseConnection()
+        cast(Any, self.transport).loseConnection()
 
 
 def test_start_does_not_read_for_a_protocol_that_paused_or_closed_in_connection_made() -> None:
@@ -174,7 +174,7 @@ def test_a_plain_protocol_gets_connection_done_at_the_peers_fin() -> None:
     class Plain(Protocol):
         reasons: list[Any] = []
 
-        def connectionLost(self, reason: Any) -> None:
+        def connectionLost(self, reason: Any = None) -> None:
             self.reasons.append(reason)
 
     protocol = Plain()
@@ -431,7 +431,7 @@ def test_shutdown_errors_and_write_connection_lost_errors_are_contained() -> Non
 
 
 class FailsOnLost(Recorder):
-    def connectionLost(self, reason: Any) -> None:
+    def connectionLost(self, reason: Any = None) -> None:
         super().connectionLost(reason)
         raise RuntimeError("boom")
 
@@ -540,7 +540,7 @@ class Reasons(Recorder):
         super().__init__()
         self.reasons: list[Any] = []
 
-    def connectionLost(self, reason: Any) -> None:
+    def connectionLost(self, reason: Any = None) -> None:
         super().connectionLost(reason)
         self.reasons.append(reason)
 
@@ -582,7 +582,7 @@ def test_ipv6_addresses_are_ipv6_objects() -> None:
     from twisted.internet.address import IPv6Address
 
     sock = Sock()
-    sock.family = socket.AF_INET6  # type: ignore[misc]
+    sock.family = socket.AF_INET6
     sock.peer = ("2001:db8::1", 443, 0, 0)
     sock.getsockname = lambda: ("2001:db8::2", 80, 0, 0)  # type: ignore[method-assign]
     transport, _, _, _ = made(sock=sock)
@@ -617,7 +617,8 @@ def test_protocol_errors_are_logged_with_what_failed(monkeypatch: Any) -> None:
     from tsgate.proxy import transport as module
 
     events: list[dict[str, Any]] = []
-    monkeypatch.setattr(module, "log", Logger(namespace="tsgate.proxy", observer=events.append))
+    observer: Any = events.append
+    monkeypatch.setattr(module, "log", Logger(namespace="tsgate.proxy", observer=observer))
 
     class Failing(Recorder):
         def readConnectionLost(self) -> None:
@@ -626,7 +627,7 @@ def test_protocol_errors_are_logged_with_what_failed(monkeypatch: Any) -> None:
         def writeConnectionLost(self) -> None:
             raise RuntimeError("write")
 
-        def connectionLost(self, reason: Any) -> None:
+        def connectionLost(self, reason: Any = None) -> None:
             raise RuntimeError("lost")
 
     transport, _, sock, _ = made(Failing())

@@ -12,7 +12,7 @@ import os
 import socket
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from twisted.internet import endpoints, error
@@ -73,14 +73,14 @@ def test_backlog_is_somaxconn_with_a_floor_and_a_fallback(tmp_path: Path,
 class Recording(socket.socket):
     backlogs: list[int] = []
 
-    def listen(self, backlog: int = 0) -> None:  # type: ignore[override]
+    def listen(self, backlog: int = 0) -> None:
         self.backlogs.append(backlog)
         super().listen(backlog)
 
 
 def test_listen_asks_for_the_given_backlog_or_the_systems_maximum(monkeypatch: Any) -> None:
     """Catches: the backlog argument ignored; somaxconn not asked for by default."""
-    monkeypatch.setattr(listen.socket, "socket", Recording)
+    monkeypatch.setattr(socket, "socket", Recording)
     monkeypatch.setattr(listen, "max_backlog", lambda: 777)
     Recording.backlogs = []
     reactor = SelectReactor()
@@ -105,7 +105,7 @@ def test_a_port_in_use_is_cannot_listen_and_the_socket_is_closed(monkeypatch: An
 
     reactor = SelectReactor()
     port = listening(reactor, Built())
-    monkeypatch.setattr(listen.socket, "socket", Keeps)
+    monkeypatch.setattr(socket, "socket", Keeps)
     with pytest.raises(error.CannotListenError) as caught:
         lean_listen(reactor, Built(), port.getHost().port, "127.0.0.1")
     assert caught.value.port == port.getHost().port and caught.value.interface == "127.0.0.1"
@@ -129,11 +129,11 @@ def test_accept_takes_at_most_a_batch_per_event_then_stops_on_eagain(clients: An
     assert len(factory.protocols) == ACCEPT_BATCH + 3
     port.doRead()  # none left: EAGAIN
     assert len(factory.protocols) == ACCEPT_BATCH + 3
-    transport = factory.protocols[0].transport
+    transport: Any = factory.protocols[0].transport
     assert transport.socket.getblocking() is False and transport.loop is port.loop
     assert transport in reactor.readers  # started: reading
     peers = {c.getsockname()[1] for c in clients}
-    assert {p.transport.getPeer().port for p in factory.protocols} == peers
+    assert {cast(Any, p.transport).getPeer().port for p in factory.protocols} == peers
     port.stopListening()
 
 
@@ -164,7 +164,7 @@ def test_a_refused_or_failed_protocol_closes_that_socket_only(clients: Any) -> N
     for c in clients[:2]:
         c.settimeout(5)
         assert c.recv(1) == b""  # closed by the port
-    accepted = factory.protocols[0].transport.getPeer().port
+    accepted = cast(Any, factory.protocols[0].transport).getPeer().port
     assert accepted == clients[2].getsockname()[1]
     port.stopListening()
 
@@ -303,7 +303,7 @@ def test_accepted_transports_close_through_the_ports_reactor(clients: Any) -> No
     port = listening(reactor, factory)
     connect(port, clients, 1)
     port.doRead()
-    transport = factory.protocols[0].transport
+    transport: Any = factory.protocols[0].transport
     assert transport.reactor is reactor
     transport.loseConnection()
     reactor.until(lambda: bool(factory.protocols[0].events))
@@ -324,7 +324,8 @@ def test_accept_errors_and_refusals_are_logged_and_closed_explicitly(
     from twisted.logger import Logger
 
     events: list[dict[str, Any]] = []
-    monkeypatch.setattr(listen, "log", Logger(namespace="tsgate.gateway", observer=events.append))
+    observer: Any = events.append
+    monkeypatch.setattr(listen, "log", Logger(namespace="tsgate.gateway", observer=observer))
     aborted = OSError(errno.ECONNABORTED, "aborted")
 
     class Aborting:
@@ -365,7 +366,7 @@ def test_ipv6_interfaces_get_an_ipv6_socket_and_address(monkeypatch: Any) -> Non
         def bind(self, address: Any) -> None:  # no IPv6 socket is bound here (127.0.0.0/8 only)
             raise OSError(errno.EADDRNOTAVAIL, "not here")
 
-    monkeypatch.setattr(listen.socket, "socket", NoBind)
+    monkeypatch.setattr(socket, "socket", NoBind)
     with pytest.raises(error.CannotListenError) as caught:
         lean_listen(SelectReactor(), Built(), 0, "::1")
     assert families == [socket.AF_INET6]
