@@ -398,3 +398,34 @@ def test_an_inet6_systemd_socket_is_taken_too(handed: Any) -> None:
         sock.detach()
     finally:
         server.close()
+
+
+def test_accepted_sockets_keep_accepts_answer_and_wait_in_the_ports_loop(
+        clients: Any, monkeypatch: Any) -> None:
+    """
+    Catches: the peer address from accept() dropped (a getpeername per
+    connection); the accepted transports not in the port's loop; a refused
+    socket not closed by the port (``close_quietly(None)``).
+    """
+    from tsgate.proxy.poller import ReactorLoop
+    from tsgate.proxy.sockets import close_quietly as real_close
+
+    closed: list[Any] = []
+
+    def close(sock: Any) -> None:
+        closed.append(sock)
+        real_close(sock)
+
+    monkeypatch.setattr(listen, "close_quietly", close)
+    reactor = SelectReactor()
+    factory = Refusing([None, True])
+    port = listening(reactor, factory)
+    port.loop = ReactorLoop(reactor)  # the port's own, not the reactor's cached one
+    connect(port, clients, 2)
+    port.doRead()
+    transport: Any = factory.protocols[0].transport
+    assert transport.loop is port.loop
+    assert transport.peer == clients[1].getsockname()
+    assert len(closed) == 1 and isinstance(closed[0], socket.socket)
+    assert closed[0].fileno() == -1
+    port.stopListening()
