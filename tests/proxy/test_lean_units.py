@@ -636,3 +636,40 @@ def test_protocol_errors_are_logged_with_what_failed(monkeypatch: Any) -> None:
     transport.doRead()
     assert [e["log_format"] for e in events] == [
         "writeConnectionLost failed", "readConnectionLost failed", "connectionLost failed"]
+
+
+def test_partial_sends_on_a_real_socket_arrive_whole_and_in_order() -> None:
+    """
+    Catches: a partial send's tail miscut or reordered on a real socket (a
+    tiny SO_SNDBUF makes most sends partial); the close after the queue not
+    waiting for it.
+    """
+    from tests.proxy.test_transport import SelectReactor
+
+    a, peer = socket.socketpair()
+    a.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    a.setblocking(False)
+    peer.setblocking(False)
+    reactor = SelectReactor()
+    transport = LeanTransport(a, reactor)
+    protocol = Recorder()
+    transport.start(protocol)
+    chunks = [bytes([i]) * (1000 + 37 * i) for i in range(200)]  # about 900 KB
+    for chunk in chunks:
+        transport.write(chunk)
+    assert transport.queued > 0  # some of it waits
+    transport.loseConnection()
+    got = bytearray()
+    for _ in range(100000):  # bounded
+        try:
+            data = peer.recv(1 << 16)
+        except BlockingIOError:
+            data = None
+        if data == b"":
+            break
+        if data:
+            got += data
+        reactor.turn(0.001)
+    assert bytes(got) == b"".join(chunks)
+    assert protocol.events == ["lost:ConnectionDone"]
+    peer.close()
