@@ -25,6 +25,7 @@ import yaml
 
 from tests.support.backends import ThreadedServer
 from tests.support.gateway import GatewayProcess, free_port, wait_for_port
+from tests.support.net import Blackhole
 
 PORT = 7100
 
@@ -232,14 +233,15 @@ def test_max_connections_overflow_closes_at_once(pool: Pool, tmp_path: Path) -> 
 
 
 def test_connect_timeout_from_the_destination_rule(pool: Pool, tmp_path: Path) -> None:
-    # 192.0.2.1 (TEST-NET-1) is not routed: the connect hangs until our timeout
-    gw = pool.start(config(tmp_path / "c.yaml", [endpoint(9, address="192.0.2.1")],
-                           {"trafficPolicy": {"connectionPool": {"tcp": {
-                               "connectTimeout": "300ms"}}}}))
-    started = time.monotonic()
-    assert pool.connect() is None
-    assert time.monotonic() - started < 5
-    assert any(" UF " in line for line in gw.wait_access_lines(1))
+    # a loopback listener with a full accept queue: the connect hangs until our timeout
+    with Blackhole() as (host, port):
+        gw = pool.start(config(tmp_path / "c.yaml", [endpoint(port, address=host)],
+                               {"trafficPolicy": {"connectionPool": {"tcp": {
+                                   "connectTimeout": "300ms"}}}}))
+        started = time.monotonic()
+        assert pool.connect() is None
+        assert time.monotonic() - started < 5
+        assert any(" UF " in line for line in gw.wait_access_lines(1))
 
 
 def dead_port() -> int:

@@ -18,6 +18,7 @@ from twisted.internet.protocol import ClientFactory, Protocol
 from twisted.python.failure import Failure
 
 from tests.proxy.test_transport import Producer, Recorder
+from tests.support.net import Blackhole
 from tsgate.proxy.dial import lean_connect
 from tsgate.proxy.poller import EpollLoop, ReactorLoop, loop_for
 from tsgate.proxy.transport import LeanTransport
@@ -199,8 +200,9 @@ def test_connect_refused_and_stopped_through_the_loop(reactor: Any) -> None:
     until(reactor, lambda: bool(refused.failed))
     assert refused.failed[0].check(error.ConnectionRefusedError)
     stopped = Dialed()
-    connector = lean_connect(reactor, None, Endpoint("192.0.2.1", 9), stopped)  # TEST-NET-1
-    connector.stopConnecting()
+    with Blackhole() as (host, port):  # the connect stays in progress
+        connector = lean_connect(reactor, None, Endpoint(host, port), stopped)
+        connector.stopConnecting()
     assert stopped.failed[0].check(error.UserError)
     assert connector.fd not in loop_for(reactor).handlers
     accepted.close()
@@ -229,10 +231,11 @@ def test_a_connect_complete_when_connect_returns_is_handed_over_at_once(reactor:
     assert connector.fd not in loop_for(reactor).handlers or \
         loop_for(reactor).handlers[connector.fd] is recorder.transport
     far = Dialed()
-    pending = lean_connect(reactor, None, Endpoint("192.0.2.1", 9), far)  # TEST-NET-1: no answer
-    assert pending.pending and not far.failed
-    assert loop_for(reactor).handlers[pending.fd] is pending  # waits for writability
-    pending.stopConnecting()
+    with Blackhole() as (host, port):  # a full accept queue: the SYN gets no answer
+        pending = lean_connect(reactor, None, Endpoint(host, port), far)
+        assert pending.pending and not far.failed
+        assert loop_for(reactor).handlers[pending.fd] is pending  # waits for writability
+        pending.stopConnecting()
     recorder.transport.loseConnection()
     server.close()
 

@@ -16,6 +16,7 @@ from twisted.internet.interfaces import IHalfCloseableProtocol, IReactorFDSet
 from twisted.internet.protocol import ClientFactory, Protocol, ServerFactory
 from zope.interface import implementer
 
+from tests.support.net import Blackhole
 from tsgate.proxy.dial import lean_connect
 from tsgate.proxy.listen import ACCEPT_BATCH, lean_listen, max_backlog
 from tsgate.proxy.transport import LeanTransport
@@ -258,8 +259,9 @@ def test_connect_and_refused_connect() -> None:
 def test_stop_connecting_reports_a_user_error() -> None:
     reactor = SelectReactor()
     dialed = Dialed()
-    connector = lean_connect(reactor, None, Endpoint("192.0.2.1", 9), dialed)  # TEST-NET-1
-    connector.stopConnecting()
+    with Blackhole() as (host, port):  # the connect stays in progress
+        connector = lean_connect(reactor, None, Endpoint(host, port), dialed)
+        connector.stopConnecting()
     assert dialed.failed and dialed.failed[0].check(error.UserError)
     assert not reactor.writers
 
