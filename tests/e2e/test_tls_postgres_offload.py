@@ -26,6 +26,20 @@ PORT = 5432
 HOST = "pg.offload.test"
 
 
+def verify_full_dsn(gw: GatewayProcess, ca_file: Path) -> str:
+    """psql's connection string to the gateway, verifying it as HOST against ``ca_file``."""
+    return (f"host={HOST} hostaddr=127.0.0.1 port={gw.port(PORT)} user={PG_USER} "
+            f"dbname=postgres sslmode=verify-full sslrootcert={ca_file}")
+
+
+def psql(dsn: str, *commands: str, strict: bool = False) -> subprocess.CompletedProcess[str]:
+    """Run psql (unaligned, tuples only) with each of ``commands`` as a ``-c``."""
+    args = ["psql", "-X", "-A", "-t", *(["-v", "ON_ERROR_STOP=1"] if strict else []), dsn]
+    for command in commands:
+        args += ["-c", command]
+    return subprocess.run(args, capture_output=True, text=True, timeout=30)
+
+
 def test_psql_verify_full_through_tls_offload(tmp_path: Path) -> None:
     server = start_postgres(tmp_path, free_port(), "plain.db.local", name="offloaded",
                             tls=False)
@@ -59,13 +73,9 @@ def test_psql_verify_full_through_tls_offload(tmp_path: Path) -> None:
         config = tmp_path / "pg.yaml"
         config.write_text(yaml.safe_dump_all(docs))
         with GatewayProcess([str(config)], [PORT], extra=["--credentials", str(creds)]) as gw:
-            dsn = (f"host={HOST} hostaddr=127.0.0.1 port={gw.port(PORT)} user={PG_USER} "
-                   f"dbname=postgres sslmode=verify-full sslrootcert={ca_file}")
-            out = subprocess.run(
-                ["psql", "-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", dsn, "-c",
-                 "SELECT name FROM whoami; SELECT ssl FROM pg_stat_ssl "
-                 "WHERE pid = pg_backend_pid();", "-c", "\\conninfo"],
-                capture_output=True, text=True, timeout=30)
+            dsn = verify_full_dsn(gw, ca_file)
+            out = psql(dsn, "SELECT name FROM whoami; SELECT ssl FROM pg_stat_ssl "
+                       "WHERE pid = pg_backend_pid();", "\\conninfo", strict=True)
             assert out.returncode == 0, out.stderr + gw.text()
             lines = out.stdout.splitlines()
             assert lines[0] == "offloaded"
@@ -74,10 +84,7 @@ def test_psql_verify_full_through_tls_offload(tmp_path: Path) -> None:
             assert "SSL connection (protocol: TLSv1.3" in out.stdout
             # A client that does not trust the gateway's CA is refused by psql.
             other = CA.create("other").write(tmp_path / "other.pem")
-            bad = subprocess.run(["psql", "-X", "-A", "-t", dsn.replace(str(ca_file),
-                                                                        str(other)),
-                                  "-c", "SELECT 1"], capture_output=True, text=True,
-                                 timeout=30)
+            bad = psql(dsn.replace(str(ca_file), str(other)), "SELECT 1")
             assert bad.returncode != 0
             assert "certificate verify failed" in bad.stderr
     finally:
@@ -125,13 +132,9 @@ def test_psql_verify_full_through_offload_with_originated_tls(tmp_path: Path) ->
         config = tmp_path / "pg.yaml"
         config.write_text(yaml.safe_dump_all(docs))
         with GatewayProcess([str(config)], [PORT], extra=["--credentials", str(creds)]) as gw:
-            dsn = (f"host={HOST} hostaddr=127.0.0.1 port={gw.port(PORT)} user={PG_USER} "
-                   f"dbname=postgres sslmode=verify-full sslrootcert={ca_file}")
-            out = subprocess.run(
-                ["psql", "-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", dsn, "-c",
-                 "SELECT name FROM whoami; SELECT ssl, version FROM pg_stat_ssl "
-                 "WHERE pid = pg_backend_pid();", "-c", "\\conninfo"],
-                capture_output=True, text=True, timeout=30)
+            dsn = verify_full_dsn(gw, ca_file)
+            out = psql(dsn, "SELECT name FROM whoami; SELECT ssl, version FROM pg_stat_ssl "
+                       "WHERE pid = pg_backend_pid();", "\\conninfo", strict=True)
             assert out.returncode == 0, out.stderr + gw.text()
             lines = out.stdout.splitlines()
             assert lines[0] == "originated"
@@ -140,9 +143,7 @@ def test_psql_verify_full_through_offload_with_originated_tls(tmp_path: Path) ->
             assert "SSL connection (protocol: TLSv1.3" in out.stdout
             # Several sessions in a row, each with its own upstream handshake.
             for _ in range(3):
-                again = subprocess.run(["psql", "-X", "-A", "-t", dsn, "-c",
-                                        "SELECT name FROM whoami"],
-                                       capture_output=True, text=True, timeout=30)
+                again = psql(dsn, "SELECT name FROM whoami")
                 assert again.stdout.strip() == "originated", again.stderr
     finally:
         server.stop()
@@ -163,10 +164,8 @@ def test_offload_refuses_an_upstream_whose_certificate_fails(tmp_path: Path) -> 
         config = tmp_path / "pg.yaml"
         config.write_text(yaml.safe_dump_all(docs))
         with GatewayProcess([str(config)], [PORT], extra=["--credentials", str(creds)]) as gw:
-            dsn = (f"host={HOST} hostaddr=127.0.0.1 port={gw.port(PORT)} user={PG_USER} "
-                   f"dbname=postgres sslmode=verify-full sslrootcert={ca_file}")
-            out = subprocess.run(["psql", "-X", "-A", "-t", dsn, "-c", "SELECT 1"],
-                                 capture_output=True, text=True, timeout=30)
+            dsn = verify_full_dsn(gw, ca_file)
+            out = psql(dsn, "SELECT 1")
             assert out.returncode != 0
             # psql may try twice (TLS, then not): every attempt ends UF at the gateway
             line = gw.wait_access_lines(1)[0]
