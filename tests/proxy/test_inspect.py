@@ -227,3 +227,8 @@ def test_too_large_from_an_inspector_without_name_or_protocol() -> None:
     assert count(h, "?.too_large") == 1
     h.close(protocol)
     assert h.records[0].connection_termination_details == "?_too_large"
+
+
+def test_a_max_bytes_of_one_is_usable() -> None:
+    """The smallest positive ``max_bytes`` is kept (mutant of ``max_bytes``: ``value > 1``)."""
+    assert max_bytes(Greedy(max_bytes=1)) == 1
