@@ -247,3 +247,72 @@ def test_ja4_without_signature_algorithms_hashes_the_extensions_alone() -> None:
     with_sigs = attrs.evolve(h, signature_algorithms=(0x0403, 0x0804))
     expected = hashlib.sha256(b"000a,002b_0403,0804").hexdigest()[:12]
     assert tls.ja4_string(with_sigs).split("_")[2] == expected
+
+
+def counting_version_names(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Record each call of ``version_name``: one per version each time the values are made."""
+    calls: list[int] = []
+    real = tls.version_name
+
+    def counting(version: int) -> str:
+        calls.append(version)
+        return real(version)
+
+    monkeypatch.setattr(tls, "version_name", counting)
+    return calls
+
+
+def test_len_first_counts_the_values_not_yet_made() -> None:
+    """``len`` before anything else: the mutant ``if self._described:`` (``__len__``) counts 4."""
+    assert len(TlsAttributes(hello())) == 5  # sni, versions, ja3, ja3_hash, ja4
+    assert len(TlsAttributes(hello(alpn=("h2",)))) == 6
+
+
+def test_membership_after_the_values_are_made() -> None:
+    """
+    Once ``versions`` is made, a key that is not there is not a member (the
+    mutant ``return True`` in ``__contains__`` says every key is).
+    """
+    attrs = TlsAttributes(hello())
+    assert attrs["versions"]
+    assert "nope" not in attrs and "alpn" not in attrs
+    assert "versions" in attrs and "sni" in attrs and "ja4" in attrs
+
+
+def test_alpn_is_a_member_before_it_is_made() -> None:
+    """
+    ``"alpn" in`` a fresh mapping for a hello with ALPN (the mutants
+    ``key != "alpn"``, ``"XXalpnXX"``, ``"ALPN"`` and ``bool(None)`` in
+    ``__contains__`` say no), and other keys still are not.
+    """
+    attrs = TlsAttributes(hello(alpn=("h2",)))
+    assert "alpn" in attrs
+    assert "nope" not in TlsAttributes(hello(alpn=("h2",)))
+    assert "alpn" not in TlsAttributes(hello())
+
+
+def test_values_made_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """
+    ``alpn``/``versions`` are made once however often they are read (the
+    mutants ``self._described = None``/``False`` in ``_describe`` make them
+    again on every read).
+    """
+    calls = counting_version_names(monkeypatch)
+    attrs = TlsAttributes(hello())
+    assert len(attrs) == 5 and len(attrs) == 5
+    assert list(attrs) == list(attrs)
+    assert attrs["versions"] == attrs["versions"]
+    assert calls == [0x0304, 0x0303]  # the sample hello offers TLS 1.3 and 1.2, once each
+
+
+def test_a_missing_sni_makes_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """
+    Routing asks for ``sni`` of a hello without one: a KeyError, and the other
+    values are not made (the mutants ``key != "XXsniXX"``/``"SNI"`` in
+    ``__getitem__`` make them first).
+    """
+    calls = counting_version_names(monkeypatch)
+    attrs = TlsAttributes(hello(sni=None))
+    with pytest.raises(KeyError):
+        attrs["sni"]
+    assert calls == []

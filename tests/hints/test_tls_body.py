@@ -13,6 +13,7 @@ import struct
 import pytest
 
 from tests.support.samples import client_hello
+from tsgate.hints import tls
 from tsgate.hints.tls import ClientHello, ClientHelloTooLarge, read_client_hello
 from tsgate.interfaces import HintParseError
 
@@ -166,6 +167,28 @@ def test_empty_extensions_block() -> None:
 ])
 def test_extensions_errors(tail: bytes, message: str) -> None:
     assert error(body(tail=tail)) == message
+
+
+def test_the_checking_walk_reads_two_byte_extension_lengths() -> None:
+    """
+    A 300-byte extension (length high byte 1) then a repeated type: the
+    error names the repeat. The checking walk of ``_parse_body`` reads the
+    length with ``body[p + 2] >> 8`` (mutant: it lands inside the padding and
+    reports ``0x0000`` twice) or ``<< 9`` (mutant: "length out of bounds").
+    """
+    tail = extensions(ext(0x0015, bytes(300)), ext(0x0015, b""))
+    assert error(body(tail=tail)) == "duplicate extension 0x0015"
+
+
+def test_the_quick_walk_takes_an_empty_extension_last() -> None:
+    """
+    ``_walk_extensions`` (the walk for well-formed hellos) reads a final
+    header with no data: the mutants ``p + 5 <= end`` and ``p + 4 < end``
+    stop before it and hand a well-formed hello to the checking walk.
+    """
+    block = ext(0x0000, b"\x00\x04\x00\x00\x01a") + ext(0x0017, b"")
+    assert tls._walk_extensions(block, 0, len(block)) == ([0x0000, 0x0017], [(0x0000, 4, 10)])
+    assert tls._walk_extensions(ext(0x0017, b""), 0, 4) == ([0x0017], [])
 
 
 def test_an_empty_extension_last() -> None:

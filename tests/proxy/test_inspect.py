@@ -191,3 +191,44 @@ def test_malformed_is_not_too_large() -> None:
     assert not down.disconnecting
     assert routed(protocol) == "default/echo#tcp[0]"
     assert count(h, "tls_inspector.client_hello_too_large") == 0
+
+
+def test_too_large_says_why_in_words() -> None:
+    """
+    The connection's ``termination`` (admin, error lines) names the counter
+    (mutants of ``_too_large``: ``why=None`` or no ``why``, which leave "-").
+    """
+    h = harness()
+    protocol, down = h.accept()
+    protocol.dataReceived(BIG_HELLO)
+    assert protocol.termination == \
+        "first bytes too large to inspect (tls_inspector.client_hello_too_large)"
+
+
+class Bare:
+    """A parser with neither ``name`` nor ``protocol`` that never decides."""
+
+    max_bytes = 16
+
+    def parse(self, data: bytes) -> NeedMore:
+        return NEED_MORE
+
+
+def test_too_large_from_an_inspector_without_name_or_protocol() -> None:
+    """
+    A plugin that leaves out ``name`` and ``protocol`` is too large as ``?``,
+    as a crashed one is named (mutants of ``_too_large``: ``getattr`` with no
+    default raises; the defaults ``None``/``"XX?XX"`` rename the counter).
+    """
+    h = harness(Bare())
+    protocol, down = h.accept()
+    protocol.dataReceived(b"x" * 16)
+    assert down.disconnecting
+    assert count(h, "?.too_large") == 1
+    h.close(protocol)
+    assert h.records[0].connection_termination_details == "?_too_large"
+
+
+def test_a_max_bytes_of_one_is_usable() -> None:
+    """The smallest positive ``max_bytes`` is kept (mutant of ``max_bytes``: ``value > 1``)."""
+    assert max_bytes(Greedy(max_bytes=1)) == 1

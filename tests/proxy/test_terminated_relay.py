@@ -13,6 +13,7 @@ import ssl
 from typing import Any
 
 import attrs
+import pytest
 from OpenSSL import SSL
 
 from tests.support.proxy import Harness, route
@@ -20,7 +21,9 @@ from tests.support.tlscerts import CA
 from tsgate.proxy.stages import Ending, Stages
 from tsgate.proxy.state import RELAYING
 from tsgate.routing import Listener, SniChain
+from tsgate.tls import stage as tls_stage
 from tsgate.tls.server import ServerConnectionCreator
+from tsgate.tls.transport import TlsLayer
 
 NAME = "a.example.test"
 #: Twisted's TLS layer sends small writes at the next turn of the global
@@ -187,3 +190,27 @@ def test_a_verdict_after_the_handshake_closes_the_socket_at_once() -> None:
     assert protocol.tls is not None and protocol.tls.done
     assert down.disconnecting
     assert h.reactor.tcpClients == []
+
+
+def test_upstream_fin_is_a_close_notify_with_twisteds_tls_layer_too(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """
+    With ``TSGATE_TLS=twisted`` (Twisted's ``TLSMemoryBIOProtocol``, which has
+    no ``loseWriteConnection`` of its own) the upstream's FIN still reaches
+    the client as close_notify then FIN (mutants of ``RelayStage._forward_eof``:
+    ``type(transport) is LeanTransport and …`` or ``is_tls(None)`` shut the
+    socket under the TLS layer with no close_notify).
+    """
+    monkeypatch.setattr(tls_stage, "LEAN", False)
+    h = Harness(terminating_listener())
+    protocol, down, client = handshaken(h)
+    assert tls_stage.is_tls(protocol.transport) and type(protocol.transport) is not TlsLayer
+    upstream, up = h.connect_upstream()
+    last = b"w" * BIG
+    upstream.dataReceived(last)
+    upstream.readConnectionLost()
+    assert down.write_closed
+    client.pump(protocol, down)
+    assert client.read() == last
+    assert client.closed
