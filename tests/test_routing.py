@@ -189,3 +189,55 @@ def test_percent_is_the_share_of_the_weights() -> None:
     low, high = SNI_ROUTE.destinations[1], SNI_ROUTE.destinations[0]
     assert (SNI_ROUTE.percent(high), SNI_ROUTE.percent(low)) == (80.0, 20.0)
     assert CATCH_ALL_ROUTE.percent(CATCH_ALL_ROUTE.destinations[0]) == 100.0
+
+
+def test_a_decision_carries_its_chains_termination() -> None:
+    """
+    A terminated chain hands its Termination to the data path with the
+    decision; passthrough and TCP decisions carry none. Catches the
+    termination dropped from the exact/wildcard or catch-all decision
+    (route_for_sni mutants 44, 48, 53, 57 of 2026-12-02).
+    """
+    exact_tls, wild_tls, any_tls = object(), object(), object()
+    listener = Listener("0.0.0.0", 1, (
+        SniChain(("a.example.com",), route("exact"), exact_tls),
+        SniChain(("*.example.org",), route("wild"), wild_tls),
+        SniChain((), route("any"), any_tls),
+    ))
+    assert listener.route_for_sni("a.example.com").termination is exact_tls
+    assert listener.route_for_sni("b.example.org").termination is wild_tls
+    assert listener.route_for_sni("other.test").termination is any_tls
+    assert listener.route_for_sni(None).termination is any_tls
+    passthrough = Listener("0.0.0.0", 1, (SniChain(("a.example.com",), route("p")),),
+                           tcp_route=route("t"))
+    assert passthrough.route_for_sni("a.example.com").termination is None
+    assert passthrough.route_for_sni("b.example.com").termination is None
+
+
+def test_trace_token_is_one_whitespace_free_token() -> None:
+    """
+    The access log's route field: ``sni:`` spelled ``tls:``, ``->route`` when
+    routed, whitespace turned into ``_``; the chain alone when nothing routes.
+    Catches every trace_token mutant (none had a test in the routing run).
+    """
+    from tsgate.routing import Decision, trace_token
+
+    assert trace_token(Decision(route("ns/vs#tls[0]"), "sni:a.example.com", "why")) == \
+        "tls:a.example.com->ns/vs#tls[0]"
+    assert trace_token(Decision(route("ns/vs#tcp[0]"), "tcp", "why")) == "tcp->ns/vs#tcp[0]"
+    assert trace_token(Decision(None, "none", "why")) == "none"
+    assert trace_token(Decision(None, "sni:*", "why")) == "tls:*"
+    assert trace_token(Decision(route("odd name\twith  spaces"), "tcp", "why")) == \
+        "tcp->odd_name_with_spaces"
+    # only a leading "sni:" is rewritten
+    assert trace_token(Decision(None, "xsni:a", "why")) == "xsni:a"
+
+
+def test_percent_is_the_destinations_share() -> None:
+    """Weights as shares of their sum, in percent; all-zero weights give 0 (not a crash)."""
+    a = Cluster(name="outbound|1||a", host="a", port=1)
+    b = Cluster(name="outbound|1||b", host="b", port=1)
+    r = Route("r", (WeightedCluster(a, 1), WeightedCluster(b, 3)))
+    assert [r.percent(d) for d in r.destinations] == [25.0, 75.0]
+    zero = Route("z", (WeightedCluster(a, 0),))
+    assert zero.percent(zero.destinations[0]) == 0.0
