@@ -57,10 +57,10 @@ def test_view_counts_refreshes_failures_and_ttl(logged: list[str]) -> None:
         3, "empty answer", 2, None)
     clock.advance(60)
     assert resolver.calls == ["a.example"] * 5  # each refresh asks for the same name
-    resolver.answer(["10.0.0.3"], ttl=300)
+    resolver.answer(["10.0.0.3", "10.0.0.4"], ttl=300)
     assert dns.view()["a.example"]["last_error"] is None
-    assert logged[1:] == ["dns: a.example now resolves to 10.0.0.3"]
-    assert changes[-1] == ("a.example", ("10.0.0.3",))
+    assert logged[1:] == ["dns: a.example now resolves to 10.0.0.3, 10.0.0.4"]
+    assert changes[-1] == ("a.example", ("10.0.0.3", "10.0.0.4"))
 
 
 def test_failure_before_any_answer_keeps_nothing(logged: list[str]) -> None:

@@ -12,10 +12,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.logger import Logger, formatEvent
 from twisted.python.failure import Failure
 
+from tsgate.upstream import health
 from tsgate.upstream.health import ClusterChecker
 from tsgate.upstream.policy import HealthCheck
 
@@ -236,3 +239,28 @@ def test_stop_cancels_the_next_round_and_ignores_late_reports() -> None:
     c.checker.stop()  # twice is harmless
     c.checker._round()  # a round already due does nothing once stopped
     assert len(c.reactor.tcpClients) == 1 and c.checker.rounds == 1
+
+
+def test_changes_are_logged(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Kills _report 12-17/36-43 (the log lines of a change, with the host and the reason)."""
+    lines: list[str] = []
+    monkeypatch.setattr(health, "log", Logger(
+        namespace="tsgate.health", observer=lambda event: lines.append(formatEvent(event))))
+    host = Host("127.0.0.2", 7)
+    c = Checker(HealthCheck(unhealthy_threshold=1, timeout=1.0, interval=10.0), [host])
+    c.checker.start()
+    c.reactor.advance(1.0)
+    assert host.hc_healthy is False  # False, as the balancer's view shows it
+    c.reactor.advance(9.0)
+    c.connect()
+    assert lines == ["health check: 127.0.0.2:7 is unhealthy (timeout)",
+                     "health check: 127.0.0.2:7 is healthy again"]
+
+
+def test_stop_before_start_and_after_a_stopped_round() -> None:
+    """Kills ClusterChecker.__init__ 5 and _round 1 (no timer is an absent call, not "")."""
+    c = Checker(HealthCheck(), [Host()])
+    c.checker.stop()
+    c.checker._round()
+    c.checker.stop()
+    assert c.checker.call is None and c.reactor.tcpClients == []
