@@ -8,7 +8,7 @@ mutants of ``mutmut`` it was written to kill.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from twisted.internet import defer
@@ -25,7 +25,7 @@ def logged(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     lines: list[str] = []
     monkeypatch.setattr(dns_module, "log",
                         Logger(namespace="tsgate.dns",
-                               observer=lambda event: lines.append(formatEvent(event))))
+                               observer=cast(Any, lambda e: lines.append(formatEvent(e)))))
     return lines
 
 
@@ -36,7 +36,8 @@ def test_view_counts_refreshes_failures_and_ttl(logged: list[str]) -> None:
     dns = DnsRefresher(clock, resolver, refresh_rate=60,
                        on_change=lambda n, a: changes.append((n, a)))
     dns.addresses("a.example")
-    empty = {"addresses": [], "ttl": None, "refreshes": 0, "failures": 0, "last_error": None}
+    empty: dict[str, Any] = {"addresses": [], "ttl": None, "refreshes": 0, "failures": 0,
+                             "last_error": None}
     assert dns.view() == {"a.example": empty}
     resolver.answer(["10.0.0.1", "10.0.0.1", "10.0.0.2"], ttl=30)
     assert dns.view()["a.example"] == {"addresses": ["10.0.0.1", "10.0.0.2"], "ttl": 30,

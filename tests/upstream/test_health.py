@@ -10,7 +10,7 @@ Each test names the mutants of ``mutmut`` it was written to kill.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from twisted.internet.error import ConnectionRefusedError
@@ -45,7 +45,7 @@ class Checker:
     def connect(self, i: int = -1) -> tuple[Any, StringTransport]:
         """Completes the i-th connect attempt: returns (probe, its transport)."""
         factory = self.reactor.tcpClients[i][2]
-        probe = factory.buildProtocol(None)
+        probe: Any = factory.buildProtocol(None)
         transport = StringTransport()
         probe.makeConnection(transport)
         return probe, transport
@@ -217,10 +217,12 @@ def test_changes_without_a_listener() -> None:
     checker = ClusterChecker(reactor, HealthCheck(unhealthy_threshold=1, interval=10.0),
                              lambda: [host])
     checker.start()
-    reactor.tcpClients[0][2].clientConnectionFailed(None, Failure(ConnectionRefusedError()))
+    reactor.tcpClients[0][2].clientConnectionFailed(reactor.connectors[0],
+                                                    Failure(ConnectionRefusedError()))
     assert not host.hc_healthy
     reactor.advance(10.0)
-    reactor.tcpClients[1][2].buildProtocol(None).makeConnection(StringTransport())
+    probe: Any = reactor.tcpClients[1][2].buildProtocol(None)
+    probe.makeConnection(StringTransport())
     assert host.hc_healthy
 
 
@@ -245,7 +247,7 @@ def test_changes_are_logged(monkeypatch: pytest.MonkeyPatch) -> None:
     """Kills _report 12-17/36-43 (the log lines of a change, with the host and the reason)."""
     lines: list[str] = []
     monkeypatch.setattr(health, "log", Logger(
-        namespace="tsgate.health", observer=lambda event: lines.append(formatEvent(event))))
+        namespace="tsgate.health", observer=cast(Any, lambda e: lines.append(formatEvent(e)))))
     host = Host("127.0.0.2", 7)
     c = Checker(HealthCheck(unhealthy_threshold=1, timeout=1.0, interval=10.0), [host])
     c.checker.start()
