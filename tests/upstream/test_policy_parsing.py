@@ -181,3 +181,24 @@ def test_build_policy_tcp_proxy_outlier_and_annotations() -> None:
     assert build_policy(TrafficPolicy(proxy_protocol="V3")).proxy_protocol is None
     bad = build_policy(None, annotations=((CONNECT_ATTEMPTS, "0"), (HEALTH_CHECK, "[")))
     assert (bad.connect_attempts, bad.health_check) == (1, None)
+
+
+def test_build_policy_reads_every_annotation() -> None:
+    """Kills build_policy 133/136 (an unknown or refused annotation skips to the next one)."""
+    policy = build_policy(None, annotations=(
+        ("other", "x"), (CONNECT_ATTEMPTS, "zero"), (HEALTH_CHECK, "{}"),
+        (CONNECT_ATTEMPTS, "2")))
+    assert (policy.connect_attempts, policy.health_check) == (2, HealthCheck())
+
+
+def test_build_policy_ring_size_edges() -> None:
+    """Kills build_policy 57/76 (a ringHash that is not a mapping; the ring's floor of 1)."""
+    odd = build_policy(TrafficPolicy(use_source_ip=True, consistent_hash_settings=(
+        ("ringHash", "big"), ("minimumRingSize", 32))))
+    assert (odd.lb, odd.ring_size) == ("RING_HASH", 32)
+    one = build_policy(TrafficPolicy(use_source_ip=True,
+                                     consistent_hash_settings=(("minimumRingSize", 1),)))
+    assert one.ring_size == 1
+    negative = build_policy(TrafficPolicy(use_source_ip=True,
+                                          consistent_hash_settings=(("minimumRingSize", -4),)))
+    assert negative.ring_size == 1
