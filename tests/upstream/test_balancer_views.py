@@ -1,0 +1,179 @@
+"""
+The balancer's side of the process (tsgate/upstream/balancer.py): the health
+checks a route table asks for (started, kept, replaced, stopped, their
+verdicts taking hosts out of the pick), ``/clusters``' host views, and the
+outlier reporter (Envoy's ``outlier_detection`` stats and the ejection log
+line). Unit logic on a MemoryReactorClock. Each test names the mutants of
+``mutmut`` it was written to kill.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, cast
+
+from twisted.internet.error import ConnectionRefusedError
+from twisted.internet.testing import MemoryReactorClock
+from twisted.logger import formatEvent, globalLogPublisher
+from twisted.python.failure import Failure
+
+from tests.upstream.test_balancer import Clock, cluster
+from tsgate.routing import Cluster, Endpoint
+from tsgate.upstream.balancer import Balancer, ClusterState, HostState, outlier_reporter
+from tsgate.upstream.policy import ClusterPolicy, HealthCheck, OutlierSettings
+
+
+class Table:
+    def __init__(self, *clusters: Cluster) -> None:
+        self._clusters = clusters
+
+    def clusters(self) -> tuple[Cluster, ...]:
+        return self._clusters
+
+
+def checked(name: str, hc: HealthCheck, n: int = 2) -> Cluster:
+    return cluster(n, name=name, health_check=hc)
+
+
+def test_table_starts_keeps_replaces_and_stops_health_checks() -> None:
+    """Kills table_changed mutants (wanted checks, kept when equal, replaced, stopped) and stop."""
+    reactor = MemoryReactorClock()
+    b = Balancer(seed=1)
+    hc = HealthCheck(interval=10.0)
+    a, plain = checked("a", hc), cluster(2, name="plain")
+    b.table_changed(cast(Any, Table(plain, a)), reactor)
+    assert sorted(b.checkers) == ["a"]
+    assert [(h, p) for h, p, *_ in reactor.tcpClients] == [("10.0.0.1", 80), ("10.0.0.2", 80)]
+    first = b.checkers["a"]
+    b.table_changed(cast(Any, Table(a, plain)), reactor)  # the same check: kept, not restarted
+    assert b.checkers["a"] is first and len(reactor.tcpClients) == 2
+    b.table_changed(cast(Any, Table(checked("a", HealthCheck(interval=5.0)))), reactor)
+    assert first.stopped and b.checkers["a"] is not first
+    assert len(reactor.tcpClients) == 4
+    second = b.checkers["a"]
+    b.table_changed(cast(Any, Table(plain)), reactor)
+    assert second.stopped and b.checkers == {}
+    b.table_changed(cast(Any, Table(a)), reactor)
+    third = b.checkers["a"]
+    b.stop()
+    assert third.stopped and b.checkers == {}
+
+
+def test_table_uses_the_balancers_reactor_or_none() -> None:
+    """Kills table_changed mutants of ``reactor or self.reactor`` and the no-reactor return."""
+    b = Balancer(seed=1)
+    a = checked("a", HealthCheck())
+    b.table_changed(cast(Any, Table(a)))
+    assert b.checkers == {} and [h.address for h in b.clusters["a"].current] == [
+        "10.0.0.1", "10.0.0.2"]  # hosts built at once all the same
+    b.reactor = MemoryReactorClock()
+    b.table_changed(cast(Any, Table(a)))
+    assert list(b.checkers) == ["a"] and len(b.reactor.tcpClients) == 2
+
+
+def test_a_failed_health_check_takes_the_host_out_of_the_pick() -> None:
+    """Kills _health_changed/_targets/set_health mutants (the verdict reaches the cluster)."""
+    reactor = MemoryReactorClock()
+    b = Balancer(seed=1)
+    a = checked("a", HealthCheck(unhealthy_threshold=1), n=2)
+    b.table_changed(cast(Any, Table(a)), reactor)
+    reactor.tcpClients[0][2].clientConnectionFailed(reactor.connectors[0],
+                                                    Failure(ConnectionRefusedError()))
+    state = b.clusters["a"]
+    assert state.hc_down == 1
+    assert {b.pick_endpoint(a).address for _ in range(6)} == {"10.0.0.2"}  # type: ignore
+    assert [v["status"] for v in b.host_views(a)] == ["unhealthy", "healthy"]
+    b.set_health("a", state.current[0], True)
+    assert state.hc_down == 0
+    b.set_health("gone", state.current[0], False)  # an unknown cluster: the host only
+    assert state.current[0].hc_healthy is False
+
+
+class Dns:
+    generation = 1
+
+    def addresses(self, name: str) -> tuple[str, ...]:
+        return ("10.1.0.1", "10.1.0.2") if name == "db.example" else ()
+
+    def stop(self) -> None:
+        self.stopped = True
+
+
+def test_host_views() -> None:
+    """Kills host_views and HostState.__init__ mutants (every field, resolved_from, ejected_for)."""
+    clock = Clock()
+    dns = Dns()
+    b = Balancer(clock=clock, dns=dns, seed=1)
+    c = Cluster(name="d", host="h", port=5432, resolution="DNS",
+                endpoints=(Endpoint("db.example", 5432, 3), Endpoint("10.2.0.1", 5432, 1)),
+                policy=ClusterPolicy(outlier=OutlierSettings(consecutive_5xx_errors=1,
+                                                             max_ejection_percent=100)))
+    first = b.pick_endpoint(c)
+    assert first is not None
+    b.begin(first)
+    host = b.clusters["d"].current[0]
+    b.failed(c, host)
+    views = b.host_views(c)
+    assert views[0] == {
+        "address": "10.1.0.1", "port": 5432, "weight": 3, "status": "ejected",
+        "active_connections": 1 if first is host else 0,
+        "total_connections": 1 if first is host else 0, "connect_failures": 1,
+        "consecutive_failures": 1, "times_ejected": 1, "resolved_from": "db.example",
+        "ejected_for": views[0]["ejected_for"]}
+    assert 30.0 <= views[0]["ejected_for"] <= 40.0
+    assert views[2] == {
+        "address": "10.2.0.1", "port": 5432, "weight": 1, "status": "healthy",
+        "active_connections": 1 if first is views_host(b, 2) else 0,
+        "total_connections": 1 if first is views_host(b, 2) else 0, "connect_failures": 0,
+        "consecutive_failures": 0, "times_ejected": 0}
+    b.stop()
+    assert dns.stopped
+
+
+def views_host(b: Balancer, i: int) -> HostState:
+    return b.clusters["d"].current[i]
+
+
+class Stats:
+    def __init__(self) -> None:
+        self.counted: list[tuple[str, Any]] = []
+
+    def inc_key(self, name: str, key: Any) -> None:
+        self.counted.append((name, key))
+
+
+def test_outlier_reporter_counts_and_logs() -> None:
+    """Kills outlier_reporter mutants (Envoy's stat names, the cluster key, the message)."""
+    stats, errors, lines = Stats(), [], []  # type: ignore[var-annotated]
+
+    def observe(event: dict[str, Any]) -> None:
+        if event.get("log_namespace") == "tsgate.outlier":
+            lines.append(formatEvent(event))
+
+    report = outlier_reporter(stats, errors.append)
+    state = ClusterState(name="outbound|80||db")
+    host = HostState("10.0.0.9", 80)
+    host.times_ejected, host.consecutive_failures = 2, 5
+    host.returns_at = time.time() + 100.2
+    globalLogPublisher.addObserver(cast(Any, observe))
+    try:
+        report(state, host, "ejected")
+        host.returns_at = 0.0
+        report(state, host, "ejected")
+    finally:
+        globalLogPublisher.removeObserver(cast(Any, observe))
+    key = (("cluster", "outbound|80||db"),)
+    assert stats.counted == [
+        ("cluster.outlier_detection.ejections_enforced_total", key),
+        ("cluster.outlier_detection.ejections_enforced_consecutive_5xx", key)] * 2
+    assert errors == [
+        "outbound|80||db 10.0.0.9:80: ejected by outlier detection for 100s (ejection 2, "
+        "5 consecutive connect failures)",
+        "outbound|80||db 10.0.0.9:80: ejected by outlier detection for 0s (ejection 2, "
+        "5 consecutive connect failures)"]
+    assert lines == errors
+    stats.counted.clear()
+    report(state, host, "overflow")
+    report(state, host, "returned")
+    assert stats.counted == [("cluster.outlier_detection.ejections_overflow", key)]
+    assert len(errors) == 2
