@@ -57,3 +57,17 @@ def test_unapplied_fields_in_the_order_written(load: Callable[..., ConfigResult]
                            "spec.trafficPolicy.loadBalancer.localityLbSetting")]
     assert paths == ["spec.trafficPolicy.tls.caCrl",
                      "spec.trafficPolicy.loadBalancer.localityLbSetting"]
+
+
+def test_unapplied_lists_fields_by_position_in_the_document() -> None:
+    """Kills unapplied 7/9 (sorted by (position, path), not by path: the loader re-sorts)."""
+    from types import SimpleNamespace
+
+    from tsgate.upstream.truth import unapplied
+
+    tls = "spec.servers[0].tls."
+    meta = SimpleNamespace(kind="Gateway", positions={
+        tls + "insecureSkipVerify": (12, 6), tls + "tlsCertificates[0].caCertificates": (9, 8),
+        "spec.selector": (5, 2)})
+    assert [path for path, _ in unapplied(SimpleNamespace(meta=meta))] == [
+        tls + "tlsCertificates[0].caCertificates", tls + "insecureSkipVerify"]
