@@ -50,7 +50,7 @@ def test_passthrough_is_warned_where_written(load: Callable[..., ConfigResult]) 
 
 
 def test_unapplied_fields_in_the_order_written(load: Callable[..., ConfigResult]) -> None:
-    """Kills unapplied 7/9 (sorted by position in the document, not by path)."""
+    """Unapplied fields are warned in the order they are written (as the loader shows them)."""
     result = load(DR, tls_files_fatal=False)
     paths = [d.path for d in result.warnings
              if d.path in ("spec.trafficPolicy.tls.caCrl",
