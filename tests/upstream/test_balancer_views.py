@@ -177,3 +177,73 @@ def test_outlier_reporter_counts_and_logs() -> None:
     report(state, host, "returned")
     assert stats.counted == [("cluster.outlier_detection.ejections_overflow", key)]
     assert len(errors) == 2
+
+
+def test_a_new_host_starts_clean() -> None:
+    """Kills HostState.__init__ mutants (each counter 0, not ejected, no name, weight/labels)."""
+    h = HostState("10.0.0.1", 80)
+    assert (h.weight, h.labels, h.name) == (1, (), "")
+    assert (h.active, h.total, h.consecutive_failures, h.connect_failures) == (0, 0, 0, 0)
+    assert h.ejected is False and h.returns_at == 0.0 and h.returned_at == 0.0
+    assert h.times_ejected == 0 and h.hc_healthy is True
+    assert h.hc_failures == 0 and h.hc_successes == 0
+    labelled = HostState("10.0.0.2", 81, 4, (("v", "1"),), "db.example")
+    assert (labelled.weight, labelled.labels, labelled.name) == (4, (("v", "1"),), "db.example")
+    assert labelled.status(0.0) == "healthy"
+
+
+def test_begin_counts_every_attempt() -> None:
+    """Kills Balancer.begin 1/4-6 (active and total count up by one each)."""
+    h = HostState("10.0.0.1", 80)
+    Balancer.begin(h)
+    Balancer.begin(h)
+    assert (h.active, h.total) == (2, 2)
+    Balancer.release(h)
+    assert (h.active, h.total) == (1, 2)
+
+
+def test_outlier_events_reach_the_reporter() -> None:
+    """Kills _event 2-7, failed 4-6/30-37, eject 43-50 (the state, host and event passed on)."""
+    clock = Clock()
+    b = Balancer(clock=clock, seed=1)
+    events: list[tuple[ClusterState, HostState, str]] = []
+    b.on_event = lambda state, host, event: events.append((state, host, event))
+    c = cluster(4, outlier=OutlierSettings(consecutive_5xx_errors=2, max_ejection_percent=25))
+    b.pick_endpoint(c)
+    state = b.clusters["c"]
+    first, second = state.current[0], state.current[1]
+    assert b.failed(c, first) is None
+    assert b.failed(c, first) == "ejected"
+    assert first.connect_failures == 2
+    b.failed(c, second)
+    assert b.failed(c, second) == "overflow"  # a second ejection would be 50% > 25%
+    assert events == [(state, first, "ejected"), (state, second, "overflow")]
+
+
+def test_mutual_tls_clusters_are_labelled_so() -> None:
+    """Kills istio_metric_labels 42-57 (connection_security_policy mutual_tls for tls MUTUAL)."""
+    from types import SimpleNamespace
+
+    from tsgate.upstream.balancer import istio_metric_labels
+
+    mutual = Cluster(name="m", host="db.prod.svc.cluster.local", port=5432,
+                     tls=SimpleNamespace(mode="MUTUAL"))
+    labels = istio_metric_labels(mutual)
+    assert labels["connection_security_policy"] == "mutual_tls"
+    assert labels["destination_service_namespace"] == "prod"
+    simple = Cluster(name="s", host="db", port=5432, tls=SimpleNamespace(mode="SIMPLE"))
+    assert istio_metric_labels(simple)["connection_security_policy"] == "unknown"
+    assert istio_metric_labels(Cluster(name="n", host="db", port=1))[
+        "connection_security_policy"] == "unknown"
+
+
+def test_dns_round_robin_takes_only_the_first_endpoint() -> None:
+    """Kills hosts 28 (DNS_ROUND_ROBIN: one endpoint, its first address)."""
+    b = Balancer(dns=Dns(), seed=1)
+    c = Cluster(name="r", host="h", port=5432, resolution="DNS",
+                endpoints=(Endpoint("db.example", 5432), Endpoint("10.3.0.1", 5432)),
+                policy=ClusterPolicy(dns_round_robin=True))
+    assert [h.key for h in b.hosts(c)] == ["10.1.0.1:5432"]
+    static = Cluster(name="s", host="h", port=5432, resolution="STATIC",
+                     endpoints=(Endpoint("db.example", 5432),))
+    assert [(h.key, h.name) for h in b.hosts(static)] == [("db.example:5432", "")]
