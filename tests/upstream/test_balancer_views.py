@@ -13,7 +13,7 @@ import time
 from typing import Any, cast
 
 from twisted.internet.error import ConnectionRefusedError
-from twisted.internet.testing import MemoryReactorClock
+from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 
@@ -174,8 +174,9 @@ def test_outlier_reporter_counts_and_logs() -> None:
     assert lines == errors
     stats.counted.clear()
     report(state, host, "overflow")
-    report(state, host, "returned")
     assert stats.counted == [("cluster.outlier_detection.ejections_overflow", key)]
+    report(state, host, "returned")
+    assert len(stats.counted) == 1
     assert len(errors) == 2
 
 
@@ -247,3 +248,57 @@ def test_dns_round_robin_takes_only_the_first_endpoint() -> None:
     static = Cluster(name="s", host="h", port=5432, resolution="STATIC",
                      endpoints=(Endpoint("db.example", 5432),))
     assert [(h.key, h.name) for h in b.hosts(static)] == [("db.example:5432", "")]
+
+
+def test_ejected_for_is_rounded_to_milliseconds() -> None:
+    """Kills host_views 36/38/43/45 (round to 3 digits; what is left, under a second too)."""
+    clock = Clock()
+    b = Balancer(clock=clock, seed=1)
+    c = cluster(2, outlier=OutlierSettings(consecutive_5xx_errors=1, max_ejection_percent=100))
+    b.pick_endpoint(c)
+    host = b.clusters["c"].current[0]
+    b.failed(c, host)
+    clock.now = host.returns_at - 12.3456789
+    assert b.host_views(c)[0]["ejected_for"] == 12.346
+    clock.now = host.returns_at - 0.25
+    assert b.host_views(c)[0]["ejected_for"] == 0.25
+
+
+def test_a_host_back_to_health_is_picked_again() -> None:
+    """Kills _health_changed 3 (the checker's verdict, healthy again, reaches the balancer)."""
+    reactor = MemoryReactorClock()
+    b = Balancer(seed=1)
+    a = checked("a", HealthCheck(unhealthy_threshold=1, healthy_threshold=1, interval=10.0))
+    b.table_changed(cast(Any, Table(a)), reactor)
+    reactor.tcpClients[0][2].clientConnectionFailed(reactor.connectors[0],
+                                                    Failure(ConnectionRefusedError()))
+    assert b.host_views(a)[0]["status"] == "unhealthy"
+    reactor.advance(10.0)
+    probe: Any = reactor.tcpClients[2][2].buildProtocol(None)
+    probe.makeConnection(StringTransport())
+    assert b.host_views(a)[0]["status"] == "healthy"
+    assert b.clusters["a"].hc_down == 1  # 10.0.0.2's first check timed out meanwhile
+    assert {b.pick_endpoint(a).address for _ in range(20)} == {"10.0.0.1"}  # type: ignore
+
+
+def test_a_retry_goes_to_a_tried_host_when_none_is_left() -> None:
+    """Kills attempt_failed 16-19 (the fallback pick: same cluster, same client address)."""
+    b = Balancer(seed=1)
+    c = cluster(3, lb="RING_HASH", hash_source_ip=True, connect_attempts=5)
+    state_hosts = b.hosts(c)
+    for source in ("192.0.2.1", "192.0.2.2", "192.0.2.3", "192.0.2.4"):
+        expected = b.pick_endpoint(c, source)
+        assert b.attempt_failed(c, None, state_hosts, source) is expected
+
+
+def test_random_ignores_the_load_and_the_seed_repeats() -> None:
+    """Kills _make_picker 16/17 (RANDOM is not least-request) and Balancer.__init__ 4 (seed)."""
+    def run(seed: int) -> list[str]:
+        b = Balancer(seed=seed)
+        c = cluster(2, lb="RANDOM")
+        b.hosts(c)[0].active = 100  # least request would never pick it
+        return [b.pick_endpoint(c).address for _ in range(40)]  # type: ignore[union-attr]
+
+    first = run(7)
+    assert set(first) == {"10.0.0.1", "10.0.0.2"}
+    assert run(7) == first
