@@ -302,3 +302,23 @@ def test_random_ignores_the_load_and_the_seed_repeats() -> None:
     first = run(7)
     assert set(first) == {"10.0.0.1", "10.0.0.2"}
     assert run(7) == first
+
+
+def test_the_ejection_multiplier_decays_while_back_in_service() -> None:
+    """Kills HostState.ejected_now 7 and eject 11/12 (Envoy: the multiplier decays per interval)."""
+    clock = Clock()
+    b = Balancer(clock=clock, seed=1)
+    c = cluster(2, outlier=OutlierSettings(consecutive_5xx_errors=1, interval=10.0,
+                                           base_ejection_time=30.0, max_ejection_percent=100))
+    b.pick_endpoint(c)
+    host = b.clusters["c"].current[0]
+    b.failed(c, host)
+    clock.now = host.returns_at
+    assert host.status(clock.now) == "healthy"
+    b.failed(c, host)  # at once again: the second ejection is twice as long
+    assert host.times_ejected == 2 and 60.0 <= host.returns_at - clock.now < 70.0
+    clock.now = host.returns_at
+    host.ejected_now(clock.now)
+    clock.now += 200.0  # 20 intervals in service: back to one base ejection time
+    b.failed(c, host)
+    assert host.times_ejected == 1 and 30.0 <= host.returns_at - clock.now < 40.0
