@@ -322,3 +322,83 @@ def test_the_ejection_multiplier_decays_while_back_in_service() -> None:
     clock.now += 200.0  # 20 intervals in service: back to one base ejection time
     b.failed(c, host)
     assert host.times_ejected == 1 and 30.0 <= host.returns_at - clock.now < 40.0
+
+
+def test_new_endpoints_or_policy_rebuild_the_hosts_and_picker() -> None:
+    """Kills hosts 18/23/67-69 (the cache follows endpoints and policy; the picker too)."""
+    import attrs
+
+    b = Balancer(seed=1)
+    ring = cluster(3, lb="RING_HASH", hash_source_ip=True)
+    b.pick_endpoint(ring, "192.0.2.1")
+    fewer = attrs.evolve(ring, endpoints=ring.endpoints[:1])
+    assert [h.address for h in b.hosts(fewer)] == ["10.0.0.1"]
+    assert {b.pick_endpoint(fewer, f"192.0.2.{i}").address  # type: ignore[union-attr]
+            for i in range(20)} == {"10.0.0.1"}
+    rr = cluster(3, lb="ROUND_ROBIN")
+    b2 = Balancer(seed=1)
+    b2.pick_endpoint(rr)
+    hashed = attrs.evolve(rr, policy=ClusterPolicy(lb="RING_HASH", hash_source_ip=True))
+    assert len({b2.pick_endpoint(hashed, "192.0.2.9").address  # type: ignore[union-attr]
+                for _ in range(6)}) == 1
+    assert b2.clusters["c"].policy.lb == "RING_HASH"
+
+
+def test_ring_hash_without_a_client_address_picks_any_host() -> None:
+    """Kills pick_endpoint 29 (no source: a random available host)."""
+    b = Balancer(seed=1)
+    c = cluster(3, lb="MAGLEV", hash_source_ip=True)
+    assert {b.pick_endpoint(c).address for _ in range(30)} == {  # type: ignore[union-attr]
+        "10.0.0.1", "10.0.0.2", "10.0.0.3"}
+
+
+def eject_all_but(b: Balancer, c: Cluster, healthy: int) -> None:
+    b.pick_endpoint(c)
+    for host in b.clusters[c.name].current[healthy:]:
+        b.failed(c, host)
+
+
+def test_min_health_percent_panic_edges() -> None:
+    """Kills _available 12/15/18/20 (Envoy's panic threshold: healthy% < minHealthPercent)."""
+    def used(n: int, percent: int, healthy: int) -> int:
+        b = Balancer(clock=Clock(), seed=1)
+        c = cluster(n, lb="ROUND_ROBIN", outlier=OutlierSettings(
+            consecutive_5xx_errors=1, max_ejection_percent=100, min_health_percent=percent))
+        eject_all_but(b, c, healthy)
+        return len({h.address for h in (b.pick_endpoint(c) for _ in range(3 * n)) if h})
+
+    assert used(3, 67, 2) == 3  # 66.7% healthy < 67%: panic, every host
+    assert used(3, 66, 2) == 2
+    assert used(2, 1, 0) == 2  # none healthy, 1%: panic
+    assert used(4, 50, 1) == 4
+    assert used(4, 50, 2) == 2
+
+
+def test_ejections_return_on_the_detectors_interval_grid() -> None:
+    """Kills Balancer.state 10 (the grid starts when the cluster's state is made)."""
+    clock = Clock()
+    clock.now = 1003.0
+    b = Balancer(clock=clock, seed=1)
+    c = cluster(2, outlier=OutlierSettings(consecutive_5xx_errors=1, interval=10.0,
+                                           base_ejection_time=30.0, max_ejection_percent=100))
+    b.pick_endpoint(c)
+    host = b.clusters["c"].current[0]
+    b.failed(c, host)
+    assert host.returns_at == 1033.0
+
+
+def test_ip_literals_are_not_resolved() -> None:
+    """Kills is_ip 1/3 and hosts 38 (an IP endpoint of a DNS cluster is not a name)."""
+    asked: list[str] = []
+
+    class Recording(Dns):
+        def addresses(self, name: str) -> tuple[str, ...]:
+            asked.append(name)
+            return super().addresses(name)
+
+    b = Balancer(dns=Recording(), seed=1)
+    c = Cluster(name="x", host="h", port=1, resolution="DNS",
+                endpoints=(Endpoint("10.2.0.1", 1), Endpoint("2001:db8::1", 1),
+                           Endpoint("db.example", 1)))
+    assert [h.address for h in b.hosts(c)] == ["10.2.0.1", "2001:db8::1", "10.1.0.1", "10.1.0.2"]
+    assert asked == ["db.example"]
