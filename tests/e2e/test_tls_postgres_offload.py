@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import subprocess
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import pytest
 import yaml
@@ -48,28 +48,7 @@ def test_psql_verify_full_through_tls_offload(tmp_path: Path) -> None:
         ca_file = ca.write(tmp_path / "ca.pem")
         creds = tmp_path / "creds"
         write_credential(creds, "pg-cert", ca.issue(HOST, dns=[HOST]))
-        docs = [
-            {"apiVersion": "networking.istio.io/v1", "kind": "Gateway",
-             "metadata": {"name": "pg"},
-             "spec": {"selector": {"istio": "ingressgateway"},
-                      "servers": [{"port": {"number": PORT, "name": "tls-postgres",
-                                            "protocol": "TLS"},
-                                   "hosts": [HOST],
-                                   "tls": {"mode": "SIMPLE", "credentialName": "pg-cert"}}]}},
-            {"apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
-             "metadata": {"name": "pg"},
-             "spec": {"hosts": [HOST], "gateways": ["pg"],
-                      "tcp": [{"match": [{"port": PORT}],
-                               "route": [{"destination": {"host": "plain.db.local",
-                                                          "port": {"number": 5432}}}]}]}},
-            {"apiVersion": "networking.istio.io/v1", "kind": "ServiceEntry",
-             "metadata": {"name": "plain"},
-             "spec": {"hosts": ["plain.db.local"], "location": "MESH_INTERNAL",
-                      "resolution": "STATIC",
-                      "ports": [{"number": 5432, "name": "tcp-postgres", "protocol": "TCP",
-                                 "targetPort": server.port}],
-                      "endpoints": [{"address": "127.0.0.1"}]}},
-        ]
+        docs = offload_docs("plain.db.local", server.port, None)
         config = tmp_path / "pg.yaml"
         config.write_text(yaml.safe_dump_all(docs))
         with GatewayProcess([str(config)], [PORT], extra=["--credentials", str(creds)]) as gw:
@@ -91,9 +70,13 @@ def test_psql_verify_full_through_tls_offload(tmp_path: Path) -> None:
         server.stop()
 
 
-def offload_docs(db_host: str, db_port: int, origination: dict[str, Any]) -> list[Any]:
-    """The terminating postgres server, its route, the database and its DestinationRule."""
-    return [
+def offload_docs(db_host: str, db_port: int,
+                 origination: Optional[dict[str, Any]]) -> list[Any]:
+    """
+    The terminating postgres server, its route, the database and, when
+    ``origination`` is given, its DestinationRule ``trafficPolicy.tls``.
+    """
+    docs: list[Any] = [
         {"apiVersion": "networking.istio.io/v1", "kind": "Gateway",
          "metadata": {"name": "pg"},
          "spec": {"selector": {"istio": "ingressgateway"},
@@ -113,10 +96,12 @@ def offload_docs(db_host: str, db_port: int, origination: dict[str, Any]) -> lis
                   "ports": [{"number": 5432, "name": "tcp-postgres", "protocol": "TCP",
                              "targetPort": db_port}],
                   "endpoints": [{"address": "127.0.0.1"}]}},
-        {"apiVersion": "networking.istio.io/v1", "kind": "DestinationRule",
-         "metadata": {"name": "secure"},
-         "spec": {"host": db_host, "trafficPolicy": {"tls": origination}}},
     ]
+    if origination is not None:
+        docs.append({"apiVersion": "networking.istio.io/v1", "kind": "DestinationRule",
+                     "metadata": {"name": "secure"},
+                     "spec": {"host": db_host, "trafficPolicy": {"tls": origination}}})
+    return docs
 
 
 def test_psql_verify_full_through_offload_with_originated_tls(tmp_path: Path) -> None:
