@@ -16,8 +16,8 @@ Workloads (each proxy freshly started, measured in the same round):
   verified against the CA and the name), close. No session resumption. The
   client's close follows its Finished at once: HAProxy then never dials the
   plaintext backend (``bench/backend.c``; strace: 0.02 connect/handshake),
-  tsgate and nginx do (the client's FIN is a half-close, and tsgate keeps
-  half-close semantics).
+  nor does tsgate (a close that comes with the Finished, before any data:
+  docs/tls.md); nginx does.
 - **handshakes + exchange/s**: the same, then one byte written and read back
   through the echo backend before the close: every proxy dials and relays.
 - **bulk Gbit/s**: one Python ``ssl`` client streams 512 MiB (``--quick``:
@@ -428,8 +428,8 @@ def main() -> int:
              f", key {args.key}, {rounds} rounds (medians; ratio = per-round ratio to HAProxy)",
              f"# load before: {os.getloadavg()}; haproxy "
              f"{command_output(['haproxy', '-v']).split()[2] if shutil.which('haproxy') else '-'}",
-             "# handshake: connect, TLS 1.3 handshake, close (HAProxy then never dials its "
-             "backend); + exchange: then one byte to the echo backend and back (every proxy "
+             "# handshake: connect, TLS 1.3 handshake, close (HAProxy and tsgate then never dial "
+             "the backend, nginx does); + exchange: then one byte to the echo backend and back (every proxy "
              "dials and relays)",
              "", "| proxy | TLS 1.3 handshakes/s | errors (both) | p50 ms | proxy CPU µs/handshake "
              "| handshake + exchange/s | proxy CPU µs/(handshake + exchange) "

@@ -214,3 +214,55 @@ def test_upstream_fin_is_a_close_notify_with_twisteds_tls_layer_too(
     client.pump(protocol, down)
     assert client.read() == last
     assert client.closed
+
+
+def hold_finished(client: Client, down: Any) -> None:
+    """Handshake until the client's Finished is ready (held, not sent)."""
+    for _ in range(10):  # bounded: a handshake is a few flights
+        client.incoming.write(bytes(down.value()))
+        down.clear()
+        if client.handshake():
+            return
+        down.protocol.dataReceived(client.outgoing.read())
+    raise AssertionError("no handshake")
+
+
+def test_close_notify_with_the_finished_dials_nothing() -> None:
+    """
+    The client's close_notify arrives with its Finished, nothing sent: no
+    upstream connection, the client closed, the record says why (planted:
+    the peek skipped, or the connection left open).
+    """
+    h = Harness(terminating_listener())
+    protocol, down_ = h.accept()
+    down: Any = down_
+    client = Client()
+    protocol.dataReceived(client.outgoing.read())  # the ClientHello
+    hold_finished(client, down)
+    try:
+        client.tls.unwrap()
+    except ssl.SSLWantReadError:
+        pass
+    down.protocol.dataReceived(client.outgoing.read())  # Finished + close_notify
+    assert protocol.tls is not None and protocol.tls.done
+    assert h.reactor.tcpClients == []
+    assert down.disconnecting
+    h.close(protocol)
+    record = h.records[0]
+    assert record.connection_termination_details == "downstream_closed_after_handshake"
+    assert record.upstream_cluster == "-"
+
+
+def test_data_with_the_finished_is_connected_and_relayed() -> None:
+    """Application data with the Finished: the upstream is dialed and gets it."""
+    h = Harness(terminating_listener())
+    protocol, down_ = h.accept()
+    down: Any = down_
+    client = Client()
+    protocol.dataReceived(client.outgoing.read())
+    hold_finished(client, down)
+    client.tls.write(b"first words")
+    down.protocol.dataReceived(client.outgoing.read())  # Finished + data
+    assert len(h.reactor.tcpClients) == 1
+    upstream, up = h.connect_upstream()
+    assert bytes(up.value()) == b"first words"  # type: ignore[no-untyped-call]

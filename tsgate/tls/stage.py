@@ -33,6 +33,7 @@ from OpenSSL import SSL
 from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
 from twisted.python.failure import Failure
 
+from tsgate.proxy.stages import Ending
 from tsgate.tls import credentials as C
 from tsgate.tls.identity import principal_of
 from tsgate.tls.server import TlsSession
@@ -43,6 +44,13 @@ from tsgate.tls.transport import TlsLayer, lean_wrap
 HANDSHAKE_TIMEOUT = 15.0
 
 HANDSHAKING = "handshaking"
+
+#: A client whose close (close_notify, FIN or reset) came with its Finished,
+#: before any application data: nothing to dial for (as HAProxy, which never
+#: connects a server for a client that closed before sending anything).
+CLOSED_AFTER_HANDSHAKE = Ending(
+    termination="downstream_closed_after_handshake",
+    why="client closed right after its TLS handshake, nothing sent: no upstream connection")
 
 
 #: the TLS layer: tsgate's (tsgate.tls.transport) unless TSGATE_TLS=twisted
@@ -193,6 +201,11 @@ def handshake_completed(down: Any) -> None:
             session.principal = principal_of(conn.get_peer_certificate(as_cryptography=True))
             if session.principal is not None:
                 session.facts["source_principal"] = "spiffe://" + session.principal
+    if LEAN and down.transport.peer_ended():
+        # Gone before anything could be dialed, with nothing sent: a probe
+        # or certificate check. No upstream connection, as HAProxy.
+        down.end(CLOSED_AFTER_HANDSHAKE)
+        return
     down.transport.pauseProducing()
     # route_by again, now with down.tls set: the decision checks (authorization
     # with the principal) run, then the upstream connect.

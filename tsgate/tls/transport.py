@@ -24,6 +24,7 @@ comparisons).
 
 from __future__ import annotations
 
+import socket
 from typing import Any, Optional
 
 from OpenSSL import SSL
@@ -185,6 +186,32 @@ class TlsLayer:
     def getHandle(self) -> Any:  # noqa: N802
         """The pyOpenSSL connection (version, cipher, peer certificate)."""
         return self.conn
+
+    def peer_ended(self) -> bool:
+        """
+        Right after the handshake: has the peer already ended its side with
+        nothing sent (close_notify in what was read with its Finished, or a
+        FIN or reset waiting on the socket)? Application data first, or
+        nothing yet, is False. Peeks only: nothing is consumed.
+        """
+        try:
+            self.conn.recv(1, socket.MSG_PEEK)
+            return False  # application data
+        except SSL.WantReadError:
+            pass
+        except SSL.ZeroReturnError:
+            return True  # close_notify
+        except SSL.Error:
+            return False  # a bad record: the read that follows fails it
+        sock = getattr(self.transport, "socket", None)
+        if sock is None:
+            return False
+        try:
+            return not sock.recv(1, socket.MSG_PEEK)  # b"": the FIN
+        except BlockingIOError:
+            return False  # nothing yet: the usual case
+        except OSError:
+            return True  # reset
 
     def getPeer(self) -> Any:
         return self.transport.getPeer()
