@@ -165,14 +165,43 @@ def test_reset_on_the_socket_is_ended(pair: Any) -> None:
     assert layer.peer_ended()
 
 
-def test_bytes_waiting_on_the_socket_are_not_ended(pair: Any) -> None:
+def test_part_of_a_record_waiting_is_not_ended(pair: Any) -> None:
     client_sock, server_sock = pair
     layer, _, _, outgoing = handshake(server_sock)
     finish(layer, outgoing)
     client_sock.sendall(b"\x17\x03\x03\x00\x10")  # the next record's header
     client_sock.shutdown(socket.SHUT_WR)
     assert not layer.peer_ended()
-    assert server_sock.recv(10) == b"\x17\x03\x03\x00\x10"
+    # moved into the BIO (one read): the FIN is what the socket still has
+    assert server_sock.recv(10) == b""
+
+
+def test_close_notify_waiting_on_the_socket_is_ended(pair: Any) -> None:
+    client_sock, server_sock = pair
+    layer, _, client, outgoing = handshake(server_sock)
+    finish(layer, outgoing)
+    try:
+        client.unwrap()
+    except ssl.SSLWantReadError:
+        pass
+    client_sock.sendall(outgoing.read())  # after the Finished, in a segment of its own
+    assert layer.peer_ended()
+
+
+def test_data_waiting_on_the_socket_is_not_ended_and_delivered(pair: Any) -> None:
+    client_sock, server_sock = pair
+    layer, wrapped, client, outgoing = handshake(server_sock)
+    finish(layer, outgoing)
+    client.write(b"hello")
+    try:
+        client.unwrap()
+    except ssl.SSLWantReadError:
+        pass
+    client_sock.sendall(outgoing.read())
+    assert not layer.peer_ended()
+    layer._read()  # what the layer does next: the bytes read are decrypted in order
+    assert wrapped.data == b"hello"
+    assert wrapped.read_lost
 
 
 def test_a_transport_without_a_socket_is_never_ended() -> None:

@@ -190,28 +190,40 @@ class TlsLayer:
     def peer_ended(self) -> bool:
         """
         Right after the handshake: has the peer already ended its side with
-        nothing sent (close_notify in what was read with its Finished, or a
-        FIN or reset waiting on the socket)? Application data first, or
-        nothing yet, is False. Peeks only: nothing is consumed.
+        nothing sent? Its close_notify came with its Finished or is waiting
+        on the socket, or a FIN or reset is. Application data first, or
+        nothing yet, is False. What waiting bytes there are move from the
+        socket into the BIO (one read; the layer's next ``_read`` decrypts
+        them); nothing is decrypted here.
         """
-        try:
-            self.conn.recv(1, socket.MSG_PEEK)
-            return False  # application data
-        except SSL.WantReadError:
-            pass
-        except SSL.ZeroReturnError:
-            return True  # close_notify
-        except SSL.Error:
-            return False  # a bad record: the read that follows fails it
+        ended = self._peek()
+        if ended is not None:
+            return ended
         sock = getattr(self.transport, "socket", None)
         if sock is None:
             return False
         try:
-            return not sock.recv(1, socket.MSG_PEEK)  # b"": the FIN
+            data = sock.recv(RECV_SIZE)
         except BlockingIOError:
             return False  # nothing yet: the usual case
         except OSError:
             return True  # reset
+        if not data:
+            return True  # the FIN
+        self.conn.bio_write(data)
+        return bool(self._peek())
+
+    def _peek(self) -> Optional[bool]:
+        """What the BIO holds: close_notify True, data False, nothing (or part of a record) None."""
+        try:
+            self.conn.recv(1, socket.MSG_PEEK)
+            return False  # application data
+        except SSL.WantReadError:
+            return None
+        except SSL.ZeroReturnError:
+            return True  # close_notify
+        except SSL.Error:
+            return False  # a bad record: the read that follows fails it
 
     def getPeer(self) -> Any:
         return self.transport.getPeer()
