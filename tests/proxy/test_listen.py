@@ -429,3 +429,48 @@ def test_accepted_sockets_keep_accepts_answer_and_wait_in_the_ports_loop(
     assert len(closed) == 1 and isinstance(closed[0], socket.socket)
     assert closed[0].fileno() == -1
     port.stopListening()
+
+
+def test_accepted_sockets_inherit_tcp_nodelay_from_the_port(clients: Any) -> None:
+    """
+    Catches: TCP_NODELAY not set on the listening socket (then every
+    accepted socket would lack it: connectionMade skips its setsockopt), the
+    transport not told, or setTcpNoDelay(False) skipped.
+    """
+    reactor = SelectReactor()
+    factory = Built()
+    port = listening(reactor, factory)
+    assert port.nodelay is listen.NODELAY_INHERITED
+    connect(port, clients, 1)
+    port.doRead()
+    transport: Any = factory.protocols[0].transport
+    sock = transport.socket
+    if listen.NODELAY_INHERITED:
+        assert port.socket.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+        assert transport.nodelay is True
+    transport.setTcpNoDelay(True)
+    assert transport.getTcpNoDelay()
+    transport.setTcpNoDelay(False)
+    assert not sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+    assert transport.nodelay is False
+    transport.setTcpNoDelay(True)  # not skipped once cleared
+    assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+    port.stopListening()
+
+
+def test_an_adopted_socket_gets_tcp_nodelay_too(handed: Any) -> None:
+    """Catches: lean_adopt not setting TCP_NODELAY on the inherited socket."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    handed([server])
+    port = lean_adopt(SelectReactor(), Built(), "systemd:domain=INET:index=0")
+    assert port is not None
+    try:
+        assert port.nodelay is listen.NODELAY_INHERITED
+        assert bool(port.socket.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)) \
+            is listen.NODELAY_INHERITED
+    finally:
+        port.stopListening()  # the port owns the descriptor now
+        server.detach()

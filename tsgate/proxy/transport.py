@@ -47,7 +47,7 @@ class LeanTransport:
         "socket", "fd", "reactor", "protocol", "connected", "disconnecting", "disconnected",
         "bufferSize", "queue", "queued", "reading", "writing", "paused", "producer",
         "producer_paused", "write_closing", "write_closed", "read_closed", "half_close",
-        "peer", "loop", "__weakref__",
+        "peer", "loop", "nodelay", "__weakref__",
     )
 
     def __init__(self, sock: socket.socket, reactor: Any, peer: Any = None,
@@ -76,6 +76,8 @@ class LeanTransport:
         self.read_closed = False
         self.half_close = False
         self.peer = peer  # the socket address accept() returned, if any
+        #: TCP_NODELAY known to be set (tsgate.proxy.listen: inherited at accept)
+        self.nodelay = False
 
     def start(self, protocol: Any) -> None:
         """Attach ``protocol`` (``makeConnection``) and start reading."""
@@ -234,7 +236,10 @@ class LeanTransport:
         return twisted_address(self.socket.getsockname(), self.socket.family)
 
     def setTcpNoDelay(self, enabled: bool) -> None:
+        if enabled and self.nodelay:
+            return  # set already (inherited from the listening socket)
         self.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, enabled)
+        self.nodelay = bool(enabled)
 
     def getTcpNoDelay(self) -> bool:
         return bool(self.socket.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
