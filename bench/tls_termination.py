@@ -20,6 +20,9 @@ Workloads (each proxy freshly started, measured in the same round):
   docs/tls.md); nginx does.
 - **handshakes + exchange/s**: the same, then one byte written and read back
   through the echo backend before the close: every proxy dials and relays.
+- **s_time**: ``openssl s_time -new`` (one connection at a time: connect,
+  handshake, close; no SNI, so tsgate's server also has the catch-all host
+  ``*``): new connections per wall-clock second (``--no-stime`` to skip).
 - **bulk Gbit/s**: one Python ``ssl`` client streams 512 MiB (``--quick``:
   256 MiB) of zeros through the terminating proxy to the backend's sink;
   time from the first byte until the last is written (the proxy's buffers
@@ -36,10 +39,12 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
+import re
 import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -106,14 +111,14 @@ spec:
   selector: {{istio: ingressgateway}}
   servers:
   - port: {{number: 8443, name: tls, protocol: TLS}}
-    hosts: [a.bench.test, b.bench.test]
+    hosts: [a.bench.test, b.bench.test, '*']
     tls: {{mode: SIMPLE, serverCertificate: {cert}, privateKey: {key}}}
 ---
 apiVersion: networking.istio.io/v1
 kind: VirtualService
 metadata: {{name: bench-tls}}
 spec:
-  hosts: [a.bench.test, b.bench.test]
+  hosts: ['*']
   gateways: [bench-tls]
   tcp:
   - route: [{{destination: {{host: plain.bench.local, port: {{number: 9000}}}}}}]
@@ -262,6 +267,20 @@ class Bench:
             raise BenchError(f"tlsload failed: {done.stderr or done.stdout}")
         return parse_kv(done.stdout.strip().splitlines()[-1])
 
+    def stime(self, port: int, seconds: int) -> dict[str, float]:
+        """``openssl s_time -new``: sequential new connections; rate per wall second."""
+        argv = self.pin("1", ["openssl", "s_time", "-connect", f"127.0.0.1:{port}", "-new",
+                              "-time", str(seconds), "-CAfile", str(self.files["ca"])])
+        start = time.monotonic()
+        done = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True, timeout=seconds + 30)
+        wall = time.monotonic() - start
+        found = re.search(r"^(\d+) connections in [\d.]+s;", done.stdout, re.M)
+        if done.returncode != 0 or found is None or "ERROR" in done.stdout:
+            raise BenchError(f"openssl s_time failed: {done.stdout[-400:]}")
+        count = int(found.group(1))
+        return {"done": float(count), "rate": count / wall}
+
     def bulk(self, port: int) -> dict[str, float]:
         argv = self.pin("1", [sys.executable, "-c", BULK_CLIENT, str(port),
                               str(self.files["ca"]), str(self.bulk_bytes)])
@@ -280,6 +299,12 @@ class Bench:
             before = cpu_ns(proc.pid)
             hsx = self.handshakes(port, self.seconds, exchange=True)
             hsx_cpu_s = (cpu_ns(proc.pid) - before) / 1e9
+            if self.args.no_stime:
+                st, st_cpu_s = {"done": 0.0, "rate": 0.0}, 0.0
+            else:
+                before = cpu_ns(proc.pid)
+                st = self.stime(port, max(2, int(self.seconds)))
+                st_cpu_s = (cpu_ns(proc.pid) - before) / 1e9
             if self.args.no_bulk:
                 bulk, bulk_cpu_s = {"gbit_s": 0.0, "bytes": 0.0}, 1.0
             else:
@@ -291,6 +316,7 @@ class Bench:
                     "cpu_us_hs": hs_cpu_s * 1e6 / max(1.0, hs["done"]),
                     "hsx_s": hsx["rate"], "hsx_errors": hsx["errors"],
                     "cpu_us_hsx": hsx_cpu_s * 1e6 / max(1.0, hsx["done"]),
+                    "stime_s": st["rate"], "cpu_us_stime": st_cpu_s * 1e6 / max(1.0, st["done"]),
                     "gbit_s": bulk["gbit_s"],
                     "gbit_per_cpu_s": bulk["bytes"] * 8 / 1e9 / max(bulk_cpu_s, 1e-9)}
         except BenchError as exc:
@@ -378,6 +404,7 @@ def main() -> int:
     parser.add_argument("--no-pin", action="store_true")
     parser.add_argument("--no-save", action="store_true")
     parser.add_argument("--no-bulk", action="store_true", help="handshakes only")
+    parser.add_argument("--no-stime", action="store_true", help="no openssl s_time workload")
     parser.add_argument("--exchange", action="store_true",
                         help="--profile: the handshake + one-byte exchange workload")
     parser.add_argument("--seconds", type=float, default=0.0,
@@ -429,22 +456,25 @@ def main() -> int:
              f"# load before: {os.getloadavg()}; haproxy "
              f"{command_output(['haproxy', '-v']).split()[2] if shutil.which('haproxy') else '-'}",
              "# handshake: connect, TLS 1.3 handshake, close (HAProxy and tsgate then never dial "
-             "the backend, nginx does); + exchange: then one byte to the echo backend and back (every proxy "
-             "dials and relays)",
+             "the backend, nginx does); + exchange: then one byte to the echo backend and back "
+             "(every proxy dials and relays); s_time: openssl s_time -new, one connection at a "
+             "time, no SNI",
              "", "| proxy | TLS 1.3 handshakes/s | errors (both) | p50 ms | proxy CPU µs/handshake "
              "| handshake + exchange/s | proxy CPU µs/(handshake + exchange) "
+             "| s_time conn/s | proxy CPU µs/s_time conn "
              "| bulk Gbit/s | bulk Gbit per proxy CPU-s |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for name in names:
         rows = results[name]
         cells = []
         for key, fmt in (("hs_s", "{:,.0f}"), ("errors", "{:.0f}"), ("p50_ms", "{:.1f}"),
                          ("cpu_us_hs", "{:,.0f}"), ("hsx_s", "{:,.0f}"),
-                         ("cpu_us_hsx", "{:,.0f}"), ("gbit_s", "{:.2f}"),
+                         ("cpu_us_hsx", "{:,.0f}"), ("stime_s", "{:,.0f}"),
+                         ("cpu_us_stime", "{:,.0f}"), ("gbit_s", "{:.2f}"),
                          ("gbit_per_cpu_s", "{:.2f}")):
             value = fmt.format(median([row[key] for row in rows]))
-            if key in ("hs_s", "gbit_s", "cpu_us_hs", "hsx_s", "cpu_us_hsx",
-                       "gbit_per_cpu_s") and name != "haproxy" \
+            if key in ("hs_s", "gbit_s", "cpu_us_hs", "hsx_s", "cpu_us_hsx", "stime_s",
+                       "cpu_us_stime", "gbit_per_cpu_s") and name != "haproxy" \
                     and "haproxy" in results:
                 ratios = [row[key] / ref[key] for row, ref in zip(rows, results["haproxy"])
                           if ref[key]]
