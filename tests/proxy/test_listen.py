@@ -474,3 +474,28 @@ def test_an_adopted_socket_gets_tcp_nodelay_too(handed: Any) -> None:
     finally:
         port.stopListening()  # the port owns the descriptor now
         server.detach()
+
+
+def test_listen_nodelay_only_where_inherited_and_only_if_set(monkeypatch: Any) -> None:
+    """
+    Catches: TCP_NODELAY claimed inherited off Linux, or when setting it
+    failed (accepted sockets would then go without it), or a LeanPort not
+    made by lean_listen/lean_adopt claiming it.
+    """
+    sock = socket.socket()
+    try:
+        assert LeanPort(SelectReactor(), sock, Built()).nodelay is False
+        monkeypatch.setattr(listen, "NODELAY_INHERITED", False)
+        assert listen.listen_nodelay(sock) is False
+        assert not sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+        monkeypatch.setattr(listen, "NODELAY_INHERITED", True)
+        assert listen.listen_nodelay(sock) is True
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+    finally:
+        sock.close()
+    assert listen.listen_nodelay(sock) is False  # closed: setsockopt fails
+    unix = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        assert listen.listen_nodelay(unix) is False
+    finally:
+        unix.close()
