@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.test_tls_half_close import answer_after_eof
+from tests.e2e.test_tls_half_close import TlsClient, answer_after_eof
 from tests.e2e.test_tls_termination import (  # noqa: F401  (setup: the fixture)
     HOST_A,
     PORT,
@@ -50,25 +50,14 @@ class CountingBackend:
         answer_after_eof(conn)
 
 
-class Client:
-    """Handshakes on memory BIOs; holds back its last flight (the Finished)."""
+class Client(TlsClient):
+    """A TLS client that holds back its Finished, to send it with what follows."""
 
     def __init__(self, port: int, ctx: ssl.SSLContext) -> None:
-        self.raw = socket.create_connection(("127.0.0.1", port), timeout=20)
-        self.incoming, self.outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
-        self.tls = ctx.wrap_bio(self.incoming, self.outgoing, server_hostname=HOST_A)
-        for _ in range(100):  # bounded: a handshake is a few round trips
-            try:
-                self.tls.do_handshake()
-                break
-            except ssl.SSLWantReadError:
-                self.raw.sendall(self.outgoing.read())
-                chunk = self.raw.recv(65536)
-                assert chunk, "closed during the handshake"
-                self.incoming.write(chunk)
-        # The Finished is in self.outgoing, not sent yet.
+        super().__init__(port, ctx, HOST_A, send_finished=False)
 
     def close_notify(self) -> None:
+        """close_notify into ``outgoing`` (sent by :meth:`send_held`)."""
         try:
             self.tls.unwrap()
         except ssl.SSLWantReadError:
@@ -78,34 +67,12 @@ class Client:
         """Send what is held in one segment (with the FIN when ``fin``)."""
         if fin:
             self.raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 1)
-        self.raw.sendall(self.outgoing.read())
+        self.flush()
         if fin:
             self.raw.shutdown(socket.SHUT_WR)  # the FIN rides on the corked segment
 
-    def read_all(self) -> tuple[bytes, str]:
-        got = bytearray()
-        for _ in range(100_000):  # bounded
-            try:
-                chunk = self.tls.read(65536)
-                if not chunk:
-                    return bytes(got), "close_notify"
-                got += chunk
-            except ssl.SSLWantReadError:
-                data = self.raw.recv(65536)
-                if not data:
-                    return bytes(got), "eof"
-                self.incoming.write(data)
-            except ssl.SSLZeroReturnError:
-                return bytes(got), "close_notify"
-            except (ssl.SSLError, ConnectionResetError) as exc:
-                return bytes(got), f"error {exc}"
-        return bytes(got), "too many reads"
-
     def local(self) -> tuple[str, int]:
         return self.raw.getsockname()  # type: ignore[no-any-return]
-
-    def close(self) -> None:
-        self.raw.close()
 
 
 def terminated(setup: Any, backend: CountingBackend) -> list[dict[str, Any]]:  # noqa: F811

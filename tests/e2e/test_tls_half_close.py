@@ -54,7 +54,9 @@ def answer_after_eof(conn: socket.socket) -> None:
 class TlsClient:
     """A TLS client on its own socket: half-closes either way, reads after."""
 
-    def __init__(self, port: int, ctx: ssl.SSLContext, sni: str) -> None:
+    def __init__(self, port: int, ctx: ssl.SSLContext, sni: str,
+                 send_finished: bool = True) -> None:
+        """Handshake; with ``send_finished=False`` the last flight stays in ``outgoing``."""
         self.raw = socket.create_connection(("127.0.0.1", port), timeout=20)
         self.incoming, self.outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
         self.tls = ctx.wrap_bio(self.incoming, self.outgoing, server_hostname=sni)
@@ -65,7 +67,8 @@ class TlsClient:
             except ssl.SSLWantReadError:
                 self.flush()
                 assert self.feed(), "closed during the handshake"
-        self.flush()
+        if send_finished:
+            self.flush()
 
     def flush(self) -> None:
         data = self.outgoing.read()
@@ -106,7 +109,7 @@ class TlsClient:
                     return bytes(got), "eof"
             except ssl.SSLZeroReturnError:
                 return bytes(got), "close_notify"
-            except ssl.SSLError as exc:
+            except (ssl.SSLError, ConnectionResetError) as exc:
                 return bytes(got), f"error {exc}"
         return bytes(got), "too many reads"
 

@@ -8,14 +8,12 @@ Python ``ssl`` clients, a plain TCP backend.
 
 from __future__ import annotations
 
-import socket
 import ssl
 import time
 from pathlib import Path
 from typing import Any, Optional
 
 import pytest
-from cryptography import x509
 
 from tests.e2e.test_tls_termination import (  # noqa: F401  (setup: the fixture)
     HOST_A,
@@ -23,7 +21,9 @@ from tests.e2e.test_tls_termination import (  # noqa: F401  (setup: the fixture)
     client_context,
     gateway_doc,
     mutual_docs,
+    serial,
     setup,
+    talk,
     tls_server,
     vs_tcp,
 )
@@ -33,19 +33,8 @@ from tests.support.tlscerts import write_credential
 def connect(port: int, ctx: ssl.SSLContext,
             session: Optional[ssl.SSLSession] = None) -> tuple[bytes, bool, Any, tuple[str, int]]:
     """Greeting, whether the session was resumed, the session, the local address."""
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
-        local = raw.getsockname()
-        with ctx.wrap_socket(raw, server_hostname=HOST_A, session=session) as s:
-            got = b""
-            while not got.endswith(b"\n"):
-                chunk = s.recv(100)
-                if not chunk:
-                    break
-                got += chunk
-            # TLS 1.3 tickets come after the handshake: the read above took them
-            s.sendall(b"ping")
-            assert s.recv(4) == b"ping"
-            return got.strip(), bool(s.session_reused), s.session, local
+    got, facts, local = talk(port, ctx, HOST_A, b"ping", session)
+    return got, bool(facts["reused"]), facts["session"], local
 
 
 @pytest.mark.parametrize("version", [ssl.TLSVersion.TLSv1_3, ssl.TLSVersion.TLSv1_2])
@@ -104,10 +93,3 @@ def test_no_resumption_across_a_rotation(setup: Any) -> None:  # noqa: F811
         got, reused, _, _ = connect(port, ctx, session)
     assert got == b"backend-a" and not reused
 
-
-def serial(port: int, ctx: ssl.SSLContext) -> int:
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw, \
-            ctx.wrap_socket(raw, server_hostname=HOST_A) as s:
-        der = s.getpeercert(binary_form=True)
-    assert der is not None
-    return x509.load_der_x509_certificate(der).serial_number

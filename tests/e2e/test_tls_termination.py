@@ -88,12 +88,17 @@ def client_context(ca: CA, cert: Optional[Leaf] = None, tmp: Optional[Path] = No
     return ctx
 
 
-def talk(port: int, ctx: ssl.SSLContext, sni: str, payload: bytes = b"hello") -> \
+def talk(port: int, ctx: ssl.SSLContext, sni: str, payload: bytes = b"hello",
+         session: Optional[ssl.SSLSession] = None) -> \
         tuple[bytes, dict[str, Any], tuple[str, int]]:
-    """Connect with TLS, read the greeting, send and read back an echo."""
+    """
+    Connect with TLS (resuming ``session`` if given), read the greeting, send
+    and read back an echo. The facts include the session (TLS 1.3 tickets
+    have come by then) and whether it was resumed.
+    """
     with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
         local = raw.getsockname()
-        with ctx.wrap_socket(raw, server_hostname=sni) as s:
+        with ctx.wrap_socket(raw, server_hostname=sni, session=session) as s:
             facts = {"version": s.version(), "peer": s.getpeercert()}
             got = b""
             while not got.endswith(b"\n"):
@@ -109,7 +114,18 @@ def talk(port: int, ctx: ssl.SSLContext, sni: str, payload: bytes = b"hello") ->
                     break
                 back += chunk
             assert back == payload
+            facts["session"], facts["reused"] = s.session, s.session_reused
             return got.strip(), facts, local
+
+
+def serial(port: int, ctx: ssl.SSLContext, sni: str = HOST_A) -> int:
+    """The serial number of the certificate the gateway serves for ``sni``."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw, \
+            ctx.wrap_socket(raw, server_hostname=sni) as s:
+        der = s.getpeercert(binary_form=True)
+    assert der is not None
+    from cryptography import x509
+    return x509.load_der_x509_certificate(der).serial_number
 
 
 def peer_cn(facts: dict[str, Any]) -> str:
@@ -375,15 +391,7 @@ def test_rotation_through_a_secret_volume_data_swap(setup: Any, tmp_path: Path) 
     with setup.gateway(docs, "--watch-interval", "0.2") as gw:
         port = gw.port(PORT)
         ctx = client_context(setup.ca)
-
-        def serial() -> int:
-            with socket.create_connection(("127.0.0.1", port), timeout=10) as raw, \
-                    ctx.wrap_socket(raw, server_hostname=HOST_A) as s:
-                der = s.getpeercert(binary_form=True)
-            from cryptography import x509
-            return x509.load_der_x509_certificate(der).serial_number
-
-        assert serial() == first.cert.serial_number
+        assert serial(port, ctx) == first.cert.serial_number
         # An open connection survives the rotation untouched.
         raw = socket.create_connection(("127.0.0.1", port), timeout=10)
         held = ctx.wrap_socket(raw, server_hostname=HOST_A)
@@ -391,7 +399,7 @@ def test_rotation_through_a_secret_volume_data_swap(setup: Any, tmp_path: Path) 
         write_secret_volume(secret, {"tls.crt": cert_pem(second.cert),
                                      "tls.key": key_pem(second.key)}, 2)
         deadline = time.monotonic() + 10
-        while serial() != second.cert.serial_number:
+        while serial(port, ctx) != second.cert.serial_number:
             assert time.monotonic() < deadline, gw.text()
             time.sleep(0.1)
         held.sendall(b"still here")
@@ -403,7 +411,7 @@ def test_rotation_through_a_secret_volume_data_swap(setup: Any, tmp_path: Path) 
         while "does not match the certificate" not in gw.text():
             assert time.monotonic() < deadline, gw.text()
             time.sleep(0.1)
-        assert serial() == second.cert.serial_number
+        assert serial(port, ctx) == second.cert.serial_number
         held.close()
 
 
