@@ -201,3 +201,31 @@ def test_bound_addresses_are_the_held_sockets() -> None:
         assert s.bound_addresses() == {"0.0.0.0_7000": f"127.0.0.1:{port}"}
     finally:
         s.stopService()
+
+
+def test_held_socket_addresses_bracket_ipv6_and_name_unix_paths() -> None:
+    """The startup line's addresses: ``[v6]:port``, ``v4:port``, a unix socket's path."""
+    from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
+
+    class Anchor:
+        def __init__(self, name: Any) -> None:
+            self.name = name
+
+        def getsockname(self) -> Any:
+            return self.name
+
+    class Shared:
+        def __init__(self, address: Any) -> None:
+            self.address = address
+
+        def getHost(self) -> Any:
+            return self.address
+
+    def held(**kw: Any) -> sup.HeldSocket:
+        return sup.HeldSocket(("0.0.0.0", 8443), "tcp:8443", "INET", **kw)
+
+    assert held(anchor=Anchor(("::1", 8443, 0, 0))).address() == "[::1]:8443"
+    assert held(anchor=Anchor(("127.0.0.1", 8443))).address() == "127.0.0.1:8443"
+    assert held(shared=Shared(IPv6Address("TCP", "::", 443))).address() == "[::]:443"
+    assert held(shared=Shared(IPv4Address("TCP", "10.0.0.1", 443))).address() == "10.0.0.1:443"
+    assert held(shared=Shared(UNIXAddress(b"/run/gw.sock"))).address() == "/run/gw.sock"

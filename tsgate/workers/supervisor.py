@@ -154,13 +154,17 @@ class HeldSocket:
         return sock.fileno()
 
     def address(self) -> str:
+        """``host:port``, ``[v6]:port``, or a unix socket's path, for the logs."""
         if self.shared is not None:
-            host = self.shared.getHost()
-            return (f"{getattr(host, 'host', getattr(host, 'name', host))}:"
-                    f"{getattr(host, 'port', '')}")
-        assert self.anchor is not None
-        host, port = self.anchor.getsockname()[:2]
-        return f"{host}:{port}"
+            address = self.shared.getHost()
+            host, port = getattr(address, "host", None), getattr(address, "port", None)
+            if host is None:  # a unix socket (Twisted keeps its path as bytes)
+                name = getattr(address, "name", address)
+                return name.decode(errors="replace") if isinstance(name, bytes) else str(name)
+        else:
+            assert self.anchor is not None
+            host, port = self.anchor.getsockname()[:2]
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
     def close(self) -> None:
         if self.shared is not None:
