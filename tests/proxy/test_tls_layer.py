@@ -528,12 +528,13 @@ def test_connection_lost_after_the_handshake_once_with_the_reason() -> None:
 
 
 def test_records_of_one_read_are_one_data_received() -> None:
-    """_read: every record decrypted, in order, in one dataReceived (one record: itself)."""
+    """_read mutants 15-18: every record decrypted, in order, in one dataReceived (two, three)."""
     layer, _, peer, wrapped = connected()
     send(layer, peer, b"one")
     assert wrapped.events == [("data", b"one")]
+    send(layer, peer, b"a", b"bb")
     send(layer, peer, b"a", b"bb", b"ccc")
-    assert wrapped.events == [("data", b"one"), ("data", b"abbccc")]
+    assert wrapped.events == [("data", b"one"), ("data", b"abb"), ("data", b"abbccc")]
     big = bytes(range(256)) * 200  # several full records
     send(layer, peer, big)
     assert wrapped.events[-1] == ("data", big)
@@ -545,6 +546,7 @@ def test_a_bad_record_fails_with_the_alert() -> None:
     layer.dataReceived(b"\x17\x03\x03\x00\x20" + b"\x00" * 32)
     assert wrapped.events == []
     assert layer.reason is not None and layer.reason.check(SSL.Error)
+    assert "bad record mac" in str(layer.reason.value)  # _read mutant 10: OpenSSL's error
     assert transport.calls == [("loseConnection",)]
     assert "bad record mac" in alert(peer, transport)
     layer.connectionLost(Failure(ConnectionDone()))
@@ -614,7 +616,7 @@ def test_nothing_after_the_protocol_lost_the_connection_in_data_received() -> No
 
 
 def test_a_big_write_goes_out_whole_in_one_transport_write() -> None:
-    """write's partial-write loop (mutant 12) and _flush's chunks of FLUSH_SIZE."""
+    """write's partial-write loop (one record per send) and _flush's chunks of FLUSH_SIZE."""
     layer, transport, peer, _ = connected()
     data = bytes(range(256)) * (BIG // 256)
     layer.write(data)
@@ -624,7 +626,7 @@ def test_a_big_write_goes_out_whole_in_one_transport_write() -> None:
 
 
 def test_exactly_one_flush_size() -> None:
-    """_flush: an outgoing BIO of exactly FLUSH_SIZE, then of a multiple of it."""
+    """_flush mutants 4-14: an outgoing BIO of exactly FLUSH_SIZE, then of twice that."""
     layer, transport, peer, _ = connected()
     for multiple in (1, 2):
         size = 0
@@ -649,7 +651,7 @@ def test_write_sequence_is_one_write() -> None:
 
 
 def test_an_empty_write_sends_nothing() -> None:
-    """write mutant 1: b"" is no record."""
+    """write's ``not data`` guard after the handshake: b"" is no record."""
     layer, transport, _, _ = connected()
     layer.write(b"")
     assert transport.written == []
@@ -717,12 +719,17 @@ def test_lose_connection_after_connection_lost_does_nothing() -> None:
 
 
 def test_abort_connection_is_the_transport_s_and_stops_writes() -> None:
-    """abortConnection mutants 1-2: disconnecting, so nothing written after."""
+    """
+    abortConnection mutants 1-2: disconnecting, so nothing written after;
+    half_close mutant 1 (``disconnecting and lost``) and release mutant 1:
+    no close_notify, FIN nor close after an abort.
+    """
     layer, transport, _, _ = connected()
     layer.abortConnection()
     assert layer.disconnecting is True
     assert transport.calls == [("abortConnection",)]
     layer.write(b"x")
+    layer.half_close()
     layer.loseConnection()
     layer.release()
     assert transport.written == []
@@ -730,7 +737,7 @@ def test_abort_connection_is_the_transport_s_and_stops_writes() -> None:
 
 
 def test_half_close_sends_close_notify_then_the_fin_and_keeps_reading() -> None:
-    """half_close: write_closed, close_notify after the data, loseWriteConnection; reads go on."""
+    """half_close mutants 2, 5, 6: write_closed, close_notify after the data, FIN; reads go on."""
     layer, transport, peer, wrapped = connected()
     layer.write(b"last")
     layer.half_close()
@@ -764,7 +771,7 @@ def test_write_connection_lost_is_not_told_to_a_plain_protocol() -> None:
 
 
 def test_half_close_before_the_handshake_closes() -> None:
-    """half_close: before the handshake completed, loseConnection (no FIN alone)."""
+    """half_close mutant 3 (``not done and pending``): before the handshake, loseConnection."""
     layer, transport = server(HalfWrapped())
     layer.half_close()
     assert transport.calls == [("loseConnection",)]
@@ -783,17 +790,6 @@ def test_half_close_with_writes_still_pending_closes() -> None:
     layer.dataReceived(peer.out())
     assert transport.calls == [("loseConnection",)]
     assert layer.disconnecting is True
-
-
-def test_half_close_after_lose_connection_does_nothing() -> None:
-    """half_close mutants on the guard (``disconnecting and lost``)."""
-    layer, transport, _, _ = connected()
-    layer.loseConnection()
-    transport.take()
-    layer.write_closed = False  # only ``disconnecting`` holds it back
-    layer.half_close()
-    assert transport.calls == [("loseConnection",)]
-    assert transport.written == []
 
 
 def test_release_unregisters_then_closes_once() -> None:
