@@ -1,67 +1,22 @@
 """
 ``TlsLayer.peer_ended``: right after the handshake, has the client already
-ended its side with nothing sent? A real TLS 1.3 handshake (Python's ssl on
-memory BIOs against the layer) over a real loopback TCP connection whose
-server end is the layer's socket; the answer only peeks (nothing consumed).
+ended its side with nothing sent? A real TLS 1.3 handshake (the fixtures of
+test_tls_layer.py: Python's ssl on memory BIOs against the layer) over a
+real loopback TCP connection whose server end is the layer's socket; what
+waits on the socket moves into the BIO, nothing is decrypted or lost.
 """
 
 from __future__ import annotations
 
 import socket
-import ssl
 import struct
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Optional
 
 import pytest
-from OpenSSL import SSL
-from twisted.internet.interfaces import IHalfCloseableProtocol
-from zope.interface import implementer
 
-from tests.support.tlscerts import CA
-from tsgate.tls.server import ServerConnectionCreator
-from tsgate.tls.transport import lean_wrap
-
-NAME = "a.example.test"
-
-
-@implementer(IHalfCloseableProtocol)
-class Wrapped:
-    """The protocol under the layer: what it was told."""
-
-    def __init__(self) -> None:
-        self.data = b""
-        self.read_lost = False
-        self.transport: Any = None
-
-    def makeConnection(self, transport: Any) -> None:  # noqa: N802
-        self.transport = transport
-
-    def dataReceived(self, data: bytes) -> None:
-        self.data += data
-
-    def readConnectionLost(self) -> None:
-        self.read_lost = True
-
-    def writeConnectionLost(self) -> None:
-        pass
-
-    def connectionLost(self, reason: Any) -> None:
-        pass
-
-
-class Transport:
-    """What the layer needs of its transport."""
-
-    def __init__(self) -> None:
-        self.written = b""
-        self.protocol: Any = None
-
-    def write(self, data: bytes) -> None:
-        self.written += data
-
-    def loseConnection(self) -> None:
-        pass
+from tests.proxy.test_tls_layer import HalfWrapped, Peer, Transport, server, up_to_finished
+from tsgate.tls.transport import TlsLayer
 
 
 class SocketTransport(Transport):
@@ -76,81 +31,58 @@ class SocketTransport(Transport):
 def pair() -> Iterator[tuple[socket.socket, socket.socket]]:
     listener = socket.create_server(("127.0.0.1", 0))
     client = socket.create_connection(listener.getsockname())
-    server, _ = listener.accept()
-    server.setblocking(False)
+    accepted, _ = listener.accept()
+    accepted.setblocking(False)
     listener.close()
-    yield client, server
+    yield client, accepted
     client.close()
-    server.close()
+    accepted.close()
 
 
-def handshake(server_sock: socket.socket | None) -> tuple[Any, Any, ssl.SSLObject, Any]:
-    """A completed handshake; the client's Finished is fed, nothing more."""
-    leaf = CA.create().issue(NAME, dns=[NAME])
-    context = SSL.Context(SSL.TLS_METHOD)
-    context.use_certificate(leaf.cert)
-    context.use_privatekey(leaf.key)
-    transport = SocketTransport(server_sock) if server_sock is not None else Transport()
-    wrapped = Wrapped()
-    layer = lean_wrap(transport, ServerConnectionCreator(context), False, wrapped)
-    cctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    cctx.check_hostname = False
-    cctx.verify_mode = ssl.CERT_NONE
-    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
-    client = cctx.wrap_bio(incoming, outgoing, server_hostname=NAME)
-    for _ in range(10):  # bounded
-        try:
-            client.do_handshake()
-            break
-        except ssl.SSLWantReadError:
-            pass
-        layer.dataReceived(outgoing.read())
-        incoming.write(transport.written)
-        transport.written = b""
-    return layer, wrapped, client, outgoing
+def handshake(sock: Optional[socket.socket]) -> tuple[TlsLayer, HalfWrapped, Peer]:
+    """A handshake up to the client's Finished (held in ``peer.outgoing``)."""
+    wrapped = HalfWrapped()
+    layer, transport = server(wrapped, SocketTransport(sock) if sock is not None else None)
+    peer = Peer()
+    up_to_finished(layer, transport, peer)
+    return layer, wrapped, peer
 
 
-def finish(layer: Any, outgoing: Any, extra: bytes = b"") -> None:
-    """The client's Finished (and ``extra`` records) in one read."""
-    layer.conn.bio_write(outgoing.read() + extra)
+def finish(layer: TlsLayer, peer: Peer, extra: bytes = b"") -> None:
+    """The client's Finished (and what ``peer`` queued after it, and ``extra``) in one read."""
+    layer.conn.bio_write(peer.out() + extra)
     layer._handshake()
 
 
 def test_nothing_yet_is_not_ended(pair: Any) -> None:
-    layer, _, _, outgoing = handshake(pair[1])
-    finish(layer, outgoing)
+    layer, _, peer = handshake(pair[1])
+    finish(layer, peer)
     assert layer.handshake_done
     assert not layer.peer_ended()
 
 
 def test_close_notify_with_the_finished_is_ended(pair: Any) -> None:
-    layer, _, client, outgoing = handshake(pair[1])
-    try:
-        client.unwrap()
-    except ssl.SSLWantReadError:
-        pass
-    finish(layer, outgoing)
+    layer, _, peer = handshake(pair[1])
+    layer.conn.bio_write(peer.close())  # the Finished, then close_notify
+    layer._handshake()
     assert layer.peer_ended()
 
 
 def test_data_first_is_not_ended_and_not_consumed(pair: Any) -> None:
-    layer, wrapped, client, outgoing = handshake(pair[1])
-    client.write(b"hello")
-    try:
-        client.unwrap()
-    except ssl.SSLWantReadError:
-        pass
-    finish(layer, outgoing)
+    layer, wrapped, peer = handshake(pair[1])
+    peer.tls.write(b"hello")
+    layer.conn.bio_write(peer.close())
+    layer._handshake()
     assert not layer.peer_ended()
     layer._read()
     assert wrapped.data == b"hello"  # the peek consumed nothing
-    assert wrapped.read_lost
+    assert "read_lost" in wrapped.names()
 
 
 def test_fin_on_the_socket_is_ended(pair: Any) -> None:
     client_sock, server_sock = pair
-    layer, _, _, outgoing = handshake(server_sock)
-    finish(layer, outgoing)
+    layer, _, peer = handshake(server_sock)
+    finish(layer, peer)
     client_sock.shutdown(socket.SHUT_WR)
     assert layer.peer_ended()
     assert server_sock.recv(10) == b""  # still there for the transport to read
@@ -158,8 +90,8 @@ def test_fin_on_the_socket_is_ended(pair: Any) -> None:
 
 def test_reset_on_the_socket_is_ended(pair: Any) -> None:
     client_sock, server_sock = pair
-    layer, _, _, outgoing = handshake(server_sock)
-    finish(layer, outgoing)
+    layer, _, peer = handshake(server_sock)
+    finish(layer, peer)
     client_sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     client_sock.close()
     assert layer.peer_ended()
@@ -167,8 +99,8 @@ def test_reset_on_the_socket_is_ended(pair: Any) -> None:
 
 def test_part_of_a_record_waiting_is_not_ended(pair: Any) -> None:
     client_sock, server_sock = pair
-    layer, _, _, outgoing = handshake(server_sock)
-    finish(layer, outgoing)
+    layer, _, peer = handshake(server_sock)
+    finish(layer, peer)
     client_sock.sendall(b"\x17\x03\x03\x00\x10")  # the next record's header
     client_sock.shutdown(socket.SHUT_WR)
     assert not layer.peer_ended()
@@ -178,39 +110,31 @@ def test_part_of_a_record_waiting_is_not_ended(pair: Any) -> None:
 
 def test_close_notify_waiting_on_the_socket_is_ended(pair: Any) -> None:
     client_sock, server_sock = pair
-    layer, _, client, outgoing = handshake(server_sock)
-    finish(layer, outgoing)
-    try:
-        client.unwrap()
-    except ssl.SSLWantReadError:
-        pass
-    client_sock.sendall(outgoing.read())  # after the Finished, in a segment of its own
+    layer, _, peer = handshake(server_sock)
+    finish(layer, peer)
+    client_sock.sendall(peer.close())  # after the Finished, in a segment of its own
     assert layer.peer_ended()
 
 
 def test_data_waiting_on_the_socket_is_not_ended_and_delivered(pair: Any) -> None:
     client_sock, server_sock = pair
-    layer, wrapped, client, outgoing = handshake(server_sock)
-    finish(layer, outgoing)
-    client.write(b"hello")
-    try:
-        client.unwrap()
-    except ssl.SSLWantReadError:
-        pass
-    client_sock.sendall(outgoing.read())
+    layer, wrapped, peer = handshake(server_sock)
+    finish(layer, peer)
+    peer.tls.write(b"hello")
+    client_sock.sendall(peer.close())
     assert not layer.peer_ended()
     layer._read()  # what the layer does next: the bytes read are decrypted in order
     assert wrapped.data == b"hello"
-    assert wrapped.read_lost
+    assert "read_lost" in wrapped.names()
 
 
 def test_a_transport_without_a_socket_is_never_ended() -> None:
-    layer, _, _, outgoing = handshake(None)
-    finish(layer, outgoing)
+    layer, _, peer = handshake(None)
+    finish(layer, peer)
     assert not layer.peer_ended()
 
 
 def test_a_bad_record_is_left_to_the_read(pair: Any) -> None:
-    layer, _, _, outgoing = handshake(pair[1])
-    finish(layer, outgoing, b"\x17\x03\x03\x00\x05garbage")
+    layer, _, peer = handshake(pair[1])
+    finish(layer, peer, b"\x17\x03\x03\x00\x05garbage")
     assert not layer.peer_ended()
